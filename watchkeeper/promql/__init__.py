@@ -1,0 +1,1 @@
+"""PromQL: parser wrapper, AST, printer, vectorised evaluator, functions, Prometheus HTTP API."""

@@ -1,0 +1,127 @@
+"""The values the evaluator passes between nodes, vectorised over all evaluation steps.
+
+An instant query is a range query with one step. Every instant-vector expression evaluates to a
+``StepVector``: one row per series, one column per step, with a presence mask (NaN is a value, so
+absence needs its own mask). A range vector (matrix selector or subquery) is a ``RangeVector``:
+the samples of all series concatenated, with per-series offsets and, for every (series, step),
+the index window of samples inside that step's range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from watchkeeper.labels import Labels
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Bool = npt.NDArray[np.bool_]
+
+
+@dataclass(slots=True)
+class EvalContext:
+    """The steps being evaluated. ``times_ms`` has shape (steps,)."""
+
+    start_ms: int
+    end_ms: int
+    step_ms: int
+    times_ms: I64
+    lookback_ms: int = 300_000
+
+    @property
+    def steps(self) -> int:
+        return int(self.times_ms.shape[0])
+
+
+@dataclass(slots=True)
+class Scalar:
+    """A scalar per step, shape (steps,)."""
+
+    values: F64
+
+
+@dataclass(slots=True)
+class StringValue:
+    value: str
+
+
+@dataclass(slots=True)
+class StepVector:
+    """An instant vector at every step.
+
+    ``values`` and ``present`` have shape (series, steps). ``sample_ts`` (same shape) is set only
+    straight out of a vector selector (``timestamp()`` needs it). ``drop_name[i]`` marks a series
+    whose metric name is to be removed when the result leaves the engine (Prometheus 3's delayed
+    ``__name__`` removal); until then the name stays so that later label operations can see it.
+    """
+
+    labels: list[Labels]
+    values: F64
+    present: Bool
+    sample_ts: I64 | None = None
+    drop_name: Bool | None = None
+
+    @classmethod
+    def empty(cls, steps: int) -> StepVector:
+        return cls([], np.empty((0, steps)), np.zeros((0, steps), dtype=bool))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(slots=True)
+class RangeVector:
+    """Samples of several series for a window ending at each step.
+
+    ``timestamps_ms``/``values`` concatenate all series (staleness markers removed), series ``i``
+    owning ``[offsets[i], offsets[i+1])``. For step ``j`` the window of series ``i`` is the index
+    range ``[lo[i, j], hi[i, j])`` (absolute indices into the concatenated arrays), holding the
+    samples with ``window_end_ms[j] - range_ms < t <= window_end_ms[j]`` (left-open).
+    ``window_end_ms`` already has offset and ``@`` applied; ``range_ms`` is the selector's range.
+    """
+
+    labels: list[Labels]
+    timestamps_ms: I64
+    values: F64
+    offsets: I64
+    lo: I64
+    hi: I64
+    window_end_ms: I64
+    range_ms: int
+    drop_name: Bool | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+Value = Scalar | StringValue | StepVector | RangeVector
+
+
+@dataclass(frozen=True, slots=True)
+class ResultSeries:
+    """One series of a query result: its points (one point for an instant vector)."""
+
+    labels: Labels
+    timestamps_ms: I64
+    values: F64
+
+
+@dataclass(slots=True)
+class QueryResult:
+    """What ``Engine.instant`` / ``Engine.range`` return; the HTTP API formats it as Prometheus does.
+
+    ``result_type`` is Prometheus' ``resultType``: ``vector`` (instant query over a vector),
+    ``matrix`` (range query, or instant query of a range vector), ``scalar`` or ``string``.
+    For ``scalar``/``string`` there is one pseudo-series with no labels (string in ``string_value``).
+    """
+
+    result_type: Literal["vector", "matrix", "scalar", "string"]
+    series: list[ResultSeries]
+    string_value: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
+    samples_loaded: int = 0

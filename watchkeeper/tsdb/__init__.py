@@ -1,0 +1,1 @@
+"""The time-series store: series index, head, chunk encoding, WAL, SQL persistence, retention."""
