@@ -31,6 +31,10 @@ class EvalContext:
     step_ms: int
     times_ms: I64
     lookback_ms: int = 300_000
+    #: Annotations collected during evaluation (Prometheus' warnings and infos, e.g.
+    #: ``PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket``).
+    warnings: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
 
     @property
     def steps(self) -> int:
