@@ -1,0 +1,415 @@
+"""PromQL text -> watchkeeper's AST, through the ``promql-parser`` wheel (Rust, PyO3).
+
+>>> expr = parse('sum by (job) (rate(http_requests_total{code=~"5.."}[5m]))')
+>>> expr.op, expr.grouping
+('sum', ('job',))
+>>> value_type(expr)
+'vector'
+
+The binding's tree is converted at once into the frozen dataclasses of ``ast.py``; nothing of the
+binding leaks out. Around it, this module works around the binding's known defects (see
+``notes/promql.md`` §5):
+
+- a pre-lexer rewrites backtick raw strings (which the binding unescapes) into escaped
+  double-quoted strings, and caps query length, bracket nesting and operator count *before* the
+  binding runs: deep nesting or long operator chains make it slow and then segfault the process;
+- negative ``@`` timestamps make the binding panic when read, so the pre-lexer drops the minus
+  sign and the converter negates the value again;
+- every failure, including ``pyo3_runtime.PanicException`` (a ``BaseException``), becomes
+  :class:`~watchkeeper.errors.ParseError`.
+
+Parsed expressions are cached (LRU): ASTs are immutable, and dashboards repeat their queries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import promql_parser as _pp
+
+from watchkeeper.errors import ParseError
+from watchkeeper.labels import METRIC_NAME, Matcher, MatchOp
+from watchkeeper.promql.ast import (
+    SET_OPS,
+    AggregateExpr,
+    At,
+    BinaryExpr,
+    Call,
+    Cardinality,
+    Expr,
+    MatrixSelector,
+    NumberLiteral,
+    ParenExpr,
+    StringLiteral,
+    SubqueryExpr,
+    UnaryExpr,
+    ValueType,
+    VectorMatching,
+    VectorSelector,
+)
+
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_LENGTH_BYTES",
+    "DEFAULT_MAX_OPERATORS",
+    "FUNCTION_RETURN_TYPES",
+    "parse",
+    "value_type",
+]
+
+DEFAULT_MAX_LENGTH_BYTES = 64 * 1024
+DEFAULT_MAX_DEPTH = 256
+"""Nesting of ``( [ {``. The binding recurses per level and segfaults near 12,000."""
+DEFAULT_MAX_OPERATORS = 1024
+"""Binary and unary operators per query. A chain of 6,000 ``a+a+…`` segfaults the binding, and
+1,000 already takes ~0.5 s (its parse time is quadratic in chain length)."""
+
+NAN = float("nan")
+"""The one NaN every ``NaN`` literal holds, so that equal ASTs compare equal (``nan != nan``, but
+tuple comparison tries identity first)."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+# Functions that return a scalar; every other function returns an instant vector.
+_SCALAR_FUNCTIONS = frozenset({"pi", "scalar", "time", "start", "end", "range", "step"})
+
+FUNCTION_RETURN_TYPES: dict[str, ValueType] = {name: "scalar" for name in _SCALAR_FUNCTIONS}
+"""Return types of the functions that do not return an instant vector."""
+
+_OPERATOR_WORDS = frozenset({"and", "or", "unless", "atan2"})
+
+
+def parse(
+    text: str,
+    *,
+    max_length_bytes: int = DEFAULT_MAX_LENGTH_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_operators: int = DEFAULT_MAX_OPERATORS,
+) -> Expr:
+    """Parse a PromQL expression into watchkeeper's AST, or raise :class:`ParseError`.
+
+    >>> parse('up{job="api"} offset 5m')
+    VectorSelector(name='up', matchers=(...), offset_ms=300000, at=None)
+    """
+    return _parse_cached(text, max_length_bytes, max_depth, max_operators)
+
+
+def value_type(expr: Expr) -> ValueType:
+    """The Prometheus value type an expression evaluates to.
+
+    >>> value_type(parse("rate(x[5m])")), value_type(parse("x[5m]")), value_type(parse("1 + 2"))
+    ('vector', 'matrix', 'scalar')
+    """
+    while True:
+        match expr:
+            case NumberLiteral():
+                return "scalar"
+            case StringLiteral():
+                return "string"
+            case VectorSelector() | AggregateExpr():
+                return "vector"
+            case MatrixSelector() | SubqueryExpr():
+                return "matrix"
+            case Call(func=func):
+                return FUNCTION_RETURN_TYPES.get(func, "vector")
+            case ParenExpr(expr=inner) | UnaryExpr(expr=inner):
+                expr = inner
+            case BinaryExpr(lhs=lhs, rhs=rhs):
+                if value_type(lhs) == "scalar" and value_type(rhs) == "scalar":
+                    return "scalar"
+                return "vector"
+            case _:
+                raise TypeError(f"not a PromQL expression: {expr!r}")
+
+
+@lru_cache(maxsize=2048)
+def _parse_cached(text: str, max_length_bytes: int, max_depth: int, max_operators: int) -> Expr:
+    if len(text) > max_length_bytes or len(text.encode("utf-8", "surrogatepass")) > max_length_bytes:
+        raise ParseError(f"parse error: query is longer than the limit of {max_length_bytes} bytes")
+    lexed = _prelex(text, max_depth=max_depth, max_operators=max_operators)
+    try:
+        tree = _pp.parse(lexed.text)
+    except ValueError as exc:
+        raise ParseError(f"parse error: {exc}") from exc
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # pyo3_runtime.PanicException derives from BaseException
+        raise ParseError(f"parse error: {exc}") from exc
+    converter = _Converter(lexed.negative_at)
+    try:
+        expr = converter.convert(tree)
+    except ParseError:
+        raise
+    except RecursionError as exc:
+        raise ParseError("parse error: query is nested too deeply") from exc
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:
+        raise ParseError(f"parse error: {exc}") from exc
+    if converter.at_index != len(lexed.negative_at):
+        # Every `@` token must be matched by one modifier in the tree, or negations would land on
+        # the wrong selector.
+        raise ParseError("parse error: unexpected '@' modifier")
+    return expr
+
+
+# --- pre-lexer ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Lexed:
+    text: str
+    negative_at: tuple[bool, ...]
+    """One entry per ``@`` token, in text order: whether its (numeric) timestamp was negative."""
+
+
+def _position(text: str, index: int) -> str:
+    line = text.count("\n", 0, index) + 1
+    col = index - (text.rfind("\n", 0, index) + 1) + 1
+    return f"{line}:{col}"
+
+
+def _escape_double_quoted(raw: str) -> str:
+    out = raw.replace("\\", "\\\\").replace('"', '\\"')
+    return out.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+
+
+def _prelex(text: str, *, max_depth: int, max_operators: int) -> _Lexed:
+    """Rewrite backticks and negative ``@``, enforce nesting and operator limits."""
+    out: list[str] = []
+    negative_at: list[bool] = []
+    depth = 0
+    operators = 0
+    i = 0
+    n = len(text)
+    start = 0  # text[start:i] is copied unchanged on the next flush
+    while i < n:
+        c = text[i]
+        if c in "\"'":
+            j = i + 1
+            while j < n and text[j] != c:
+                if text[j] == "\\":
+                    j += 1
+                elif text[j] == "\n":
+                    break
+                j += 1
+            if j >= n or text[j] != c:
+                raise ParseError(f"{_position(text, i)}: parse error: unterminated quoted string")
+            i = j + 1
+        elif c == "`":
+            j = text.find("`", i + 1)
+            if j < 0:
+                raise ParseError(f"{_position(text, i)}: parse error: unterminated raw string")
+            out.append(text[start:i])
+            out.append('"' + _escape_double_quoted(text[i + 1 : j]) + '"')
+            i = start = j + 1
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif c in "([{":
+            depth += 1
+            if depth > max_depth:
+                raise ParseError(
+                    f"{_position(text, i)}: parse error: query nests brackets deeper than "
+                    f"the limit of {max_depth}"
+                )
+            i += 1
+        elif c in ")]}":
+            depth = max(depth - 1, 0)
+            i += 1
+        elif c in "+-*/%^<>=!":
+            if c in "+-*/%^" or (c in "<>" and text[i + 1 : i + 2] != "=") or text[i + 1 : i + 2] == "=":
+                operators += 1
+                if operators > max_operators:
+                    raise ParseError(
+                        f"{_position(text, i)}: parse error: query has more than {max_operators} operators"
+                    )
+            i += 1
+            if c in "<>=!" and i < n and text[i] in "=~":
+                i += 1
+        elif c == "@":
+            negative_at.append(False)
+            j = i + 1
+            while j < n and text[j] in " \t\r\n":
+                j += 1
+            if j < n and text[j] == "-":
+                k = j + 1
+                while k < n and text[k] in " \t\r\n":
+                    k += 1
+                if k < n and (text[k].isdigit() or text[k] == "."):
+                    negative_at[-1] = True
+                    out.append(text[start:j])
+                    out.append(" ")
+                    start = j + 1
+                    i = j + 1
+                    continue
+            i += 1
+        elif c.isalpha() or c == "_":
+            j = i + 1
+            while j < n and (text[j].isalnum() or text[j] in "_:"):
+                j += 1
+            if text[i:j].lower() in _OPERATOR_WORDS:
+                operators += 1
+            i = j
+        else:
+            i += 1
+    if start == 0:
+        return _Lexed(text, tuple(negative_at))
+    out.append(text[start:])
+    return _Lexed("".join(out), tuple(negative_at))
+
+
+# --- conversion --------------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+
+# The binding's enums are not hashable: look them up by comparison.
+_MATCH_OPS: tuple[tuple[Any, MatchOp], ...] = (
+    (_pp.MatchOp.Equal, MatchOp.EQUAL),
+    (_pp.MatchOp.NotEqual, MatchOp.NOT_EQUAL),
+    (_pp.MatchOp.Re, MatchOp.REGEX),
+    (_pp.MatchOp.NotRe, MatchOp.NOT_REGEX),
+)
+
+_CARDINALITIES: tuple[tuple[Any, Cardinality], ...] = (
+    (_pp.VectorMatchCardinality.OneToOne, "one-to-one"),
+    (_pp.VectorMatchCardinality.ManyToOne, "many-to-one"),
+    (_pp.VectorMatchCardinality.OneToMany, "one-to-many"),
+    (_pp.VectorMatchCardinality.ManyToMany, "many-to-many"),
+)
+
+
+def _lookup(table: tuple[tuple[Any, _T], ...], key: Any) -> _T:
+    for candidate, value in table:
+        if candidate == key:
+            return value
+    raise ParseError(f"parse error: unsupported {key}")
+
+
+def _duration_ms(td: timedelta) -> int:
+    # timedelta normalises to days/seconds/microseconds with 0 <= seconds, microseconds; exact.
+    return (td.days * 86_400 + td.seconds) * 1000 + td.microseconds // 1000
+
+
+class _Converter:
+    """Binding tree -> our AST, post-order and left to right, so that ``@`` modifiers are met in
+    the same order as the ``@`` tokens of the text."""
+
+    def __init__(self, negative_at: tuple[bool, ...]) -> None:
+        self.negative_at = negative_at
+        self.at_index = 0
+
+    def convert(self, node: Any) -> Expr:
+        if isinstance(node, _pp.VectorSelector):
+            return self._selector(node)
+        if isinstance(node, _pp.MatrixSelector):
+            return MatrixSelector(self._selector(node.vector_selector), _duration_ms(node.range))
+        if isinstance(node, _pp.NumberLiteral):
+            value = float(node.val)
+            return NumberLiteral(NAN if math.isnan(value) else value)
+        if isinstance(node, _pp.StringLiteral):
+            return StringLiteral(str(node.val))
+        if isinstance(node, _pp.ParenExpr):
+            return ParenExpr(self.convert(node.expr))
+        if isinstance(node, _pp.UnaryExpr):
+            return UnaryExpr("-", self.convert(node.expr))
+        if isinstance(node, _pp.Call):
+            return Call(str(node.func.name), tuple(self.convert(arg) for arg in node.args))
+        if isinstance(node, _pp.AggregateExpr):
+            return self._aggregate(node)
+        if isinstance(node, _pp.BinaryExpr):
+            return self._binary(node)
+        if isinstance(node, _pp.SubqueryExpr):
+            inner = self.convert(node.expr)
+            if node.range is None:
+                raise ParseError("parse error: subquery without a range")
+            step = node.step
+            return SubqueryExpr(
+                inner,
+                _duration_ms(node.range),
+                None if step is None else _duration_ms(step),
+                self._offset(node.offset),
+                self._at(node.at),
+            )
+        raise ParseError(f"parse error: unsupported expression {type(node).__name__}")
+
+    def _selector(self, node: Any) -> VectorSelector:
+        name = node.name
+        matchers = node.matchers
+        if matchers.or_matchers:  # a GreptimeDB extension, not PromQL
+            raise ParseError("parse error: 'or' inside label matchers is not supported")
+        converted: list[Matcher] = []
+        if name is not None:
+            converted.append(Matcher(MatchOp.EQUAL, METRIC_NAME, str(name)))
+        for m in matchers.matchers:
+            try:
+                converted.append(Matcher(_lookup(_MATCH_OPS, m.op), str(m.name), str(m.value)))
+            except ValueError as exc:
+                raise ParseError(f"parse error: {exc}") from exc
+        return VectorSelector(
+            None if name is None else str(name),
+            tuple(converted),
+            self._offset(node.offset),
+            self._at(node.at),
+        )
+
+    @staticmethod
+    def _offset(offset: timedelta | None) -> int:
+        return 0 if offset is None else _duration_ms(offset)
+
+    def _at(self, at: Any) -> At | None:
+        if at is None:
+            return None
+        index = self.at_index
+        self.at_index += 1
+        if at.type == _pp.AtModifierType.Start:
+            return At("start")
+        if at.type == _pp.AtModifierType.End:
+            return At("end")
+        timestamp_ms = _duration_ms(at.at - _EPOCH)
+        if index < len(self.negative_at) and self.negative_at[index]:
+            timestamp_ms = -timestamp_ms
+        return At("time", timestamp_ms)
+
+    def _aggregate(self, node: Any) -> AggregateExpr:
+        param = None if node.param is None else self.convert(node.param)
+        inner = self.convert(node.expr)
+        modifier = node.modifier
+        grouping: tuple[str, ...] = ()
+        without = False
+        if modifier is not None:
+            grouping = tuple(str(label) for label in modifier.labels)
+            without = modifier.type == _pp.AggModifierType.Without
+        return AggregateExpr(str(node.op).lower(), inner, param, grouping, without)
+
+    def _binary(self, node: Any) -> BinaryExpr:
+        lhs = self.convert(node.lhs)
+        rhs = self.convert(node.rhs)
+        op = str(node.op).lower()
+        modifier = node.modifier
+        matching: VectorMatching | None = None
+        return_bool = False
+        if modifier is not None:
+            return_bool = bool(modifier.return_bool)
+            on = False
+            labels: tuple[str, ...] = ()
+            if modifier.matching is not None:
+                on = modifier.matching.type == _pp.LabelModifierType.Include
+                labels = tuple(str(label) for label in modifier.matching.labels)
+            include = tuple(str(label) for label in (modifier.group_labels or ()))
+            fill = modifier.fill_values
+            if fill is not None and (fill.lhs is not None or fill.rhs is not None):
+                raise ParseError("parse error: fill modifiers are not supported")
+            matching = VectorMatching(_lookup(_CARDINALITIES, modifier.card), on, labels, include)
+        if op in SET_OPS:
+            if matching is None or matching.card == "one-to-one":
+                base = matching or VectorMatching()
+                matching = VectorMatching("many-to-many", base.on, base.labels, base.include)
+        elif matching == VectorMatching():
+            matching = None  # `a > bool b`: no matching clause, same as `a + b`
+        return BinaryExpr(op, lhs, rhs, matching, return_bool)
