@@ -1,0 +1,209 @@
+"""Configuration: one `Settings` object, built once at start-up and passed down.
+
+Sources, strongest first: explicit overrides (CLI flags), ``WATCHKEEPER_*`` environment variables
+(nested sections with ``__``, e.g. ``WATCHKEEPER_LIMITS__MAX_BODY_BYTES``), the YAML file
+(``watchkeeper.yml`` in the working directory unless another is named), then defaults that work on
+a laptop. Nothing below this module reads ``os.environ``.
+
+>>> settings = Settings.load(config_file=None, overrides={"port": 9999})
+>>> settings.port, settings.retention_ms
+(9999, 1296000000)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from watchkeeper.errors import ConfigError
+
+ENV_PREFIX = "WATCHKEEPER_"
+DEFAULT_CONFIG_FILE = Path("watchkeeper.yml")
+
+_DURATION_RE = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_DURATION_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
+
+
+def parse_duration(text: str) -> int:
+    """A Prometheus duration string in milliseconds.
+
+    >>> parse_duration("1h30m"), parse_duration("15d"), parse_duration("250ms"), parse_duration("0")
+    (5400000, 1296000000, 250, 0)
+    """
+    text = text.strip()
+    if text == "0":
+        return 0
+    m = _DURATION_RE.match(text)
+    if not text or m is None or not any(m.groups()):
+        raise ValueError(f"not a valid duration string: {text!r} (examples: 15d, 2h, 1h30m, 500ms)")
+    return sum(int(g) * unit for g, unit in zip(m.groups(), _DURATION_UNITS_MS, strict=True) if g)
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+class LimitsSettings(BaseModel):
+    """Ingest limits (collector/limits.py enforces them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    """Largest request body, compressed and again decompressed."""
+    max_labels_per_series: int = Field(64, gt=0)
+    max_label_name_length: int = Field(1024, gt=0)
+    max_label_value_length: int = Field(4096, gt=0)
+    max_series_per_request: int = Field(100_000, gt=0)
+    max_active_series: int = Field(2_000_000, gt=0)
+
+
+_file_values: ContextVar[dict[str, Any]] = ContextVar("_file_values", default={})
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """The values read from the YAML file by `Settings.load` (weaker than the environment)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _file_values.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_values.get())
+
+
+class Settings(BaseSettings):
+    """All of watchkeeper's settings. Build with `Settings.load()`; durations are Prometheus strings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(9470, ge=0, le=65535)
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    """SQLAlchemy URL; None means a SQLite file in `data_dir`."""
+    redis_url: str | None = None
+    retention: str = "15d"
+    out_of_order_window: str = "0s"
+    query_timeout: str = "2m"
+    query_max_samples: int = Field(50_000_000, gt=0)
+    query_lookback_delta: str = "5m"
+    wal_fsync: bool = True
+    retention_interval: str = "10m"
+    limits: LimitsSettings = LimitsSettings()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+
+    _durations = field_validator(
+        "retention", "out_of_order_window", "query_timeout", "query_lookback_delta", "retention_interval"
+    )(_check_duration)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    @property
+    def retention_ms(self) -> int:
+        return parse_duration(self.retention)
+
+    @property
+    def out_of_order_window_ms(self) -> int:
+        return parse_duration(self.out_of_order_window)
+
+    @property
+    def query_timeout_seconds(self) -> float:
+        return parse_duration(self.query_timeout) / 1000
+
+    @property
+    def query_lookback_delta_ms(self) -> int:
+        return parse_duration(self.query_lookback_delta)
+
+    @property
+    def retention_interval_seconds(self) -> float:
+        return parse_duration(self.retention_interval) / 1000
+
+    @classmethod
+    def load(
+        cls,
+        config_file: Path | str | None = DEFAULT_CONFIG_FILE,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Settings from `config_file` (skipped when it is the default and absent), the environment
+        and `overrides` (None values are ignored, so CLI flags that were not given do not count).
+
+        Raises `ConfigError` naming the file and the field when anything is invalid.
+        """
+        path = Path(config_file) if config_file is not None else None
+        file_data: dict[str, Any] = {}
+        if path is not None:
+            if path.exists():
+                file_data = _read_yaml(path)
+            elif config_file != DEFAULT_CONFIG_FILE:
+                raise ConfigError(f"config file {path} does not exist")
+            else:
+                path = None
+        init = {k: v for k, v in (overrides or {}).items() if v is not None}
+        token = _file_values.set(file_data)
+        try:
+            return cls(**init)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, path, file_data, init)) from None
+        finally:
+            _file_values.reset(token)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings at the top level")
+    return data
+
+
+def _describe(exc: ValidationError, path: Path | None, file_data: Mapping[str, Any], init: Mapping[str, Any]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc) or "(top level)"
+        top = loc[0] if loc else ""
+        if top in init:
+            origin = "command line"
+        elif path is not None and top in file_data:
+            origin = f"config file {path}"
+        else:
+            origin = f"environment {ENV_PREFIX}{'__'.join(loc).upper()}"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        lines.append(f"{origin}: {field}: {msg}")
+    return "invalid configuration: " + "; ".join(lines)
