@@ -1,0 +1,73 @@
+"""Prometheus' text forms of floats and timestamps, as its HTTP API writes them.
+
+Sample values are JSON strings in Go's shortest round-trip digits, fixed notation except for
+magnitudes below 1e-6 or from 1e21 up (``strconv.AppendFloat(f, 'f'|'e', -1, 64)``); timestamps are
+JSON numbers in seconds with at most three decimals (Prometheus' ``MarshalTimestamp``):
+
+>>> format_sample_value(1.0), format_sample_value(0.1), format_sample_value(1e21), format_sample_value(1e-7)
+('1', '0.1', '1e+21', '1e-07')
+>>> format_sample_value(float("inf")), format_sample_value(float("nan"))
+('+Inf', 'NaN')
+>>> format_timestamp(1435781451781), format_timestamp(4000), format_timestamp(1050)
+('1435781451.781', '4', '1.050')
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _shortest_digits(f: float) -> tuple[str, int]:
+    """Shortest round-trip decimal digits of ``abs(f)`` and the exponent ``e`` such that the value
+    is ``0.DIGITS × 10^e`` (``f`` finite and non-zero)."""
+    mantissa, _, exp_text = repr(abs(f)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    if frac == "0":
+        frac = ""
+    digits = (whole + frac).lstrip("0")
+    point = len(whole) + (int(exp_text) if exp_text else 0)
+    # leading zeros of e.g. "0.0001" shift the decimal point left
+    point -= len(whole + frac) - len((whole + frac).lstrip("0"))
+    return digits.rstrip("0") or "0", point
+
+
+def format_go_float(f: float, fmt: str = "f") -> str:
+    """Go's ``strconv.FormatFloat(f, fmt, -1, 64)`` for ``fmt`` in ``f``, ``e``, ``g`` (``g`` is
+    also what Go's ``%v`` prints: ``1e+06``, ``0.0001``, ``1e-05``)."""
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "+Inf" if f > 0 else "-Inf"
+    sign = "-" if math.copysign(1.0, f) < 0 else ""
+    if f == 0:
+        return sign + ("0e+00" if fmt == "e" else "0")
+    digits, point = _shortest_digits(f)
+    if fmt == "g":
+        exp = point - 1
+        fmt = "e" if exp < -4 or exp >= 6 else "f"  # Go: eprec 6 for the shortest form
+    if fmt == "e":
+        exp = point - 1
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return sign + digits + "0" * (point - len(digits))
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def format_sample_value(f: float) -> str:
+    """A sample value as Prometheus' JSON API writes it (``jsonutil.MarshalFloat``)."""
+    magnitude = abs(f)
+    if magnitude != 0 and (magnitude < 1e-6 or magnitude >= 1e21):
+        return format_go_float(f, "e")
+    return format_go_float(f, "f")
+
+
+def format_timestamp(timestamp_ms: int) -> str:
+    """Milliseconds as Prometheus' JSON seconds (``MarshalTimestamp``): ``1.050``, ``4``, ``-0.5``."""
+    sign = "-" if timestamp_ms < 0 else ""
+    seconds, fraction = divmod(abs(timestamp_ms), 1000)
+    if fraction:
+        return f"{sign}{seconds}.{fraction:03d}"
+    return f"{sign}{seconds}"

@@ -1,0 +1,1175 @@
+"""Prometheus' ``.test`` files: parser and runner, with the upstream harness' semantics.
+
+The format is Prometheus' ``promql/promqltest`` one (``load``/``clear``/``eval`` blocks, ``expect``
+lines, the series value notation ``0+10x5 _ stale``). Each file runs against a fresh in-memory
+store; each eval runs as upstream runs it: instant evals also with ``@`` pinned at five other
+evaluation times and as a range query around the evaluation time.
+
+>>> report = run_file("../shared/conformance/promql/staleness.test")   # doctest: +SKIP
+>>> report.passed, report.failed, report.skipped                       # doctest: +SKIP
+(17, 0, 0)
+
+From the command line (``watchkeeper promql-test FILE|DIR ...``) :func:`main` prints one line per
+file, the failures with a diff, and exits 1 if anything failed.
+
+Native histograms are not supported: their ``{{...}}`` values are parsed (so files load) and their
+series recorded, and an eval whose selectors match such a series, whose expected values are
+histograms, or which calls a native-histogram-only function is skipped with
+:data:`NATIVE_HISTOGRAMS_UNSUPPORTED`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, Protocol, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from watchkeeper.errors import QueryError
+from watchkeeper.labels import METRIC_NAME, Labels, Matcher, format_labels, from_pairs
+from watchkeeper.promql import ast
+from watchkeeper.promql.formatting import format_go_float
+from watchkeeper.promql.values import QueryResult
+
+NATIVE_HISTOGRAMS_UNSUPPORTED = "native histograms not supported"
+
+#: Upstream harness options (``promqltest.NewTestEngine``).
+LOOKBACK_MS = 300_000
+MAX_SAMPLES = 10_000
+DEFAULT_SUBQUERY_STEP_MS = 60_000
+EPSILON = 1e-6
+
+_STALE_NAN_BITS = 0x7FF0000000000002
+STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", _STALE_NAN_BITS))[0]
+
+#: Functions whose result depends on the evaluation time even with ``@``: upstream does not run
+#: the ``@``-pinned variants of evals that call them (``promql.AtModifierUnsafeFunctions`` plus
+#: the query-context functions).
+_AT_UNSAFE_FUNCTIONS = frozenset({
+    "days_in_month", "day_of_month", "day_of_week", "day_of_year", "hour", "minute", "month",
+    "year", "predict_linear", "time", "timestamp", "start", "end", "range", "step",
+})
+_QUERY_CONTEXT_RE = re.compile(r"(start|end|range|step)\(\)")
+_QUERY_CONTEXT_FUNCTIONS = frozenset({"start", "end", "range", "step"})
+#: Functions that only do something for native histograms (empty result for floats).
+_NATIVE_ONLY_FUNCTIONS = frozenset({
+    "histogram_count", "histogram_sum", "histogram_avg", "histogram_stddev", "histogram_stdvar",
+})
+
+# Command and expect patterns, as upstream (test.go).
+_PAT_SPACE = re.compile(r"[\t ]+")
+_PAT_LOAD = re.compile(r"^load(?:_(with_nhcb))?\s+(.+?)$")
+_PAT_EVAL_INSTANT = re.compile(r"^eval(?:_(fail|warn|ordered|info))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$")
+_PAT_EVAL_RANGE = re.compile(
+    r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$"
+)
+_PAT_EXPECT = re.compile(r"^expect\s+(ordered|fail|warn|no_warn|info|no_info)(?:\s+(regex|msg):(.+))?$")
+_RANGE_VECTOR_PREFIX = "expect range vector"
+_PAT_EXPECT_RANGE = re.compile(r"^" + _RANGE_VECTOR_PREFIX + r"\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+)$")
+_EXPECT_STRING_PREFIX = "expect string"
+_PAT_DURATION = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_DURATION_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
+
+
+class TestFileError(ValueError):
+    """A ``.test`` file does not follow the format; ``line`` is 1-based."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NativeHistogram:
+    """A ``{{...}}`` value, kept as text: native histograms are parsed but not evaluated."""
+
+    text: str
+
+
+#: One position of a value sequence: a float, ``None`` for ``_`` (no sample), or a histogram.
+Point = float | None | NativeHistogram
+
+
+def parse_duration_ms(text: str) -> int:
+    """A Prometheus duration (``model.ParseDuration``: ``0``, ``5m``, ``1h30m``, ``100ms``)."""
+    if text == "0":
+        return 0
+    match = _PAT_DURATION.match(text)
+    if not text or match is None:
+        raise ValueError(f"not a valid duration string: {text!r}")
+    return sum(int(g) * unit for g, unit in zip(match.groups(), _DURATION_UNITS_MS, strict=True) if g)
+
+
+_GO_SIMPLE_ESCAPES = {
+    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\",
+    "'": "'", '"': '"',
+}
+
+
+def go_unquote(text: str) -> str:
+    """Go's ``strconv.Unquote`` for ``"..."``, ``'...'`` and raw `` `...` `` strings."""
+    if len(text) < 2 or text[0] != text[-1] or text[0] not in "\"'`":
+        raise ValueError(f"invalid quoted string {text}")
+    quote, body = text[0], text[1:-1]
+    if quote == "`":
+        if "`" in body:
+            raise ValueError(f"invalid quoted string {text}")
+        return body.replace("\r", "")
+    out = bytearray()
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == quote or char == "\n":
+            raise ValueError(f"invalid quoted string {text}")
+        if char != "\\":
+            out += char.encode()
+            i += 1
+            continue
+        if i + 1 >= len(body):
+            raise ValueError(f"invalid escape in {text}")
+        esc = body[i + 1]
+        if esc in _GO_SIMPLE_ESCAPES:
+            out += _GO_SIMPLE_ESCAPES[esc].encode()
+            i += 2
+        elif esc in "xuU":
+            width = {"x": 2, "u": 4, "U": 8}[esc]
+            digits = body[i + 2 : i + 2 + width]
+            if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                raise ValueError(f"invalid escape in {text}")
+            code = int(digits, 16)
+            out += bytes([code]) if esc == "x" else chr(code).encode()
+            i += 2 + width
+        elif esc in "01234567":
+            digits = body[i + 1 : i + 4]
+            if len(digits) != 3 or not all(c in "01234567" for c in digits) or int(digits, 8) > 255:
+                raise ValueError(f"invalid escape in {text}")
+            out.append(int(digits, 8))
+            i += 4
+        else:
+            raise ValueError(f"unknown escape sequence \\{esc} in {text}")
+    return out.decode("utf-8", errors="surrogateescape")
+
+
+_NUMBER = r"[+-]?(?:[iI]nf(?:inity)?|NaN|nan|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+_PAT_ITEM_REPEAT = re.compile(rf"^({_NUMBER})(?:x(\d+))?$")
+_UNSIGNED = r"(?:[iI]nf|NaN|nan|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+_PAT_ITEM_SERIES = re.compile(rf"^({_NUMBER})([+-]{_UNSIGNED})x(\d+)$")
+_PAT_BLANKS = re.compile(r"^_x(\d+)$")
+_PAT_HISTOGRAM_ITEM = re.compile(r"^(\{\{.*?\}\})(?:([+-])(\{\{.*?\}\}))?(?:x(\d+))?$")
+
+
+def _split_items(text: str) -> Iterator[str]:
+    """Whitespace-separated items; ``{{...}}`` (which contains spaces) stays one item."""
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in " \t":
+            i += 1
+            continue
+        start = i
+        while i < n and text[i] not in " \t":
+            if text.startswith("{{", i):
+                close = text.find("}}", i)
+                if close < 0:
+                    raise ValueError(f"unterminated histogram in {text!r}")
+                i = close + 2
+            else:
+                i += 1
+        yield text[start:i]
+
+
+def parse_values(text: str) -> tuple[Point, ...]:
+    """The value notation: ``1 2 _ stale 0+10x5 3x2 _x4 Inf {{schema:0 sum:1 count:1}}x2``."""
+    points: list[Point] = []
+    for item in _split_items(text):
+        if item == "_":
+            points.append(None)
+        elif item == "stale":
+            points.append(STALE_NAN)
+        elif m := _PAT_BLANKS.match(item):
+            points.extend([None] * int(m.group(1)))
+        elif m := _PAT_ITEM_REPEAT.match(item):
+            value = float(m.group(1))
+            points.extend([value] * (int(m.group(2)) + 1 if m.group(2) else 1))
+        elif m := _PAT_ITEM_SERIES.match(item):
+            current, delta = float(m.group(1)), float(m.group(2))
+            for _ in range(int(m.group(3)) + 1):
+                points.append(current)
+                current += delta  # accumulated like upstream, rounding errors included
+        elif m := _PAT_HISTOGRAM_ITEM.match(item):
+            count = int(m.group(4)) + 1 if m.group(4) else 1
+            points.extend([NativeHistogram(m.group(1))] * count)
+        else:
+            raise ValueError(f"invalid value {item!r}")
+    return tuple(points)
+
+
+_PAT_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_PAT_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_PAT_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|`[^`]*`')
+
+
+def parse_series(text: str) -> tuple[Labels, tuple[Point, ...]]:
+    """A series line: ``metric{l="v"} <values>``, ``{__name__="m"} <values>`` or ``{} <values>``."""
+    pos = 0
+    pairs: list[tuple[str, str]] = []
+    if m := _PAT_METRIC_NAME.match(text):
+        pairs.append((METRIC_NAME, m.group()))
+        pos = m.end()
+    if pos < len(text) and text[pos] == "{":
+        pos += 1
+        while True:
+            pos = _skip_space(text, pos)
+            if text.startswith("}", pos):
+                pos += 1
+                break
+            if m := _PAT_LABEL_NAME.match(text, pos):
+                name = m.group()
+            elif m := _PAT_QUOTED.match(text, pos):
+                name = go_unquote(m.group())
+            else:
+                raise ValueError(f"invalid label name at {text[pos:]!r}")
+            pos = _skip_space(text, m.end())
+            if text.startswith(("}", ","), pos) and m.group()[0] in "\"'`":
+                pairs.append((METRIC_NAME, name))  # {"metric.name"} form
+            else:
+                if not text.startswith("=", pos):
+                    raise ValueError(f"expected '=' at {text[pos:]!r}")
+                pos = _skip_space(text, pos + 1)
+                value = _PAT_QUOTED.match(text, pos)
+                if value is None:
+                    raise ValueError(f"expected a quoted label value at {text[pos:]!r}")
+                pairs.append((name, go_unquote(value.group())))
+                pos = _skip_space(text, value.end())
+            if text.startswith(",", pos):
+                pos += 1
+            elif not text.startswith("}", pos):
+                raise ValueError(f"expected ',' or '}}' at {text[pos:]!r}")
+    elif pos == 0:
+        raise ValueError(f"expected a metric name or '{{' in {text!r}")
+    if pos < len(text) and text[pos] not in " \t":
+        raise ValueError(f"unexpected {text[pos:]!r}")
+    return from_pairs(pairs), parse_values(text[pos:])
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t":
+        pos += 1
+    return pos
+
+
+def _parse_number(text: str) -> float:
+    """Go's ``ParseInt(s, 0, 64)`` then ``ParseFloat``: ``3``, ``0x10``, ``1e3``, ``-Inf``, ``NaN``."""
+    body = text.lstrip("+-")
+    if re.fullmatch(r"0[0-7]+", body):  # Go base-0 octal
+        value = float(int(body, 8))
+        return -value if text.startswith("-") else value
+    try:
+        return float(int(text, 0))
+    except ValueError:
+        pass
+    if "_" in text or not re.fullmatch(_NUMBER, text):
+        raise ValueError(f"not a number: {text!r}")
+    return float(text)
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesLine:
+    labels: Labels
+    values: tuple[Point, ...]
+
+    @property
+    def native(self) -> bool:
+        return any(isinstance(v, NativeHistogram) for v in self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    line: int
+    interval_ms: int
+    series: tuple[SeriesLine, ...]
+    with_nhcb: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    line: int
+
+
+ExpectKind = Literal["ordered", "fail", "warn", "no_warn", "info", "no_info"]
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """``expect <kind> [msg: <exact>|regex: <re>]``; with neither, any message matches."""
+
+    kind: ExpectKind
+    message: str | None = None
+    regex: re.Pattern[str] | None = None
+
+    def matches(self, text: str) -> bool:
+        if self.regex is not None:
+            return self.regex.search(text) is not None
+        return self.message is None or self.message == text
+
+    def describe(self) -> str:
+        if self.regex is not None:
+            return f"pattern {self.regex.pattern!r}"
+        return f"message {self.message!r}" if self.message is not None else "any message"
+
+
+@dataclass(slots=True)
+class Eval:
+    """One ``eval`` block. Times are ms since the epoch; ``expected`` maps a label set to its
+    1-based position among the result lines and its values."""
+
+    line: int
+    expr: str
+    instant: bool
+    start_ms: int
+    end_ms: int = -(2**62)  # upstream: the zero time, before any evaluation time
+    step_ms: int = 0
+    eval_ms: int = 0
+    fail: bool = False
+    warn: bool = False
+    info: bool = False
+    ordered: bool = False
+    expected_fail_message: str | None = None
+    expected_fail_regexp: re.Pattern[str] | None = None
+    expects: dict[str, list[Expect]] = field(default_factory=dict)
+    expected: dict[Labels, tuple[int, tuple[Point, ...]]] = field(default_factory=dict)
+    expected_scalar: float | None = None
+    expected_string: str | None = None
+    exclude_from_range: bool = False
+
+    @property
+    def is_fail(self) -> bool:
+        return self.fail or bool(self.expects.get("fail"))
+
+    @property
+    def is_ordered(self) -> bool:
+        return self.ordered or bool(self.expects.get("ordered"))
+
+    @property
+    def expects_histograms(self) -> bool:
+        return any(isinstance(v, NativeHistogram) for _, vals in self.expected.values() for v in vals)
+
+
+Command = Load | Clear | Eval
+
+
+def parse_test(text: str) -> list[Command]:
+    """The commands of a ``.test`` file. Eval expressions are kept as text (parsed by the runner).
+
+    Raises :class:`TestFileError` where upstream's parser rejects the file."""
+    lines = [("" if ln.strip().startswith("#") else ln.strip()) for ln in text.split("\n")]
+    commands: list[Command] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line:
+            i += 1
+            continue
+        word = _PAT_SPACE.split(line, maxsplit=1)[0].lower()
+        if word == "clear":
+            commands.append(Clear(i + 1))
+        elif word.startswith("load"):
+            i, load = _parse_load(lines, i)
+            commands.append(load)
+        elif word.startswith("eval"):
+            i, ev = _parse_eval(lines, i)
+            commands.append(ev)
+        else:
+            raise TestFileError(i + 1, f"invalid command {line!r}")
+        i += 1
+    return commands
+
+
+def _block(lines: list[str], i: int) -> Iterator[int]:
+    """Indices of the lines after ``i`` up to the next empty line."""
+    while i + 1 < len(lines) and lines[i + 1]:
+        i += 1
+        yield i
+
+
+def _parse_load(lines: list[str], i: int) -> tuple[int, Load]:
+    match = _PAT_LOAD.match(lines[i])
+    if match is None:
+        raise TestFileError(i + 1, "invalid load command. (load[_with_nhcb] <step:duration>)")
+    try:
+        interval_ms = parse_duration_ms(match.group(2))
+    except ValueError as exc:
+        raise TestFileError(i + 1, f"invalid step definition {match.group(2)!r}: {exc}") from exc
+    series: dict[Labels, SeriesLine] = {}
+    end = i
+    for end in _block(lines, i):
+        first = _PAT_SPACE.split(lines[end], maxsplit=1)[0]
+        if first.endswith("@st"):
+            continue  # start-timestamp lines: tolerated, not used
+        try:
+            labels, values = parse_series(lines[end])
+        except ValueError as exc:
+            raise TestFileError(end + 1, str(exc)) from exc
+        series[labels] = SeriesLine(labels, values)  # a repeated series replaces the earlier line
+    return end, Load(i + 1, interval_ms, tuple(series.values()), with_nhcb=match.group(1) is not None)
+
+
+def _parse_eval(lines: list[str], i: int) -> tuple[int, Eval]:
+    instant = _PAT_EVAL_INSTANT.match(lines[i])
+    ranged = _PAT_EVAL_RANGE.match(lines[i])
+    if instant is None and ranged is None:
+        raise TestFileError(
+            i + 1,
+            "invalid evaluation command. Must be either 'eval[_fail|_warn|_ordered] instant "
+            "[at <offset:duration>] <query>' or 'eval[_fail|_warn] range from <from> to <to> "
+            "step <step> <query>'",
+        )
+    line_no = i + 1
+    try:
+        if instant is not None:
+            modifier, expr = instant.group(1), instant.group(3)
+            at_ms = parse_duration_ms(instant.group(2) or "")
+            ev = Eval(line_no, expr, instant=True, start_ms=at_ms, eval_ms=at_ms)
+        else:
+            assert ranged is not None
+            modifier, expr = ranged.group(1), ranged.group(5)
+            start_ms, end_ms, step_ms = _parse_range(ranged.group(2), ranged.group(3), ranged.group(4))
+            ev = Eval(line_no, expr, instant=False, start_ms=start_ms, end_ms=end_ms, step_ms=step_ms)
+    except ValueError as exc:
+        raise TestFileError(line_no, f"error in eval {lines[i]}: {exc}") from exc
+    if modifier:
+        setattr(ev, modifier, True)
+
+    expect_range_vector = False
+    position = 0
+    last = i
+    for last in _block(lines, i):
+        line = lines[last]
+        position += 1
+        try:
+            if ev.fail and line.startswith("expected_fail_message"):
+                ev.expected_fail_message = line.removeprefix("expected_fail_message").strip()
+                break
+            if ev.fail and line.startswith("expected_fail_regexp"):
+                ev.expected_fail_regexp = re.compile(line.removeprefix("expected_fail_regexp").strip())
+                break
+            if line.startswith(_RANGE_VECTOR_PREFIX):
+                match = _PAT_EXPECT_RANGE.match(line)
+                if match is None:
+                    raise ValueError(f"invalid range vector definition {line!r}")
+                ev.start_ms, ev.end_ms, ev.step_ms = _parse_range(*match.groups())
+                ev.eval_ms = ev.end_ms
+                ev.exclude_from_range = expect_range_vector = True
+                continue
+            if line.startswith(_EXPECT_STRING_PREFIX):
+                ev.expected_string = _parse_expect_string(line)
+                ev.exclude_from_range = True
+                continue
+            if line.split(" ")[0] == "expect":
+                expect = _parse_expect(line)
+                ev.expects.setdefault(expect.kind, []).append(expect)
+                position -= 1
+                _validate_expects(ev)
+                continue
+            try:
+                ev.expected_scalar = _parse_number(line)
+                break
+            except ValueError:
+                pass
+            labels, values = parse_series(line)
+        except (ValueError, re.error) as exc:
+            raise TestFileError(last + 1, f"error in eval {ev.expr} (line {line_no}): {exc}") from exc
+        if len(values) > 1 and ev.instant and not expect_range_vector:
+            raise TestFileError(
+                last + 1,
+                f"error in eval {ev.expr} (line {line_no}): expecting multiple values in instant "
+                "evaluation not allowed. consider using 'expect range vector' directive to enable "
+                "a range vector result for an instant query",
+            )
+        ev.expected_scalar = None
+        ev.expected[labels] = (position, values)
+    return last, ev
+
+
+def _parse_range(start: str, end: str, step: str) -> tuple[int, int, int]:
+    start_ms, end_ms = parse_duration_ms(start), parse_duration_ms(end)
+    if end_ms < start_ms:
+        raise ValueError(
+            f"invalid test definition, end timestamp ({end}) is before start timestamp ({start})"
+        )
+    return start_ms, end_ms, parse_duration_ms(step)
+
+
+def _parse_expect_string(line: str) -> str:
+    quoted = line.removeprefix(_EXPECT_STRING_PREFIX + " ")
+    if line == _EXPECT_STRING_PREFIX or not quoted:
+        raise ValueError("expected string literal not valid - a quoted string literal is required")
+    try:
+        return go_unquote(quoted)
+    except ValueError as exc:
+        raise ValueError(
+            "expected string literal not valid - check that the string is correctly quoted"
+        ) from exc
+
+
+def _parse_expect(line: str) -> Expect:
+    match = _PAT_EXPECT.match(line.strip())
+    if match is None:
+        raise ValueError("invalid expect statement, must match `expect <type> <match_type>: <string>` format")
+    kind = cast(ExpectKind, match.group(1))
+    how, text = match.group(2), match.group(3)
+    if how == "msg":
+        return Expect(kind, message=text.strip())
+    if how == "regex":
+        return Expect(kind, regex=re.compile(text.strip()))
+    return Expect(kind)
+
+
+def _validate_expects(ev: Eval) -> None:
+    if ev.expects.get("info") and ev.expects.get("no_info"):
+        raise ValueError("invalid expect lines, info and no_info cannot be used together")
+    if ev.expects.get("warn") and ev.expects.get("no_warn"):
+        raise ValueError("invalid expect lines, warn and no_warn cannot be used together")
+    if len(ev.expects.get("fail", [])) > 1:
+        raise ValueError("invalid expect lines, multiple expect fail lines are not allowed")
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+class LoadableStore(Protocol):
+    """What the runner needs from a store (``tsdb.Storage`` has it)."""
+
+    def series_refs(self, labels: list[Labels]) -> npt.NDArray[np.int64]: ...
+
+    def append(
+        self,
+        refs: npt.NDArray[np.int64],
+        timestamps_ms: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+    ) -> object: ...
+
+
+class QueryEngine(Protocol):
+    def instant(self, query: str | ast.Expr, time_ms: int) -> QueryResult: ...
+
+    def range(self, query: str | ast.Expr, start_ms: int, end_ms: int, step_ms: int) -> QueryResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Harness:
+    """The parser, store and engine the runner uses; :meth:`default` wires watchkeeper's own."""
+
+    parse: Callable[[str], ast.Expr]
+    new_store: Callable[[], LoadableStore]
+    new_engine: Callable[[LoadableStore], QueryEngine]
+
+    @classmethod
+    def default(cls) -> Harness:
+        from watchkeeper.promql.engine import Engine
+        from watchkeeper.promql.parser import parse
+        from watchkeeper.tsdb.storage import Storage
+
+        def new_engine(store: LoadableStore) -> QueryEngine:
+            engine: QueryEngine = Engine(
+                store,
+                lookback_ms=LOOKBACK_MS,
+                max_samples=MAX_SAMPLES,
+                default_subquery_step_ms=DEFAULT_SUBQUERY_STEP_MS,
+            )
+            return engine
+
+        return cls(parse=parse, new_store=Storage.open, new_engine=new_engine)
+
+
+Status = Literal["pass", "fail", "skip"]
+
+
+@dataclass(frozen=True, slots=True)
+class EvalOutcome:
+    line: int
+    expr: str
+    status: Status
+    message: str = ""
+
+
+@dataclass(slots=True)
+class FileReport:
+    """The outcome of every eval of one file; ``error`` is set when the file could not be run."""
+
+    path: str
+    outcomes: list[EvalOutcome] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    def count(self, status: Status) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def passed(self) -> int:
+        return self.count("pass")
+
+    @property
+    def failed(self) -> int:
+        return self.count("fail")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skip")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.failed == 0
+
+    def outcome_at(self, line: int) -> EvalOutcome | None:
+        return next((o for o in self.outcomes if o.line == line), None)
+
+
+class _EvalFailure(Exception):
+    """One eval did not give what the file expects; the message says how."""
+
+
+def run_file(path: str | Path, harness: Harness | None = None) -> FileReport:
+    """Run every command of a ``.test`` file against a fresh store; never raises for test failures."""
+    started = time.perf_counter()
+    report = FileReport(str(path))
+    try:
+        commands = parse_test(Path(path).read_text(encoding="utf-8"))
+    except (OSError, TestFileError) as exc:
+        report.error = str(exc)
+        return report
+    run_commands(commands, report, harness or Harness.default())
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def run_commands(commands: Sequence[Command], report: FileReport, harness: Harness) -> None:
+    state = _FileState(harness)
+    for command in commands:
+        if isinstance(command, Clear):
+            state.clear()
+        elif isinstance(command, Load):
+            try:
+                state.load(command)
+            except Exception as exc:  # a store bug must not stop the other files
+                report.error = f"line {command.line}: load failed: {type(exc).__name__}: {exc}"
+                return
+        else:
+            report.outcomes.append(state.run_eval(command))
+
+
+class _FileState:
+    """The store of one file (renewed by ``clear``) and the native-histogram series in it."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.clear()
+
+    def clear(self) -> None:
+        self.store = self.harness.new_store()
+        self.engine = self.harness.new_engine(self.store)
+        self.native_series: list[Labels] = []
+
+    def load(self, load: Load) -> None:
+        float_series: list[tuple[Labels, list[int], list[float]]] = []
+        for series in load.series:
+            if series.native:
+                self.native_series.append(series.labels)
+            timestamps: list[int] = []
+            values: list[float] = []
+            for i, point in enumerate(series.values):
+                if isinstance(point, float):
+                    timestamps.append(i * load.interval_ms)
+                    values.append(point)
+            if timestamps:
+                float_series.append((series.labels, timestamps, values))
+            if load.with_nhcb:
+                base = _nhcb_base(series.labels)
+                if base is not None:
+                    self.native_series.append(base)
+        if not float_series:
+            return
+        refs = self.store.series_refs([labels for labels, _, _ in float_series])
+        for ref, (_, timestamps, values) in zip(refs.tolist(), float_series, strict=True):
+            self.store.append(
+                np.full(len(timestamps), ref, dtype=np.int64),
+                np.asarray(timestamps, dtype=np.int64),
+                _floats(values),
+            )
+
+    def run_eval(self, ev: Eval) -> EvalOutcome:
+        try:
+            expr = self.harness.parse(ev.expr)
+        except Exception as exc:
+            # Upstream refuses to load a file with an unparsable eval; we fail just this eval.
+            message = f"parse error (the file would not load upstream): {exc}"
+            return EvalOutcome(ev.line, ev.expr, "fail", message)
+        if reason := self._skip_reason(ev, expr):
+            return EvalOutcome(ev.line, ev.expr, "skip", reason)
+        try:
+            if ev.instant:
+                self._run_instant_eval(ev, expr)
+            else:
+                self._run_range_eval(ev, expr)
+        except _EvalFailure as exc:
+            return EvalOutcome(ev.line, ev.expr, "fail", str(exc))
+        except Exception as exc:
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            return EvalOutcome(
+                ev.line, ev.expr, "fail",
+                f"crashed: {detail} (at {Path(where.filename).name}:{where.lineno})",
+            )
+        return EvalOutcome(ev.line, ev.expr, "pass")
+
+    def _skip_reason(self, ev: Eval, expr: ast.Expr) -> str | None:
+        if ev.expects_histograms:
+            return NATIVE_HISTOGRAMS_UNSUPPORTED
+        for node in walk(expr):
+            if isinstance(node, ast.Call) and node.func in _NATIVE_ONLY_FUNCTIONS:
+                return NATIVE_HISTOGRAMS_UNSUPPORTED
+            if isinstance(node, ast.VectorSelector) and any(
+                _selects(node.matchers, labels) for labels in self.native_series
+            ):
+                return NATIVE_HISTOGRAMS_UNSUPPORTED
+        return None
+
+    def _run_range_eval(self, ev: Eval, expr: ast.Expr) -> None:
+        try:
+            result = self.engine.range(expr, ev.start_ms, ev.end_ms, ev.step_ms)
+        except QueryError as exc:
+            if ev.is_fail:
+                _check_expected_failure(ev, exc)
+                return
+            raise _EvalFailure(f"error evaluating query: {exc}") from exc
+        if ev.is_fail:
+            raise _EvalFailure("expected error evaluating query but got none")
+        _check_annotations(ev, ev.expr, result)
+        _compare(ev, result, ev.expr)
+
+    def _run_instant_eval(self, ev: Eval, expr: ast.Expr) -> None:
+        for text, query, time_ms in _instant_variants(ev, expr):
+            self._run_instant_query(ev, text, query, time_ms)
+
+    def _run_instant_query(self, ev: Eval, text: str, expr: ast.Expr, time_ms: int) -> None:
+        try:
+            result = self.engine.instant(expr, time_ms)
+        except QueryError as exc:
+            if ev.is_fail:
+                _check_expected_failure(ev, exc)
+                return
+            raise _EvalFailure(f"error evaluating query {text} at {_fmt_time(time_ms)}: {exc}") from exc
+        if ev.is_fail:
+            raise _EvalFailure(f"expected error evaluating query {text} at {_fmt_time(time_ms)} but got none")
+        _check_annotations(ev, text, result)
+        _compare(ev, result, f"{text} at {_fmt_time(time_ms)}")
+
+        if ev.exclude_from_range or _uses_query_context(text, expr):
+            return
+        # The same query as a range query must give the same result at the middle step.
+        try:
+            ranged = self.engine.range(expr, time_ms - 60_000, time_ms + 60_000, 60_000)
+        except QueryError as exc:
+            raise _EvalFailure(
+                f"error evaluating query {text} in range mode around {_fmt_time(time_ms)}: {exc}"
+            ) from exc
+        if ev.is_ordered:
+            return  # range results are sorted by labels
+        where = f"{text} in range mode around {_fmt_time(time_ms)}"
+        _assert_sorted(ranged, where)
+        middle: list[tuple[Labels, float]] = []
+        for series in ranged.series:
+            hits = np.flatnonzero(series.timestamps_ms == time_ms)
+            if hits.size:
+                middle.append((series.labels, float(series.values[hits[0]])))
+        if result.result_type == "scalar":
+            if not middle:
+                raise _EvalFailure(f"error in {where}: no sample at the middle step")
+            _compare_scalar(ev, middle[0][1], where)
+        else:
+            _compare_vector(ev, middle, where)
+
+
+def _instant_variants(ev: Eval, expr: ast.Expr) -> Iterator[tuple[str, ast.Expr, int]]:
+    """The query as written, then (unless unsafe) with ``@ t`` pinned, at upstream's extra times."""
+    yield ev.expr, expr, ev.eval_ms
+    if any(isinstance(n, ast.Call) and n.func in _AT_UNSAFE_FUNCTIONS for n in walk(expr)):
+        return
+    t = ev.eval_ms
+    pinned = pin_at(expr, t)
+    times = [-1000, 0, 1000] if t == 0 else [-10 * t, 0, int(t / 5), t, 10 * t]
+    for time_ms in times:
+        yield f"{ev.expr} [with @ {_fmt_time(t)} on every selector]", pinned, time_ms
+
+
+def pin_at(expr: ast.Expr, time_ms: int) -> ast.Expr:
+    """Add ``@ time_ms`` to every selector and subquery that has none, as upstream's harness does.
+
+    Nodes inside a subquery are left alone (the subquery itself is pinned). Like upstream, which
+    sets the timestamp wherever it is unset, ``@ start()``/``@ end()`` become ``@ time_ms`` too.
+    """
+    at = ast.At("time", time_ms)
+
+    def visit(node: ast.Expr) -> ast.Expr:
+        match node:
+            case ast.VectorSelector():
+                return node if node.at is not None and node.at.kind == "time" else replace(node, at=at)
+            case ast.MatrixSelector():
+                selector = visit(node.selector)
+                assert isinstance(selector, ast.VectorSelector)
+                return replace(node, selector=selector)
+            case ast.SubqueryExpr():
+                return node if node.at is not None and node.at.kind == "time" else replace(node, at=at)
+            case ast.Call():
+                return replace(node, args=tuple(visit(a) for a in node.args))
+            case ast.AggregateExpr():
+                param = None if node.param is None else visit(node.param)
+                return replace(node, expr=visit(node.expr), param=param)
+            case ast.BinaryExpr():
+                return replace(node, lhs=visit(node.lhs), rhs=visit(node.rhs))
+            case ast.UnaryExpr() | ast.ParenExpr():
+                return replace(node, expr=visit(node.expr))
+            case _:
+                return node
+
+    return visit(expr)
+
+
+def walk(expr: ast.Expr) -> Iterator[ast.Expr]:
+    """Every node of an expression, parents first."""
+    yield expr
+    match expr:
+        case ast.MatrixSelector():
+            yield from walk(expr.selector)
+        case ast.SubqueryExpr() | ast.UnaryExpr() | ast.ParenExpr():
+            yield from walk(expr.expr)
+        case ast.Call():
+            for arg in expr.args:
+                yield from walk(arg)
+        case ast.AggregateExpr():
+            if expr.param is not None:
+                yield from walk(expr.param)
+            yield from walk(expr.expr)
+        case ast.BinaryExpr():
+            yield from walk(expr.lhs)
+            yield from walk(expr.rhs)
+        case _:
+            pass
+
+
+def _uses_query_context(text: str, expr: ast.Expr) -> bool:
+    """Upstream skips the range-mode check when the query text mentions ``start()`` & co."""
+    if text != "" and _QUERY_CONTEXT_RE.search(text) and not text.endswith("on every selector]"):
+        return True
+    return any(isinstance(n, ast.Call) and n.func in _QUERY_CONTEXT_FUNCTIONS for n in walk(expr))
+
+
+def _selects(matchers: Sequence[Matcher], labels: Labels) -> bool:
+    values = dict(labels)
+    return all(m.matches(values.get(m.name, "")) for m in matchers)
+
+
+def _nhcb_base(labels: Labels) -> Labels | None:
+    """The native-histogram series ``load_with_nhcb`` makes from a classic ``_bucket/_count/_sum``."""
+    name = dict(labels).get(METRIC_NAME, "")
+    for suffix in ("_bucket", "_count", "_sum"):
+        if name.endswith(suffix):
+            base = name.removesuffix(suffix)
+            return from_pairs([(METRIC_NAME, base)] + [p for p in labels if p[0] not in (METRIC_NAME, "le")])
+    return None
+
+
+def _floats(values: list[float]) -> npt.NDArray[np.float64]:
+    """Floats to an array, keeping the staleness marker's exact bits."""
+    bits = np.array([struct.unpack("<Q", struct.pack("<d", v))[0] for v in values], dtype=np.uint64)
+    return bits.view(np.float64)
+
+
+# --- comparing ----------------------------------------------------------------------------------
+
+_MIN_NORMAL = 2.2250738585072014e-308
+
+
+def is_stale(value: float) -> bool:
+    return bool(struct.unpack("<Q", struct.pack("<d", value))[0] == _STALE_NAN_BITS)
+
+
+def almost_equal(a: float, b: float, epsilon: float = EPSILON) -> bool:
+    """Upstream's ``almost.Equal``: relative tolerance, NaN equals NaN, the staleness marker
+    equals only itself."""
+    if is_stale(a) or is_stale(b):
+        return is_stale(a) and is_stale(b)
+    if math.isnan(a) and math.isnan(b):
+        return True
+    if a == b:
+        return True
+    abs_sum = abs(a) + abs(b)
+    diff = abs(a - b)
+    if a == 0 or b == 0 or abs_sum < _MIN_NORMAL:
+        return diff < epsilon * _MIN_NORMAL
+    return diff / min(abs_sum, sys.float_info.max) < epsilon
+
+
+def _check_expected_failure(ev: Eval, exc: Exception) -> None:
+    actual = str(exc)
+    if ev.expected_fail_message is not None and ev.expected_fail_message != actual:
+        raise _EvalFailure(f"expected error {ev.expected_fail_message!r}, but got: {actual}")
+    if ev.expected_fail_regexp is not None and not ev.expected_fail_regexp.search(actual):
+        raise _EvalFailure(f"expected error matching {ev.expected_fail_regexp.pattern!r}, but got: {actual}")
+    fails = ev.expects.get("fail", [])
+    if fails and not fails[0].matches(actual):
+        raise _EvalFailure(f"expected error matching {fails[0].describe()}, but got: {actual}")
+
+
+def _check_annotations(ev: Eval, text: str, result: QueryResult) -> None:
+    warnings, infos = list(result.warnings), list(result.infos)
+    if ev.warn and not warnings:
+        raise _EvalFailure(f"expected warnings evaluating query {text} but got none")
+    if ev.info and not infos:
+        raise _EvalFailure(f"expected info annotations evaluating query {text} but got none")
+    everything = warnings + infos
+    for kind, actual in (("warn", warnings), ("info", infos)):
+        expected = ev.expects.get(kind, [])
+        if not expected:
+            continue
+        if not actual:
+            raise _EvalFailure(f"expected {kind} annotations but none were found for query {text}")
+        for e in expected:
+            if not any(e.matches(a) for a in actual):
+                raise _EvalFailure(
+                    f"expected {kind} annotation matching {e.describe()} but none was found for query "
+                    f"{text}, found: {everything}"
+                )
+        for a in actual:
+            if not any(e.matches(a) for e in expected):
+                raise _EvalFailure(f"unexpected {kind} annotation {a!r} found for query {text}")
+    if "no_warn" in ev.expects and warnings:
+        raise _EvalFailure(f"unexpected warning annotations evaluating query {text}: {everything}")
+    if "no_info" in ev.expects and infos:
+        raise _EvalFailure(f"unexpected info annotations evaluating query {text}: {everything}")
+
+
+def _compare(ev: Eval, result: QueryResult, where: str) -> None:
+    kind = result.result_type
+    if kind == "matrix":
+        _compare_matrix(ev, result, where)
+    elif kind == "vector":
+        got = [(s.labels, float(s.values[0])) for s in result.series]
+        _compare_vector(ev, got, where)
+    elif kind == "scalar":
+        if ev.expected_scalar is None:
+            raise _EvalFailure(f"error in {where}: expected vector or matrix result, but got scalar "
+                               f"{_fmt(float(result.series[0].values[0]))}\n{_expected_block(ev)}")
+        _compare_scalar(ev, float(result.series[0].values[0]), where)
+    else:
+        got_string = result.string_value or ""
+        if ev.expected_string != got_string:
+            raise _EvalFailure(
+                f"error in {where}: expected string {ev.expected_string!r} but got {got_string!r}"
+            )
+
+
+def _compare_scalar(ev: Eval, got: float, where: str) -> None:
+    if ev.expected_scalar is None:
+        raise _EvalFailure(f"error in {where}: expected vector or matrix result, but got scalar {_fmt(got)}")
+    if not almost_equal(ev.expected_scalar, got):
+        raise _EvalFailure(
+            f"error in {where}: expected scalar {_fmt(ev.expected_scalar)} but got {_fmt(got)}"
+        )
+
+
+def _compare_vector(ev: Eval, got: list[tuple[Labels, float]], where: str) -> None:
+    def fail(message: str) -> _EvalFailure:
+        listing = "\n".join(f"    {format_labels(lb)} {_fmt(v)}" for lb, v in got) or "    (empty)"
+        return _EvalFailure(f"error in {where}: {message}\n{_expected_block(ev)}\n  got:\n{listing}")
+
+    if ev.expected_scalar is not None:
+        raise fail("expected scalar result, but got a vector")
+    seen: set[Labels] = set()
+    for index, (labels, value) in enumerate(got):
+        if labels not in ev.expected:
+            raise fail(f"unexpected metric {format_labels(labels)} in result, has value {_fmt(value)}")
+        position, values = ev.expected[labels]
+        if ev.is_ordered and position != index + 1:
+            raise fail(
+                f"expected metric {format_labels(labels)} at position {position} but was at {index + 1}"
+            )
+        want = values[0] if values else None
+        want_value = want if isinstance(want, float) else 0.0  # `_` reads as 0 upstream
+        if not almost_equal(want_value, value):
+            raise fail(f"expected {_fmt(want_value)} for {format_labels(labels)} but got {_fmt(value)}")
+        seen.add(labels)
+    for labels in ev.expected:
+        if labels not in seen:
+            raise fail(f"expected metric {format_labels(labels)} not found")
+
+
+def _compare_matrix(ev: Eval, result: QueryResult, where: str) -> None:
+    def fail(message: str) -> _EvalFailure:
+        listing = "\n".join(
+            f"    {format_labels(s.labels)} "
+            + " ".join(
+                f"{_fmt(float(v))}@{_fmt_time(int(t))}"
+                for t, v in zip(s.timestamps_ms, s.values, strict=True)
+            )
+            for s in result.series
+        ) or "    (empty)"
+        return _EvalFailure(f"error in {where}: {message}\n{_expected_block(ev)}\n  got:\n{listing}")
+
+    if ev.is_ordered:
+        raise fail("expected ordered result, but query returned a matrix")
+    if ev.expected_scalar is not None:
+        raise fail("expected scalar result, but got matrix")
+    _assert_sorted(result, where)
+    seen: set[Labels] = set()
+    for series in result.series:
+        if series.labels not in ev.expected:
+            raise fail(f"unexpected metric {format_labels(series.labels)} in result")
+        seen.add(series.labels)
+        want_t: list[int] = []
+        want_v: list[float] = []
+        for i, point in enumerate(ev.expected[series.labels][1]):
+            t = ev.start_ms + i * ev.step_ms
+            if t > ev.end_ms:
+                raise fail(f"expected more points for {format_labels(series.labels)} than the query time "
+                           "range can return")
+            if isinstance(point, float):
+                want_t.append(t)
+                want_v.append(point)
+        if len(want_t) != len(series.timestamps_ms):
+            raise fail(f"expected {len(want_t)} float points for {format_labels(series.labels)}, "
+                       f"but got {len(series.timestamps_ms)}")
+        for i, (t, v) in enumerate(zip(want_t, want_v, strict=True)):
+            got_t, got_v = int(series.timestamps_ms[i]), float(series.values[i])
+            if t != got_t:
+                raise fail(f"expected float value at index {i} for {format_labels(series.labels)} to have "
+                           f"timestamp {_fmt_time(t)}, but it had timestamp {_fmt_time(got_t)}")
+            if not almost_equal(v, got_v):
+                raise fail(f"expected float value at index {i} (t={_fmt_time(t)}) for "
+                           f"{format_labels(series.labels)} to be {_fmt(v)}, but got {_fmt(got_v)}")
+    for labels in ev.expected:
+        if labels not in seen:
+            raise fail(f"expected metric {format_labels(labels)} not found")
+
+
+def _assert_sorted(result: QueryResult, where: str) -> None:
+    labels = [s.labels for s in result.series]
+    for i in range(len(labels) - 1):
+        if labels[i] > labels[i + 1]:
+            raise _EvalFailure(
+                f"error in {where}: matrix results should always be sorted by labels, but "
+                f"{format_labels(labels[i + 1])} comes after {format_labels(labels[i])}"
+            )
+
+
+def _expected_block(ev: Eval) -> str:
+    if ev.expected_scalar is not None:
+        return f"  expected:\n    scalar {_fmt(ev.expected_scalar)}"
+    if ev.expected_string is not None:
+        return f"  expected:\n    string {ev.expected_string!r}"
+    lines = [
+        f"    {format_labels(labels)} " + " ".join(_fmt_point(p) for p in values)
+        for labels, (_, values) in sorted(ev.expected.items(), key=lambda kv: kv[1][0])
+    ]
+    return "  expected:\n" + ("\n".join(lines) or "    (empty)")
+
+
+def _fmt(value: float) -> str:
+    return "stale" if is_stale(value) else format_go_float(value, "g")
+
+
+def _fmt_point(point: Point) -> str:
+    if point is None:
+        return "_"
+    if isinstance(point, NativeHistogram):
+        return point.text
+    return _fmt(point)
+
+
+def _fmt_time(time_ms: int) -> str:
+    """Milliseconds as a readable offset from the epoch: ``50m``, ``1h5m``, ``-1s``, ``0``."""
+    if time_ms == 0:
+        return "0"
+    sign, rest = ("-" if time_ms < 0 else ""), abs(time_ms)
+    parts = []
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return sign + "".join(parts)
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def _test_files(paths: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        files.extend(sorted(path.glob("*.test")) if path.is_dir() else [path])
+    return files
+
+
+def format_report(report: FileReport) -> str:
+    status = "PASS" if report.ok else "FAIL"
+    counts = f"{report.passed} passed, {report.failed} failed, {report.skipped} skipped"
+    lines = [f"{status} {report.path}: {counts}"]
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    for outcome in report.outcomes:
+        if outcome.status == "fail":
+            lines.append(f"  line {outcome.line}: {outcome.expr}")
+            lines.extend("    " + ln for ln in outcome.message.splitlines())
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``watchkeeper promql-test FILE|DIR ...``: run ``.test`` files; 1 if anything failed."""
+    parser = argparse.ArgumentParser(prog="watchkeeper promql-test", description=main.__doc__)
+    parser.add_argument("paths", nargs="+", help=".test files, or directories of them")
+    parser.add_argument("--run", metavar="REGEX", help="only evals whose query matches REGEX")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only the summary lines, no diffs")
+    args = parser.parse_args(argv)
+    only = re.compile(args.run) if args.run else None
+    files = _test_files(args.paths)
+    if not files:
+        print("no .test files found", file=sys.stderr)
+        return 1
+    harness = Harness.default()
+    totals = [0, 0, 0]
+    any_error = False
+    for path in files:
+        report = run_file(path, harness)
+        if only is not None:
+            report.outcomes = [o for o in report.outcomes if only.search(o.expr)]
+        any_error = any_error or report.error is not None
+        text = format_report(report)
+        print(text.splitlines()[0] if args.quiet else text)
+        totals[0] += report.passed
+        totals[1] += report.failed
+        totals[2] += report.skipped
+    print(f"{totals[0]} passed, {totals[1]} failed, {totals[2]} skipped")
+    return 1 if totals[1] or any_error else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
