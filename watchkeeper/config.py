@@ -28,9 +28,7 @@ from watchkeeper.errors import ConfigError
 ENV_PREFIX = "WATCHKEEPER_"
 DEFAULT_CONFIG_FILE = Path("watchkeeper.yml")
 
-_DURATION_RE = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
-)
+_DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
 _DURATION_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
 
 
@@ -59,26 +57,26 @@ class LimitsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     """Largest request body, compressed and again decompressed."""
-    max_labels_per_series: int = Field(64, gt=0)
-    max_label_name_length: int = Field(1024, gt=0)
-    max_label_value_length: int = Field(4096, gt=0)
-    max_series_per_request: int = Field(100_000, gt=0)
-    max_active_series: int = Field(2_000_000, gt=0)
+    max_labels_per_series: int = Field(default=64, gt=0)
+    max_label_name_length: int = Field(default=1024, gt=0)
+    max_label_value_length: int = Field(default=4096, gt=0)
+    max_series_per_request: int = Field(default=100_000, gt=0)
+    max_active_series: int = Field(default=2_000_000, gt=0)
 
 
-_file_values: ContextVar[dict[str, Any]] = ContextVar("_file_values", default={})
+_file_values: ContextVar[dict[str, Any]] = ContextVar("_file_values")
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):
     """The values read from the YAML file by `Settings.load` (weaker than the environment)."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return _file_values.get().get(field_name), field_name, False
+        return _file_values.get({}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_file_values.get())
+        return dict(_file_values.get({}))
 
 
 class Settings(BaseSettings):
@@ -190,7 +188,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _describe(exc: ValidationError, path: Path | None, file_data: Mapping[str, Any], init: Mapping[str, Any]) -> str:
+def _describe(
+    exc: ValidationError, path: Path | None, file_data: Mapping[str, Any], init: Mapping[str, Any]
+) -> str:
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]

@@ -84,7 +84,9 @@ class Limits:
         previous = None
         for label, value in items:
             if label == previous:
-                raise InvalidSeries(f"duplicate label name {label!r} in series {_short(items)}", "duplicate_label")
+                raise InvalidSeries(
+                    f"duplicate label name {label!r} in series {_short(items)}", "duplicate_label"
+                )
             previous = label
             if len(label) > self.max_label_name_length:
                 raise InvalidSeries(
@@ -98,11 +100,15 @@ class Limits:
                     "label_value_too_long",
                 )
             if _LABEL_NAME.fullmatch(label) is None:
-                raise InvalidSeries(f"invalid label name {label!r} in series {_short(items)}", "invalid_label")
+                raise InvalidSeries(
+                    f"invalid label name {label!r} in series {_short(items)}", "invalid_label"
+                )
             if label == METRIC_NAME:
                 name = value
         if not name:
-            raise InvalidSeries(f"series without a metric name (__name__): {_short(items)}", "missing_metric_name")
+            raise InvalidSeries(
+                f"series without a metric name (__name__): {_short(items)}", "missing_metric_name"
+            )
         if _METRIC_NAME.fullmatch(name) is None:
             raise InvalidSeries(f"invalid metric name {name!r}", "invalid_metric_name")
         return tuple(items)
