@@ -291,9 +291,15 @@ def _lookup(table: tuple[tuple[Any, _T], ...], key: Any) -> _T:
     raise ParseError(f"parse error: unsupported {key}")
 
 
+_MAX_DURATION_MS = (2**63 - 1) // 1_000_000  # Go's time.Duration, which Prometheus enforces
+
+
 def _duration_ms(td: timedelta) -> int:
     # timedelta normalises to days/seconds/microseconds with 0 <= seconds, microseconds; exact.
-    return (td.days * 86_400 + td.seconds) * 1000 + td.microseconds // 1000
+    ms = (td.days * 86_400 + td.seconds) * 1000 + td.microseconds // 1000
+    if abs(ms) > _MAX_DURATION_MS:
+        raise ParseError(f"parse error: duration out of range: {td}")
+    return ms
 
 
 class _Converter:
@@ -371,7 +377,8 @@ class _Converter:
             return At("start")
         if at.type == _pp.AtModifierType.End:
             return At("end")
-        timestamp_ms = _duration_ms(at.at - _EPOCH)
+        delta = at.at - _EPOCH
+        timestamp_ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
         if index < len(self.negative_at) and self.negative_at[index]:
             timestamp_ms = -timestamp_ms
         return At("time", timestamp_ms)

@@ -1,0 +1,289 @@
+"""watchkeeper's AST -> PromQL text that parses back to the same AST.
+
+>>> from watchkeeper.promql.parser import parse
+>>> to_promql(parse('sum by (job) (rate(http_requests_total{code=~"5.."}[1m1ms] offset -5m))'))
+'sum by (job) (rate(http_requests_total{code=~"5.."}[1m1ms] offset -5m))'
+>>> format_duration(5_400_000)
+'1h30m'
+
+The binding's own printer is lossy (``[5m:]`` -> ``[5m]``, sub-second remainders dropped, escapes
+lost), so this one is ours. It writes parentheses where the AST has :class:`ParenExpr` and, for
+ASTs built by hand, wherever operator precedence needs them; for any parsed ``q``,
+``parse(to_promql(parse(q))) == parse(q)``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from watchkeeper.labels import METRIC_NAME, Matcher, MatchOp
+from watchkeeper.promql.ast import (
+    AggregateExpr,
+    At,
+    BinaryExpr,
+    Call,
+    Expr,
+    MatrixSelector,
+    NumberLiteral,
+    ParenExpr,
+    StringLiteral,
+    SubqueryExpr,
+    UnaryExpr,
+    VectorMatching,
+    VectorSelector,
+)
+
+__all__ = ["format_duration", "format_number", "format_string", "to_promql"]
+
+_UNITS = (
+    ("y", 365 * 24 * 3_600_000, True),
+    ("w", 7 * 24 * 3_600_000, True),
+    ("d", 24 * 3_600_000, False),
+    ("h", 3_600_000, False),
+    ("m", 60_000, False),
+    ("s", 1000, False),
+    ("ms", 1, False),
+)
+
+# Binding strength of binary operators, as in Prometheus' grammar (higher binds tighter).
+_PRECEDENCE = {
+    "or": 1,
+    "and": 2,
+    "unless": 2,
+    "==": 3,
+    "!=": 3,
+    ">": 3,
+    "<": 3,
+    ">=": 3,
+    "<=": 3,
+    "+": 4,
+    "-": 4,
+    "*": 5,
+    "/": 5,
+    "%": 5,
+    "atan2": 5,
+    "^": 6,
+}
+_UNARY_PRECEDENCE = 5  # `-a * b` is `(-a) * b`, `-a ^ b` is `-(a ^ b)`
+
+_IDENTIFIER = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+# Words the lexer reads as keywords where a label name is expected; quoting keeps them names.
+_KEYWORDS = frozenset(
+    {
+        "and", "or", "unless", "atan2", "by", "without", "on", "ignoring", "group_left",
+        "group_right", "bool", "offset", "inf", "nan", "start", "end", "avg", "bottomk", "count",
+        "count_values", "group", "max", "min", "quantile", "stddev", "stdvar", "sum", "topk",
+        "limitk", "limit_ratio", "anchored", "smoothed", "fill", "fill_left", "fill_right",
+    }
+)  # fmt: skip
+
+_SHORT_ESCAPES = {
+    "\\": "\\\\",
+    '"': '\\"',
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\v": "\\v",
+}
+
+
+def to_promql(expr: Expr) -> str:
+    """PromQL text for an expression.
+
+    >>> from watchkeeper.promql.parser import parse
+    >>> to_promql(parse("a+on(x)group_left(y)b@-1.5"))
+    'a + on (x) group_left (y) b @ -1.500'
+    """
+    match expr:
+        case NumberLiteral(value=value):
+            return format_number(value)
+        case StringLiteral(value=value):
+            return format_string(value)
+        case VectorSelector():
+            return _selector(expr) + _modifiers(expr.at, expr.offset_ms)
+        case MatrixSelector(selector=sel, range_ms=range_ms):
+            return f"{_selector(sel)}[{format_duration(range_ms)}]{_modifiers(sel.at, sel.offset_ms)}"
+        case SubqueryExpr():
+            inner = to_promql(expr.expr)
+            if isinstance(expr.expr, BinaryExpr | UnaryExpr) or (
+                isinstance(expr.expr, NumberLiteral) and inner.startswith("-")
+            ):
+                inner = f"({inner})"
+            step = "" if expr.step_ms is None else format_duration(expr.step_ms)
+            return f"{inner}[{format_duration(expr.range_ms)}:{step}]{_modifiers(expr.at, expr.offset_ms)}"
+        case Call(func=func, args=args):
+            return f"{func}({', '.join(to_promql(arg) for arg in args)})"
+        case AggregateExpr():
+            body = to_promql(expr.expr)
+            if expr.param is not None:
+                body = f"{to_promql(expr.param)}, {body}"
+            grouping = ""
+            if expr.without:
+                grouping = f" without ({_label_list(expr.grouping)})"
+            elif expr.grouping:
+                grouping = f" by ({_label_list(expr.grouping)})"
+            return f"{expr.op}{grouping} ({body})"
+        case BinaryExpr():
+            return _binary(expr)
+        case UnaryExpr(op=op, expr=inner):
+            text = to_promql(inner)
+            if _needs_parens_in_unary(inner):
+                text = f"({text})"
+            elif text.startswith(("-", "+")):
+                text = f" {text}"
+            return f"{op}{text}"
+        case ParenExpr(expr=inner):
+            return f"({to_promql(inner)})"
+        case _:
+            raise TypeError(f"not a PromQL expression: {expr!r}")
+
+
+def format_duration(ms: int) -> str:
+    """A duration in Prometheus' notation, exact to the millisecond.
+
+    >>> format_duration(60_001), format_duration(0), format_duration(90 * 86_400_000)
+    ('1m1ms', '0s', '90d')
+    """
+    if ms == 0:
+        return "0s"
+    if ms < 0:
+        return "-" + format_duration(-ms)
+    out = []
+    for unit, size, exact in _UNITS:
+        if exact and ms % size:
+            continue
+        count, ms = divmod(ms, size)
+        if count:
+            out.append(f"{count}{unit}")
+    return "".join(out)
+
+
+def format_number(value: float) -> str:
+    """A float literal that parses back to the same value (``Inf``, ``NaN``, ``-0``).
+
+    >>> format_number(2.0), format_number(0.1), format_number(float("-inf"))
+    ('2', '0.1', '-Inf')
+    """
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def format_string(value: str) -> str:
+    """A double-quoted PromQL string literal with Go escapes.
+
+    >>> print(format_string('a"b\\\\c'))
+    "a\\"b\\\\c"
+    """
+    out = []
+    for ch in value:
+        escaped = _SHORT_ESCAPES.get(ch)
+        if escaped is not None:
+            out.append(escaped)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) <= 0xFFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
+
+
+def _label_name(name: str) -> str:
+    if _IDENTIFIER.match(name) and name.lower() not in _KEYWORDS:
+        return name
+    return format_string(name)
+
+
+def _label_list(names: tuple[str, ...]) -> str:
+    return ", ".join(_label_name(name) for name in names)
+
+
+def _selector(sel: VectorSelector) -> str:
+    matchers = list(sel.matchers)
+    name = sel.name
+    if name is not None:
+        implied = Matcher(MatchOp.EQUAL, METRIC_NAME, name)
+        if implied in matchers:
+            matchers.remove(implied)
+        if not _METRIC_NAME.match(name):
+            matchers.insert(0, implied)
+            name = None
+    body = ", ".join(f"{_label_name(m.name)}{m.op.value}{format_string(m.value)}" for m in matchers)
+    if name is None:
+        return f"{{{body}}}"
+    return f"{name}{{{body}}}" if body else name
+
+
+def _modifiers(at: At | None, offset_ms: int) -> str:
+    out = ""
+    if at is not None:
+        if at.kind == "time":
+            sign = "-" if at.timestamp_ms < 0 else ""
+            seconds, ms = divmod(abs(at.timestamp_ms), 1000)
+            out += f" @ {sign}{seconds}.{ms:03d}"
+        else:
+            out += f" @ {at.kind}()"
+    if offset_ms:
+        out += f" offset {format_duration(offset_ms)}"
+    return out
+
+
+def _matching(expr: BinaryExpr) -> str:
+    m: VectorMatching | None = expr.matching
+    out = " bool" if expr.return_bool else ""
+    if m is None:
+        return out
+    grouped = m.card in ("many-to-one", "one-to-many")
+    if m.on:
+        out += f" on ({_label_list(m.labels)})"
+    elif m.labels or grouped:
+        out += f" ignoring ({_label_list(m.labels)})"
+    if m.card == "many-to-one":
+        out += f" group_left ({_label_list(m.include)})"
+    elif m.card == "one-to-many":
+        out += f" group_right ({_label_list(m.include)})"
+    return out
+
+
+def _binary(expr: BinaryExpr) -> str:
+    precedence = _PRECEDENCE.get(expr.op, 0)
+    right_assoc = expr.op == "^"
+    lhs = to_promql(expr.lhs)
+    if _operand_precedence(expr.lhs, lhs) < precedence + (1 if right_assoc else 0):
+        lhs = f"({lhs})"
+    rhs = to_promql(expr.rhs)
+    # An operand on the right that starts with a sign (unary minus, negative number) cannot be
+    # split by the operator before it, so it never needs parentheses.
+    if not rhs.startswith(("-", "+")) and _operand_precedence(expr.rhs, rhs) < precedence + (
+        0 if right_assoc else 1
+    ):
+        rhs = f"({rhs})"
+    return f"{lhs} {expr.op}{_matching(expr)} {rhs}"
+
+
+def _operand_precedence(expr: Expr, text: str) -> int:
+    if isinstance(expr, BinaryExpr):
+        return _PRECEDENCE.get(expr.op, 0)
+    if isinstance(expr, UnaryExpr) or (isinstance(expr, NumberLiteral) and text.startswith("-")):
+        return _UNARY_PRECEDENCE
+    return 100  # atoms: selectors, calls, aggregations, parentheses, literals
+
+
+def _needs_parens_in_unary(inner: Expr) -> bool:
+    if isinstance(inner, BinaryExpr):
+        return _PRECEDENCE.get(inner.op, 0) <= _UNARY_PRECEDENCE
+    return False
