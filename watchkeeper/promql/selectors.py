@@ -1,0 +1,197 @@
+"""Vector and matrix selectors: from the store's series to ``StepVector`` / ``RangeVector``.
+
+All series of a selector are concatenated into one array; per-(series, step) lookups are a single
+``np.searchsorted`` on a combined key ``series_index * span + (timestamp - base)``, which is
+sorted because every series' timestamps are strictly increasing and lie in ``(base, base + span)``.
+
+>>> budget = SampleBudget(50_000_000)
+>>> sv = select_instant(reader, selector, np.array([60_000]), lookback_ms=300_000, budget=budget)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from watchkeeper.errors import TooManySamples
+from watchkeeper.labels import Labels, Matcher
+from watchkeeper.promql.values import F64, I64, Bool, RangeVector, StepVector
+from watchkeeper.tsdb.reader import SeriesData, SeriesReader, is_stale
+
+TOO_MANY_SAMPLES = "query processing would load too many samples into memory in query execution"
+
+
+class SampleBudget:
+    """Counts the samples a query loads and raises ``TooManySamples`` past ``max_samples``."""
+
+    __slots__ = ("loaded", "max_samples")
+
+    def __init__(self, max_samples: int) -> None:
+        self.max_samples = max_samples
+        self.loaded = 0
+
+    def add(self, n: int) -> None:
+        self.loaded += n
+        if self.loaded > self.max_samples:
+            raise TooManySamples(TOO_MANY_SAMPLES)
+
+
+class _Concat:
+    """The samples of several series in one array, series ``i`` at ``[offsets[i], offsets[i+1])``."""
+
+    __slots__ = ("labels", "offsets", "series_index", "timestamps", "values")
+
+    def __init__(self, labels: list[Labels], timestamps: I64, values: F64, lengths: I64) -> None:
+        self.labels = labels
+        self.timestamps = timestamps
+        self.values = values
+        self.offsets: I64 = np.zeros(len(labels) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=self.offsets[1:])
+        self.series_index: I64 = np.repeat(np.arange(len(labels), dtype=np.int64), lengths)
+
+
+def _fetch(
+    reader: SeriesReader, matchers: Sequence[Matcher], start_ms: int, end_ms: int, budget: SampleBudget
+) -> _Concat:
+    series: list[SeriesData] = reader.select(matchers, start_ms, end_ms)
+    n = len(series)
+    lengths = np.fromiter((len(s.timestamps_ms) for s in series), dtype=np.int64, count=n)
+    total = int(lengths.sum()) if n else 0
+    budget.add(total)
+    if total == 0:
+        empty_i: I64 = np.empty(0, dtype=np.int64)
+        return _Concat([], empty_i, np.empty(0, dtype=np.float64), empty_i)
+    ts = np.concatenate([np.asarray(s.timestamps_ms, dtype=np.int64) for s in series])
+    vals = np.concatenate([np.asarray(s.values, dtype=np.float64) for s in series])
+    concat = _Concat([s.labels for s in series], ts, vals, lengths)
+    outside = (ts < start_ms) | (ts > end_ms)
+    if outside.any():  # a store that returns a little more than asked: keep the keys sorted
+        concat = _subset(concat, ~outside)
+    return concat
+
+
+def _subset(c: _Concat, keep: Bool) -> _Concat:
+    lengths = np.bincount(c.series_index[keep], minlength=len(c.labels)).astype(np.int64)
+    return _Concat(c.labels, c.timestamps[keep], c.values[keep], lengths)
+
+
+def _keys(series_index: I64, timestamps: I64, base: int, span: int) -> I64:
+    return series_index * span + (timestamps - base)
+
+
+def select_instant(
+    reader: SeriesReader,
+    matchers: Sequence[Matcher],
+    eval_times_ms: I64,
+    *,
+    lookback_ms: int,
+    budget: SampleBudget,
+) -> StepVector:
+    """The latest sample with ``t - lookback < ts <= t`` for every series and eval time ``t``
+    (offset and ``@`` already applied to ``eval_times_ms``); staleness markers end a series."""
+    steps = int(eval_times_ms.shape[0])
+    if steps == 0:
+        return StepVector.empty(0)
+    if steps > 1 and bool((eval_times_ms == eval_times_ms[0]).all()):  # step invariant (`@`)
+        one = select_instant(reader, matchers, eval_times_ms[:1], lookback_ms=lookback_ms, budget=budget)
+        return StepVector(
+            one.labels,
+            np.repeat(one.values, steps, axis=1),
+            np.repeat(one.present, steps, axis=1),
+            sample_ts=None if one.sample_ts is None else np.repeat(one.sample_ts, steps, axis=1),
+        )
+    t_min, t_max = int(eval_times_ms.min()), int(eval_times_ms.max())
+    start = t_min - lookback_ms + 1
+    c = _fetch(reader, matchers, start, t_max, budget)
+    n = len(c.labels)
+    if n == 0:
+        return StepVector.empty(steps)
+    base, span = start - 1, t_max - start + 3
+    keys = _keys(c.series_index, c.timestamps, base, span)
+    query = np.arange(n, dtype=np.int64)[:, None] * span + (eval_times_ms - base)[None, :]
+    pos = np.searchsorted(keys, query, side="right") - 1
+    present = pos >= c.offsets[:-1, None]
+    pos = np.where(present, pos, 0)
+    sample_ts = c.timestamps[pos]
+    values = c.values[pos]
+    present &= sample_ts > (eval_times_ms - lookback_ms)[None, :]
+    present &= ~is_stale(values)
+    values = np.where(present, values, np.nan)
+    keep = present.any(axis=1)
+    if not keep.all():
+        idx = np.flatnonzero(keep)
+        return StepVector([c.labels[i] for i in idx], values[idx], present[idx], sample_ts=sample_ts[idx])
+    return StepVector(c.labels, values, present, sample_ts=sample_ts)
+
+
+def _windows(
+    series_index: I64, timestamps: I64, n: int, window_end_ms: I64, range_ms: int
+) -> tuple[I64, I64]:
+    """``lo``/``hi`` (n, steps): the samples with ``end - range < t <= end`` for every window."""
+    steps = int(window_end_ms.shape[0])
+    if n == 0 or steps == 0:
+        empty: I64 = np.zeros((n, steps), dtype=np.int64)
+        return empty, empty.copy()
+    lo_t = window_end_ms - range_ms
+    low = min(int(lo_t.min()), int(timestamps.min()) if timestamps.size else int(lo_t.min()))
+    high = max(int(window_end_ms.max()), int(timestamps.max()) if timestamps.size else 0)
+    base, span = low - 1, high - low + 3
+    keys = _keys(series_index, timestamps, base, span)
+    rows = np.arange(n, dtype=np.int64)[:, None] * span
+    lo = np.searchsorted(keys, rows + (lo_t - base)[None, :], side="right").astype(np.int64)
+    hi = np.searchsorted(keys, rows + (window_end_ms - base)[None, :], side="right").astype(np.int64)
+    return lo, hi
+
+
+def select_range(
+    reader: SeriesReader,
+    matchers: Sequence[Matcher],
+    window_end_ms: I64,
+    range_ms: int,
+    *,
+    budget: SampleBudget,
+) -> RangeVector:
+    """Samples in the left-open windows ``(end - range, end]``, staleness markers removed."""
+    steps = int(window_end_ms.shape[0])
+    if steps == 0:
+        return _empty_range(window_end_ms, range_ms)
+    start = int(window_end_ms.min()) - range_ms + 1
+    c = _fetch(reader, matchers, start, int(window_end_ms.max()), budget)
+    stale = is_stale(c.values)
+    if stale.any():
+        c = _subset(c, ~stale)
+    lengths = np.diff(c.offsets)
+    if (lengths == 0).any():
+        keep = np.flatnonzero(lengths > 0)
+        c = _Concat([c.labels[i] for i in keep], c.timestamps, c.values, lengths[keep])
+    n = len(c.labels)
+    lo, hi = _windows(c.series_index, c.timestamps, n, window_end_ms, range_ms)
+    return RangeVector(c.labels, c.timestamps, c.values, c.offsets, lo, hi, window_end_ms, range_ms)
+
+
+def _empty_range(window_end_ms: I64, range_ms: int) -> RangeVector:
+    steps = int(window_end_ms.shape[0])
+    zeros: I64 = np.zeros((0, steps), dtype=np.int64)
+    return RangeVector(
+        [], np.empty(0, dtype=np.int64), np.empty(0), np.zeros(1, dtype=np.int64), zeros, zeros.copy(),
+        window_end_ms, range_ms,
+    )
+
+
+def range_from_steps(sv: StepVector, times_ms: I64, window_end_ms: I64, range_ms: int) -> RangeVector:
+    """A subquery's ``RangeVector``: the points of ``sv`` (evaluated at ``times_ms``) in the windows
+    ``(end - range, end]``."""
+    counts = sv.present.sum(axis=1).astype(np.int64)
+    keep = np.flatnonzero(counts > 0)
+    drop = None if sv.drop_name is None else sv.drop_name[keep]
+    present = sv.present[keep]
+    rows, cols = np.nonzero(present)  # row-major: by series, then by time
+    timestamps = times_ms[cols].astype(np.int64)
+    values = sv.values[keep][rows, cols]
+    n = len(keep)
+    offsets: I64 = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts[keep], out=offsets[1:])
+    lo, hi = _windows(rows.astype(np.int64), timestamps, n, window_end_ms, range_ms)
+    labels = [sv.labels[i] for i in keep]
+    return RangeVector(labels, timestamps, values, offsets, lo, hi, window_end_ms, range_ms, drop_name=drop)
