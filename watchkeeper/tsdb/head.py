@@ -1,0 +1,290 @@
+"""The head: the open (not yet cut) chunk of every series, in parallel NumPy columns.
+
+Columns are indexed by the dense slot of `SeriesIndex`. The open chunk of slot ``s`` lives in row
+``s`` of two 2-D arrays: timestamps as ``int32`` offsets from ``base_ms[s]`` (a chunk spans at most
+2 h, so offsets fit) and values as ``float64``: 12 bytes a sample, no Python object per series.
+
+`Head.append` takes a batch of many series (the remote-write shape: ~2000 series x 1 sample) and
+does the bookkeeping with fancy indexing. A series that appears more than once in a batch is
+handled by splitting the batch into rounds in which every slot appears once, in request order.
+
+Rejections follow Prometheus: a sample older than ``min_valid_ms`` is ``too_old``; one older than
+the series' last sample is ``out_of_order`` (or, with an out-of-order window, accepted when within
+the window and ``too_old`` otherwise); the same timestamp with a different value (bitwise) is a
+``duplicate``; the same timestamp and value is accepted silently and stores nothing.
+
+A chunk is cut (encoded with `encode_chunk`) when it reaches ``chunk_samples`` samples, or before a
+sample that would make it span ``chunk_span_ms`` or more; the cut chunks are returned to the caller
+(the storage persists them):
+
+>>> head = Head()
+>>> head.ensure_capacity(1)
+>>> out = head.append(np.array([0]), np.array([1000]), np.array([1.5]))
+>>> out.accepted, head.read(0, 0, 2000)[1].tolist()
+(1, [1.5])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from watchkeeper.tsdb.chunks import encode_chunk
+
+CHUNK_SAMPLES = 120
+CHUNK_SPAN_MS = 2 * 3600_000
+REASONS = ("out_of_order", "duplicate", "too_old")
+_NO_TS = np.iinfo(np.int64).min
+_FAR_TS = np.iinfo(np.int64).max
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class CutChunk:
+    """An encoded chunk of one series (by slot), ready to persist."""
+
+    slot: int
+    min_time: int
+    max_time: int
+    data: bytes
+    samples: int
+
+
+@dataclass(slots=True)
+class AppendOutcome:
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    stored: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    chunks: list[CutChunk] = field(default_factory=list)
+
+
+class Head:
+    """Open chunks of all series. Not thread-safe: the storage holds its lock around every call."""
+
+    def __init__(self, *, out_of_order_window_ms: int = 0, chunk_samples: int = CHUNK_SAMPLES,
+                 chunk_span_ms: int = CHUNK_SPAN_MS) -> None:
+        if out_of_order_window_ms < 0:
+            raise ValueError("out_of_order_window_ms must be >= 0")
+        if not 1 <= chunk_samples <= 65_535 or not 1 <= chunk_span_ms < 2**31:
+            raise ValueError("chunk_samples must be in 1..65535 and chunk_span_ms in 1..2**31-1")
+        self.ooo_window_ms = out_of_order_window_ms
+        self.chunk_samples = chunk_samples
+        self.chunk_span_ms = chunk_span_ms
+        self.capacity = 0
+        self.count = np.zeros(0, dtype=np.uint16)  # samples in the open chunk
+        self.base_ms = np.zeros(0, dtype=np.int64)  # first timestamp of the open chunk
+        self.last_ts = np.zeros(0, dtype=np.int64)  # newest timestamp ever accepted (or persisted)
+        self.last_bits = np.zeros(0, dtype=np.uint64)  # its value's bits (for duplicate detection)
+        self.first_ts = np.zeros(0, dtype=np.int64)  # oldest timestamp known (head or persisted)
+        self.offsets = np.zeros((0, chunk_samples), dtype=np.int32)
+        self.values = np.zeros((0, chunk_samples), dtype=np.float64)
+        self.samples_appended_total = 0
+
+    # --- capacity --------------------------------------------------------------------------------
+
+    def ensure_capacity(self, n_slots: int) -> None:
+        if n_slots <= self.capacity:
+            return
+        cap = max(n_slots, self.capacity * 3 // 2, 1024)
+
+        def grown(a: npt.NDArray[np.generic], fill: object) -> npt.NDArray[np.generic]:
+            out = np.empty((cap, *a.shape[1:]), dtype=a.dtype)
+            out[: self.capacity] = a
+            out[self.capacity :] = fill
+            return out
+
+        self.count = grown(self.count, 0)
+        self.base_ms = grown(self.base_ms, 0)
+        self.last_ts = grown(self.last_ts, _NO_TS)
+        self.last_bits = grown(self.last_bits, 0)
+        self.first_ts = grown(self.first_ts, _FAR_TS)
+        # The sample rows are left uninitialised: a row is only read up to count[slot].
+        for name in ("offsets", "values"):
+            old = getattr(self, name)
+            new = np.empty((cap, self.chunk_samples), dtype=old.dtype)
+            new[: self.capacity] = old
+            setattr(self, name, new)
+        self.capacity = cap
+
+    def note_persisted(self, slots: I64, min_ts: I64, max_ts: I64) -> None:
+        """Series bounds from persisted chunks: older samples are then rejected as out of order."""
+        np.maximum.at(self.last_ts, slots, max_ts)
+        np.minimum.at(self.first_ts, slots, min_ts)
+
+    # --- append ----------------------------------------------------------------------------------
+
+    def append(self, slots: I64, timestamps_ms: I64, values: F64, *, min_valid_ms: int = _NO_TS) -> AppendOutcome:
+        """Append one batch; slots must be < capacity. See the module docstring for the rules."""
+        slots = np.asarray(slots, dtype=np.int64)
+        ts = np.asarray(timestamps_ms, dtype=np.int64)
+        vals = np.asarray(values, dtype=np.float64)
+        if not len(slots) == len(ts) == len(vals):
+            raise ValueError("slots, timestamps and values must have the same length")
+        out = AppendOutcome(stored=np.zeros(len(slots), dtype=np.bool_))
+        if len(slots) == 0:
+            return out
+        uniq, counts = np.unique(slots, return_counts=True)
+        if len(uniq) == len(slots):
+            self._append_round(np.arange(len(slots)), slots, ts, vals, min_valid_ms, out)
+        else:  # a series repeats: rounds of unique slots, each series' samples in request order
+            order = np.argsort(slots, kind="stable")
+            group_start = np.repeat(np.cumsum(counts) - counts, counts)
+            rank = np.empty(len(slots), dtype=np.int64)
+            rank[order] = np.arange(len(slots)) - group_start
+            for r in range(int(counts.max())):
+                idx = np.flatnonzero(rank == r)
+                self._append_round(idx, slots[idx], ts[idx], vals[idx], min_valid_ms, out)
+        return out
+
+    def _append_round(self, idx: I64, s: I64, t: I64, v: F64, min_valid_ms: int, out: AppendOutcome) -> None:
+        bits = v.view(np.uint64)
+        last = self.last_ts[s]
+        too_old = t < min_valid_ms
+        newer = (t > last) & ~too_old
+        equal = (t == last) & ~too_old
+        same = equal & (bits == self.last_bits[s])
+        older = (t < last) & ~too_old
+        if self.ooo_window_ms:
+            in_window = older & (t >= last - self.ooo_window_ms)
+            too_old |= older & ~in_window
+            older_rejected = np.zeros_like(older)
+        else:
+            in_window = np.zeros_like(older)
+            older_rejected = older
+        rej = out.rejected
+        rej["too_old"] += int(too_old.sum())
+        rej["out_of_order"] += int(older_rejected.sum())
+        rej["duplicate"] += int((equal & ~same).sum())
+        out.accepted += int(same.sum())
+        if newer.any():
+            self._append_newer(s[newer], t[newer], v[newer], out)
+            out.stored[idx[newer]] = True
+            out.accepted += int(newer.sum())
+        for i in np.flatnonzero(in_window).tolist():
+            status = self._insert_ooo(int(s[i]), int(t[i]), float(v[i]), out)
+            if status == "stored":
+                out.stored[idx[i]] = True
+            if status == "duplicate":
+                rej["duplicate"] += 1
+            else:
+                out.accepted += 1
+
+    def _append_newer(self, s: I64, t: I64, v: F64, out: AppendOutcome) -> None:
+        cnt = self.count[s].astype(np.int64)
+        span_full = (cnt > 0) & (t - self.base_ms[s] >= self.chunk_span_ms)
+        if span_full.any():
+            out.chunks.extend(self._cut(s[span_full]))
+            cnt[span_full] = 0
+        base = np.where(cnt == 0, t, self.base_ms[s])
+        self.base_ms[s] = base
+        self.offsets[s, cnt] = (t - base).astype(np.int32)
+        self.values[s, cnt] = v
+        self.count[s] = cnt + 1
+        self.last_ts[s] = t
+        self.last_bits[s] = v.view(np.uint64)
+        self.first_ts[s] = np.minimum(self.first_ts[s], t)
+        self.samples_appended_total += len(s)
+        full = cnt + 1 >= self.chunk_samples
+        if full.any():
+            out.chunks.extend(self._cut(s[full]))
+
+    def _insert_ooo(self, slot: int, t: int, v: float, out: AppendOutcome) -> str:
+        """An out-of-order sample within the window: into the open chunk, or a chunk of its own."""
+        n = int(self.count[slot])
+        base = int(self.base_ms[slot])
+        vbits = np.array([v], dtype=np.float64)
+        if n == 0 or t < base:
+            # Belongs to an already cut chunk; it becomes a one-sample chunk, merged at read time.
+            out.chunks.append(CutChunk(slot, t, t, encode_chunk(np.array([t], dtype=np.int64), vbits), 1))
+            self.first_ts[slot] = min(int(self.first_ts[slot]), t)
+            self.samples_appended_total += 1
+            return "stored"
+        row_t = self.offsets[slot, :n]
+        off = t - base
+        pos = int(np.searchsorted(row_t, off))
+        if pos < n and int(row_t[pos]) == off:
+            same = self.values[slot, pos : pos + 1].view(np.uint64)[0] == vbits.view(np.uint64)[0]
+            return "same" if same else "duplicate"
+        self.offsets[slot, pos + 1 : n + 1] = self.offsets[slot, pos:n].copy()
+        self.values[slot, pos + 1 : n + 1] = self.values[slot, pos:n].copy()
+        self.offsets[slot, pos] = off
+        self.values[slot, pos] = v
+        self.count[slot] = n + 1
+        self.samples_appended_total += 1
+        if n + 1 >= self.chunk_samples:
+            out.chunks.extend(self._cut(np.array([slot], dtype=np.int64)))
+        return "stored"
+
+    def _cut(self, slots: I64) -> list[CutChunk]:
+        chunks = []
+        for slot in slots.tolist():
+            ts, vals = self._row(slot)
+            if len(ts):
+                chunks.append(CutChunk(slot, int(ts[0]), int(ts[-1]), encode_chunk(ts, vals), len(ts)))
+        self.count[slots] = 0
+        return chunks
+
+    def cut_all(self) -> list[CutChunk]:
+        """Cut every non-empty open chunk (graceful shutdown)."""
+        return self._cut(np.flatnonzero(self.count[: self.capacity]).astype(np.int64))
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def _row(self, slot: int) -> tuple[I64, F64]:
+        n = int(self.count[slot])
+        ts = self.offsets[slot, :n].astype(np.int64) + self.base_ms[slot]
+        return ts, self.values[slot, :n].copy()
+
+    def read(self, slot: int, start_ms: int, end_ms: int) -> tuple[I64, F64]:
+        """Copies of the open chunk's samples within ``[start_ms, end_ms]``."""
+        n = int(self.count[slot]) if slot < self.capacity else 0
+        if n == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        ts, vals = self._row(slot)
+        lo, hi = np.searchsorted(ts, [start_ms, end_ms + 1])
+        return ts[lo:hi], vals[lo:hi]
+
+    def snapshot(self) -> tuple[I64, I64, F64]:
+        """(slots, timestamps, values) of every open-chunk sample: what a WAL checkpoint keeps."""
+        cnt = self.count[: self.capacity].astype(np.int64)
+        active = np.flatnonzero(cnt)
+        n = cnt[active]
+        slots = np.repeat(active, n)
+        pos = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        ts = self.offsets[slots, pos].astype(np.int64) + self.base_ms[slots]
+        return slots, ts, self.values[slots, pos]
+
+    def has_samples(self, slots: I64) -> npt.NDArray[np.bool_]:
+        return self.count[slots] > 0
+
+    def drop_before(self, cutoff_ms: int) -> None:
+        """Forget open chunks whose newest sample is older than ``cutoff_ms`` (retention)."""
+        n = self.capacity
+        stale = (self.count[:n] > 0) & (self.last_ts[:n] < cutoff_ms)
+        self.count[:n][stale] = 0
+        np.maximum(self.first_ts[:n], cutoff_ms, out=self.first_ts[:n], where=self.first_ts[:n] < _FAR_TS)
+
+    def clear(self, slots: I64) -> None:
+        """Reset dropped series' columns (their slots are never used again)."""
+        self.count[slots] = 0
+        self.last_ts[slots] = _NO_TS
+        self.first_ts[slots] = _FAR_TS
+
+    @property
+    def num_chunks(self) -> int:
+        return int(np.count_nonzero(self.count[: self.capacity]))
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.count[: self.capacity].sum(dtype=np.int64))
+
+    def time_bounds(self) -> tuple[int | None, int | None]:
+        """Oldest and newest sample in the open chunks."""
+        active = np.flatnonzero(self.count[: self.capacity])
+        if not len(active):
+            return None, None
+        return int(self.base_ms[active].min()), int(self.last_ts[active].max())

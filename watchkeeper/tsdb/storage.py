@@ -1,0 +1,492 @@
+"""The store's public facade: what the collector appends to and the query engine selects from.
+
+    index (labels -> ids, postings) --+
+    head (open chunks, NumPy) --------+--> Storage --> chunk store (SQLite / PostgreSQL / memory)
+    wal (group commit, checkpoints) --+
+
+>>> store = Storage.open(data_dir=None)               # in memory: no WAL, no SQL
+>>> refs = store.series_refs([(("__name__", "up"), ("job", "api"))])
+>>> store.append(refs, np.array([1000]), np.array([1.0])).accepted
+1
+>>> [s.values.tolist() for s in store.select([Matcher(MatchOp.EQUAL, "job", "api")], 0, 2000)]
+[[1.0]]
+
+**Durability.** `append` validates and applies a batch to the head and writes the stored samples to
+the WAL under one lock (so head order and WAL order agree), then, outside the lock, waits for the
+group-commit fsync. When it returns, the samples survive ``kill -9``.
+
+**Persistence.** Cut chunks go to a FIFO queue; a background *persister* thread commits them to
+the database in batches (one transaction for up to 20 000 chunks), so the append path never waits
+on SQL. Queued chunks are visible to `select` until committed. The persister also checkpoints
+the WAL when it has grown past a threshold: start a new segment, write the live series and every
+open head sample into it, commit everything cut before, then delete the older segments. At open,
+series and per-series time bounds come from the database, then the WAL is replayed (samples at or
+before a series' newest persisted sample are dropped, so a replay never duplicates a chunk).
+
+**Reads.** `select` resolves matchers in the index, copies the head samples and the queued chunks
+of the chosen series under the lock, then reads the persisted chunks of all of them with one
+query per 5000 series (series whose open head chunk already covers ``start_ms`` skip the query),
+decodes every blob with one `decode_concat` and concatenates. Nothing is cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from watchkeeper.errors import StorageError
+from watchkeeper.labels import Labels, Matcher
+from watchkeeper.tsdb.chunks import decode_concat
+from watchkeeper.tsdb.chunkstore import ChunkRow, ChunkStore, MemoryChunkStore, SqlChunkStore
+from watchkeeper.tsdb.head import REASONS, CutChunk, Head
+from watchkeeper.tsdb.index import SeriesIndex
+from watchkeeper.tsdb.reader import SeriesData
+from watchkeeper.tsdb.schema import sqlite_url
+from watchkeeper.tsdb.wal import SamplesRecord, Wal, decode_labels, encode_labels
+
+log = logging.getLogger(__name__)
+
+_NO_TS = np.iinfo(np.int64).min
+_COMMIT_BATCH = 20_000
+_SNAPSHOT_BATCH = 1 << 20  # samples per WAL record when checkpointing the head
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    accepted: int
+    rejected: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TsdbStats:
+    num_series: int
+    head_chunks: int
+    head_samples: int
+    samples_appended_total: int
+    chunks_written_total: int
+    bytes_on_disk: int  # database (and WAL); in memory mode, the bytes of the chunk blobs
+    bytes_per_sample: float  # bytes_on_disk / samples written in chunks by this process
+    min_time: int | None
+    max_time: int | None
+    rejected_out_of_order_total: int
+    rejected_duplicate_total: int
+    rejected_too_old_total: int
+    rejected_unknown_series_total: int
+    pending_chunks: int
+    wal_fsyncs_total: int
+
+
+@dataclass(slots=True)
+class _Queue:
+    """Cut chunks waiting for the database, FIFO, with a per-series view for `select`."""
+
+    rows: list[ChunkRow] = field(default_factory=list)
+    by_id: dict[int, list[ChunkRow]] = field(default_factory=dict)
+    series: list[tuple[int, bytes]] = field(default_factory=list)
+    enqueued: int = 0  # sequence numbers: chunks ever queued / committed
+    committed: int = 0
+
+
+class Storage:
+    """Series index + head + WAL + chunk store. Thread-safe. See the module docstring."""
+
+    def __init__(self, store: ChunkStore, wal: Wal | None, *, retention_ms: int, out_of_order_window_ms: int,
+                 memory: bool, checkpoint_bytes: int = 256 << 20) -> None:
+        self._store = store
+        self._wal = wal
+        self._memory = memory
+        self.retention_ms = retention_ms
+        self.checkpoint_bytes = checkpoint_bytes
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._commit_lock = threading.Lock()
+        self._index = SeriesIndex()
+        self._head = Head(out_of_order_window_ms=out_of_order_window_ms)
+        self._queue = _Queue()
+        self._persisted = np.zeros(0, dtype=np.bool_)  # slot -> labels row in the database
+        self._max_ts = _NO_TS
+        self._rejected = dict.fromkeys((*REASONS, "unknown_series"), 0)
+        self.chunks_written_total = 0
+        self._samples_in_chunks = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._last_snapshot_bytes = 0
+
+    @classmethod
+    def open(cls, *, data_dir: Path | None, database_url: str | None = None, retention_ms: int = 15 * 86400_000,
+             out_of_order_window_ms: int = 0, wal_fsync: bool = True,
+             on_wal_fsync: Callable[[float], None] | None = None) -> Storage:
+        """Open (creating as needed) a store; see the class docstring for the three modes.
+
+        ``on_wal_fsync`` receives each WAL fsync's duration in seconds (for
+        ``watchkeeper_wal_fsync_duration_seconds``).
+        """
+        if data_dir is None and database_url is None:
+            return cls(MemoryChunkStore(), None, retention_ms=retention_ms,
+                       out_of_order_window_ms=out_of_order_window_ms, memory=True)
+        if data_dir is None:
+            raise StorageError("a database_url needs a data_dir for the WAL")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        store = SqlChunkStore.open(database_url or sqlite_url(data_dir))
+        wal = Wal.open(data_dir / "wal", fsync=wal_fsync, on_fsync=on_wal_fsync)
+        self = cls(store, wal, retention_ms=retention_ms, out_of_order_window_ms=out_of_order_window_ms,
+                   memory=False)
+        try:
+            self._load()
+        except Exception:
+            wal.close()
+            store.close()
+            raise
+        self._thread = threading.Thread(target=self._persist_loop, name="tsdb-persister", daemon=True)
+        self._thread.start()
+        return self
+
+    # --- start-up ---------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        assert self._wal is not None
+        for sid, enc in self._store.load_series():
+            self._index.add(sid, decode_labels(enc))
+        self._grow()
+        self._persisted[: self._index.num_slots] = True
+        ids, lo, hi = self._store.series_bounds()
+        slots = self._index.slots_of(ids)
+        known = slots >= 0
+        self._head.note_persisted(slots[known], lo[known], hi[known])
+        if len(hi):
+            self._max_ts = int(hi.max())
+        replayed = False
+        for rec in self._wal.replay():
+            replayed = True
+            if isinstance(rec, SamplesRecord):
+                slots = self._index.slots_of(rec.ids)
+                ok = slots >= 0
+                out = self._head.append(slots[ok], rec.timestamps_ms[ok], rec.values[ok])
+                if len(rec.timestamps_ms):
+                    self._max_ts = max(self._max_ts, int(rec.timestamps_ms.max()))
+                self._enqueue(out.chunks)
+            else:
+                for sid, labels in zip(rec.ids, rec.labels, strict=True):
+                    if self._index.slot_of(sid) is None:
+                        self._queue.series.append((sid, encode_labels(labels)))
+                    self._index.add(sid, labels)
+                self._grow()
+        if replayed:
+            self._checkpoint()
+
+    def _grow(self) -> None:
+        n = self._index.num_slots
+        self._head.ensure_capacity(n)
+        if n > len(self._persisted):
+            grown = np.zeros(self._head.capacity, dtype=np.bool_)
+            grown[: len(self._persisted)] = self._persisted
+            self._persisted = grown
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def series_refs(self, labels: Sequence[Labels]) -> I64:
+        """Ids of the series (created, and WAL-logged, as needed), in the order given."""
+        with self._lock:
+            ids, created = self._index.get_or_create(labels)
+            if created:
+                self._grow()
+                new_ids = [int(self._index.ids[s]) for s in created]
+                new_labels = [self._index.labels(s) for s in created]
+                if self._wal is not None:
+                    self._wal.log_series(new_ids, new_labels)
+                self._queue.series.extend(zip(new_ids, map(encode_labels, new_labels), strict=True))
+                if self._memory:
+                    self._flush_queue_memory()
+        return np.array(ids, dtype=np.int64)
+
+    def append(self, refs: npt.ArrayLike, timestamps_ms: npt.ArrayLike, values: npt.ArrayLike) -> AppendResult:
+        """Append samples of many series; durable when it returns. Thread-safe."""
+        refs_a = np.asarray(refs, dtype=np.int64)
+        ts = np.asarray(timestamps_ms, dtype=np.int64)
+        vals = np.asarray(values, dtype=np.float64)
+        if not len(refs_a) == len(ts) == len(vals):
+            raise ValueError("refs, timestamps_ms and values must have the same length")
+        position = 0
+        with self._lock:
+            if self._stopping:
+                raise StorageError("storage is closed")
+            slots = self._index.slots_of(refs_a)
+            known = slots >= 0
+            n_unknown = int((~known).sum())
+            if n_unknown:
+                slots, refs_a, ts, vals = slots[known], refs_a[known], ts[known], vals[known]
+            min_valid = self._max_ts - self.retention_ms if self._max_ts != _NO_TS else _NO_TS
+            out = self._head.append(slots, ts, vals, min_valid_ms=min_valid)
+            if out.stored.any():
+                if self._wal is not None:
+                    s = out.stored
+                    position = self._wal.log_samples(refs_a[s], ts[s], vals[s])
+                self._max_ts = max(self._max_ts, int(ts[out.stored].max()))
+            for reason, n in out.rejected.items():
+                self._rejected[reason] += n
+            self._rejected["unknown_series"] += n_unknown
+            self._enqueue(out.chunks)
+        if position:
+            assert self._wal is not None
+            self._wal.sync(position)
+        rejected = dict(out.rejected)
+        if n_unknown:
+            rejected["unknown_series"] = n_unknown
+        return AppendResult(out.accepted, rejected)
+
+    def _enqueue(self, chunks: list[CutChunk]) -> None:
+        """Queue cut chunks for the database (caller holds the lock)."""
+        if not chunks:
+            return
+        q = self._queue
+        ids = self._index.ids
+        for c in chunks:
+            row = (int(ids[c.slot]), c.min_time, c.max_time, c.data)
+            q.rows.append(row)
+            q.by_id.setdefault(row[0], []).append(row)
+            self._samples_in_chunks += c.samples
+        q.enqueued += len(chunks)
+        if self._memory:
+            self._flush_queue_memory()
+        else:
+            self._cond.notify_all()
+
+    def _flush_queue_memory(self) -> None:
+        self._store.write(self._queue.series, self._queue.rows)
+        self.chunks_written_total += len(self._queue.rows)
+        self._queue = _Queue(enqueued=self._queue.enqueued, committed=self._queue.enqueued)
+
+    # --- persistence -----------------------------------------------------------------------------
+
+    def _commit_some(self) -> bool:
+        """Commit the oldest queued chunks (and new series) in one transaction; False if none."""
+        with self._commit_lock:
+            with self._lock:
+                q = self._queue
+                rows = q.rows[:_COMMIT_BATCH]
+                series = list(q.series)
+                if not rows and not series:
+                    return False
+            self._store.write(series, rows)
+            with self._lock:
+                del q.rows[: len(rows)]
+                del q.series[: len(series)]
+                for row in rows:
+                    lst = q.by_id[row[0]]
+                    lst.remove(row)
+                    if not lst:
+                        del q.by_id[row[0]]
+                q.committed += len(rows)
+                self.chunks_written_total += len(rows)
+                self._cond.notify_all()
+            return True
+
+    def _persist_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._queue.rows or self._queue.series or self._stopping or self._checkpoint_due()):
+                    self._cond.wait(timeout=5.0)
+                if self._stopping:
+                    return
+                checkpoint = self._checkpoint_due()
+            try:
+                if checkpoint:
+                    self._checkpoint()
+                else:
+                    self._commit_some()
+            except StorageError:
+                log.exception("persisting chunks failed; retrying in 1 s")
+                with self._lock:
+                    self._cond.wait(timeout=1.0)
+
+    def _checkpoint_due(self) -> bool:
+        if self._wal is None:
+            return False
+        return self._wal.bytes_since_checkpoint > max(self.checkpoint_bytes, 2 * self._last_snapshot_bytes)
+
+    def _checkpoint(self) -> None:
+        """Start a new WAL segment holding series + open head samples; drop older segments."""
+        wal = self._wal
+        if wal is None:
+            return
+        with self._lock:
+            target = self._queue.enqueued
+            segment = wal.rotate()
+            live = np.flatnonzero(self._index.live[: self._index.num_slots])
+            ids = self._index.ids
+            position = 0
+            for i in range(0, len(live), 50_000):
+                part = live[i : i + 50_000].tolist()
+                position = wal.log_series([int(ids[s]) for s in part], [self._index.labels(s) for s in part])
+            slots, ts, vals = self._head.snapshot()
+            for i in range(0, len(slots), _SNAPSHOT_BATCH):
+                sl = slots[i : i + _SNAPSHOT_BATCH]
+                position = wal.log_samples(ids[sl], ts[i : i + _SNAPSHOT_BATCH], vals[i : i + _SNAPSHOT_BATCH])
+            self._last_snapshot_bytes = wal.bytes_since_checkpoint
+        wal.sync(position)
+        while True:
+            with self._lock:
+                if self._queue.committed >= target and not self._queue.series:
+                    break
+            self._commit_some()
+        wal.remove_before(segment)
+
+    def flush_head(self) -> None:
+        """Persist every open head chunk and checkpoint the WAL (graceful shutdown)."""
+        with self._lock:
+            self._enqueue(self._head.cut_all())
+        if self._memory:
+            return
+        self._checkpoint()
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def _slots(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> I64:
+        """Matching live slots with data possibly in range (caller holds the lock)."""
+        slots = self._index.select(matchers)
+        h = self._head
+        return slots[(h.first_ts[slots] <= end_ms) & (h.last_ts[slots] >= start_ms)]
+
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
+        """Series matching all matchers with samples in ``[start_ms, end_ms]``, sorted by labels."""
+        with self._lock:
+            slots = self._slots(matchers, start_ms, end_ms)
+            if not len(slots):
+                return []
+            ids = self._index.ids[slots]
+            labels = [self._index.labels(s) for s in slots.tolist()]
+            head_parts = [self._head.read(s, start_ms, end_ms) for s in slots.tolist()]
+            h = self._head
+            need_db = ~((h.count[slots] > 0) & (h.base_ms[slots] <= start_ms))
+            queued: list[ChunkRow] = []
+            for sid in ids.tolist():
+                queued.extend(r for r in self._queue.by_id.get(sid, ()) if r[1] <= end_ms and r[2] >= start_ms)
+        batch = self._store.read(ids[need_db].tolist(), start_ms, end_ms) if need_db.any() else None
+        rows: dict[tuple[int, int, int], bytes] = {}
+        if batch is not None:
+            for key, blob in zip(zip(batch.series_ids.tolist(), batch.min_times.tolist(),
+                                     batch.max_times.tolist(), strict=True), batch.blobs, strict=True):
+                rows[key] = blob
+        for r in queued:
+            rows.setdefault((r[0], r[1], r[2]), r[3])
+        keys = sorted(rows)
+        ts_all, vals_all, offsets = decode_concat([rows[k] for k in keys])
+        chunk_sids = np.fromiter((k[0] for k in keys), np.int64, len(keys))
+        order = np.argsort(ids, kind="stable")
+        lo = np.searchsorted(chunk_sids, ids[order], "left")
+        hi = np.searchsorted(chunk_sids, ids[order], "right")
+        bounds = np.empty((len(ids), 2), dtype=np.int64)
+        bounds[order, 0], bounds[order, 1] = offsets[lo], offsets[hi]
+        out: list[SeriesData] = []
+        for i, (head_ts, head_vals) in enumerate(head_parts):
+            a, b = int(bounds[i, 0]), int(bounds[i, 1])
+            ts, vals = _merge(ts_all[a:b], vals_all[a:b], head_ts, head_vals, start_ms, end_ms)
+            if len(ts):
+                out.append(SeriesData(labels[i], ts, vals))
+        out.sort(key=lambda s: s.labels)
+        return out
+
+    def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
+        with self._lock:
+            slots = self._slots(matchers, start_ms, end_ms)
+            return sorted(self._index.labels(s) for s in slots.tolist())
+
+    def label_names(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]:
+        with self._lock:
+            return self._index.label_names(self._slots(matchers, start_ms, end_ms))
+
+    def label_values(self, name: str, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]:
+        with self._lock:
+            return self._index.label_values(name, self._slots(matchers, start_ms, end_ms))
+
+    @property
+    def num_series(self) -> int:
+        return len(self._index)
+
+    def stats(self) -> TsdbStats:
+        size = self._store.size_bytes() + (self._wal.size_bytes() if self._wal is not None else 0)
+        with self._lock:
+            live = np.flatnonzero(self._index.live[: self._index.num_slots])
+            first = self._head.first_ts[live]
+            first = first[first != np.iinfo(np.int64).max]
+            return TsdbStats(
+                num_series=len(self._index),
+                head_chunks=self._head.num_chunks,
+                head_samples=self._head.num_samples,
+                samples_appended_total=self._head.samples_appended_total,
+                chunks_written_total=self.chunks_written_total,
+                bytes_on_disk=size,
+                bytes_per_sample=size / self._samples_in_chunks if self._samples_in_chunks else 0.0,
+                min_time=int(first.min()) if len(first) else None,
+                max_time=None if self._max_ts == _NO_TS else self._max_ts,
+                rejected_out_of_order_total=self._rejected["out_of_order"],
+                rejected_duplicate_total=self._rejected["duplicate"],
+                rejected_too_old_total=self._rejected["too_old"],
+                rejected_unknown_series_total=self._rejected["unknown_series"],
+                pending_chunks=len(self._queue.rows),
+                wal_fsyncs_total=self._wal.fsyncs_total if self._wal is not None else 0,
+            )
+
+    # --- retention and shutdown ------------------------------------------------------------------
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete chunks older than the retention and series left without data; chunks deleted."""
+        cutoff = now_ms - self.retention_ms
+        deleted = self._store.delete_before(cutoff)
+        with self._lock:
+            q = self._queue
+            old = [r for r in q.rows if r[2] < cutoff]
+            deleted += len(old)  # still queued: they will be written, then deleted next time
+            self._head.drop_before(cutoff)
+            n = self._index.num_slots
+            h = self._head
+            dead = np.flatnonzero(self._index.live[:n] & (h.count[:n] == 0) & (h.last_ts[:n] < cutoff))
+            dead = np.array([s for s in dead.tolist() if int(self._index.ids[s]) not in q.by_id], dtype=np.int64)
+            dead_ids = self._index.ids[dead].tolist()
+            self._index.remove(dead.tolist())
+            self._head.clear(dead)
+        if dead_ids:
+            self._store.delete_series(dead_ids)
+        return deleted
+
+    def close(self) -> None:
+        """Commit queued chunks, checkpoint the WAL (open chunks stay in it), close everything."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            if self._wal is not None:
+                self._checkpoint()
+        finally:
+            if self._wal is not None:
+                self._wal.close()
+            self._store.close()
+
+
+def _merge(chunk_ts: I64, chunk_vals: F64, head_ts: I64, head_vals: F64, start_ms: int,
+           end_ms: int) -> tuple[I64, F64]:
+    """Persisted + head samples of one series, in range, sorted, one sample per timestamp."""
+    if len(chunk_ts):
+        keep = (chunk_ts >= start_ms) & (chunk_ts <= end_ms)
+        ts = np.concatenate([chunk_ts[keep], head_ts])
+        vals = np.concatenate([chunk_vals[keep], head_vals])
+    else:
+        return head_ts, head_vals
+    if len(ts) > 1 and not (np.diff(ts) > 0).all():  # overlapping chunks (out-of-order window, replay)
+        order = np.argsort(ts, kind="stable")
+        ts, vals = ts[order], vals[order]
+        last = np.append(ts[1:] != ts[:-1], True)
+        ts, vals = ts[last], vals[last]
+    return ts, vals
