@@ -440,8 +440,9 @@ def _sorted_quantile(q: F64, block: F64, n: I64) -> F64:
     lower = np.maximum(0.0, np.floor(rank))
     upper = np.minimum(n - 1.0, lower + 1)
     weight = rank - np.floor(rank)
-    safe_lower = np.where(np.isfinite(lower), lower, 0).astype(np.int64)
-    safe_upper = np.where(np.isfinite(upper), upper, 0).astype(np.int64)
+    # q outside [0, 1] or NaN is answered below; clip so that the lookups stay in the row.
+    safe_lower = np.clip(np.where(np.isfinite(lower), lower, 0), 0, n - 1).astype(np.int64)
+    safe_upper = np.clip(np.where(np.isfinite(upper), upper, 0), 0, n - 1).astype(np.int64)
     lo_val = np.take_along_axis(block, safe_lower[:, None], axis=1)[:, 0]
     hi_val = np.take_along_axis(block, safe_upper[:, None], axis=1)[:, 0]
     result = lo_val * (1 - weight) + hi_val * weight
