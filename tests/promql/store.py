@@ -21,6 +21,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.series: dict[Labels, tuple[np.ndarray, np.ndarray]] = {}  # type: ignore[type-arg]
+        self._refs: dict[Labels, int] = {}
+        self._by_ref: list[Labels] = []
 
     def add(self, labels: Mapping[str, str], timestamps_ms: Sequence[int], values: Sequence[float]) -> None:
         key = from_dict(labels)
@@ -34,6 +36,21 @@ class MemoryStore:
         ts, vs = ts[order], vs[order]
         last = np.r_[ts[1:] != ts[:-1], True]
         self.series[key] = (ts[last], vs[last])
+
+    # The conformance runner's loading interface (``promqltest.LoadableStore``).
+    def series_refs(self, labels: list[Labels]) -> np.ndarray:  # type: ignore[type-arg]
+        refs = []
+        for lbls in labels:
+            if lbls not in self._refs:
+                self._refs[lbls] = len(self._by_ref)
+                self._by_ref.append(lbls)
+            refs.append(self._refs[lbls])
+        return np.asarray(refs, dtype=np.int64)
+
+    def append(self, refs: np.ndarray, timestamps_ms: np.ndarray, values: np.ndarray) -> None:  # type: ignore[type-arg]
+        for ref in np.unique(refs):
+            mask = refs == ref
+            self.add(dict(self._by_ref[int(ref)]), timestamps_ms[mask].tolist(), values[mask].tolist())
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
         out = []

@@ -127,7 +127,7 @@ def aggregate(node: AggregateExpr, vector: StepVector, param: Value | None, ctx:
     out_present = count > 0
     drop = _group_drop_name(node, vector, gid, n_groups)
     if op == "quantile":
-        values = _quantile(gid, vector, _scalar_param(param, steps), count, ctx)
+        values = _quantile(gid, vector, _scalar_param(param, steps), count, ctx, node)
         return StepVector(out_labels, values, out_present, drop_name=drop)
     if op not in SIMPLE_OPS:
         raise EvalError(f"unknown aggregation operator {node.op!r}")
@@ -165,7 +165,7 @@ def _avg(gid: I64, x: F64, present: Bool, count: I64, n_groups: int) -> F64:
     # Prometheus switches to an incremental mean when the running sum overflows: dividing
     # every term by the count first gives the same result without the overflow.
     nonfinite = group_count(gid, present & ~np.isfinite(x), n_groups)
-    overflow = np.isinf(total) & (nonfinite == 0) & (count > 0)
+    overflow = ~np.isfinite(total) & (nonfinite == 0) & (count > 0)
     if overflow.any():
         scaled = x / np.maximum(count, 1)[gid]
         mean = np.where(overflow, compensated_sum(gid, scaled, n_groups), mean)
@@ -210,11 +210,14 @@ def _block_starts(gid: I64, n_groups: int) -> I64:
     return starts
 
 
-def _quantile(gid: I64, vector: StepVector, q: F64, count: I64, ctx: EvalContext) -> F64:
+def _quantile(gid: I64, vector: StepVector, q: F64, count: I64, ctx: EvalContext, node: AggregateExpr) -> F64:
     n_groups, steps = count.shape
     if np.isnan(q).any() or (q < 0).any() or (q > 1).any():
         bad = q[np.isnan(q) | (q < 0) | (q > 1)][0]
-        ctx.warnings.append(f"PromQL warning: quantile value should be between 0 and 1, got {_go_float(bad)}")
+        ctx.warnings.append(
+            f"PromQL warning: quantile value should be between 0 and 1, got {_go_float(bad)}"
+            + ctx.position(node.param)
+        )
     if len(gid) == 0:
         return np.full((0, steps), np.nan)
     present = vector.present
@@ -226,13 +229,13 @@ def _quantile(gid: I64, vector: StepVector, q: F64, count: I64, ctx: EvalContext
     starts = _block_starts(gid, n_groups)[:, None]
     nf = count.astype(np.float64)
     with np.errstate(invalid="ignore"):
-        rank = q[None, :] * (nf - 1)
+        rank = np.nan_to_num(q[None, :] * (nf - 1), nan=0.0, posinf=0.0, neginf=0.0)
         lower = np.maximum(0.0, np.floor(rank))
         upper = np.minimum(nf - 1, lower + 1)
         weight = rank - np.floor(rank)
-    ok = (count > 0) & np.isfinite(rank)
-    li = np.where(ok, starts + lower.astype(np.int64, casting="unsafe"), 0)
-    ui = np.where(ok, starts + upper.astype(np.int64, casting="unsafe"), 0)
+    ok = count > 0
+    li = np.where(ok, starts + lower.astype(np.int64), 0)
+    ui = np.where(ok, starts + np.maximum(upper, 0).astype(np.int64), 0)
     cols = np.arange(steps)[None, :]
     with np.errstate(invalid="ignore"):
         result = sorted_vals[li, cols] * (1 - weight) + sorted_vals[ui, cols] * weight
@@ -241,7 +244,7 @@ def _quantile(gid: I64, vector: StepVector, q: F64, count: I64, ctx: EvalContext
     return np.where(count > 0, result, np.nan)
 
 
-def _k_param(param: Value | None, steps: int, op: str, ctx: EvalContext) -> F64:
+def _k_param(param: Value | None, steps: int, op: str, ctx: EvalContext, node: AggregateExpr) -> F64:
     p = _scalar_param(param, steps)
     if op == "limit_ratio":
         if np.isnan(p).any():
@@ -251,7 +254,7 @@ def _k_param(param: Value | None, steps: int, op: str, ctx: EvalContext) -> F64:
             capped = max(-1.0, min(1.0, bad))
             ctx.warnings.append(
                 f"PromQL warning: ratio value should be between -1 and 1, got {_go_float(bad)}, "
-                f"capping to {_go_float(capped)}"
+                f"capping to {_go_float(capped)}" + ctx.position(node.param)
             )
         return np.clip(p, -1.0, 1.0)
     if np.isnan(p).any():
@@ -264,7 +267,7 @@ def _k_param(param: Value | None, steps: int, op: str, ctx: EvalContext) -> F64:
 
 def _aggregate_k(op: str, node: AggregateExpr, vector: StepVector, param: Value | None, ctx: EvalContext) -> StepVector:
     steps = ctx.steps
-    p = _k_param(param, steps, op, ctx)
+    p = _k_param(param, steps, op, ctx, node)
     n = len(vector)
     if n == 0:
         return StepVector.empty(steps)

@@ -35,10 +35,32 @@ class EvalContext:
     #: ``PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket``).
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
+    #: The query text (set by the engine), for the ``(line:col)`` that ends Prometheus' annotations.
+    query: str = ""
 
     @property
     def steps(self) -> int:
         return int(self.times_ms.shape[0])
+
+    def position(self, expr: object) -> str:
+        """`` (line:col)`` of ``expr`` in the query, as Prometheus appends it to annotations
+        (``PromQL warning: ... got NaN (1:25)``), or ``""`` when it cannot be found.
+
+        Our AST carries no positions, so this locates the expression's printed form in the
+        query text (first occurrence): exact for literals and most sub-expressions as written.
+        """
+        from watchkeeper.promql.printer import to_promql
+
+        try:
+            text = to_promql(expr)  # type: ignore[arg-type]
+        except Exception:  # an expression the printer cannot render: no position
+            return ""
+        index = self.query.find(text) if text else -1
+        if index < 0:
+            return ""
+        line = self.query.count("\n", 0, index) + 1
+        column = index - (self.query.rfind("\n", 0, index) + 1) + 1
+        return f" ({line}:{column})"
 
 
 @dataclass(slots=True)
