@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from watchkeeper.labels import Labels, Matcher, from_dict
 from watchkeeper.tsdb.reader import SeriesData
@@ -20,7 +21,7 @@ class MemoryStore:
     """Series kept as sorted NumPy arrays; ``select`` filters with ``Matcher.matches``."""
 
     def __init__(self) -> None:
-        self.series: dict[Labels, tuple[np.ndarray, np.ndarray]] = {}  # type: ignore[type-arg]
+        self.series: dict[Labels, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = {}
         self._refs: dict[Labels, int] = {}
         self._by_ref: list[Labels] = []
 
@@ -38,7 +39,7 @@ class MemoryStore:
         self.series[key] = (ts[last], vs[last])
 
     # The conformance runner's loading interface (``promqltest.LoadableStore``).
-    def series_refs(self, labels: list[Labels]) -> np.ndarray:  # type: ignore[type-arg]
+    def series_refs(self, labels: list[Labels]) -> npt.NDArray[np.int64]:
         refs = []
         for lbls in labels:
             if lbls not in self._refs:
@@ -47,7 +48,9 @@ class MemoryStore:
             refs.append(self._refs[lbls])
         return np.asarray(refs, dtype=np.int64)
 
-    def append(self, refs: np.ndarray, timestamps_ms: np.ndarray, values: np.ndarray) -> None:  # type: ignore[type-arg]
+    def append(
+        self, refs: npt.NDArray[np.int64], timestamps_ms: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
+    ) -> None:
         for ref in np.unique(refs):
             mask = refs == ref
             self.add(dict(self._by_ref[int(ref)]), timestamps_ms[mask].tolist(), values[mask].tolist())

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from watchkeeper.errors import EvalError
 from watchkeeper.labels import METRIC_NAME, Labels, keep_only, without
@@ -42,7 +44,9 @@ def dense_ids(keys: Sequence[object]) -> tuple[I64, list[int]]:
     return ids, first
 
 
-def group_reduce(ufunc: np.ufunc, ids: I64, matrix: np.ndarray, n_groups: int, fill: float | int) -> np.ndarray:  # type: ignore[type-arg]
+def group_reduce(
+    ufunc: np.ufunc, ids: I64, matrix: npt.NDArray[Any], n_groups: int, fill: float
+) -> npt.NDArray[Any]:
     """``ufunc``-reduce the rows of ``matrix`` per id: shape (n_groups, steps)."""
     out = np.full((n_groups, matrix.shape[1]), fill, dtype=matrix.dtype)
     if len(ids) == 0:
@@ -156,7 +160,8 @@ def _group_drop_name(node: AggregateExpr, vector: StepVector, gid: I64, n_groups
     if node.without or METRIC_NAME not in node.grouping or vector.drop_name is None:
         return None
     flagged = vector.drop_name[:, None] & vector.present
-    return group_count(gid, flagged, n_groups).any(axis=1)
+    dropped = cast(Bool, group_count(gid, flagged, n_groups).any(axis=1))
+    return dropped
 
 
 def _avg(gid: I64, x: F64, present: Bool, count: I64, n_groups: int) -> F64:
@@ -265,7 +270,9 @@ def _k_param(param: Value | None, steps: int, op: str, ctx: EvalContext, node: A
     return np.trunc(p)
 
 
-def _aggregate_k(op: str, node: AggregateExpr, vector: StepVector, param: Value | None, ctx: EvalContext) -> StepVector:
+def _aggregate_k(
+    op: str, node: AggregateExpr, vector: StepVector, param: Value | None, ctx: EvalContext
+) -> StepVector:
     steps = ctx.steps
     p = _k_param(param, steps, op, ctx, node)
     n = len(vector)
@@ -306,9 +313,8 @@ def _aggregate_k(op: str, node: AggregateExpr, vector: StepVector, param: Value 
 
 def _rows(vector: StepVector, rows: I64, present: Bool) -> StepVector:
     drop = None if vector.drop_name is None else vector.drop_name[rows]
-    return StepVector(
-        [vector.labels[i] for i in rows], np.where(present, vector.values[rows], np.nan), present, drop_name=drop
-    )
+    values = np.where(present, vector.values[rows], np.nan)
+    return StepVector([vector.labels[i] for i in rows], values, present, drop_name=drop)
 
 
 def _ratio_offset(labels: Labels) -> float:
@@ -317,7 +323,9 @@ def _ratio_offset(labels: Labels) -> float:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") / 2.0**64
 
 
-def _count_values(node: AggregateExpr, vector: StepVector, param: Value | None, ctx: EvalContext) -> StepVector:
+def _count_values(
+    node: AggregateExpr, vector: StepVector, param: Value | None, ctx: EvalContext
+) -> StepVector:
     if not isinstance(param, StringValue):
         raise EvalError("expected a string parameter for count_values")
     label = param.value

@@ -39,7 +39,9 @@ from watchkeeper.promql.ast import (
     VectorSelector,
 )
 from watchkeeper.promql.values import (
+    F64,
     I64,
+    Bool,
     EvalContext,
     QueryResult,
     RangeVector,
@@ -91,7 +93,9 @@ class Engine:
     def range(self, query: str | Expr, start_ms: int, end_ms: int, step_ms: int) -> QueryResult:
         """Evaluate at ``start, start + step, ... <= end``: always a ``matrix``."""
         if step_ms <= 0:
-            raise ParseError("zero or negative query resolution step widths are not accepted. Try a positive integer")
+            raise ParseError(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer"
+            )
         if end_ms < start_ms:
             raise ParseError("end timestamp must not be before start time")
         if (end_ms - start_ms) // step_ms + 1 > self.max_points_per_series:
@@ -107,7 +111,9 @@ class Engine:
         value = evaluator.eval(expr, ctx)
         if isinstance(value, StringValue | RangeVector):
             kind = "string" if isinstance(value, StringValue) else "range vector"
-            raise ParseError(f'invalid expression type "{kind}" for range query, must be Scalar or instant Vector')
+            raise ParseError(
+                f'invalid expression type "{kind}" for range query, must be Scalar or instant Vector'
+            )
         result = _range_result(value, times)
         return _with_annotations(result, ctx, evaluator.budget.loaded)
 
@@ -262,7 +268,7 @@ class _Evaluator:
 # --- results -------------------------------------------------------------------------------------
 
 
-def _final_vector(vec: StepVector) -> tuple[list[Labels], np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+def _final_vector(vec: StepVector) -> tuple[list[Labels], F64, Bool]:
     """Apply delayed name removal; merge series that became identical if they never overlap."""
     labels = list(vec.labels)
     if vec.drop_name is not None:

@@ -10,6 +10,7 @@ all steps at once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -23,7 +24,9 @@ MANY_TO_MANY = (
     "found duplicate series for the match group {group} on the {side} hand-side of the operation: "
     "[{a}, {b}];many-to-many matching not allowed: matching labels must be unique on one side"
 )
-ONE_TO_ONE_DUPLICATE = "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+ONE_TO_ONE_DUPLICATE = (
+    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+)
 GROUPING_DUPLICATE = "multiple matches for labels: grouping labels must ensure unique matches"
 
 
@@ -68,7 +71,8 @@ def negate(value: Value) -> Value:
     if isinstance(value, Scalar):
         return Scalar(-value.values)
     if isinstance(value, StepVector):
-        return StepVector(value.labels, -value.values, value.present, drop_name=np.ones(len(value), dtype=bool))
+        drop = np.ones(len(value), dtype=bool)
+        return StepVector(value.labels, -value.values, value.present, drop_name=drop)
     raise EvalError("unary minus is only allowed on scalars and instant vectors")
 
 
@@ -169,7 +173,9 @@ def _quote(v: str) -> str:
     return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _vector_vector(op: str, lhs: StepVector, rhs: StepVector, matching: VectorMatching, return_bool: bool) -> StepVector:
+def _vector_vector(
+    op: str, lhs: StepVector, rhs: StepVector, matching: VectorMatching, return_bool: bool
+) -> StepVector:
     steps = lhs.present.shape[1]
     if len(lhs) == 0 or len(rhs) == 0:
         return StepVector.empty(steps)
@@ -177,7 +183,7 @@ def _vector_vector(op: str, lhs: StepVector, rhs: StepVector, matching: VectorMa
     many, one = (rhs, lhs) if swapped else (lhs, rhs)
     mid, oid, n_sig = _signature_ids(many, one, matching)
     # Prometheus short-circuits steps where either side is empty.
-    active = many.present.any(axis=0) & one.present.any(axis=0)
+    active = cast(Bool, many.present.any(axis=0) & one.present.any(axis=0))
     one_count = group_count(oid, one.present, n_sig)
     dup = (one_count > 1) & active[None, :]
     if dup.any():

@@ -5,7 +5,8 @@ All series of a selector are concatenated into one array; per-(series, step) loo
 sorted because every series' timestamps are strictly increasing and lie in ``(base, base + span)``.
 
 >>> budget = SampleBudget(50_000_000)
->>> sv = select_instant(reader, selector, np.array([60_000]), lookback_ms=300_000, budget=budget)  # doctest: +SKIP
+>>> times = np.array([60_000])
+>>> sv = select_instant(reader, matchers, times, lookback_ms=300_000, budget=budget)  # doctest: +SKIP
 """
 
 from __future__ import annotations
