@@ -16,6 +16,8 @@ import numpy.typing as npt
 from watchkeeper.labels import Labels, Matcher, from_dict
 from watchkeeper.tsdb.reader import SeriesData
 
+F64 = npt.NDArray[np.float64]
+
 
 class MemoryStore:
     """Series kept as sorted NumPy arrays; ``select`` filters with ``Matcher.matches``."""
@@ -49,7 +51,7 @@ class MemoryStore:
         return np.asarray(refs, dtype=np.int64)
 
     def append(
-        self, refs: npt.NDArray[np.int64], timestamps_ms: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
+        self, refs: npt.NDArray[np.int64], timestamps_ms: npt.NDArray[np.int64], values: F64
     ) -> None:
         for ref in np.unique(refs):
             mask = refs == ref
