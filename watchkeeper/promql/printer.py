@@ -127,7 +127,7 @@ def to_promql(expr: Expr) -> str:
                 grouping = f" without ({_label_list(expr.grouping)})"
             elif expr.grouping:
                 grouping = f" by ({_label_list(expr.grouping)})"
-            return f"{expr.op}{grouping} ({body})"
+            return f"{expr.op}{grouping} ({body})" if grouping else f"{expr.op}({body})"
         case BinaryExpr():
             return _binary(expr)
         case UnaryExpr(op=op, expr=inner):
@@ -268,9 +268,8 @@ def _binary(expr: BinaryExpr) -> str:
     rhs = to_promql(expr.rhs)
     # An operand on the right that starts with a sign (unary minus, negative number) cannot be
     # split by the operator before it, so it never needs parentheses.
-    if not rhs.startswith(("-", "+")) and _operand_precedence(expr.rhs, rhs) < precedence + (
-        0 if right_assoc else 1
-    ):
+    signed = isinstance(expr.rhs, UnaryExpr) or (isinstance(expr.rhs, NumberLiteral) and rhs.startswith("-"))
+    if not signed and _operand_precedence(expr.rhs, rhs) < precedence + (0 if right_assoc else 1):
         rhs = f"({rhs})"
     return f"{lhs} {expr.op}{_matching(expr)} {rhs}"
 
