@@ -309,38 +309,45 @@ def _unzigzag(u: U64Array) -> I64Array:
     return signed
 
 
-def _unpack(a: npt.NDArray[np.uint8], words: U64Array, bit_start: I64Array, count: int,
-            width: I64Array) -> U64Array:
-    """Rows of `count` values of `width[r]` bits each, starting at bit `bit_start[r]` of the buffer."""
-    bitpos = bit_start[:, None] + np.arange(count, dtype=np.int64) * width[:, None]
-    byte = bitpos >> 3
-    shift = (bitpos & 7).astype(_U64)
-    out = words[byte] >> shift
-    if (width > 57).any():  # a value can straddle 9 bytes: bring in the 9th
-        out |= (a[byte + 8].astype(_U64) << _U64(1)) << (_U64(63) - shift)
-    w = width.astype(_U64)[:, None]
-    mask = np.where(w == 0, _U64(0), _ALL_ONES >> (_U64(64) - np.maximum(w, _U64(1))))
-    values: U64Array = out & mask
-    return values
+def _unpack(
+    a: npt.NDArray[np.uint8], words: U64Array, byte_start: I64Array, count: int, width: int
+) -> U64Array:
+    """Rows of `count` values of `width` bits each, row r starting at byte `byte_start[r]`.
+
+    The column offsets are the same for every row, so one broadcast add and one gather of
+    (unaligned) 64-bit words does it; a value never needs more than the 8 bytes from its first
+    one unless it is wider than 57 bits."""
+    if width == 0:
+        return np.zeros((byte_start.size, count), dtype=_U64)
+    bit = np.arange(count, dtype=np.int64) * width
+    index = byte_start[:, None] + (bit >> 3)
+    out = np.take(words, index)
+    shift = (bit & 7).astype(_U64)
+    if width % 8:  # whole-byte widths always start on a byte
+        out >>= shift
+    if width > 57:
+        out |= (np.take(a, index + 8).astype(_U64) << _U64(1)) << (_U64(63) - shift)
+    if width < 64:
+        out &= _U64((1 << width) - 1)
+    return out
 
 
-def _groups(*keys: I64Array) -> list[tuple[tuple[int, ...], npt.NDArray[np.intp]]]:
-    """Row indices grouped by equal key tuples (one group per distinct tuple)."""
-    stacked = np.stack(keys, axis=1)
-    uniq, inverse = np.unique(stacked, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    if len(uniq) == 1:
-        return [(tuple(int(k) for k in uniq[0]), np.arange(len(inverse)))]
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
-    return [(tuple(int(k) for k in uniq[g]), order[bounds[g]:bounds[g + 1]]) for g in range(len(uniq))]
+def _groups(keys: I64Array) -> list[tuple[int, npt.NDArray[np.intp]]]:
+    """Row indices grouped by equal key, in increasing key order."""
+    if keys.size and keys.min() == keys.max():
+        return [(int(keys[0]), np.arange(keys.size))]
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
+    pieces = np.split(order, bounds)
+    return [(int(sorted_keys[0 if i == 0 else bounds[i - 1]]), rows) for i, rows in enumerate(pieces)]
 
 
 def _undiff(residuals: U64Array, base: I64Array, order: int, first: I64Array, delta: I64Array) -> U64Array:
     """Rows of integers from their order-`order` differences (all modulo 2**64)."""
     rows, n = residuals.shape[0], residuals.shape[1] + order
     y = np.empty((rows, n), dtype=_U64)
-    y[:, order:] = residuals + base.view(_U64)[:, None]
+    np.add(residuals, base.view(_U64)[:, None], out=y[:, order:])
     if order == 0:
         return y
     y[:, 0] = first.view(_U64)
@@ -392,22 +399,39 @@ def decode_concat(blobs: Sequence[bytes]) -> tuple[I64Array, F64Array, I64Array]
     ts_out = np.empty(int(offsets[-1]), dtype=_U64)
     val_out = np.empty(int(offsets[-1]), dtype=_U64)
 
-    for (n, order), rows in _groups(h.n, h.ts_order):
-        res = _unpack(a, words, h.ts_bits[rows], n - order, h.ts_width[rows])
-        x = _undiff(res, h.ts_base[rows], order, h.ts_first[rows], h.ts_delta[rows])
-        ts_out[out_start[rows][:, None] + np.arange(n)] = x
+    # Chunks of equal length (the usual case) are written as whole rows of a 2-D view.
+    uniform = bool(n_all.min() == n_all.max())
+    ts_rows = ts_out.reshape(count, -1) if uniform else ts_out
+    val_rows = val_out.reshape(count, -1) if uniform else val_out
 
-    for (n, order, variant), rows in _groups(h.n, h.val_order, h.variant):
-        res = _unpack(a, words, h.val_bits[rows], n - order, h.val_width[rows])
+    def put(target: U64Array, rows: npt.NDArray[np.intp], x: U64Array) -> None:
+        if uniform:
+            target[idx[rows]] = x
+        else:
+            target[out_start[rows][:, None] + np.arange(x.shape[1])] = x
+
+    ts_key = (h.n * 3 + h.ts_order) * 65 + h.ts_width
+    for key, rows in _groups(ts_key):
+        rest, width = divmod(key, 65)
+        n, order = divmod(rest, 3)
+        res = _unpack(a, words, h.ts_bits[rows] >> 3, n - order, width)
+        put(ts_rows, rows, _undiff(res, h.ts_base[rows], order, h.ts_first[rows], h.ts_delta[rows]))
+
+    val_key = ((h.n * 3 + h.val_order) * 65 + h.val_width) * 3 + h.variant
+    for key, rows in _groups(val_key):
+        rest, variant = divmod(key, 3)
+        rest, width = divmod(rest, 65)
+        n, order = divmod(rest, 3)
+        res = _unpack(a, words, h.val_bits[rows] >> 3, n - order, width)
         if variant == _XOR:
             y = np.empty((rows.size, n), dtype=_U64)
             y[:, 0] = h.val_first_raw[rows]
-            y[:, 1:] = res << h.param[rows].astype(_U64)[:, None]
+            np.left_shift(res, h.param[rows].astype(_U64)[:, None], out=y[:, 1:])
             x = np.bitwise_xor.accumulate(y, axis=1)
         else:
             ints = _undiff(res, h.val_base[rows], order, h.val_first[rows], h.val_delta[rows])
             x = (ints.view(np.int64).astype(np.float64) / _POW10[h.param[rows]][:, None]).view(_U64)
-        val_out[out_start[rows][:, None] + np.arange(n)] = x
+        put(val_rows, rows, x)
 
     has_exc = np.flatnonzero(h.n_exc)
     if has_exc.size:

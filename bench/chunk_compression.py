@@ -1,0 +1,97 @@
+"""Chunk codec figures on the shared benchmark workload: bytes per sample and throughput.
+
+    python bench/chunk_compression.py [--instances 10] [--steps 480] [--chunk 120]
+
+Every series of ``app_series(instances)`` gets ``steps`` samples (15 s apart, 3 decimals), cut
+into chunks of ``chunk`` samples. Prints bytes/sample per metric family (the whole blob: header,
+checksum and all), then encode and decode throughput in samples/s. Decoding is timed three ways:
+``decode_concat`` over all chunks (the query path), ``decode_many`` (the same plus per-chunk
+slicing) and ``decode_chunk`` one blob at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from watchkeeper.tsdb.chunks import decode_chunk, decode_concat, decode_many, encode_chunk
+
+sys.path.insert(0, str(Path("/work/shared/bench")))
+from workload import app_series, generate
+
+START_MS = 1_700_000_000_000
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> float:
+    """The fastest of `repeats` runs of `fn`, in seconds."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=480)
+    parser.add_argument("--chunk", type=int, default=120)
+    args = parser.parse_args()
+
+    series = app_series(args.instances)
+    generate(series, START_MS, args.steps)
+    chunks: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for s in series:
+        ts = np.array([t for t, _ in s.samples], dtype=np.int64)
+        vals = np.array([v for _, v in s.samples], dtype=np.float64)
+        for lo in range(0, ts.size, args.chunk):
+            chunks.append((s.labels["__name__"], ts[lo:lo + args.chunk], vals[lo:lo + args.chunk]))
+    n_samples = sum(ts.size for _, ts, _ in chunks)
+
+    t0 = time.perf_counter()
+    blobs = [encode_chunk(ts, vals) for _, ts, vals in chunks]
+    encode_s = time.perf_counter() - t0
+
+    size: dict[str, int] = defaultdict(int)
+    samples: dict[str, int] = defaultdict(int)
+    variants: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for (family, ts, _), blob in zip(chunks, blobs, strict=True):
+        size[family] += len(blob)
+        samples[family] += ts.size
+        variants[family][blob[0] & 15] += 1
+    print(f"{len(series)} series, {len(chunks)} chunks of <= {args.chunk} samples, {n_samples} samples")
+    print(f"{'family':40} {'series':>7} {'B/sample':>9}  value encodings")
+    names = {1: "decimal", 2: "xor"}
+    for family in sorted(size, key=lambda f: -samples[f]):
+        enc = ", ".join(f"{names.get(v, v)} {c}" for v, c in sorted(variants[family].items()))
+        n_series = samples[family] // args.steps
+        print(f"{family:40} {n_series:>7} {size[family] / samples[family]:>9.3f}  {enc}")
+    total = sum(size.values())
+    print(f"{'ALL':40} {len(series):>7} {total / n_samples:>9.3f}  ({total} bytes)")
+
+    # Check the round trip before timing it.
+    ts_all, vals_all, _ = decode_concat(blobs)
+    np.testing.assert_array_equal(ts_all, np.concatenate([ts for _, ts, _ in chunks]))
+    np.testing.assert_array_equal(vals_all.view(np.uint64),
+                                  np.concatenate([v for _, _, v in chunks]).view(np.uint64))
+
+    concat_s = best_of(5, lambda: decode_concat(blobs))
+    many_s = best_of(5, lambda: decode_many(blobs))
+    single_s = best_of(2, lambda: [decode_chunk(b) for b in blobs])
+    print()
+    per_chunk = 1e6 / len(chunks)
+    print(f"encode_chunk        {n_samples / encode_s / 1e6:8.2f} M samples/s  ({encode_s * per_chunk:.0f} us/chunk)")
+    print(f"decode_concat (all) {n_samples / concat_s / 1e6:8.2f} M samples/s")
+    print(f"decode_many   (all) {n_samples / many_s / 1e6:8.2f} M samples/s")
+    print(f"decode_chunk  (1x)  {n_samples / single_s / 1e6:8.2f} M samples/s  ({single_s * per_chunk:.0f} us/chunk)")
+
+
+if __name__ == "__main__":
+    main()
