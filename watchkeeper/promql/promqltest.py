@@ -12,10 +12,11 @@ evaluation times and as a range query around the evaluation time.
 From the command line (``watchkeeper promql-test FILE|DIR ...``) :func:`main` prints one line per
 file, the failures with a diff, and exits 1 if anything failed.
 
-Native histograms are not supported: their ``{{...}}`` values are parsed (so files load) and their
-series recorded, and an eval whose selectors match such a series, whose expected values are
-histograms, or which calls a native-histogram-only function is skipped with
-:data:`NATIVE_HISTOGRAMS_UNSUPPORTED`.
+Native histograms are not supported: their ``{{...}}`` values are parsed (so files load) and where
+they would be is recorded (``load_with_nhcb`` included), but only float samples are stored. An
+eval is skipped with :data:`NATIVE_HISTOGRAMS_UNSUPPORTED` when it expects histogram values, or
+when one of its queries selected a time range of a series holding a histogram sample (the store
+records what the engine selects); every other eval runs, in files that mix both.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from watchkeeper.labels import METRIC_NAME, Labels, Matcher, format_labels, from
 from watchkeeper.promql import ast
 from watchkeeper.promql.formatting import format_go_float
 from watchkeeper.promql.values import QueryResult
+from watchkeeper.tsdb.reader import SeriesData, SeriesReader
 
 NATIVE_HISTOGRAMS_UNSUPPORTED = "native histograms not supported"
 
@@ -61,10 +63,6 @@ _AT_UNSAFE_FUNCTIONS = frozenset({
 })
 _QUERY_CONTEXT_RE = re.compile(r"(start|end|range|step)\(\)")
 _QUERY_CONTEXT_FUNCTIONS = frozenset({"start", "end", "range", "step"})
-#: Functions that only do something for native histograms (empty result for floats).
-_NATIVE_ONLY_FUNCTIONS = frozenset({
-    "histogram_count", "histogram_sum", "histogram_avg", "histogram_stddev", "histogram_stdvar",
-})
 
 # Command and expect patterns, as upstream (test.go).
 _PAT_SPACE = re.compile(r"[\t ]+")
@@ -556,8 +554,8 @@ def _validate_expects(ev: Eval) -> None:
 # --- running ------------------------------------------------------------------------------------
 
 
-class LoadableStore(Protocol):
-    """What the runner needs from a store (``tsdb.Storage`` has it)."""
+class LoadableStore(SeriesReader, Protocol):
+    """What the runner needs from a store: loading, and reading for the engine (``tsdb.Storage``)."""
 
     def series_refs(self, labels: list[Labels]) -> npt.NDArray[np.int64]: ...
 
@@ -589,6 +587,10 @@ class Harness:
         from watchkeeper.promql.parser import parse
         from watchkeeper.tsdb.storage import Storage
 
+        def new_store() -> LoadableStore:
+            # no retention: test data spans years; out-of-order samples are refused as upstream
+            return Storage.open(data_dir=None, retention_ms=2**62)
+
         def new_engine(store: LoadableStore) -> QueryEngine:
             engine: QueryEngine = Engine(
                 store,
@@ -598,7 +600,7 @@ class Harness:
             )
             return engine
 
-        return cls(parse=parse, new_store=Storage.open, new_engine=new_engine)
+        return cls(parse=parse, new_store=new_store, new_engine=new_engine)
 
 
 Status = Literal["pass", "fail", "skip"]
@@ -677,44 +679,77 @@ def run_commands(commands: Sequence[Command], report: FileReport, harness: Harne
             report.outcomes.append(state.run_eval(command))
 
 
+class _RecordingStore:
+    """Passes everything to the store and remembers what the engine selected."""
+
+    def __init__(self, store: LoadableStore) -> None:
+        self.store = store
+        self.selected: list[tuple[Sequence[Matcher], int, int]] = []
+
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
+        self.selected.append((tuple(matchers), start_ms, end_ms))
+        return self.store.select(matchers, start_ms, end_ms)
+
+    def label_names(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]:
+        return self.store.label_names(matchers, start_ms, end_ms)
+
+    def label_values(self, name: str, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]:
+        return self.store.label_values(name, matchers, start_ms, end_ms)
+
+    def series_refs(self, labels: list[Labels]) -> npt.NDArray[np.int64]:
+        return self.store.series_refs(labels)
+
+    def append(
+        self,
+        refs: npt.NDArray[np.int64],
+        timestamps_ms: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+    ) -> object:
+        return self.store.append(refs, timestamps_ms, values)
+
+
 class _FileState:
-    """The store of one file (renewed by ``clear``) and the native-histogram series in it."""
+    """The store of one file (renewed by ``clear``) and where native histograms would be in it.
+
+    Histogram samples are not stored; ``native_samples`` keeps their series and timestamps so that
+    an eval is skipped exactly when the engine selected a time range holding one of them.
+    """
 
     def __init__(self, harness: Harness) -> None:
         self.harness = harness
         self.clear()
 
     def clear(self) -> None:
-        self.store = self.harness.new_store()
+        self.store = _RecordingStore(self.harness.new_store())
         self.engine = self.harness.new_engine(self.store)
-        self.native_series: list[Labels] = []
+        self.native_samples: dict[Labels, list[int]] = {}
 
     def load(self, load: Load) -> None:
         float_series: list[tuple[Labels, list[int], list[float]]] = []
         for series in load.series:
-            if series.native:
-                self.native_series.append(series.labels)
             timestamps: list[int] = []
             values: list[float] = []
             for i, point in enumerate(series.values):
                 if isinstance(point, float):
                     timestamps.append(i * load.interval_ms)
                     values.append(point)
+                elif isinstance(point, NativeHistogram):
+                    self.native_samples.setdefault(series.labels, []).append(i * load.interval_ms)
             if timestamps:
                 float_series.append((series.labels, timestamps, values))
-            if load.with_nhcb:
-                base = _nhcb_base(series.labels)
-                if base is not None:
-                    self.native_series.append(base)
+            if load.with_nhcb and (base := _nhcb_base(series.labels)) is not None:
+                self.native_samples.setdefault(base, []).extend(timestamps)
         if not float_series:
             return
         refs = self.store.series_refs([labels for labels, _, _ in float_series])
-        for ref, (_, timestamps, values) in zip(refs.tolist(), float_series, strict=True):
-            self.store.append(
+        for ref, (labels, timestamps, values) in zip(refs.tolist(), float_series, strict=True):
+            result = self.store.append(
                 np.full(len(timestamps), ref, dtype=np.int64),
                 np.asarray(timestamps, dtype=np.int64),
                 _floats(values),
             )
+            if rejected := {k: v for k, v in getattr(result, "rejected", {}).items() if v}:
+                raise ValueError(f"samples of {format_labels(labels)} refused by the store: {rejected}")
 
     def run_eval(self, ev: Eval) -> EvalOutcome:
         try:
@@ -723,8 +758,15 @@ class _FileState:
             # Upstream refuses to load a file with an unparsable eval; we fail just this eval.
             message = f"parse error (the file would not load upstream): {exc}"
             return EvalOutcome(ev.line, ev.expr, "fail", message)
-        if reason := self._skip_reason(ev, expr):
-            return EvalOutcome(ev.line, ev.expr, "skip", reason)
+        if ev.expects_histograms:
+            return EvalOutcome(ev.line, ev.expr, "skip", NATIVE_HISTOGRAMS_UNSUPPORTED)
+        self.store.selected.clear()
+        outcome = self._run(ev, expr)
+        if self._selected_native_samples():
+            return EvalOutcome(ev.line, ev.expr, "skip", NATIVE_HISTOGRAMS_UNSUPPORTED)
+        return outcome
+
+    def _run(self, ev: Eval, expr: ast.Expr) -> EvalOutcome:
         try:
             if ev.instant:
                 self._run_instant_eval(ev, expr)
@@ -741,17 +783,13 @@ class _FileState:
             )
         return EvalOutcome(ev.line, ev.expr, "pass")
 
-    def _skip_reason(self, ev: Eval, expr: ast.Expr) -> str | None:
-        if ev.expects_histograms:
-            return NATIVE_HISTOGRAMS_UNSUPPORTED
-        for node in walk(expr):
-            if isinstance(node, ast.Call) and node.func in _NATIVE_ONLY_FUNCTIONS:
-                return NATIVE_HISTOGRAMS_UNSUPPORTED
-            if isinstance(node, ast.VectorSelector) and any(
-                _selects(node.matchers, labels) for labels in self.native_series
-            ):
-                return NATIVE_HISTOGRAMS_UNSUPPORTED
-        return None
+    def _selected_native_samples(self) -> bool:
+        """Did any select of the eval's queries cover a native histogram sample upstream has?"""
+        for matchers, start_ms, end_ms in self.store.selected:
+            for labels, timestamps in self.native_samples.items():
+                if _selects(matchers, labels) and any(start_ms <= t <= end_ms for t in timestamps):
+                    return True
+        return False
 
     def _run_range_eval(self, ev: Eval, expr: ast.Expr) -> None:
         try:
@@ -1142,7 +1180,7 @@ def format_report(report: FileReport) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, harness: Harness | None = None) -> int:
     """``watchkeeper promql-test FILE|DIR ...``: run ``.test`` files; 1 if anything failed."""
     parser = argparse.ArgumentParser(prog="watchkeeper promql-test", description=main.__doc__)
     parser.add_argument("paths", nargs="+", help=".test files, or directories of them")
@@ -1154,7 +1192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not files:
         print("no .test files found", file=sys.stderr)
         return 1
-    harness = Harness.default()
+    harness = harness or Harness.default()
     totals = [0, 0, 0]
     any_error = False
     for path in files:
