@@ -1,0 +1,71 @@
+"""SQLAlchemy metrics against the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+
+from watchkeeper.exporters.database import classify, fingerprint, instrument_sqlalchemy
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("SELECT * FROM players WHERE id = %(id)s", ("select", "players")),
+        ("insert into public.sessions (id) values (1)", ("insert", "public.sessions")),
+        ('UPDATE "Games" SET x = 1', ("update", "games")),
+        ("DELETE FROM t", ("delete", "t")),
+        ("CREATE TABLE IF NOT EXISTS scores (a int)", ("create", "scores")),
+        ("VACUUM", ("other", "unknown")),
+    ],
+)
+def test_classify(statement: str, expected: tuple[str, str]) -> None:
+    assert classify(statement) == expected
+
+
+def test_fingerprint_removes_literals() -> None:
+    assert (
+        fingerprint("SELECT *  FROM users\n WHERE email = 'a@b.c' AND age > 42 AND id IN (1, 2, 3)")
+        == "SELECT * FROM users WHERE email = ? AND age > ? AND id IN (?+)"
+    )
+
+
+@pytest.mark.postgres
+def test_queries_pool_errors_and_slow_log(postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    engine = sa.create_engine(postgres_url, pool_size=2, max_overflow=2)
+    instrument_sqlalchemy(engine, registry=registry, slow_query_seconds=0.2)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE players (id int primary key, name text)"))
+            conn.execute(sa.text("INSERT INTO players VALUES (1, 'secret-name')"))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT name FROM players WHERE id = :id"), {"id": 1}).scalar() == (
+                "secret-name"
+            )
+            assert registry.get_sample_value("db_pool_connections", {"state": "in_use"}) == 1
+            with pytest.raises(sa.exc.ProgrammingError):
+                conn.execute(sa.text("SELECT * FROM missing_table"))
+        with caplog.at_level(logging.WARNING, logger="watchkeeper.exporters.slow_query"), engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_sleep(0.25), :token"), {"token": "hunter2"})
+        held = [engine.connect() for _ in range(3)]  # pool_size 2 -> one overflow connection
+        assert registry.get_sample_value("db_pool_connections", {"state": "in_use"}) == 3
+        assert registry.get_sample_value("db_pool_connections", {"state": "overflow"}) == 1
+        for conn in held:
+            conn.close()
+        assert registry.get_sample_value("db_pool_connections", {"state": "in_use"}) == 0
+        assert registry.get_sample_value("db_pool_connections", {"state": "idle"}) == 2
+        assert registry.get_sample_value("db_pool_connections", {"state": "overflow"}) == 0
+    finally:
+        engine.dispose()
+    get = registry.get_sample_value
+    assert get("db_query_duration_seconds_count", {"operation": "create", "table": "players"}) == 1
+    assert get("db_query_duration_seconds_count", {"operation": "insert", "table": "players"}) == 1
+    assert get("db_query_duration_seconds_count", {"operation": "select", "table": "players"}) == 1
+    assert get("db_errors_total", {"operation": "select", "error": "UndefinedTable"}) == 1
+    slow = [r.getMessage() for r in caplog.records if r.name == "watchkeeper.exporters.slow_query"]
+    assert len(slow) == 1
+    assert "pg_sleep" in slow[0] and "hunter2" not in slow[0] and "secret-name" not in slow[0]

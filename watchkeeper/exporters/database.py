@@ -1,0 +1,190 @@
+"""SQLAlchemy metrics through engine events: query latency, pool use, errors, a slow-query log.
+
+```python
+engine = sa.create_engine(url)
+instrument_sqlalchemy(engine, slow_query_seconds=0.25)
+```
+Metrics: ``db_query_duration_seconds{operation,table}``, ``db_pool_connections{state}``
+(``in_use|idle|overflow``), ``db_errors_total{operation,error}``. A query slower than the threshold
+is logged (logger ``watchkeeper.exporters.slow_query``) with its *fingerprint* — literals replaced
+by ``?``, whitespace collapsed — and never with its parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from watchkeeper.exporters import multiprocess
+from watchkeeper.exporters.cardinality import LabelCap
+from watchkeeper.exporters.safety import dropped
+
+slow_query_logger = logging.getLogger("watchkeeper.exporters.slow_query")
+
+QUERY_BUCKETS_SECONDS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+OPERATIONS = frozenset({"select", "insert", "update", "delete", "create", "drop", "alter", "begin",
+                        "commit", "rollback", "with", "truncate", "copy", "show", "set", "explain"})  # fmt: skip
+
+_STRING = re.compile(r"'(?:[^']|'')*'")
+_NUMBER = re.compile(r"(?<![\w$])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?\b", re.IGNORECASE)
+_SPACE = re.compile(r"\s+")
+_IN_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
+_TABLE = re.compile(
+    r"\b(?:from|into|update|join|table)\s+(?:if\s+(?:not\s+)?exists\s+)?((?:\"[^\"]+\"|[\w$]+)(?:\.(?:\"[^\"]+\"|[\w$]+))?)",
+    re.IGNORECASE,
+)
+
+
+def fingerprint(statement: str) -> str:
+    """The statement with literals replaced by ``?`` and whitespace collapsed (safe to log)."""
+    text = _STRING.sub("?", statement)
+    text = _NUMBER.sub("?", text)
+    text = _IN_LIST.sub("(?+)", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def classify(statement: str) -> tuple[str, str]:
+    """(operation, table) of a statement; ``other``/``unknown`` when they cannot be told."""
+    head = statement.lstrip().split(None, 1)
+    operation = head[0].lower() if head else "other"
+    if operation not in OPERATIONS:
+        operation = "other"
+    match = _TABLE.search(statement)
+    table = match.group(1).replace('"', "").lower() if match else "unknown"
+    return operation, table
+
+
+class DatabaseMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None, *, max_tables: int = 200) -> None:
+        from prometheus_client import REGISTRY
+
+        reg = REGISTRY if registry is None else registry
+        self.duration = Histogram(
+            "db_query_duration_seconds", "Database query latency by operation and table.",
+            ("operation", "table"), buckets=QUERY_BUCKETS_SECONDS, registry=reg,
+        )  # fmt: skip
+        self.pool = Gauge(
+            "db_pool_connections", "Connection pool use by state (in_use|idle|overflow).", ("state",),
+            registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.errors = Counter(
+            "db_errors_total", "Failed database statements by operation and error type.",
+            ("operation", "error"), registry=reg,
+        )  # fmt: skip
+        self.tables = LabelCap(max_tables)
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def observe(self, operation: str, table: str, duration_seconds: float) -> None:
+        child = self._children.get((operation, table))
+        if child is None:
+            child = self.duration.labels(operation, self.tables.fold(table))
+            self._children[(operation, table)] = child
+        child.observe(duration_seconds)
+
+
+_START_KEY = "watchkeeper_query_start"
+
+
+def _read(state: Callable[[], tuple[int, int, int]], index: int) -> float:
+    try:
+        return float(state()[index])
+    except Exception as exc:
+        dropped("db.pool", exc)
+        return float("nan")
+
+
+def instrument_sqlalchemy(
+    engine: Any,
+    *,
+    registry: CollectorRegistry | None = None,
+    metrics: DatabaseMetrics | None = None,
+    slow_query_seconds: float | None = 1.0,
+) -> DatabaseMetrics:
+    """Attach metric event hooks to a SQLAlchemy ``Engine`` (or ``AsyncEngine``); returns the metrics."""
+    from sqlalchemy import event
+
+    db = metrics or DatabaseMetrics(registry)
+    sync_engine = getattr(engine, "sync_engine", engine)
+    classified: dict[str, tuple[str, str]] = {}
+
+    def classify_cached(statement: str) -> tuple[str, str]:
+        found = classified.get(statement)
+        if found is None:
+            found = classify(statement)
+            if len(classified) < 5000:
+                classified[statement] = found
+        return found
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        try:
+            conn.info.setdefault(_START_KEY, []).append(perf_counter())
+        except Exception as exc:
+            dropped("db.before", exc)
+
+    @event.listens_for(sync_engine, "after_cursor_execute")
+    def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        try:
+            starts = conn.info.get(_START_KEY)
+            if not starts:
+                return
+            elapsed = perf_counter() - starts.pop()
+            operation, table = classify_cached(statement)
+            db.observe(operation, table, elapsed)
+            if slow_query_seconds is not None and elapsed >= slow_query_seconds:
+                slow_query_logger.warning(
+                    "slow query: %.3f s %s on %s: %s", elapsed, operation, table, fingerprint(statement)
+                )
+        except Exception as exc:
+            dropped("db.after", exc)
+
+    @event.listens_for(sync_engine, "handle_error")
+    def on_error(context: Any) -> None:
+        try:
+            conn = context.connection
+            if conn is not None:
+                starts = conn.info.get(_START_KEY)
+                if starts:
+                    starts.pop()
+            operation, _ = classify_cached(context.statement or "")
+            db.errors.labels(operation, type(context.original_exception).__name__).inc()
+        except Exception as exc:
+            dropped("db.error", exc)
+
+    pool = sync_engine.pool
+
+    def pool_state() -> tuple[int, int, int]:
+        in_use = pool.checkedout() if hasattr(pool, "checkedout") else 0
+        idle = pool.checkedin() if hasattr(pool, "checkedin") else 0
+        overflow = max(0, pool.overflow()) if hasattr(pool, "overflow") else 0
+        return in_use, idle, overflow
+
+    if not multiprocess.enabled():
+        # Read at scrape time: exact, and free on the query path.
+        for index, state in enumerate(("in_use", "idle", "overflow")):
+            db.pool.labels(state).set_function(lambda index=index: _read(pool_state, index))
+        return db
+
+    # Multiprocess mode keeps values in files, so the figures are pushed on pool events instead.
+    def update_pool(returning: int = 0) -> None:
+        try:
+            in_use, idle, overflow = pool_state()
+            db.pool.labels("in_use").set(max(0, in_use - returning))
+            db.pool.labels("idle").set(idle + returning)
+            db.pool.labels("overflow").set(overflow)
+        except Exception as exc:
+            dropped("db.pool", exc)
+
+    # "checkin" fires before the pool counts the connection back in, hence ``returning``.
+    event.listen(pool, "checkout", lambda *_: update_pool())
+    event.listen(pool, "checkin", lambda *_: update_pool(1))
+    event.listen(pool, "close", lambda *_: update_pool())
+    update_pool()
+    return db
