@@ -38,6 +38,7 @@ CHUNK_SPAN_MS = 2 * 3600_000
 REASONS = ("out_of_order", "duplicate", "too_old")
 _NO_TS = np.iinfo(np.int64).min
 _FAR_TS = np.iinfo(np.int64).max
+_UNKNOWN_BITS = np.uint64(0x7FF8_DEAD_BEEF_0001)  # a NaN payload no client sends
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -111,8 +112,10 @@ class Head:
         self.capacity = cap
 
     def note_persisted(self, slots: I64, min_ts: I64, max_ts: I64) -> None:
-        """Series bounds from persisted chunks: older samples are then rejected as out of order."""
-        np.maximum.at(self.last_ts, slots, max_ts)
+        """Series bounds from persisted chunks (one entry per slot): older samples are then rejected."""
+        newer = max_ts >= self.last_ts[slots]
+        self.last_ts[slots[newer]] = max_ts[newer]
+        self.last_bits[slots[newer]] = _UNKNOWN_BITS  # the value is not at hand: any is a duplicate
         np.minimum.at(self.first_ts, slots, min_ts)
 
     # --- append ----------------------------------------------------------------------------------

@@ -50,17 +50,17 @@ _MAX_RECORD = 1 << 30
 
 
 def encode_labels(labels: Labels) -> bytes:
-    """Compact label bytes: ``name\\0value\\0...`` (JSON in the rare case a string holds a NUL)."""
+    """Compact label bytes: ``name\\0value\\0...``; ``\\1`` + JSON if a string holds a NUL."""
     flat = [s for pair in labels for s in pair]
-    if any("\0" in s for s in flat):
-        return json.dumps(flat).encode()
+    if any("\0" in s for s in flat) or (flat and flat[0].startswith("\1")):
+        return b"\1" + json.dumps(flat).encode()
     return "\0".join(flat).encode()
 
 
 def decode_labels(data: bytes) -> Labels:
     if not data:
         return ()
-    flat: list[str] = json.loads(data) if data[:1] == b"[" else data.decode().split("\0")
+    flat: list[str] = json.loads(data[1:]) if data[:1] == b"\1" else data.decode().split("\0")
     return tuple(zip(flat[0::2], flat[1::2], strict=True))
 
 
