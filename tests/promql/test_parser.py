@@ -27,6 +27,7 @@ from watchkeeper.promql.ast import (
     VectorSelector,
 )
 from watchkeeper.promql.parser import parse, value_type
+from watchkeeper.promql.printer import to_promql
 
 
 def name_is(name: str) -> Matcher:
@@ -398,6 +399,13 @@ def test_depth_and_operator_limits() -> None:
     with pytest.raises(ParseError, match="nests brackets deeper than the limit of 256"):
         parse("(" * 300 + "up" + ")" * 300)
     assert parse("(" * 200 + "up" + ")" * 200) is not None
+    with pytest.raises(ParseError, match="nests expressions deeper than the limit of 256"):
+        parse(" + ".join(["up"] * 300))
+    with pytest.raises(ParseError, match="nests expressions deeper than the limit of 256"):
+        parse("- " * 300 + "up")
+    # A dashboard-sized sum of 200 rates is fine (and prints back the same).
+    big = " + ".join(f'sum(rate(x{{job="j{i}"}}[5m]))' for i in range(200))
+    assert to_promql(parse(big)) == big
     with pytest.raises(ParseError, match="more than 1024 operators"):
         parse(" + ".join(["up"] * 2000))
     with pytest.raises(ParseError, match="more than 3 operators"):

@@ -63,7 +63,9 @@ __all__ = [
 
 DEFAULT_MAX_LENGTH_BYTES = 64 * 1024
 DEFAULT_MAX_DEPTH = 256
-"""Nesting of ``( [ {``. The binding recurses per level and segfaults near 12,000."""
+"""Nesting of ``( [ {`` (checked before the binding runs: it recurses per level and segfaults near
+12,000), and depth of the resulting AST (``a + b + …`` is as deep as it is long). Python's own
+recursion limit makes ``==``, ``hash`` and ``repr`` of dataclass trees fail from ~300 levels."""
 DEFAULT_MAX_OPERATORS = 1024
 """Binary and unary operators per query. A chain of 6,000 ``a+a+…`` segfaults the binding, and
 1,000 already takes ~0.5 s (its parse time is quadratic in chain length)."""
@@ -93,6 +95,10 @@ def parse(
 ) -> Expr:
     """Parse a PromQL expression into watchkeeper's AST, or raise :class:`ParseError`.
 
+    Limits: ``max_length_bytes`` of UTF-8 text, ``max_depth`` for both bracket nesting and AST
+    depth, ``max_operators`` binary/unary operators (the binding's cost is quadratic in them).
+    Results are cached per ``(text, limits)``.
+
     >>> parse('up{job="api"} offset 5m')
     VectorSelector(name='up', matchers=(...), offset_ms=300000, at=None)
     """
@@ -105,26 +111,40 @@ def value_type(expr: Expr) -> ValueType:
     >>> value_type(parse("rate(x[5m])")), value_type(parse("x[5m]")), value_type(parse("1 + 2"))
     ('vector', 'matrix', 'scalar')
     """
-    while True:
-        match expr:
-            case NumberLiteral():
-                return "scalar"
-            case StringLiteral():
-                return "string"
-            case VectorSelector() | AggregateExpr():
-                return "vector"
-            case MatrixSelector() | SubqueryExpr():
-                return "matrix"
-            case Call(func=func):
-                return FUNCTION_RETURN_TYPES.get(func, "vector")
-            case ParenExpr(expr=inner) | UnaryExpr(expr=inner):
-                expr = inner
-            case BinaryExpr(lhs=lhs, rhs=rhs):
-                if value_type(lhs) == "scalar" and value_type(rhs) == "scalar":
-                    return "scalar"
-                return "vector"
-            case _:
-                raise TypeError(f"not a PromQL expression: {expr!r}")
+    expr = _unwrap(expr)
+    if not isinstance(expr, BinaryExpr):
+        return _leaf_type(expr)
+    # Scalar only if every operand is; walked with a stack, as chains can be long.
+    operands: list[Expr] = [expr.lhs, expr.rhs]
+    while operands:
+        operand = _unwrap(operands.pop())
+        if isinstance(operand, BinaryExpr):
+            operands += (operand.lhs, operand.rhs)
+        elif _leaf_type(operand) != "scalar":
+            return "vector"
+    return "scalar"
+
+
+def _unwrap(expr: Expr) -> Expr:
+    while isinstance(expr, ParenExpr | UnaryExpr):
+        expr = expr.expr
+    return expr
+
+
+def _leaf_type(expr: Expr) -> ValueType:
+    match expr:
+        case NumberLiteral():
+            return "scalar"
+        case StringLiteral():
+            return "string"
+        case VectorSelector() | AggregateExpr() | BinaryExpr():
+            return "vector"
+        case MatrixSelector() | SubqueryExpr():
+            return "matrix"
+        case Call(func=func):
+            return FUNCTION_RETURN_TYPES.get(func, "vector")
+        case _:
+            raise TypeError(f"not a PromQL expression: {expr!r}")
 
 
 @lru_cache(maxsize=2048)
@@ -140,13 +160,11 @@ def _parse_cached(text: str, max_length_bytes: int, max_depth: int, max_operator
         raise
     except BaseException as exc:  # pyo3_runtime.PanicException derives from BaseException
         raise ParseError(f"parse error: {exc}") from exc
-    converter = _Converter(lexed.negative_at)
+    converter = _Converter(lexed.negative_at, max_depth)
     try:
         expr = converter.convert(tree)
     except ParseError:
         raise
-    except RecursionError as exc:
-        raise ParseError("parse error: query is nested too deeply") from exc
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:
@@ -291,6 +309,20 @@ def _lookup(table: tuple[tuple[Any, _T], ...], key: Any) -> _T:
     raise ParseError(f"parse error: unsupported {key}")
 
 
+def _children(node: Any) -> list[Any]:
+    """The binding node's sub-expressions, in text order."""
+    if isinstance(node, _pp.BinaryExpr):
+        return [node.lhs, node.rhs]
+    if isinstance(node, _pp.Call):
+        return list(node.args)
+    if isinstance(node, _pp.AggregateExpr):
+        param = node.param
+        return [node.expr] if param is None else [param, node.expr]
+    if isinstance(node, _pp.ParenExpr | _pp.UnaryExpr | _pp.SubqueryExpr):
+        return [node.expr]
+    return []
+
+
 _MAX_DURATION_MS = (2**63 - 1) // 1_000_000  # Go's time.Duration, which Prometheus enforces
 
 
@@ -303,14 +335,41 @@ def _duration_ms(td: timedelta) -> int:
 
 
 class _Converter:
-    """Binding tree -> our AST, post-order and left to right, so that ``@`` modifiers are met in
-    the same order as the ``@`` tokens of the text."""
+    """Binding tree -> our AST without recursion (a 1,000-term ``a + b + …`` is 1,000 deep).
 
-    def __init__(self, negative_at: tuple[bool, ...]) -> None:
+    Nodes are built in post-order, left to right, so ``@`` modifiers are met in the order of the
+    ``@`` tokens of the text; children are read once and their results taken from a stack.
+    """
+
+    def __init__(self, negative_at: tuple[bool, ...], max_depth: int) -> None:
         self.negative_at = negative_at
+        self.max_depth = max_depth
         self.at_index = 0
 
-    def convert(self, node: Any) -> Expr:
+    def convert(self, root: Any) -> Expr:
+        todo: list[tuple[Any, list[Any] | None, int]] = [(root, None, 1)]
+        done: list[Expr] = []
+        while todo:
+            node, children, depth = todo.pop()
+            if children is None:
+                if depth > self.max_depth:
+                    raise ParseError(
+                        f"parse error: query nests expressions deeper than the limit of {self.max_depth}"
+                    )
+                children = _children(node)
+                todo.append((node, children, depth))
+                todo.extend((child, None, depth + 1) for child in reversed(children))
+                continue
+            if children:
+                args = done[-len(children) :]
+                del done[-len(children) :]
+            else:
+                args = []
+            done.append(self._build(node, args))
+        (expr,) = done
+        return expr
+
+    def _build(self, node: Any, args: list[Expr]) -> Expr:
         if isinstance(node, _pp.VectorSelector):
             return self._selector(node)
         if isinstance(node, _pp.MatrixSelector):
@@ -321,22 +380,21 @@ class _Converter:
         if isinstance(node, _pp.StringLiteral):
             return StringLiteral(str(node.val))
         if isinstance(node, _pp.ParenExpr):
-            return ParenExpr(self.convert(node.expr))
+            return ParenExpr(args[0])
         if isinstance(node, _pp.UnaryExpr):
-            return UnaryExpr("-", self.convert(node.expr))
+            return UnaryExpr("-", args[0])
         if isinstance(node, _pp.Call):
-            return Call(str(node.func.name), tuple(self.convert(arg) for arg in node.args))
+            return Call(str(node.func.name), tuple(args))
         if isinstance(node, _pp.AggregateExpr):
-            return self._aggregate(node)
+            return self._aggregate(node, args)
         if isinstance(node, _pp.BinaryExpr):
-            return self._binary(node)
+            return self._binary(node, args[0], args[1])
         if isinstance(node, _pp.SubqueryExpr):
-            inner = self.convert(node.expr)
             if node.range is None:
                 raise ParseError("parse error: subquery without a range")
             step = node.step
             return SubqueryExpr(
-                inner,
+                args[0],
                 _duration_ms(node.range),
                 None if step is None else _duration_ms(step),
                 self._offset(node.offset),
@@ -383,9 +441,9 @@ class _Converter:
             timestamp_ms = -timestamp_ms
         return At("time", timestamp_ms)
 
-    def _aggregate(self, node: Any) -> AggregateExpr:
-        param = None if node.param is None else self.convert(node.param)
-        inner = self.convert(node.expr)
+    def _aggregate(self, node: Any, args: list[Expr]) -> AggregateExpr:
+        param = args[0] if len(args) == 2 else None
+        inner = args[-1]
         modifier = node.modifier
         grouping: tuple[str, ...] = ()
         without = False
@@ -394,9 +452,7 @@ class _Converter:
             without = modifier.type == _pp.AggModifierType.Without
         return AggregateExpr(str(node.op).lower(), inner, param, grouping, without)
 
-    def _binary(self, node: Any) -> BinaryExpr:
-        lhs = self.convert(node.lhs)
-        rhs = self.convert(node.rhs)
+    def _binary(self, node: Any, lhs: Expr, rhs: Expr) -> BinaryExpr:
         op = str(node.op).lower()
         modifier = node.modifier
         matching: VectorMatching | None = None

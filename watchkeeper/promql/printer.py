@@ -99,46 +99,63 @@ def to_promql(expr: Expr) -> str:
     >>> to_promql(parse("a+on(x)group_left(y)b@-1.5"))
     'a + on (x) group_left (y) b @ -1.500'
     """
+    # Iterative, not recursive: a parsed query can be over a thousand nodes deep.
+    out: list[str] = []
+    todo: list[Expr | str] = [expr]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            out.append(item)
+        else:
+            todo.extend(reversed(_parts(item)))
+    return "".join(out)
+
+
+def _parts(expr: Expr) -> list[Expr | str]:
+    """One node's text, with its sub-expressions left in place to be printed in turn."""
     match expr:
         case NumberLiteral(value=value):
-            return format_number(value)
+            return [format_number(value)]
         case StringLiteral(value=value):
-            return format_string(value)
+            return [format_string(value)]
         case VectorSelector():
-            return _selector(expr) + _modifiers(expr.at, expr.offset_ms)
+            return [_selector(expr) + _modifiers(expr.at, expr.offset_ms)]
         case MatrixSelector(selector=sel, range_ms=range_ms):
-            return f"{_selector(sel)}[{format_duration(range_ms)}]{_modifiers(sel.at, sel.offset_ms)}"
+            return [f"{_selector(sel)}[{format_duration(range_ms)}]{_modifiers(sel.at, sel.offset_ms)}"]
         case SubqueryExpr():
-            inner = to_promql(expr.expr)
-            if isinstance(expr.expr, BinaryExpr | UnaryExpr) or (
-                isinstance(expr.expr, NumberLiteral) and inner.startswith("-")
-            ):
-                inner = f"({inner})"
             step = "" if expr.step_ms is None else format_duration(expr.step_ms)
-            return f"{inner}[{format_duration(expr.range_ms)}:{step}]{_modifiers(expr.at, expr.offset_ms)}"
+            suffix = f"[{format_duration(expr.range_ms)}:{step}]{_modifiers(expr.at, expr.offset_ms)}"
+            if isinstance(expr.expr, BinaryExpr | UnaryExpr) or _is_negative_number(expr.expr):
+                return ["(", expr.expr, ")" + suffix]
+            return [expr.expr, suffix]
         case Call(func=func, args=args):
-            return f"{func}({', '.join(to_promql(arg) for arg in args)})"
+            parts: list[Expr | str] = [f"{func}("]
+            for index, arg in enumerate(args):
+                if index:
+                    parts.append(", ")
+                parts.append(arg)
+            parts.append(")")
+            return parts
         case AggregateExpr():
-            body = to_promql(expr.expr)
-            if expr.param is not None:
-                body = f"{to_promql(expr.param)}, {body}"
-            grouping = ""
             if expr.without:
-                grouping = f" without ({_label_list(expr.grouping)})"
+                head = f"{expr.op} without ({_label_list(expr.grouping)}) ("
             elif expr.grouping:
-                grouping = f" by ({_label_list(expr.grouping)})"
-            return f"{expr.op}{grouping} ({body})" if grouping else f"{expr.op}({body})"
+                head = f"{expr.op} by ({_label_list(expr.grouping)}) ("
+            else:
+                head = f"{expr.op}("
+            if expr.param is None:
+                return [head, expr.expr, ")"]
+            return [head, expr.param, ", ", expr.expr, ")"]
         case BinaryExpr():
             return _binary(expr)
         case UnaryExpr(op=op, expr=inner):
-            text = to_promql(inner)
-            if _needs_parens_in_unary(inner):
-                text = f"({text})"
-            elif text.startswith(("-", "+")):
-                text = f" {text}"
-            return f"{op}{text}"
+            if isinstance(inner, BinaryExpr) and _PRECEDENCE.get(inner.op, 0) <= _UNARY_PRECEDENCE:
+                return [f"{op}(", inner, ")"]
+            if isinstance(inner, UnaryExpr) or _is_negative_number(inner):
+                return [f"{op} ", inner]  # `- -a`, not `--a`
+            return [op, inner]
         case ParenExpr(expr=inner):
-            return f"({to_promql(inner)})"
+            return ["(", inner, ")"]
         case _:
             raise TypeError(f"not a PromQL expression: {expr!r}")
 
@@ -259,30 +276,34 @@ def _matching(expr: BinaryExpr) -> str:
     return out
 
 
-def _binary(expr: BinaryExpr) -> str:
+def _binary(expr: BinaryExpr) -> list[Expr | str]:
     precedence = _PRECEDENCE.get(expr.op, 0)
     right_assoc = expr.op == "^"
-    lhs = to_promql(expr.lhs)
-    if _operand_precedence(expr.lhs, lhs) < precedence + (1 if right_assoc else 0):
-        lhs = f"({lhs})"
-    rhs = to_promql(expr.rhs)
+    parts: list[Expr | str] = []
+    if _operand_precedence(expr.lhs) < precedence + (1 if right_assoc else 0):
+        parts += ["(", expr.lhs, ")"]
+    else:
+        parts.append(expr.lhs)
+    parts.append(f" {expr.op}{_matching(expr)} ")
     # An operand on the right that starts with a sign (unary minus, negative number) cannot be
     # split by the operator before it, so it never needs parentheses.
-    signed = isinstance(expr.rhs, UnaryExpr) or (isinstance(expr.rhs, NumberLiteral) and rhs.startswith("-"))
-    if not signed and _operand_precedence(expr.rhs, rhs) < precedence + (0 if right_assoc else 1):
-        rhs = f"({rhs})"
-    return f"{lhs} {expr.op}{_matching(expr)} {rhs}"
+    signed = isinstance(expr.rhs, UnaryExpr) or _is_negative_number(expr.rhs)
+    if not signed and _operand_precedence(expr.rhs) < precedence + (0 if right_assoc else 1):
+        parts += ["(", expr.rhs, ")"]
+    else:
+        parts.append(expr.rhs)
+    return parts
 
 
-def _operand_precedence(expr: Expr, text: str) -> int:
+def _is_negative_number(expr: Expr) -> bool:
+    return (
+        isinstance(expr, NumberLiteral) and math.copysign(1.0, expr.value) < 0 and not math.isnan(expr.value)
+    )
+
+
+def _operand_precedence(expr: Expr) -> int:
     if isinstance(expr, BinaryExpr):
         return _PRECEDENCE.get(expr.op, 0)
-    if isinstance(expr, UnaryExpr) or (isinstance(expr, NumberLiteral) and text.startswith("-")):
+    if isinstance(expr, UnaryExpr) or _is_negative_number(expr):
         return _UNARY_PRECEDENCE
     return 100  # atoms: selectors, calls, aggregations, parentheses, literals
-
-
-def _needs_parens_in_unary(inner: Expr) -> bool:
-    if isinstance(inner, BinaryExpr):
-        return _PRECEDENCE.get(inner.op, 0) <= _UNARY_PRECEDENCE
-    return False
