@@ -11,7 +11,6 @@ import pytest
 from watchkeeper.errors import EvalError
 from watchkeeper.labels import Labels, from_dict
 from watchkeeper.promql.functions import FUNCTIONS
-from watchkeeper.promql.range_functions import format_go_float
 from watchkeeper.promql.values import EvalContext, RangeVector, Scalar, StepVector, Value
 
 Samples = Sequence[tuple[float, float]]  # (seconds, value)
@@ -331,20 +330,3 @@ def test_vectorised_windows_match_a_per_window_reference(name: str) -> None:
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12)
-
-
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [
-        (2.0, "2"),
-        (-1.0, "-1"),
-        (0.25, "0.25"),
-        (1e6, "1e+06"),
-        (123456.0, "123456"),
-        (1e-5, "1e-05"),
-        (math.nan, "NaN"),
-        (math.inf, "+Inf"),
-    ],
-)
-def test_go_float_formatting(value: float, text: str) -> None:
-    assert format_go_float(value) == text

@@ -22,7 +22,7 @@ import numpy as np
 from watchkeeper.errors import EvalError
 from watchkeeper.labels import Labels, get, metric_name, without
 from watchkeeper.promql.ast import Expr
-from watchkeeper.promql.range_functions import format_go_float
+from watchkeeper.promql.formatting import format_go_float
 from watchkeeper.promql.values import F64, Bool, EvalContext, Scalar, StepVector, Value
 
 Impl = Callable[[list[Value], list[Expr], EvalContext], Value]
@@ -217,7 +217,7 @@ def _histogram_quantile(args: list[Value], arg_exprs: list[Expr], ctx: EvalConte
     q_steps = _scalar(args, 0)
     vec = _vector(args, 1)
     for q in dict.fromkeys(q_steps[~((q_steps >= 0) & (q_steps <= 1))].tolist()):
-        msg = f"PromQL warning: quantile value should be between 0 and 1, got {format_go_float(q)}"
+        msg = f"PromQL warning: quantile value should be between 0 and 1, got {format_go_float(q, 'g')}"
         if msg not in ctx.warnings:
             ctx.warnings.append(msg)
     groups = _groups(vec, ctx)

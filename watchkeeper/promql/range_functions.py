@@ -26,6 +26,7 @@ import numpy as np
 from watchkeeper.errors import EvalError
 from watchkeeper.labels import metric_name
 from watchkeeper.promql.ast import Expr
+from watchkeeper.promql.formatting import format_go_float
 from watchkeeper.promql.values import F64, I64, Bool, EvalContext, RangeVector, Scalar, StepVector, Value
 
 Impl = Callable[[list[Value], list[Expr], EvalContext], Value]
@@ -456,7 +457,7 @@ def _quantile_over_time(args: list[Value], arg_exprs: list[Expr], ctx: EvalConte
     has_data = (_counts(rv) > 0).any(axis=0)
     invalid = has_data & ~((q_steps >= 0) & (q_steps <= 1))
     for q in dict.fromkeys(q_steps[invalid].tolist()):
-        msg = f"PromQL warning: quantile value should be between 0 and 1, got {format_go_float(q)}"
+        msg = f"PromQL warning: quantile value should be between 0 and 1, got {format_go_float(q, 'g')}"
         if msg not in ctx.warnings:
             ctx.warnings.append(msg)
     w = _Windows.of(rv)
@@ -480,20 +481,6 @@ def _mad_over_time(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -
         mad = _sorted_quantile(half, np.sort(deviation, axis=1), n)
         result[rows] = np.where(np.isnan(block[:, 0]), np.nan, mad)
     return _result(rv, w.unsort(result, rv.lo.shape), _counts(rv) > 0)
-
-
-def format_go_float(x: float) -> str:
-    """Go's ``%g`` for a float64: shortest digits, exponent form below 1e-4 and from 1e6."""
-    if np.isnan(x):
-        return "NaN"
-    if np.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    sci = np.format_float_scientific(x, unique=True, trim="-", exp_digits=2)
-    exponent = int(sci.split("e")[1])
-    if exponent < -4 or exponent >= 6:
-        return sci
-    text = np.format_float_positional(x, unique=True, trim="-")
-    return text
 
 
 RANGE_FUNCTIONS: dict[str, Impl] = {
