@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from watchkeeper.labels import Matcher, MatchOp
 from watchkeeper.promql.ast import (
+    AggregateExpr,
     At,
     BinaryExpr,
     Call,
@@ -97,6 +99,31 @@ def test_corpus_round_trips(text: str) -> None:
     expr = parse(text)
     printed = to_promql(expr)
     assert parse(printed) == expr, printed
+    # What the conformance harness does: pin every selector and subquery with `@ <eval time>`.
+    pinned = with_at(expr, At("time", -10_500))
+    assert parse(to_promql(pinned)) == pinned, to_promql(pinned)
+
+
+def with_at(expr: Expr, at: At) -> Expr:
+    """``@ at`` on every selector and subquery that has none; nodes below an ``@`` are left alone."""
+    match expr:
+        case VectorSelector(at=None):
+            return replace(expr, at=at)
+        case MatrixSelector(selector=VectorSelector(at=None) as sel):
+            return replace(expr, selector=replace(sel, at=at))
+        case SubqueryExpr(at=None):
+            return replace(expr, expr=with_at(expr.expr, at), at=at)
+        case Call(args=args):
+            return replace(expr, args=tuple(with_at(arg, at) for arg in args))
+        case AggregateExpr():
+            param = None if expr.param is None else with_at(expr.param, at)
+            return replace(expr, expr=with_at(expr.expr, at), param=param)
+        case BinaryExpr():
+            return replace(expr, lhs=with_at(expr.lhs, at), rhs=with_at(expr.rhs, at))
+        case UnaryExpr() | ParenExpr():
+            return replace(expr, expr=with_at(expr.expr, at))
+        case _:
+            return expr
 
 
 # --- exact text ----------------------------------------------------------------------------------
