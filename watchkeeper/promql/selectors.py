@@ -81,6 +81,42 @@ def _keys(series_index: I64, timestamps: I64, base: int, span: int) -> I64:
     return series_index * span + (timestamps - base)
 
 
+def _uniform_step(times: I64) -> int | None:
+    """The spacing of evenly spaced, increasing times (a range query's steps), else None."""
+    if times.shape[0] < 2:
+        return None
+    step = int(times[1] - times[0])
+    if step <= 0 or not bool((np.diff(times) == step).all()):
+        return None
+    return step
+
+
+def count_le(series_index: I64, timestamps: I64, offsets: I64, times: I64) -> I64:
+    """``out[i, j]``: the absolute index one past the last sample of series ``i`` with
+    ``t <= times[j]`` (so ``out - offsets[i]`` counts them).
+
+    For evenly spaced times this is a histogram of samples over steps plus a cumulative sum,
+    O(samples + cells); otherwise one ``searchsorted`` on the combined key."""
+    n, steps = len(offsets) - 1, int(times.shape[0])
+    step = _uniform_step(times)
+    if step is None:
+        low = min(int(times.min()), int(timestamps.min()) if timestamps.size else 0)
+        high = max(int(times.max()), int(timestamps.max()) if timestamps.size else 0)
+        base, span = low - 1, high - low + 3
+        keys = _keys(series_index, timestamps, base, span)
+        query = np.arange(n, dtype=np.int64)[:, None] * span + (times - base)[None, :]
+        found: I64 = np.searchsorted(keys, query, side="right").astype(np.int64)
+        return found
+    t0 = int(times[0])
+    # The first step at or after each sample: the sample counts for that step and all later.
+    first_step = np.clip(-((t0 - timestamps) // step), 0, steps)
+    flat = series_index * (steps + 1) + first_step
+    hist = np.bincount(flat, minlength=n * (steps + 1)).reshape(n, steps + 1)[:, :steps]
+    out: I64 = np.cumsum(hist, axis=1, dtype=np.int64)
+    out += offsets[:-1, None]
+    return out
+
+
 def select_instant(
     reader: SeriesReader,
     matchers: Sequence[Matcher],
@@ -108,10 +144,7 @@ def select_instant(
     n = len(c.labels)
     if n == 0:
         return StepVector.empty(steps)
-    base, span = start - 1, t_max - start + 3
-    keys = _keys(c.series_index, c.timestamps, base, span)
-    query = np.arange(n, dtype=np.int64)[:, None] * span + (eval_times_ms - base)[None, :]
-    pos = np.searchsorted(keys, query, side="right") - 1
+    pos = count_le(c.series_index, c.timestamps, c.offsets, eval_times_ms) - 1
     present = pos >= c.offsets[:-1, None]
     pos = np.where(present, pos, 0)
     sample_ts = c.timestamps[pos]
@@ -127,21 +160,15 @@ def select_instant(
 
 
 def _windows(
-    series_index: I64, timestamps: I64, n: int, window_end_ms: I64, range_ms: int
+    series_index: I64, timestamps: I64, offsets: I64, window_end_ms: I64, range_ms: int
 ) -> tuple[I64, I64]:
     """``lo``/``hi`` (n, steps): the samples with ``end - range < t <= end`` for every window."""
-    steps = int(window_end_ms.shape[0])
+    n, steps = len(offsets) - 1, int(window_end_ms.shape[0])
     if n == 0 or steps == 0:
         empty: I64 = np.zeros((n, steps), dtype=np.int64)
         return empty, empty.copy()
-    lo_t = window_end_ms - range_ms
-    low = min(int(lo_t.min()), int(timestamps.min()) if timestamps.size else int(lo_t.min()))
-    high = max(int(window_end_ms.max()), int(timestamps.max()) if timestamps.size else 0)
-    base, span = low - 1, high - low + 3
-    keys = _keys(series_index, timestamps, base, span)
-    rows = np.arange(n, dtype=np.int64)[:, None] * span
-    lo = np.searchsorted(keys, rows + (lo_t - base)[None, :], side="right").astype(np.int64)
-    hi = np.searchsorted(keys, rows + (window_end_ms - base)[None, :], side="right").astype(np.int64)
+    lo = count_le(series_index, timestamps, offsets, window_end_ms - range_ms)
+    hi = count_le(series_index, timestamps, offsets, window_end_ms)
     return lo, hi
 
 
@@ -166,8 +193,7 @@ def select_range(
     if (lengths == 0).any():
         keep = np.flatnonzero(lengths > 0)
         c = _Concat([c.labels[i] for i in keep], c.timestamps, c.values, lengths[keep])
-    n = len(c.labels)
-    lo, hi = _windows(c.series_index, c.timestamps, n, window_end_ms, range_ms)
+    lo, hi = _windows(c.series_index, c.timestamps, c.offsets, window_end_ms, range_ms)
     return RangeVector(c.labels, c.timestamps, c.values, c.offsets, lo, hi, window_end_ms, range_ms)
 
 
@@ -193,6 +219,6 @@ def range_from_steps(sv: StepVector, times_ms: I64, window_end_ms: I64, range_ms
     n = len(keep)
     offsets: I64 = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts[keep], out=offsets[1:])
-    lo, hi = _windows(rows.astype(np.int64), timestamps, n, window_end_ms, range_ms)
+    lo, hi = _windows(rows.astype(np.int64), timestamps, offsets, window_end_ms, range_ms)
     labels = [sv.labels[i] for i in keep]
     return RangeVector(labels, timestamps, values, offsets, lo, hi, window_end_ms, range_ms, drop_name=drop)
