@@ -18,6 +18,7 @@ first:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -265,34 +266,52 @@ def _sum_over_time(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -
 
 
 def _avg_over_time(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
-    """Direct mean with Kahan summation; a window whose running sum overflows switches to the
-    incremental mean, as Prometheus does."""
+    """Direct mean with Kahan summation, vectorised; the rare windows whose running sum
+    overflows are redone one by one with Prometheus' switch to the incremental mean."""
     rv = _range(args)
     w = _Windows.of(rv)
     size = w.n.shape[0]
-    total, comp, mean = np.zeros(size), np.zeros(size), np.zeros(size)
-    incremental = np.zeros(size, dtype=bool)
+    total, comp = np.zeros(size), np.zeros(size)
+    overflow = np.zeros(size, dtype=bool)
     for k, m, idx in w.positions():
-        x = rv.values[idx]
         if k == 0:
-            total[:m] = x
+            total[:m] = rv.values[idx]
             continue
-        count = float(k + 1)
-        new_total, new_comp = kahan_inc(x, total[:m], comp[:m])
-        direct = ~incremental[:m] & ~np.isinf(new_total)
-        switch = ~incremental[:m] & ~direct
-        total[:m] = np.where(direct, new_total, total[:m])
-        comp[:m] = np.where(direct, new_comp, comp[:m])
-        mean[:m] = np.where(switch, total[:m] / (count - 1), mean[:m])
-        comp[:m] = np.where(switch, comp[:m] / (count - 1), comp[:m])
-        incremental[:m] |= switch
-        q = (count - 1) / count
-        inc_mean, inc_comp = kahan_inc(x / count, q * mean[:m], q * comp[:m])
-        mean[:m] = np.where(incremental[:m], inc_mean, mean[:m])
-        comp[:m] = np.where(incremental[:m], inc_comp, comp[:m])
+        total[:m], comp[:m] = kahan_inc(rv.values[idx], total[:m], comp[:m])
+        overflow[:m] |= np.isinf(total[:m])
     n = np.maximum(w.n, 1).astype(np.float64)
-    result = np.where(incremental, mean + comp, total / n + comp / n)
+    result = total / n + comp / n
+    for i in np.flatnonzero(overflow).tolist():
+        start = int(w.lo[i])
+        result[i] = _avg_with_overflow(rv.values[start : start + int(w.n[i])].tolist())
     return _result(rv, w.unsort(result, rv.lo.shape), _counts(rv) > 0)
+
+
+def _avg_with_overflow(values: list[float]) -> float:
+    """``funcAvgOverTime`` for one window, sample by sample."""
+
+    def inc(x: float, total: float, comp: float) -> tuple[float, float]:
+        t = total + x
+        if math.isinf(t):
+            return t, 0.0
+        if abs(total) >= abs(x):
+            return t, comp + ((total - t) + x)
+        return t, comp + ((x - t) + total)
+
+    total, comp, mean, incremental = values[0], 0.0, 0.0, False
+    for i, x in enumerate(values[1:]):
+        count = float(i + 2)
+        if not incremental:
+            new_total, new_comp = inc(x, total, comp)
+            if not math.isinf(new_total):
+                total, comp = new_total, new_comp
+                continue
+            incremental = True
+            mean, comp = total / (count - 1), comp / (count - 1)
+        q = (count - 1) / count
+        mean, comp = inc(x / count, q * mean, q * comp)
+    count = float(len(values))
+    return mean + comp if incremental else total / count + comp / count
 
 
 def _variance(rv: RangeVector) -> F64:
