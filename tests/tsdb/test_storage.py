@@ -44,7 +44,8 @@ def series(n: int, name: str = "m") -> list[tuple[tuple[str, str], ...]]:
     return [from_dict({"__name__": name, "i": str(i), "par": str(i % 2)}) for i in range(n)]
 
 
-def fill(store: Storage, n_series: int, steps: int, *, step_ms: int = 15_000, start_ms: int = 0) -> np.ndarray:
+def fill(store: Storage, n_series: int, steps: int, *, step_ms: int = 15_000,
+         start_ms: int = 0) -> np.ndarray:
     refs = store.series_refs(series(n_series))
     for k in range(steps):
         res = store.append(refs, np.full(n_series, start_ms + k * step_ms), np.arange(n_series) + k * 0.5)
@@ -206,8 +207,8 @@ os.kill(os.getpid(), signal.SIGKILL)
 @pytest.mark.slow
 def test_kill_9_loses_nothing_acknowledged_and_survives_a_torn_tail(opener: Opener, tmp_path: Path) -> None:
     url = opener.url  # type: ignore[attr-defined]
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(CRASH_SCRIPT), str(tmp_path / "data"), url or ""],
-                          capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-c", textwrap.dedent(CRASH_SCRIPT), str(tmp_path / "data"), url or ""]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL and "acked" in proc.stdout, proc.stderr
     segs = sorted((tmp_path / "data" / "wal").iterdir())
     with segs[-1].open("ab") as f:  # a record torn by the crash: header says 1000 bytes, 3 follow

@@ -33,7 +33,9 @@ def test_records_round_trip(tmp_path: Path) -> None:
     assert samples.values.view(np.uint64).tolist() == vals.view(np.uint64).tolist()
 
 
-@pytest.mark.parametrize("labels", [(), (("a", "b"),), (("a", "x\0y"), ("b", "[")), (("[", "]"),), (("\1x", "y"),)])
+@pytest.mark.parametrize(
+    "labels", [(), (("a", "b"),), (("a", "x\0y"), ("b", "[")), (("[", "]"),), (("\1x", "y"),)]
+)
 def test_label_encoding(labels: tuple[tuple[str, str], ...]) -> None:
     assert decode_labels(encode_labels(labels)) == labels
 

@@ -14,6 +14,7 @@ chunk that is already there (WAL replay after a crash between commit and checkpo
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -163,7 +164,8 @@ class SqlChunkStore:
 
     def load_series(self) -> list[SeriesRow]:
         with self.engine.connect() as conn:
-            return [(int(r[0]), bytes(r[1])) for r in conn.execute(sa.select(series_table.c.id, series_table.c.labels))]
+            rows = conn.execute(sa.select(series_table.c.id, series_table.c.labels))
+            return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def series_bounds(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         c = chunks_table.c
@@ -193,7 +195,8 @@ class SqlChunkStore:
             with self.engine.connect() as conn:
                 for i in range(0, len(ids), _BATCH):
                     q = (sa.select(c.series_id, c.min_time, c.max_time, c.data)
-                         .where(c.series_id.in_(ids[i : i + _BATCH]), c.min_time <= end_ms, c.max_time >= start_ms)
+                         .where(c.series_id.in_(ids[i : i + _BATCH]))
+                         .where(c.min_time <= end_ms, c.max_time >= start_ms)
                          .order_by(c.series_id, c.min_time))
                     rows.extend((r[0], r[1], r[2], bytes(r[3])) for r in conn.execute(q))
         except sa.exc.SQLAlchemyError as exc:
@@ -227,10 +230,8 @@ class SqlChunkStore:
                 size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
                 db = self.engine.url.database or ""
                 wal = 0
-                try:
+                with contextlib.suppress(OSError):
                     wal = os.path.getsize(db + "-wal")
-                except OSError:
-                    pass
                 return int(pages) * int(size) + wal
             q = "SELECT pg_total_relation_size('tsdb_chunks') + pg_total_relation_size('tsdb_series')"
             return int(conn.exec_driver_sql(q).scalar_one())

@@ -27,6 +27,7 @@ sample that would make it span ``chunk_span_ms`` or more; the cut chunks are ret
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,7 @@ _NO_TS = np.iinfo(np.int64).min
 _FAR_TS = np.iinfo(np.int64).max
 _UNKNOWN_BITS = np.uint64(0x7FF8_DEAD_BEEF_0001)  # a NaN payload no client sends
 
+_A = TypeVar("_A", bound=np.ndarray[Any, Any])
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
@@ -92,8 +94,8 @@ class Head:
             return
         cap = max(n_slots, self.capacity * 3 // 2, 1024)
 
-        def grown(a: npt.NDArray[np.generic], fill: object) -> npt.NDArray[np.generic]:
-            out = np.empty((cap, *a.shape[1:]), dtype=a.dtype)
+        def grown(a: _A, fill: object) -> _A:
+            out = cast(_A, np.empty_like(a, shape=(cap, *a.shape[1:])))
             out[: self.capacity] = a
             out[self.capacity :] = fill
             return out
@@ -120,7 +122,8 @@ class Head:
 
     # --- append ----------------------------------------------------------------------------------
 
-    def append(self, slots: I64, timestamps_ms: I64, values: F64, *, min_valid_ms: int = _NO_TS) -> AppendOutcome:
+    def append(self, slots: I64, timestamps_ms: I64, values: F64, *,
+               min_valid_ms: int = _NO_TS) -> AppendOutcome:
         """Append one batch; slots must be < capacity. See the module docstring for the rules."""
         slots = np.asarray(slots, dtype=np.int64)
         ts = np.asarray(timestamps_ms, dtype=np.int64)

@@ -121,8 +121,8 @@ class Storage:
         self._last_snapshot_bytes = 0
 
     @classmethod
-    def open(cls, *, data_dir: Path | None, database_url: str | None = None, retention_ms: int = 15 * 86400_000,
-             out_of_order_window_ms: int = 0, wal_fsync: bool = True,
+    def open(cls, *, data_dir: Path | None, database_url: str | None = None,
+             retention_ms: int = 15 * 86400_000, out_of_order_window_ms: int = 0, wal_fsync: bool = True,
              on_wal_fsync: Callable[[float], None] | None = None) -> Storage:
         """Open (creating as needed) a store; see the class docstring for the three modes.
 
@@ -207,7 +207,8 @@ class Storage:
                     self._flush_queue_memory()
         return np.array(ids, dtype=np.int64)
 
-    def append(self, refs: npt.ArrayLike, timestamps_ms: npt.ArrayLike, values: npt.ArrayLike) -> AppendResult:
+    def append(self, refs: npt.ArrayLike, timestamps_ms: npt.ArrayLike,
+               values: npt.ArrayLike) -> AppendResult:
         """Append samples of many series; durable when it returns. Thread-safe."""
         refs_a = np.asarray(refs, dtype=np.int64)
         ts = np.asarray(timestamps_ms, dtype=np.int64)
@@ -292,8 +293,10 @@ class Storage:
     def _persist_loop(self) -> None:
         while True:
             with self._lock:
-                while not (self._queue.rows or self._queue.series or self._stopping or self._checkpoint_due()):
+                q = self._queue
+                while not (q.rows or q.series or self._stopping or self._checkpoint_due()):
                     self._cond.wait(timeout=5.0)
+                    q = self._queue
                 if self._stopping:
                     return
                 checkpoint = self._checkpoint_due()
@@ -328,8 +331,8 @@ class Storage:
                 position = wal.log_series([int(ids[s]) for s in part], [self._index.labels(s) for s in part])
             slots, ts, vals = self._head.snapshot()
             for i in range(0, len(slots), _SNAPSHOT_BATCH):
-                sl = slots[i : i + _SNAPSHOT_BATCH]
-                position = wal.log_samples(ids[sl], ts[i : i + _SNAPSHOT_BATCH], vals[i : i + _SNAPSHOT_BATCH])
+                part = slice(i, i + _SNAPSHOT_BATCH)
+                position = wal.log_samples(ids[slots[part]], ts[part], vals[part])
             self._last_snapshot_bytes = wal.bytes_since_checkpoint
         wal.sync(position)
         while True:
@@ -367,8 +370,9 @@ class Storage:
             h = self._head
             need_db = ~((h.count[slots] > 0) & (h.base_ms[slots] <= start_ms))
             queued: list[ChunkRow] = []
+            by_id = self._queue.by_id
             for sid in ids.tolist():
-                queued.extend(r for r in self._queue.by_id.get(sid, ()) if r[1] <= end_ms and r[2] >= start_ms)
+                queued.extend(r for r in by_id.get(sid, ()) if r[1] <= end_ms and r[2] >= start_ms)
         batch = self._store.read(ids[need_db].tolist(), start_ms, end_ms) if need_db.any() else None
         rows: dict[tuple[int, int, int], bytes] = {}
         if batch is not None:
@@ -449,7 +453,8 @@ class Storage:
             n = self._index.num_slots
             h = self._head
             dead = np.flatnonzero(self._index.live[:n] & (h.count[:n] == 0) & (h.last_ts[:n] < cutoff))
-            dead = np.array([s for s in dead.tolist() if int(self._index.ids[s]) not in q.by_id], dtype=np.int64)
+            ids = self._index.ids
+            dead = np.array([s for s in dead.tolist() if int(ids[s]) not in q.by_id], dtype=np.int64)
             dead_ids = self._index.ids[dead].tolist()
             self._index.remove(dead.tolist())
             self._head.clear(dead)
