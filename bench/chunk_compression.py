@@ -86,12 +86,10 @@ def main() -> None:
     many_s = best_of(5, lambda: decode_many(blobs))
     single_s = best_of(2, lambda: [decode_chunk(b) for b in blobs])
     print()
-    per_chunk = 1e6 / len(chunks)
-    print(f"encode_chunk        {n_samples / encode_s / 1e6:8.2f} M samples/s  ({encode_s * per_chunk:.0f} us/chunk)")
-    print(f"decode_concat (all) {n_samples / concat_s / 1e6:8.2f} M samples/s")
-    print(f"decode_many   (all) {n_samples / many_s / 1e6:8.2f} M samples/s")
-    print(f"decode_chunk  (1x)  {n_samples / single_s / 1e6:8.2f} M samples/s  ({single_s * per_chunk:.0f} us/chunk)")
-
+    for label, seconds in (("encode_chunk       ", encode_s), ("decode_concat (all)", concat_s),
+                           ("decode_many   (all)", many_s), ("decode_chunk  (1x) ", single_s)):
+        rate = n_samples / seconds / 1e6
+        print(f"{label} {rate:8.2f} M samples/s  ({seconds * 1e6 / len(chunks):7.2f} us/chunk)")
 
 if __name__ == "__main__":
     main()

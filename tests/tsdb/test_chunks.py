@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -108,16 +109,54 @@ def test_decode_many_matches_decode_chunk(
     assert offsets.tolist() == [0, *np.cumsum([ts.size for ts, _ in chunk_list]).tolist()]
 
 
-@settings(max_examples=200, deadline=None)
-@given(chunks(), st.data())
-def test_any_damage_raises_storage_error(
-    chunk: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]], data: st.DataObject,
+def with_crc(body: bytes) -> bytes:
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def decode_one_via_batch(blob: bytes) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    ts, vals, _ = decode_concat([blob])
+    return ts, vals
+
+
+# decode_chunk parses headers in plain Python, decode_concat with NumPy: both must refuse damage.
+DECODERS = [pytest.param(decode_chunk, id="decode_chunk"), pytest.param(decode_one_via_batch, id="batch")]
+Decoder = Callable[[bytes], tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]
+
+
+@pytest.mark.parametrize("decode", DECODERS)
+@settings(max_examples=150, deadline=None)
+@given(chunk=chunks(), data=st.data())
+def test_any_bit_flip_raises_storage_error(
+    decode: Decoder, chunk: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]], data: st.DataObject,
 ) -> None:
     blob = bytearray(encode_chunk(*chunk))
     pos = data.draw(st.integers(0, len(blob) - 1))
     blob[pos] ^= 1 << data.draw(st.integers(0, 7))
     with pytest.raises(StorageError):
-        decode_chunk(bytes(blob))
+        decode(bytes(blob))
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunk=chunks(), data=st.data())
+def test_resealed_damage_is_refused_or_decoded_alike_by_both_paths(
+    chunk: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]], data: st.DataObject,
+) -> None:
+    """With a fixed-up checksum, damage reaches the header checks: the two decoders must agree,
+    and nothing but StorageError may escape (no IndexError, no giant allocation)."""
+    body = bytearray(encode_chunk(*chunk)[:-4])
+    for _ in range(data.draw(st.integers(1, 3))):
+        body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
+    blob = with_crc(bytes(body))
+    try:
+        single = decode_chunk(blob)
+    except StorageError:
+        with pytest.raises(StorageError):
+            decode_one_via_batch(blob)
+        return
+    batch = decode_one_via_batch(blob)
+    assert single[0].size == single[1].size <= MAX_SAMPLES
+    np.testing.assert_array_equal(single[0], batch[0])
+    np.testing.assert_array_equal(single[1].view(np.uint64), batch[1].view(np.uint64))
 
 
 # --- named edge cases ---
@@ -191,10 +230,6 @@ def test_too_many_samples_is_refused() -> None:
         encode_chunk(np.arange(n), np.zeros(n))
 
 
-def with_crc(body: bytes) -> bytes:
-    return body + zlib.crc32(body).to_bytes(4, "little")
-
-
 @pytest.mark.parametrize(
     "blob",
     [
@@ -206,16 +241,18 @@ def with_crc(body: bytes) -> bytes:
         pytest.param(with_crc(b"\x13" + bytes(7)), id="unknown-variant"),
     ],
 )
-def test_malformed_blob_raises_storage_error(blob: bytes) -> None:
+@pytest.mark.parametrize("decode", DECODERS)
+def test_malformed_blob_raises_storage_error(decode: Decoder, blob: bytes) -> None:
     with pytest.raises(StorageError):
-        decode_chunk(blob)
+        decode(blob)
 
 
-def test_truncated_blob_raises_storage_error() -> None:
+@pytest.mark.parametrize("decode", DECODERS)
+def test_truncated_blob_raises_storage_error(decode: Decoder) -> None:
     blob = encode_chunk(np.arange(120) * 15_000, np.arange(120) * 1.5)
     for cut in range(len(blob)):
         with pytest.raises(StorageError):
-            decode_chunk(blob[:cut])
+            decode(blob[:cut])
 
 
 def test_one_bad_blob_fails_the_whole_batch() -> None:
