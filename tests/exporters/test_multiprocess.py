@@ -1,0 +1,164 @@
+"""Multi-worker export: prometheus-client multiprocess files, compaction, two real uvicorn workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from watchkeeper.exporters.multiprocess import compact
+
+
+def _write(path: Path, name: str, key: str, value: float) -> None:
+    d = MmapedDict(str(path / name))
+    d.write_value(key, value, 0.0)
+    d.close()
+
+
+def _total(path: Path) -> dict[str, float]:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(path))
+    return {
+        f"{s.name}{sorted(s.labels.items())}": s.value for m in registry.collect() for s in m.samples
+    }
+
+
+def test_dead_workers_files_fold_into_archives_and_totals_hold(tmp_path: Path) -> None:
+    counter = mmap_key("jobs_total", "jobs_total", ["kind"], ["a"], "Jobs.")
+    bucket = mmap_key("lat", "lat_bucket", ["le"], ["0.1"], "Latency.")
+    gauge = mmap_key("busy", "busy", [], [], "Busy.")
+    _write(tmp_path, "counter_111.db", counter, 3)
+    _write(tmp_path, "counter_222.db", counter, 4)
+    _write(tmp_path, "histogram_111.db", bucket, 2)
+    _write(tmp_path, "gauge_livesum_111.db", gauge, 5)
+    _write(tmp_path, "gauge_livesum_222.db", gauge, 1)
+    before = _total(tmp_path)
+    assert before["jobs_total[('kind', 'a')]"] == 7
+    assert before["busy[]"] == 6
+
+    assert compact(str(tmp_path), is_alive=lambda pid: pid == 222) == 3
+    files = sorted(p.name for p in tmp_path.glob("*.db"))
+    assert files == ["counter_222.db", "counter_archive.db", "gauge_livesum_222.db", "histogram_archive.db"]
+    after = _total(tmp_path)
+    assert after["jobs_total[('kind', 'a')]"] == 7  # the dead worker's count is kept
+    assert after["busy[]"] == 1  # its live gauge is not
+    assert after["lat_bucket[('le', '0.1')]"] == 2
+
+    _write(tmp_path, "counter_333.db", counter, 10)
+    assert compact(str(tmp_path), is_alive=lambda pid: False) == 3
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["counter_archive.db", "histogram_archive.db"]
+    assert _total(tmp_path)["jobs_total[('kind', 'a')]"] == 17
+
+
+APP = textwrap.dedent(
+    """
+    import os
+    from fastapi import FastAPI
+    from watchkeeper.exporters import ExportConfig, instrument
+
+    app = FastAPI()
+
+    @app.get("/pid/{n}")
+    async def pid(n: int) -> dict[str, int]:
+        return {"pid": os.getpid(), "n": n}
+
+    instrument(app, export=ExportConfig(multiprocess_dir=os.environ["WK_TEST_MULTIPROC_DIR"]))
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape_total(base: str) -> float:
+    text = httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith('http_requests_total{method="GET",route="/pid/{n}",status="200"}'):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _send(base: str, count: int, pids: set[int]) -> None:
+    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        for i in range(count):
+            response = client.get(f"{base}/pid/{i}")
+            assert response.status_code == 200
+            pids.add(response.json()["pid"])
+
+
+@pytest.mark.slow
+def test_two_uvicorn_workers_export_one_correct_total(tmp_path: Path) -> None:
+    app_dir, metrics_dir = tmp_path / "app", tmp_path / "metrics"
+    app_dir.mkdir()
+    (app_dir / "mp_app.py").write_text(APP)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "WK_TEST_MULTIPROC_DIR": str(metrics_dir)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "mp_app:app", "--app-dir", str(app_dir), "--workers", "2",
+         "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/metrics")
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+                assert time.monotonic() < deadline, "uvicorn did not start"
+                time.sleep(0.2)
+
+        pids: set[int] = set()
+        sent = 0
+        while len(pids) < 2 and sent < 2000:
+            _send(base, 50, pids)
+            sent += 50
+        assert len(pids) == 2, f"all {sent} requests went to one worker"
+        # Every scrape, whichever worker answers it, sees every worker's requests.
+        assert [_scrape_total(base) for _ in range(8)] == [float(sent)] * 8
+
+        # Kill one worker: uvicorn replaces it; its counts stay in the totals, its files are folded.
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        new_pids: set[int] = set()
+        while not (new_pids - pids):
+            assert time.monotonic() < deadline, "uvicorn did not replace the killed worker"
+            time.sleep(0.3)
+            _send(base, 20, new_pids)
+            sent += 20
+        assert _scrape_total(base) == float(sent)
+        names = sorted(p.name for p in metrics_dir.glob("*.db"))
+        assert f"counter_{victim}.db" not in names and f"histogram_{victim}.db" not in names
+        assert "counter_archive.db" in names
+        assert not any(name.endswith(f"_{victim}.db") and name.startswith("gauge_live") for name in names)
+        in_progress = [line for line in httpx.get(f"{base}/metrics").text.splitlines()
+                       if line.startswith("http_requests_in_progress{")]  # fmt: skip
+        assert in_progress and all(line.endswith(" 0.0") for line in in_progress), in_progress
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+        if server.stderr is not None:
+            server.stderr.close()
