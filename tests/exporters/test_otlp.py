@@ -1,0 +1,143 @@
+"""OTLP push through the real OpenTelemetry SDK to a local OTLP/HTTP receiver; fork safety."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk.metrics")
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (  # noqa: E402
+    ExportMetricsServiceRequest,
+)
+
+
+class Receiver:
+    """Decoded OTLP metric points: (pid, metric name, attributes, value or count)."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[int, str, dict[str, str], float]] = []
+        self.lock = threading.Lock()
+
+    def add(self, body: bytes) -> None:
+        request = ExportMetricsServiceRequest()
+        request.ParseFromString(body)
+        for rm in request.resource_metrics:
+            resource = {a.key: a.value for a in rm.resource.attributes}
+            pid = resource["process.pid"].int_value
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    kind = metric.WhichOneof("data")
+                    for point in getattr(metric, kind).data_points:
+                        attrs = {a.key: a.value.string_value for a in point.attributes}
+                        value = float(point.count) if kind == "histogram" else float(
+                            point.as_int if point.HasField("as_int") else point.as_double
+                        )
+                        with self.lock:
+                            self.points.append((pid, metric.name, attrs, value))
+
+    def latest(self, pid: int, name: str, **attrs: str) -> float | None:
+        found = [v for p, n, a, v in self.points if p == pid and n == name and a == attrs]
+        return found[-1] if found else None
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, Receiver]]:
+    sink = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            sink.add(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/metrics", sink
+    server.shutdown()
+    server.server_close()
+
+
+SWITCH_APP = textwrap.dedent(
+    """
+    import os, sys
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+    from watchkeeper.exporters import ExportConfig, instrument
+
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int):
+        return {"item_id": item_id}
+
+    instrument(app, export=ExportConfig(mode="otlp", otlp_endpoint=sys.argv[1], service_name="shop"))
+    with TestClient(app) as client:
+        for i in range(3):
+            assert client.get(f"/items/{i}").status_code == 200
+        assert client.get("/nowhere").status_code == 404
+        assert client.get("/metrics").status_code == 404   # push mode: nothing is served
+    print(os.getpid())
+    """
+)
+
+
+def test_export_switch_otlp_pushes_the_http_metrics(receiver: tuple[str, Receiver]) -> None:
+    url, sink = receiver
+    out = subprocess.run([sys.executable, "-c", SWITCH_APP, url], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.split()[-1])
+    assert sink.latest(pid, "http_requests", method="GET", route="/items/{item_id}", status="200") == 3
+    assert sink.latest(pid, "http_requests", method="GET", route="__unmatched__", status="404") == 1
+    assert sink.latest(pid, "http_request_duration", method="GET", route="/items/{item_id}") == 3
+    assert sink.latest(pid, "http_requests_in_progress", method="GET") == 0
+
+
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from watchkeeper.exporters import OtlpHttpMetrics, OtlpPipeline
+
+    pipeline = OtlpPipeline(endpoint=sys.argv[1], export_interval_millis=60_000)
+    metrics = OtlpHttpMetrics(pipeline)
+    series = metrics.series("GET", "/r", 200)
+    series.record(0.01, None)                  # starts the parent's provider and reader thread
+    parent_pid = pipeline.pid
+    child = os.fork()
+    if child == 0:
+        try:
+            series.record(0.01, None)
+            series.record(0.02, None)
+            ok = pipeline.pid is not None and pipeline.pid == os.getpid() and pipeline.force_flush(10_000)
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    assert pipeline.pid == parent_pid
+    assert pipeline.force_flush(10_000)
+    print(parent_pid, child)
+    """
+)
+
+
+def test_each_forked_worker_starts_its_own_exporter(receiver: tuple[str, Receiver]) -> None:
+    url, sink = receiver
+    out = subprocess.run([sys.executable, "-c", FORK_SCRIPT, url], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    parent, child = (int(v) for v in out.stdout.split()[-2:])
+    labels = {"method": "GET", "route": "/r", "status": "200"}
+    assert sink.latest(child, "http_requests", **labels) == 2  # its own requests, nothing inherited
+    assert sink.latest(parent, "http_requests", **labels) == 1
