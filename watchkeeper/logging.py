@@ -20,6 +20,7 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's ANSI-coloured copy of msg
 }
 
 
@@ -69,3 +70,5 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
+    if root.level <= logging.INFO:  # alembic announces every plugin and migration step at INFO
+        logging.getLogger("alembic").setLevel(logging.WARNING)
