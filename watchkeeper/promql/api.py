@@ -144,7 +144,8 @@ def parse_time_ms(text: str) -> int:
         seconds = float(text)
         if math.isfinite(seconds) and abs(seconds) < 9.2e15:
             whole = math.trunc(seconds)
-            return whole * 1000 + round((seconds - whole) * 1000)
+            fraction_ms = (seconds - whole) * 1000  # Go's math.Round: halves away from zero
+            return whole * 1000 + int(math.copysign(math.floor(abs(fraction_ms) + 0.5), fraction_ms))
     elif m := _RFC3339_RE.match(text):
         year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
         try:
