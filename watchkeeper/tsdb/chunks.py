@@ -350,10 +350,13 @@ def _groups(keys: I64Array) -> list[tuple[int, npt.NDArray[np.intp]]]:
     return [(int(sorted_keys[0 if i == 0 else bounds[i - 1]]), rows) for i, rows in enumerate(pieces)]
 
 
-def _undiff(residuals: U64Array, base: I64Array, order: int, first: I64Array, delta: I64Array) -> U64Array:
-    """Rows of integers from their order-`order` differences (all modulo 2**64)."""
+def _undiff(
+    residuals: U64Array, base: I64Array, order: int, first: I64Array, delta: I64Array,
+    out: U64Array | None = None,
+) -> U64Array:
+    """Rows of integers from their order-`order` differences (all modulo 2**64), into `out`."""
     rows, n = residuals.shape[0], residuals.shape[1] + order
-    y = np.empty((rows, n), dtype=_U64)
+    y = np.empty((rows, n), dtype=_U64) if out is None else out
     np.add(residuals, base.view(_U64)[:, None], out=y[:, order:])
     if order == 0:
         return y
@@ -411,7 +414,15 @@ def decode_concat(blobs: Sequence[bytes]) -> tuple[I64Array, F64Array, I64Array]
     ts_rows = ts_out.reshape(count, -1) if uniform else ts_out
     val_rows = val_out.reshape(count, -1) if uniform else val_out
 
+    def destination(target: U64Array, rows: npt.NDArray[np.intp], n: int) -> U64Array:
+        """Where a group decodes to: straight into the output if it is all of it, else scratch."""
+        if uniform and rows.size == count:
+            return target
+        return np.empty((rows.size, n), dtype=_U64)
+
     def put(target: U64Array, rows: npt.NDArray[np.intp], x: U64Array) -> None:
+        if x is target:
+            return
         if uniform:
             target[idx[rows]] = x
         else:
@@ -422,7 +433,9 @@ def decode_concat(blobs: Sequence[bytes]) -> tuple[I64Array, F64Array, I64Array]
         rest, width = divmod(key, 65)
         n, order = divmod(rest, 3)
         res = _unpack(a, words, h.ts_bits[rows] >> 3, n - order, width)
-        put(ts_rows, rows, _undiff(res, h.ts_base[rows], order, h.ts_first[rows], h.ts_delta[rows]))
+        x = _undiff(res, h.ts_base[rows], order, h.ts_first[rows], h.ts_delta[rows],
+                    out=destination(ts_rows, rows, n))
+        put(ts_rows, rows, x)
 
     val_key = ((h.n * 3 + h.val_order) * 65 + h.val_width) * 3 + h.variant
     for key, rows in _groups(val_key):
@@ -430,14 +443,18 @@ def decode_concat(blobs: Sequence[bytes]) -> tuple[I64Array, F64Array, I64Array]
         rest, width = divmod(rest, 65)
         n, order = divmod(rest, 3)
         res = _unpack(a, words, h.val_bits[rows] >> 3, n - order, width)
+        x = destination(val_rows, rows, n)
         if variant == _XOR:
-            y = np.empty((rows.size, n), dtype=_U64)
-            y[:, 0] = h.val_first_raw[rows]
-            np.left_shift(res, h.param[rows].astype(_U64)[:, None], out=y[:, 1:])
-            x = np.bitwise_xor.accumulate(y, axis=1)
+            x[:, 0] = h.val_first_raw[rows]
+            np.left_shift(res, h.param[rows].astype(_U64)[:, None], out=x[:, 1:])
+            np.bitwise_xor.accumulate(x, axis=1, out=x)
         else:
-            ints = _undiff(res, h.val_base[rows], order, h.val_first[rows], h.val_delta[rows])
-            x = (ints.view(np.int64).astype(np.float64) / _POW10[h.param[rows]][:, None]).view(_U64)
+            ints = _undiff(res, h.val_base[rows], order, h.val_first[rows], h.val_delta[rows]).view(np.int64)
+            decimals = h.param[rows]
+            if decimals.any():
+                np.divide(ints, _POW10[decimals][:, None], out=x.view(np.float64))
+            else:  # whole numbers: the conversion alone (dividing by 1.0 changes no bits)
+                np.copyto(x.view(np.float64), ints)
         put(val_rows, rows, x)
 
     has_exc = np.flatnonzero(h.n_exc)
