@@ -482,7 +482,7 @@ def test_an_engine_ignoring_at_is_caught(tmp_path: Path) -> None:
     text = "load 1m\n  a 1+1x10\n\neval instant at 2m a\n  a 3\n"
     assert run_text(tmp_path, text).ok
     (outcome,) = run_text(tmp_path, text, ignore_at=True).outcomes
-    assert outcome.status == "fail" and "with @ 2m on every selector" in outcome.message
+    assert outcome.status == "fail" and "error in a @ 120.000 at -20m" in outcome.message
 
 
 def test_range_mode_disagreement_is_caught(tmp_path: Path) -> None:

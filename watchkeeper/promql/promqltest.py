@@ -805,10 +805,11 @@ class _FileState:
         _compare(ev, result, ev.expr)
 
     def _run_instant_eval(self, ev: Eval, expr: ast.Expr) -> None:
-        for text, query, time_ms in _instant_variants(ev, expr):
-            self._run_instant_query(ev, text, query, time_ms)
+        for variant in _instant_variants(ev, expr):
+            self._run_instant_query(ev, variant)
 
-    def _run_instant_query(self, ev: Eval, text: str, expr: ast.Expr, time_ms: int) -> None:
+    def _run_instant_query(self, ev: Eval, variant: _Variant) -> None:
+        text, expr, time_ms = variant.text, variant.expr, variant.time_ms
         try:
             result = self.engine.instant(expr, time_ms)
         except QueryError as exc:
@@ -821,7 +822,7 @@ class _FileState:
         _check_annotations(ev, text, result)
         _compare(ev, result, f"{text} at {_fmt_time(time_ms)}")
 
-        if ev.exclude_from_range or _uses_query_context(text, expr):
+        if ev.exclude_from_range or _uses_query_context(variant):
             return
         # The same query as a range query must give the same result at the middle step.
         try:
@@ -847,16 +848,37 @@ class _FileState:
             _compare_vector(ev, middle, where)
 
 
-def _instant_variants(ev: Eval, expr: ast.Expr) -> Iterator[tuple[str, ast.Expr, int]]:
+@dataclass(frozen=True, slots=True)
+class _Variant:
+    """One instant query an instant eval runs: the text (for messages), the AST, the time."""
+
+    text: str
+    expr: ast.Expr
+    time_ms: int
+    pinned: bool = False
+
+
+def _instant_variants(ev: Eval, expr: ast.Expr) -> Iterator[_Variant]:
     """The query as written, then (unless unsafe) with ``@ t`` pinned, at upstream's extra times."""
-    yield ev.expr, expr, ev.eval_ms
+    yield _Variant(ev.expr, expr, ev.eval_ms)
     if any(isinstance(n, ast.Call) and n.func in _AT_UNSAFE_FUNCTIONS for n in walk(expr)):
         return
     t = ev.eval_ms
     pinned = pin_at(expr, t)
+    text = _printed(pinned) or f"{ev.expr} [with @ {_fmt_time(t)} on every selector]"
     times = [-1000, 0, 1000] if t == 0 else [-10 * t, 0, int(t / 5), t, 10 * t]
     for time_ms in times:
-        yield f"{ev.expr} [with @ {_fmt_time(t)} on every selector]", pinned, time_ms
+        yield _Variant(text, pinned, time_ms, pinned=True)
+
+
+def _printed(expr: ast.Expr) -> str | None:
+    """PromQL text of an AST for messages (the AST itself is what gets evaluated)."""
+    try:
+        from watchkeeper.promql.printer import to_promql
+
+        return to_promql(expr)
+    except Exception:
+        return None
 
 
 def pin_at(expr: ast.Expr, time_ms: int) -> ast.Expr:
@@ -914,11 +936,12 @@ def walk(expr: ast.Expr) -> Iterator[ast.Expr]:
             pass
 
 
-def _uses_query_context(text: str, expr: ast.Expr) -> bool:
-    """Upstream skips the range-mode check when the query text mentions ``start()`` & co."""
-    if text != "" and _QUERY_CONTEXT_RE.search(text) and not text.endswith("on every selector]"):
+def _uses_query_context(variant: _Variant) -> bool:
+    """Upstream skips the range-mode check when the query text mentions ``start()`` & co. (its
+    pinned variants have ``@ start()``/``@ end()`` replaced, so only function calls count there)."""
+    if not variant.pinned and _QUERY_CONTEXT_RE.search(variant.text):
         return True
-    return any(isinstance(n, ast.Call) and n.func in _QUERY_CONTEXT_FUNCTIONS for n in walk(expr))
+    return any(isinstance(n, ast.Call) and n.func in _QUERY_CONTEXT_FUNCTIONS for n in walk(variant.expr))
 
 
 def _selects(matchers: Sequence[Matcher], labels: Labels) -> bool:
