@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from watchkeeper.errors import EvalError
-from watchkeeper.labels import METRIC_NAME, Labels, MatchOp, from_pairs, get
+from watchkeeper.labels import METRIC_NAME, Labels, MatchOp, compile_anchored, from_pairs, get
 from watchkeeper.promql.ast import Expr, MatrixSelector, VectorSelector
 from watchkeeper.promql.histograms import HISTOGRAM_FUNCTIONS
 from watchkeeper.promql.range_functions import RANGE_FUNCTIONS
@@ -367,14 +367,14 @@ def _label_replace(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -
     vec = _vector(args)
     dst, repl, src, pattern = (_string(args, i) for i in (1, 2, 3, 4))
     try:
-        regex = re.compile(f"(?s:{pattern})")
+        regex = compile_anchored(pattern)  # the matchers' dialect: anchored, `.` matches newline
     except re.error as exc:
         raise EvalError(f"invalid regular expression in label_replace(): {pattern}") from exc
     if not valid_label_name(dst):
         raise EvalError(f"invalid destination label name in label_replace(): {dst}")
     labels, changed = [], []
     for lbls in vec.labels:
-        m = regex.fullmatch(get(lbls, src))
+        m = regex.match(get(lbls, src))
         labels.append(_set_label(lbls, dst, expand_template(repl, m)) if m else lbls)
         changed.append(m is not None)
     return _relabelled(vec, labels, dst, changed)
@@ -476,31 +476,16 @@ def _guarded(impl: Impl) -> Impl:
     return run
 
 
+# fmt: off
 _MATH: dict[str, Callable[[F64], F64]] = {
-    "abs": np.abs,
-    "ceil": np.ceil,
-    "floor": np.floor,
-    "exp": np.exp,
-    "sqrt": np.sqrt,
-    "ln": np.log,
-    "log2": np.log2,
-    "log10": np.log10,
-    "sgn": _sgn,
-    "sin": np.sin,
-    "cos": np.cos,
-    "tan": np.tan,
-    "asin": np.arcsin,
-    "acos": np.arccos,
-    "atan": np.arctan,
-    "sinh": np.sinh,
-    "cosh": np.cosh,
-    "tanh": np.tanh,
-    "asinh": np.arcsinh,
-    "acosh": np.arccosh,
-    "atanh": np.arctanh,
-    "rad": lambda x: x * np.pi / 180,
-    "deg": lambda x: x * 180 / np.pi,
+    "abs": np.abs, "ceil": np.ceil, "floor": np.floor, "exp": np.exp, "sqrt": np.sqrt,
+    "ln": np.log, "log2": np.log2, "log10": np.log10, "sgn": _sgn,
+    "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos,
+    "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh, "asinh": np.arcsinh,
+    "acosh": np.arccosh, "atanh": np.arctanh,
+    "rad": lambda x: x * np.pi / 180, "deg": lambda x: x * 180 / np.pi,
 }
+# fmt: on
 
 _IMPLS: dict[str, Impl] = {
     **{name: _elementwise(fn) for name, fn in _MATH.items()},
