@@ -89,7 +89,20 @@ def _labels_json(labels: Labels) -> str:
 
 
 def _point(timestamp_ms: int, value: float) -> str:
-    return f"[{format_timestamp(timestamp_ms)},{json_string(format_sample_value(value))}]"
+    # formatted values are digits, ".", "e", "+", "-", "Inf", "NaN": no escaping needed
+    return f'[{format_timestamp(timestamp_ms)},"{format_sample_value(value)}"]'
+
+
+def _points(timestamps_ms: list[int], values: list[float], seen: dict[int, str]) -> str:
+    """``[t,"v"],...``; ``seen`` caches timestamp texts (the series of a range query share them)."""
+    fmt_v = format_sample_value
+    out = []
+    for t, v in zip(timestamps_ms, values, strict=True):
+        text = seen.get(t)
+        if text is None:
+            text = seen[t] = format_timestamp(t)
+        out.append(f'[{text},"{fmt_v(v)}"]')
+    return ",".join(out)
 
 
 def result_json(result: QueryResult) -> str:
@@ -105,13 +118,13 @@ def result_json(result: QueryResult) -> str:
             body = _point(t, value)
         return f'{{"resultType":"{kind}","result":{body}}}'
     items = []
+    seen: dict[int, str] = {}
     for s in result.series:
         if kind == "vector":
             items.append(f'{{"metric":{_labels_json(s.labels)},"value":'
                          f"{_point(int(s.timestamps_ms[0]), float(s.values[0]))}}}")
         else:
-            pairs = zip(s.timestamps_ms.tolist(), s.values.tolist(), strict=True)
-            points = ",".join(_point(t, v) for t, v in pairs)
+            points = _points(s.timestamps_ms.tolist(), s.values.tolist(), seen)
             items.append(f'{{"metric":{_labels_json(s.labels)},"values":[{points}]}}')
     return f'{{"resultType":"{kind}","result":[{",".join(items)}]}}'
 

@@ -58,6 +58,9 @@ def format_go_float(f: float, fmt: str = "f") -> str:
 
 def format_sample_value(f: float) -> str:
     """A sample value as Prometheus' JSON API writes it (``jsonutil.MarshalFloat``)."""
+    text = repr(f)
+    if "e" not in text and "n" not in text:  # fixed notation already (1e-4 <= |f| < 1e16), finite
+        return text[:-2] if text.endswith(".0") else text
     magnitude = abs(f)
     if magnitude != 0 and (magnitude < 1e-6 or magnitude >= 1e21):
         return format_go_float(f, "e")
@@ -66,7 +69,10 @@ def format_sample_value(f: float) -> str:
 
 def format_timestamp(timestamp_ms: int) -> str:
     """Milliseconds as Prometheus' JSON seconds (``MarshalTimestamp``): ``1.050``, ``4``, ``-0.5``."""
-    sign = "-" if timestamp_ms < 0 else ""
+    if timestamp_ms >= 0:
+        seconds, fraction = divmod(timestamp_ms, 1000)
+        return f"{seconds}.{fraction:03d}" if fraction else str(seconds)
+    sign = "-"
     seconds, fraction = divmod(abs(timestamp_ms), 1000)
     if fraction:
         return f"{sign}{seconds}.{fraction:03d}"
