@@ -49,6 +49,7 @@ NATIVE_HISTOGRAMS_UNSUPPORTED = "native histograms not supported"
 LOOKBACK_MS = 300_000
 MAX_SAMPLES = 10_000
 DEFAULT_SUBQUERY_STEP_MS = 60_000
+TIMEOUT_SECONDS = 100.0
 EPSILON = 1e-6
 
 _STALE_NAN_BITS = 0x7FF0000000000002
@@ -596,6 +597,7 @@ class Harness:
                 store,
                 lookback_ms=LOOKBACK_MS,
                 max_samples=MAX_SAMPLES,
+                timeout_seconds=TIMEOUT_SECONDS,
                 default_subquery_step_ms=DEFAULT_SUBQUERY_STEP_MS,
             )
             return engine
