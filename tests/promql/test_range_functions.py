@@ -91,6 +91,13 @@ def test_increase_adds_counter_reset_and_extrapolates_to_window_start() -> None:
     assert single("rate", samples, at=180, range_s=180) == pytest.approx(0.1)
 
 
+def test_reset_corrections_keep_precision_after_a_huge_reset() -> None:
+    # Window (110s, 240s]: 10, 0 (reset), 10 -> 20 - 10 + 10. An earlier reset from 1e17 must not
+    # leak rounding into it. Extrapolated 10s to the window start: × 130 / 120.
+    samples = series([1e17, 0, 10, 0, 10])
+    assert single("increase", samples, at=240, range_s=130) == pytest.approx(10 * 130 / 120, rel=1e-12)
+
+
 def test_counter_extrapolation_stops_at_zero() -> None:
     # 1 @60, 11 @120, 21 @180: extrapolating 60s back would go below zero; the counter reaches
     # zero 120 * 1/20 = 6s before the first sample.

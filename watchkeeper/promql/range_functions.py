@@ -54,8 +54,9 @@ class _Windows:
     running: I64  # running[k]: how many windows have more than k samples
 
     @classmethod
-    def of(cls, rv: RangeVector) -> _Windows:
-        n_flat = (rv.hi - rv.lo).ravel()
+    def of(cls, rv: RangeVector, only: Bool | None = None) -> _Windows:
+        """All windows, or those where ``only`` (the others count as empty)."""
+        n_flat = (rv.hi - rv.lo).ravel() if only is None else np.where(only, rv.hi - rv.lo, 0).ravel()
         order = np.argsort(-n_flat, kind="stable")
         n = n_flat[order]
         longest = int(n[0]) if n.size else 0
@@ -141,8 +142,7 @@ def _extrapolated_rate(rv: RangeVector, *, is_counter: bool, is_rate: bool) -> t
     v0, v1 = _at(rv.values, first, ok), _at(rv.values, last, ok)
     result = v1 - v0
     if is_counter:
-        cum = _pair_cumsum(rv.values, lambda prev, cur: np.where(cur < prev, prev, 0.0))
-        result = result + (_at(cum, last, ok) - _at(cum, first, ok))
+        result = _with_reset_corrections(rv, ok, result)
     range_end = rv.window_end_ms[None, :].astype(np.float64)
     range_start = range_end - rv.range_ms
     to_start = (t0 - range_start) / 1000
@@ -159,6 +159,23 @@ def _extrapolated_rate(rv: RangeVector, *, is_counter: bool, is_rate: bool) -> t
     if is_rate:
         factor = factor / (rv.range_ms / 1000)
     return result * factor, ok
+
+
+def _with_reset_corrections(rv: RangeVector, ok: Bool, result: F64) -> F64:
+    """``last - first`` plus the value before each counter reset, added in sample order as
+    Prometheus does (prefix-sum differences would lose precision after a large reset); only the
+    windows that contain a reset are walked."""
+    cum = _pair_cumsum(rv.values, lambda prev, cur: (cur < prev).astype(np.float64))
+    has_reset = ok & (_at(cum, rv.hi - 1, ok) - _at(cum, rv.lo, ok) > 0)
+    if not has_reset.any():
+        return result
+    w = _Windows.of(rv, has_reset)
+    total = result.ravel()[w.order]
+    for k, m, idx in w.positions():
+        if k:
+            prev, cur = rv.values[idx - 1], rv.values[idx]
+            total[:m] += np.where(cur < prev, prev, 0.0)
+    return np.where(has_reset, w.unsort(total, rv.lo.shape), result)
 
 
 def _non_counter_infos(rv: RangeVector, present: Bool, ctx: EvalContext) -> None:
