@@ -2,14 +2,13 @@
 
 >>> app.include_router(query_router(lambda: engine, lambda: storage), prefix="/prometheus")  # doctest: +SKIP
 
-Routes (each accepts GET and form-encoded POST, as Prometheus does; form values win over the URL's):
+Routes, where Prometheus has them with GET and form-encoded POST (form values win over the URL's):
 ``/api/v1/query``, ``/api/v1/query_range``, ``/api/v1/series``, ``/api/v1/labels``,
-``/api/v1/label/<name>/values``, ``/api/v1/metadata``, ``/api/v1/query_exemplars``,
-``/api/v1/status/buildinfo``, ``/api/v1/format_query``.
+``/api/v1/query_exemplars``, ``/api/v1/format_query``; GET only: ``/api/v1/label/<name>/values``,
+``/api/v1/metadata``, ``/api/v1/status/buildinfo``.
 
-Bodies are written by hand rather than through ``json.dumps`` so that they match Prometheus byte
-for byte where clients care: sample values as strings in Go's float format (``"1"``, ``"+Inf"``,
-``"1e-07"``), timestamps as seconds with up to three decimals (``1435781451.781``). Query errors
+Bodies come from :mod:`watchkeeper.promql.formatting` (Go's float format: ``"1"``, ``"+Inf"``,
+``"1e-07"``; timestamps as seconds with up to three decimals: ``1435781451.781``). Query errors
 become ``{"status":"error","errorType":...,"error":...}`` with Prometheus' status codes (400
 ``bad_data``, 422 ``execution``, 503 ``timeout``); anything else (the store not being open yet) is
 left to the app's exception handler.
@@ -34,7 +33,7 @@ from watchkeeper.config import parse_duration
 from watchkeeper.errors import ParseError, QueryError
 from watchkeeper.labels import Labels, Matcher
 from watchkeeper.promql import ast
-from watchkeeper.promql.formatting import format_sample_value, format_timestamp
+from watchkeeper.promql.formatting import json_string, labels_json, result_json
 from watchkeeper.promql.values import QueryResult
 
 #: What ``/status/buildinfo`` claims: the Prometheus API version whose semantics we follow. Grafana
@@ -71,62 +70,6 @@ class BadData(QueryError):
 
 def invalid_parameter(name: str, exc: Exception) -> BadData:
     return BadData(f"invalid parameter {json.dumps(name)}: {exc}")
-
-
-# --- JSON ---------------------------------------------------------------------------------------
-
-_HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-_HTML_RE = re.compile("[<>&\u2028\u2029]")
-
-
-def json_string(text: str) -> str:
-    """A JSON string as Go's encoder writes it: UTF-8 kept, ``<>&`` escaped."""
-    return _HTML_RE.sub(lambda m: _HTML_ESCAPES[m.group()], json.dumps(text, ensure_ascii=False))
-
-
-def _labels_json(labels: Labels) -> str:
-    return "{" + ",".join(f"{json_string(k)}:{json_string(v)}" for k, v in labels) + "}"
-
-
-def _point(timestamp_ms: int, value: float) -> str:
-    # formatted values are digits, ".", "e", "+", "-", "Inf", "NaN": no escaping needed
-    return f'[{format_timestamp(timestamp_ms)},"{format_sample_value(value)}"]'
-
-
-def _points(timestamps_ms: list[int], values: list[float], seen: dict[int, str]) -> str:
-    """``[t,"v"],...``; ``seen`` caches timestamp texts (the series of a range query share them)."""
-    fmt_v = format_sample_value
-    out = []
-    for t, v in zip(timestamps_ms, values, strict=True):
-        text = seen.get(t)
-        if text is None:
-            text = seen[t] = format_timestamp(t)
-        out.append(f'[{text},"{fmt_v(v)}"]')
-    return ",".join(out)
-
-
-def result_json(result: QueryResult) -> str:
-    """The ``data`` object of a query answer."""
-    kind = result.result_type
-    if kind in ("scalar", "string"):
-        series = result.series[0] if result.series else None
-        t = int(series.timestamps_ms[0]) if series is not None and len(series.timestamps_ms) else 0
-        if kind == "string":
-            body = f"[{format_timestamp(t)},{json_string(result.string_value or '')}]"
-        else:
-            value = float(series.values[0]) if series is not None and len(series.values) else math.nan
-            body = _point(t, value)
-        return f'{{"resultType":"{kind}","result":{body}}}'
-    items = []
-    seen: dict[int, str] = {}
-    for s in result.series:
-        if kind == "vector":
-            items.append(f'{{"metric":{_labels_json(s.labels)},"value":'
-                         f"{_point(int(s.timestamps_ms[0]), float(s.values[0]))}}}")
-        else:
-            points = _points(s.timestamps_ms.tolist(), s.values.tolist(), seen)
-            items.append(f'{{"metric":{_labels_json(s.labels)},"values":[{points}]}}')
-    return f'{{"resultType":"{kind}","result":[{",".join(items)}]}}'
 
 
 def success(data_json: str, warnings: Sequence[str] = (), infos: Sequence[str] = ()) -> Response:
@@ -383,7 +326,7 @@ def query_router(
         found = await anyio.to_thread.run_sync(collect)
         warnings = [TRUNCATED_WARNING] if limit and len(found) > limit else []
         found = found[:limit] if limit else found
-        return success("[" + ",".join(map(_labels_json, found)) + "]", warnings)
+        return success("[" + ",".join(map(labels_json, found)) + "]", warnings)
 
     @router.api_route("/api/v1/labels", methods=both)
     async def labels(request: Request) -> Response:

@@ -10,11 +10,19 @@ JSON numbers in seconds with at most three decimals (Prometheus' ``MarshalTimest
 ('+Inf', 'NaN')
 >>> format_timestamp(1435781451781), format_timestamp(4000), format_timestamp(1050)
 ('1435781451.781', '4', '1.050')
+
+:func:`result_json` writes the ``data`` object of a query answer with these, by hand rather than
+through ``json.dumps``, so that bodies match Prometheus' where clients care.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
+
+from watchkeeper.labels import Labels
+from watchkeeper.promql.values import QueryResult
 
 
 def _shortest_digits(f: float) -> tuple[str, int]:
@@ -77,3 +85,59 @@ def format_timestamp(timestamp_ms: int) -> str:
     if fraction:
         return f"{sign}{seconds}.{fraction:03d}"
     return f"{sign}{seconds}"
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+
+_HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_HTML_RE = re.compile("[<>&\u2028\u2029]")
+
+
+def json_string(text: str) -> str:
+    """A JSON string as Go's encoder writes it: UTF-8 kept, ``<>&`` escaped."""
+    return _HTML_RE.sub(lambda m: _HTML_ESCAPES[m.group()], json.dumps(text, ensure_ascii=False))
+
+
+def labels_json(labels: Labels) -> str:
+    return "{" + ",".join(f"{json_string(k)}:{json_string(v)}" for k, v in labels) + "}"
+
+
+def _point(timestamp_ms: int, value: float) -> str:
+    # formatted values are digits, ".", "e", "+", "-", "Inf", "NaN": no escaping needed
+    return f'[{format_timestamp(timestamp_ms)},"{format_sample_value(value)}"]'
+
+
+def _points(timestamps_ms: list[int], values: list[float], seen: dict[int, str]) -> str:
+    """``[t,"v"],...``; ``seen`` caches timestamp texts (the series of a range query share them)."""
+    fmt_v = format_sample_value
+    out = []
+    for t, v in zip(timestamps_ms, values, strict=True):
+        text = seen.get(t)
+        if text is None:
+            text = seen[t] = format_timestamp(t)
+        out.append(f'[{text},"{fmt_v(v)}"]')
+    return ",".join(out)
+
+
+def result_json(result: QueryResult) -> str:
+    """The ``data`` object of a query answer."""
+    kind = result.result_type
+    if kind in ("scalar", "string"):
+        series = result.series[0] if result.series else None
+        t = int(series.timestamps_ms[0]) if series is not None and len(series.timestamps_ms) else 0
+        if kind == "string":
+            body = f"[{format_timestamp(t)},{json_string(result.string_value or '')}]"
+        else:
+            value = float(series.values[0]) if series is not None and len(series.values) else math.nan
+            body = _point(t, value)
+        return f'{{"resultType":"{kind}","result":{body}}}'
+    items = []
+    seen: dict[int, str] = {}
+    for s in result.series:
+        if kind == "vector":
+            items.append(f'{{"metric":{labels_json(s.labels)},"value":'
+                         f"{_point(int(s.timestamps_ms[0]), float(s.values[0]))}}}")
+        else:
+            points = _points(s.timestamps_ms.tolist(), s.values.tolist(), seen)
+            items.append(f'{{"metric":{labels_json(s.labels)},"values":[{points}]}}')
+    return f'{{"resultType":"{kind}","result":[{",".join(items)}]}}'
