@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
@@ -264,8 +265,9 @@ def _quantile(gid: I64, vector: StepVector, q: F64, count: I64, ctx: EvalContext
         upper = np.minimum(nf - 1, lower + 1)
         weight = rank - np.floor(rank)
     ok = count > 0
-    li = np.where(ok, starts + lower.astype(np.int64), 0)
-    ui = np.where(ok, starts + np.maximum(upper, 0).astype(np.int64), 0)
+    top = np.maximum(count - 1, 0)
+    li = np.where(ok, starts + np.clip(lower.astype(np.int64), 0, top), 0)
+    ui = np.where(ok, starts + np.clip(upper.astype(np.int64), 0, top), 0)
     cols = np.arange(steps)[None, :]
     with np.errstate(invalid="ignore"):
         result = sorted_vals[li, cols] * (1 - weight) + sorted_vals[ui, cols] * weight
@@ -365,6 +367,8 @@ def _count_values(
     pairs = np.stack([rows.astype(np.uint64), bits], axis=1)
     uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
+    if not node.without:  # ``by``: the value label is part of the grouping
+        node = replace(node, grouping=(*node.grouping, label))
     out_index: dict[Labels, int] = {}
     cell_out = np.empty(len(uniq), dtype=np.int64)
     for u, (row, b) in enumerate(uniq):
