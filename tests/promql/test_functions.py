@@ -58,7 +58,7 @@ def test_every_prometheus_float_function_is_registered() -> None:
         ts_of_last_over_time ts_of_max_over_time ts_of_min_over_time minute month pi predict_linear
         present_over_time quantile_over_time rad rate resets round scalar sgn sin sinh sort sort_desc
         sort_by_label sort_by_label_desc sqrt stddev_over_time stdvar_over_time sum_over_time tan tanh
-        time timestamp vector year step range start end min_of max_of"""
+        time timestamp vector year step range start end min_of max_of histogram_quantiles"""
     assert set(expected.split()) <= FUNCTIONS.keys()
     assert all(FUNCTIONS[name].name == name for name in FUNCTIONS)
 

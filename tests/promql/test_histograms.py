@@ -10,8 +10,13 @@ import pytest
 
 from watchkeeper.labels import from_dict
 from watchkeeper.promql.functions import FUNCTIONS
-from watchkeeper.promql.histograms import bucket_fraction, bucket_quantile, parse_bound
-from watchkeeper.promql.values import EvalContext, Scalar, StepVector, Value
+from watchkeeper.promql.histograms import (
+    bucket_fraction,
+    bucket_quantile,
+    format_openmetrics_float,
+    parse_bound,
+)
+from watchkeeper.promql.values import EvalContext, Scalar, StepVector, StringValue, Value
 
 NAME = "request_seconds_bucket"
 
@@ -203,3 +208,23 @@ def test_bucket_functions_vectorise_over_steps() -> None:
 )
 def test_le_parsing_follows_go(text: str, value: float | None) -> None:
     assert parse_bound(text) == value
+
+
+def test_histogram_quantiles_labels_each_quantile() -> None:
+    ctx = ctx_steps(1)
+    args: list[Value] = [HIST, StringValue("quantile"), Scalar(np.array([0.5])), Scalar(np.array([1.0]))]
+    out = FUNCTIONS["histogram_quantiles"].impl(args, [], ctx)
+    assert isinstance(out, StepVector)
+    got = dict(zip(out.labels, out.values[:, 0].tolist(), strict=True))
+    assert got == {
+        from_dict({"__name__": NAME, "quantile": "0.5"}): 1.5,
+        from_dict({"__name__": NAME, "quantile": "1.0"}): 2.0,
+    }
+    assert out.drop_name is not None and out.drop_name.all()
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(1.0, "1.0"), (0.0, "0.0"), (0.99, "0.99"), (100.0, "100.0"), (1e6, "1e+06")]
+)
+def test_openmetrics_float_format(value: float, text: str) -> None:
+    assert format_openmetrics_float(value) == text

@@ -14,16 +14,17 @@ in them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from watchkeeper.errors import EvalError
-from watchkeeper.labels import Labels, get, metric_name, without
+from watchkeeper.labels import Labels, from_pairs, get, metric_name, without
 from watchkeeper.promql.ast import Expr
 from watchkeeper.promql.formatting import format_go_float
-from watchkeeper.promql.values import F64, Bool, EvalContext, Scalar, StepVector, Value
+from watchkeeper.promql.values import F64, Bool, EvalContext, Scalar, StepVector, StringValue, Value
 
 Impl = Callable[[list[Value], list[Expr], EvalContext], Value]
 
@@ -213,30 +214,34 @@ def _output(groups: list[_Group], rows: list[tuple[F64, Bool]]) -> StepVector:
     )
 
 
-def _histogram_quantile(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
-    q_steps = _scalar(args, 0)
-    vec = _vector(args, 1)
+def _warn_invalid_quantiles(q_steps: F64, ctx: EvalContext) -> None:
     for q in dict.fromkeys(q_steps[~((q_steps >= 0) & (q_steps <= 1))].tolist()):
         msg = f"PromQL warning: quantile value should be between 0 and 1, got {format_go_float(q, 'g')}"
         if msg not in ctx.warnings:
             ctx.warnings.append(msg)
-    groups = _groups(vec, ctx)
-    rows = []
-    for group in groups:
-        values = np.full(ctx.steps, np.nan)
-        present = np.zeros(ctx.steps, dtype=bool)
-        for steps, bounds, counts in _patterns(group):
-            values[steps], forced = bucket_quantile(q_steps[steps], bounds, counts)
-            present[steps] = True
-            if forced.any():
-                name = metric_name(group.labels)
-                msg = _MONOTONICITY_INFO + (f' for metric name "{name}"' if name else "")
-                if msg not in ctx.infos:
-                    ctx.infos.append(msg)
-        rows.append((values, present))
+
+
+def _group_quantile(group: _Group, q_steps: F64, ctx: EvalContext) -> tuple[F64, Bool]:
+    values = np.full(ctx.steps, np.nan)
+    present = np.zeros(ctx.steps, dtype=bool)
+    for steps, bounds, counts in _patterns(group):
+        values[steps], forced = bucket_quantile(q_steps[steps], bounds, counts)
+        present[steps] = True
+        if forced.any():
+            name = metric_name(group.labels)
+            msg = _MONOTONICITY_INFO + (f' for metric name "{name}"' if name else "")
+            if msg not in ctx.infos:
+                ctx.infos.append(msg)
+    return values, present
+
+
+def _histogram_quantile(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
+    q_steps = _scalar(args, 0)
+    _warn_invalid_quantiles(q_steps, ctx)
+    groups = _groups(_vector(args, 1), ctx)
     if not groups:
         return StepVector.empty(ctx.steps)
-    return _output(groups, rows)
+    return _output(groups, [_group_quantile(group, q_steps, ctx) for group in groups])
 
 
 def _histogram_fraction(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
@@ -255,6 +260,55 @@ def _histogram_fraction(args: list[Value], arg_exprs: list[Expr], ctx: EvalConte
     return _output(groups, rows)
 
 
+def format_openmetrics_float(f: float) -> str:
+    """Prometheus' ``labels.FormatOpenMetricsFloat``: Go's ``%g`` with ``.0`` added to integers."""
+    text = format_go_float(f, "g")
+    if math.isnan(f) or math.isinf(f) or "e" in text or "." in text:
+        return text
+    return text + ".0"
+
+
+def _histogram_quantiles(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
+    """``histogram_quantiles(v, "label", q0, q1, ...)``: one series per histogram and quantile,
+    told apart by ``label`` set to the quantile (as ``FormatOpenMetricsFloat`` writes it)."""
+    vec = _vector(args, 0)
+    label = args[1]
+    if not isinstance(label, StringValue):
+        raise EvalError("expected a string as argument 2")
+    groups = _groups(vec, ctx)
+    labels: list[Labels] = []
+    rows: list[tuple[F64, Bool]] = []
+    for i in range(2, len(args)):
+        q_steps = _scalar(args, i)
+        _warn_invalid_quantiles(q_steps, ctx)
+        for group in groups:
+            values, present = _group_quantile(group, q_steps, ctx)
+            for q in dict.fromkeys(q_steps[present].tolist()):
+                at = present & ((q_steps == q) | (np.isnan(q_steps) & math.isnan(q)))
+                lbls = from_pairs(
+                    [
+                        *(p for p in group.labels if p[0] != label.value),
+                        (label.value, format_openmetrics_float(q)),
+                    ]
+                )
+                if lbls in labels:
+                    k = labels.index(lbls)
+                    if (rows[k][1] & at).any():
+                        raise EvalError("vector cannot contain metrics with the same labelset")
+                    rows[k] = (np.where(at, values, rows[k][0]), rows[k][1] | at)
+                else:
+                    labels.append(lbls)
+                    rows.append((np.where(at, values, np.nan), at))
+    if not labels:
+        return StepVector.empty(ctx.steps)
+    return StepVector(
+        labels,
+        np.stack([r[0] for r in rows]),
+        np.stack([r[1] for r in rows]),
+        drop_name=np.ones(len(labels), dtype=bool),
+    )
+
+
 def _native_only(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
     """``histogram_count`` & co. read native histograms only; float series give nothing."""
     _vector(args, 0)
@@ -263,6 +317,7 @@ def _native_only(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> 
 
 HISTOGRAM_FUNCTIONS: dict[str, Impl] = {
     "histogram_quantile": _histogram_quantile,
+    "histogram_quantiles": _histogram_quantiles,
     "histogram_fraction": _histogram_fraction,
     "histogram_count": _native_only,
     "histogram_sum": _native_only,
