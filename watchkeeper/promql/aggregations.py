@@ -11,7 +11,6 @@ the series axis.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, cast
@@ -22,6 +21,7 @@ import numpy.typing as npt
 from watchkeeper.errors import EvalError
 from watchkeeper.labels import METRIC_NAME, Labels, keep_only, without
 from watchkeeper.promql.ast import AggregateExpr
+from watchkeeper.promql.formatting import format_go_float
 from watchkeeper.promql.values import F64, I64, Bool, EvalContext, Scalar, StepVector, StringValue, Value
 
 SIMPLE_OPS = frozenset({"sum", "avg", "min", "max", "count", "group", "stddev", "stdvar"})
@@ -407,18 +407,10 @@ def _go_quote(s: str) -> str:
 
 
 def _go_format(value: float) -> str:
-    """Go's ``strconv.FormatFloat(v, 'f', -1, 64)``."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return np.format_float_positional(value, trim="-")
+    """Go's ``strconv.FormatFloat(v, 'f', -1, 64)`` (count_values' label values)."""
+    return format_go_float(float(value), "f")
 
 
 def _go_float(value: float) -> str:
-    """Go's ``%g``-ish rendering used in Prometheus messages."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value).removesuffix(".0")
+    """Go's ``%g`` as Prometheus' messages print numbers."""
+    return format_go_float(float(value), "g")
