@@ -38,7 +38,10 @@ def test_label_values_past_the_cap_fold_into_other_and_are_counted() -> None:
     regions = {s.labels["region"]: s.value for m in registry.collect() for s in m.samples
                if s.name == "joins_total"}  # fmt: skip
     assert regions == {"r0": 2, "r1": 1, "r2": 1, "__other__": 7}
-    assert registry.get_sample_value("business_label_overflow_total", {"metric": "joins", "label": "region"}) == 7
+    assert (
+        registry.get_sample_value("business_label_overflow_total", {"metric": "joins", "label": "region"})
+        == 7
+    )
 
 
 def test_wrong_labels_are_dropped_not_raised(caplog: pytest.LogCaptureFixture) -> None:

@@ -49,7 +49,10 @@ def test_queries_pool_errors_and_slow_log(postgres_url: str, caplog: pytest.LogC
             assert registry.get_sample_value("db_pool_connections", {"state": "in_use"}) == 1
             with pytest.raises(sa.exc.ProgrammingError):
                 conn.execute(sa.text("SELECT * FROM missing_table"))
-        with caplog.at_level(logging.WARNING, logger="watchkeeper.exporters.slow_query"), engine.connect() as conn:
+        with (
+            caplog.at_level(logging.WARNING, logger="watchkeeper.exporters.slow_query"),
+            engine.connect() as conn,
+        ):
             conn.execute(sa.text("SELECT pg_sleep(0.25), :token"), {"token": "hunter2"})
         held = [engine.connect() for _ in range(3)]  # pool_size 2 -> one overflow connection
         assert registry.get_sample_value("db_pool_connections", {"state": "in_use"}) == 3

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from watchkeeper.exporters import cli
-from watchkeeper.exporters.host import HostCollector, parse_cpu, parse_diskstats, parse_meminfo, parse_net_dev
+from watchkeeper.exporters.host import parse_cpu, parse_diskstats, parse_meminfo, parse_net_dev
 from watchkeeper.exporters.postgres_stats import PostgresCollector
 from watchkeeper.exporters.redis_info import RedisCollector
 
@@ -180,7 +180,10 @@ def _deadlock(dsn: str) -> None:
             errors.append(exc)
             conn.rollback()
 
-    threads = [threading.Thread(target=session, args=(a, 1, 2)), threading.Thread(target=session, args=(b, 2, 1))]
+    threads = [
+        threading.Thread(target=session, args=(a, 1, 2)),
+        threading.Thread(target=session, args=(b, 2, 1)),
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -127,7 +127,9 @@ def label_sets(registry: CollectorRegistry, sample_name: str) -> list[dict[str, 
     ]
 
 
-def test_normal_requests_count_latency_and_in_progress(client: TestClient, registry: CollectorRegistry) -> None:
+def test_normal_requests_count_latency_and_in_progress(
+    client: TestClient, registry: CollectorRegistry
+) -> None:
     assert client.get("/items/1").status_code == 200
     assert client.get("/items/2").status_code == 200
     assert requests_total(registry, "GET", ROUTE, "200") == 2
@@ -135,8 +137,12 @@ def test_normal_requests_count_latency_and_in_progress(client: TestClient, regis
     total = duration(registry, "sum", "GET", ROUTE)
     assert total is not None and 0 < total < 1
     # Buckets are 5 ms … 10 s, cumulative, and every fast request is in the first one.
-    buckets = [s.labels["le"] for s in registry.collect() for s in s.samples
-               if s.name == "http_request_duration_seconds_bucket" and s.labels["route"] == ROUTE]  # fmt: skip
+    buckets = [
+        sample.labels["le"]
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "http_request_duration_seconds_bucket" and sample.labels["route"] == ROUTE
+    ]
     assert buckets == [str(b) for b in DURATION_BUCKETS_SECONDS] + ["+Inf"]
     assert duration(registry, "bucket", "GET", ROUTE, le="+Inf") == 2
     assert registry.get_sample_value("http_requests_in_progress", {"method": "GET"}) == 0
@@ -159,25 +165,34 @@ def test_unmatched_404_and_405_share_one_route(client: TestClient, registry: Col
     assert duration(registry, "count", "GET", "__unmatched__") == 2
 
 
-def test_404_raised_by_a_matched_route_keeps_its_template(client: TestClient, registry: CollectorRegistry) -> None:
+def test_404_raised_by_a_matched_route_keeps_its_template(
+    client: TestClient, registry: CollectorRegistry
+) -> None:
     assert client.get("/items/0").status_code == 404
     assert requests_total(registry, "GET", ROUTE, "404") == 1
     assert requests_total(registry, "GET", "__unmatched__", "404") is None
 
 
-def test_500_response_is_counted_without_an_exception(client: TestClient, registry: CollectorRegistry) -> None:
+def test_500_response_is_counted_without_an_exception(
+    client: TestClient, registry: CollectorRegistry
+) -> None:
     assert client.get("/fail").status_code == 500
     assert requests_total(registry, "GET", "/fail", "500") == 1
     assert label_sets(registry, "http_exceptions_total") == []
 
 
-def test_raised_exception_counts_500_and_the_exception(client: TestClient, registry: CollectorRegistry) -> None:
+def test_raised_exception_counts_500_and_the_exception(
+    client: TestClient, registry: CollectorRegistry
+) -> None:
     assert client.get("/boom/a").status_code == 500
     assert client.get("/boom/b").status_code == 500
     assert requests_total(registry, "GET", "/boom/{kind}", "500") == 2
-    assert registry.get_sample_value(
-        "http_exceptions_total", {"route": "/boom/{kind}", "exception": "RuntimeError"}
-    ) == 2
+    assert (
+        registry.get_sample_value(
+            "http_exceptions_total", {"route": "/boom/{kind}", "exception": "RuntimeError"}
+        )
+        == 2
+    )
     assert registry.get_sample_value("http_requests_in_progress", {"method": "GET"}) == 0
 
 
@@ -193,7 +208,9 @@ def test_streaming_latency_runs_to_the_last_chunk_and_excludes_background(
     assert duration(registry, "bucket", "GET", "/slow-stream", le="0.25") == 1
 
 
-def test_server_sent_events_are_counted_but_not_timed(client: TestClient, registry: CollectorRegistry) -> None:
+def test_server_sent_events_are_counted_but_not_timed(
+    client: TestClient, registry: CollectorRegistry
+) -> None:
     assert "data: 1" in client.get("/events").text
     assert requests_total(registry, "GET", "/events", "200") == 1
     assert duration(registry, "count", "GET", "/events") == 0
@@ -204,7 +221,9 @@ def test_websocket_is_timed_separately_not_as_http(client: TestClient, registry:
         websocket.send_text("hello")
         assert websocket.receive_text() == "lobby:hello"
     assert registry.get_sample_value("websocket_connections_total", {"route": "/ws/{room}"}) == 1
-    assert registry.get_sample_value("websocket_connection_duration_seconds_count", {"route": "/ws/{room}"}) == 1
+    assert (
+        registry.get_sample_value("websocket_connection_duration_seconds_count", {"route": "/ws/{room}"}) == 1
+    )
     assert label_sets(registry, "http_requests_total") == []
     assert label_sets(registry, "http_requests_in_progress") == []
 
@@ -243,7 +262,9 @@ def test_cardinality_is_bounded_under_random_paths_and_methods(
         )
         if rng.random() < 0.3:
             path = f"/items/{rng.randint(1, 10**9)}"
-        method = rng.choice(methods) if rng.random() < 0.6 else "".join(rng.choices(string.ascii_uppercase, k=6))
+        method = (
+            rng.choice(methods) if rng.random() < 0.6 else "".join(rng.choices(string.ascii_uppercase, k=6))
+        )
         client.request(method, path)
     sets = label_sets(registry, "http_requests_total")
     assert {s["route"] for s in sets} <= {"__unmatched__", ROUTE}
@@ -252,7 +273,9 @@ def test_cardinality_is_bounded_under_random_paths_and_methods(
     assert len(sets) <= 30
     in_progress_methods = {s["method"] for s in label_sets(registry, "http_requests_in_progress")}
     assert in_progress_methods <= {*methods, "_OTHER"}
-    assert sum(s.value for m in registry.collect() for s in m.samples if s.name == "http_requests_total") == 300
+    assert (
+        sum(s.value for m in registry.collect() for s in m.samples if s.name == "http_requests_total") == 300
+    )
 
 
 def test_route_label_values_are_capped(registry: CollectorRegistry) -> None:

@@ -29,9 +29,7 @@ def _write(path: Path, name: str, key: str, value: float) -> None:
 def _total(path: Path) -> dict[str, float]:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, str(path))
-    return {
-        f"{s.name}{sorted(s.labels.items())}": s.value for m in registry.collect() for s in m.samples
-    }
+    return {f"{s.name}{sorted(s.labels.items())}": s.value for m in registry.collect() for s in m.samples}
 
 
 def test_dead_workers_files_fold_into_archives_and_totals_hold(tmp_path: Path) -> None:

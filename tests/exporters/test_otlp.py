@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("opentelemetry.sdk.metrics")
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (  # noqa: E402
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
@@ -36,8 +36,10 @@ class Receiver:
                     kind = metric.WhichOneof("data")
                     for point in getattr(metric, kind).data_points:
                         attrs = {a.key: a.value.string_value for a in point.attributes}
-                        value = float(point.count) if kind == "histogram" else float(
-                            point.as_int if point.HasField("as_int") else point.as_double
+                        value = (
+                            float(point.count)
+                            if kind == "histogram"
+                            else float(point.as_int if point.HasField("as_int") else point.as_double)
                         )
                         with self.lock:
                             self.points.append((pid, metric.name, attrs, value))

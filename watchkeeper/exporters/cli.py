@@ -53,7 +53,9 @@ def exporter_app(registry: CollectorRegistry) -> Callable[..., Any]:
     """An ASGI app: ``/metrics`` serves the registry, ``/`` links to it, anything else is 404."""
     endpoint = MetricsEndpoint(registry)
 
-    async def app(scope: MutableMapping[str, Any], receive: Callable[[], Any], send: Callable[..., Any]) -> None:
+    async def app(
+        scope: MutableMapping[str, Any], receive: Callable[[], Any], send: Callable[..., Any]
+    ) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -67,7 +69,9 @@ def exporter_app(registry: CollectorRegistry) -> Callable[..., Any]:
         if scope["path"] == "/metrics":
             await endpoint(scope, receive, send)
             return
-        status, body = (200, b'<a href="/metrics">metrics</a>\n') if scope["path"] == "/" else (404, b"not found\n")
+        status, body = (
+            (200, b'<a href="/metrics">metrics</a>\n') if scope["path"] == "/" else (404, b"not found\n")
+        )
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"text/html; charset=utf-8")]})  # fmt: skip
         await send({"type": "http.response.body", "body": body})

@@ -12,6 +12,7 @@ by ``?``, whitespace collapsed — and never with its parameters.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -29,8 +30,10 @@ slow_query_logger = logging.getLogger("watchkeeper.exporters.slow_query")
 QUERY_BUCKETS_SECONDS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
-OPERATIONS = frozenset({"select", "insert", "update", "delete", "create", "drop", "alter", "begin",
-                        "commit", "rollback", "with", "truncate", "copy", "show", "set", "explain"})  # fmt: skip
+OPERATIONS = frozenset(
+    {"select", "insert", "update", "delete", "create", "drop", "alter", "begin", "commit", "rollback",
+     "with", "truncate", "copy", "show", "set", "explain"}
+)  # fmt: skip
 
 _STRING = re.compile(r"'(?:[^']|'')*'")
 _NUMBER = re.compile(r"(?<![\w$])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?\b", re.IGNORECASE)
@@ -123,14 +126,18 @@ def instrument_sqlalchemy(
         return found
 
     @event.listens_for(sync_engine, "before_cursor_execute")
-    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def before(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         try:
             conn.info.setdefault(_START_KEY, []).append(perf_counter())
         except Exception as exc:
             dropped("db.before", exc)
 
     @event.listens_for(sync_engine, "after_cursor_execute")
-    def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def after(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         try:
             starts = conn.info.get(_START_KEY)
             if not starts:
@@ -169,7 +176,7 @@ def instrument_sqlalchemy(
     if not multiprocess.enabled():
         # Read at scrape time: exact, and free on the query path.
         for index, state in enumerate(("in_use", "idle", "overflow")):
-            db.pool.labels(state).set_function(lambda index=index: _read(pool_state, index))
+            db.pool.labels(state).set_function(functools.partial(_read, pool_state, index))
         return db
 
     # Multiprocess mode keeps values in files, so the figures are pushed on pool events instead.

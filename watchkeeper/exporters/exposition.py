@@ -78,7 +78,11 @@ class MetricsEndpoint:
             status, headers, body = render(registry, accept=accept, accept_encoding=accept_encoding)
         except Exception as exc:
             dropped("metrics.render", exc)
-            status, headers, body = 500, [("Content-Type", "text/plain; charset=utf-8")], b"metrics unavailable\n"
+            status, headers, body = (
+                500,
+                [("Content-Type", "text/plain; charset=utf-8")],
+                b"metrics unavailable\n",
+            )
         raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         raw_headers.append((b"content-length", str(len(body)).encode("ascii")))
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})

@@ -110,7 +110,9 @@ class HostCollector:
         text = self._read("meminfo")
         if text is not None:
             for name, value in parse_meminfo(text).items():
-                yield GaugeMetricFamily(f"node_memory_{name}_bytes", f"{name} from /proc/meminfo.", value=value)
+                yield GaugeMetricFamily(
+                    f"node_memory_{name}_bytes", f"{name} from /proc/meminfo.", value=value
+                )
         text = self._read("loadavg")
         if text is not None:
             for minutes, value in zip((1, 5, 15), parse_loadavg(text), strict=True):

@@ -69,19 +69,6 @@ class _PromSeries:
                 self._duration.observe(duration_seconds, exemplar)
 
 
-class _PromUpDown:
-    __slots__ = ("_gauge",)
-
-    def __init__(self, gauge: Gauge) -> None:
-        self._gauge = gauge
-
-    def inc(self) -> None:
-        self._gauge.inc()
-
-    def dec(self) -> None:
-        self._gauge.dec()
-
-
 class PrometheusHttpMetrics:
     """The middleware's metric families on ``registry`` (prometheus-client's default if None)."""
 
@@ -171,7 +158,8 @@ class PrometheusHttpMetrics:
         )
 
     def in_progress(self, method: str) -> UpDown:
-        return _PromUpDown(self.requests_in_progress.labels(method))
+        # The bound Gauge child already has inc()/dec(); no wrapper on the hot path.
+        return self.requests_in_progress.labels(method)
 
     def exception(self, route: str, exception: str) -> None:
         self.exceptions.labels(self.routes.fold(route), self._exception_names.fold(exception)).inc()

@@ -146,4 +146,4 @@ def instrument(
 def _as_asgi(app: object) -> ASGIApp:
     if not callable(app):
         raise TypeError(f"{app!r} is not an ASGI application")
-    return app  # type: ignore[return-value]
+    return app

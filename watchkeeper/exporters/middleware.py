@@ -30,9 +30,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OTHER_METHOD = "_OTHER"
-_METHODS = {
-    m: m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-}
+_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")}
 DEFAULT_EXCLUDED_PATHS: tuple[str, ...] = (
     "/metrics", "/health", "/healthz", "/livez", "/readyz", "/ready", "/ping", "/favicon.ico",
 )  # fmt: skip
@@ -152,9 +150,7 @@ class MetricsMiddleware:
         except BaseException as exc:
             if not done:
                 done = True
-                self._finish(
-                    scope, method, status or 500, perf_counter() - start, in_progress, stream, sizes
-                )
+                self._finish(scope, method, status or 500, perf_counter() - start, in_progress, stream, sizes)
             if isinstance(exc, Exception):
                 self._exception(scope, status, exc)
             raise
@@ -190,9 +186,7 @@ class MetricsMiddleware:
         except Exception as exc:
             dropped("http.record", exc)
 
-    def _bind(
-        self, method: str, status: int, matched: Matched | None
-    ) -> tuple[Series, str | None, object]:
+    def _bind(self, method: str, status: int, matched: Matched | None) -> tuple[Series, str | None, object]:
         template = template_of(matched)
         route_object = matched[0] if matched is not None else None
         if template is None and not self._group_unmatched:

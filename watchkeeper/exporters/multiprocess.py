@@ -19,10 +19,18 @@ import glob
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from prometheus_client import CollectorRegistry, values
-from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client import CollectorRegistry
+from prometheus_client import mmap_dict as _mmap_dict
+from prometheus_client import multiprocess as _multiprocess
+from prometheus_client import values as _values
+from prometheus_client.metrics_core import Metric
+
+# prometheus-client's multiprocess internals are untyped; they are used through these handles.
+values: Any = _values
+MmapedDict: Any = _mmap_dict.MmapedDict
+MultiProcessCollector: Any = _multiprocess.MultiProcessCollector
 
 ARCHIVE = "archive"
 _ACCUMULATING = ("counter", "histogram", "summary")
@@ -119,11 +127,14 @@ def scrape_registry(path: str) -> CollectorRegistry:
     return registry
 
 
-class _LockedCollector(MultiProcessCollector):
-    def __init__(self, path: str) -> None:
-        super().__init__(None, path)
+class _LockedCollector:
+    """prometheus-client's MultiProcessCollector, run under the compaction lock."""
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._inner = MultiProcessCollector(None, path)
+
+    def collect(self) -> list[Metric]:
         with locked(self._path):
             _compact_locked(self._path, pid_alive)
-            return list(super().collect())
+            return list(self._inner.collect())

@@ -62,12 +62,20 @@ def database_metrics(rows: Sequence[Sequence[Any]]) -> Iterator[Metric]:
     labels = ["datname"]
     backends = GaugeMetricFamily("pg_stat_database_numbackends", "Connections per database.", labels=labels)
     commits = CounterMetricFamily("pg_stat_database_xact_commit", "Committed transactions.", labels=labels)
-    rollbacks = CounterMetricFamily("pg_stat_database_xact_rollback", "Rolled back transactions.", labels=labels)
-    hits = CounterMetricFamily("pg_stat_database_blks_hit", "Block reads served by the buffer cache.", labels=labels)
-    reads = CounterMetricFamily("pg_stat_database_blks_read", "Block reads that missed the cache.", labels=labels)
+    rollbacks = CounterMetricFamily(
+        "pg_stat_database_xact_rollback", "Rolled back transactions.", labels=labels
+    )
+    hits = CounterMetricFamily(
+        "pg_stat_database_blks_hit", "Block reads served by the buffer cache.", labels=labels
+    )
+    reads = CounterMetricFamily(
+        "pg_stat_database_blks_read", "Block reads that missed the cache.", labels=labels
+    )
     deadlocks = CounterMetricFamily("pg_stat_database_deadlocks", "Deadlocks detected.", labels=labels)
     ratio = GaugeMetricFamily(
-        "pg_stat_database_cache_hit_ratio", "blks_hit / (blks_hit + blks_read) since stats reset.", labels=labels
+        "pg_stat_database_cache_hit_ratio",
+        "blks_hit / (blks_hit + blks_read) since stats reset.",
+        labels=labels,
     )
     size = GaugeMetricFamily("pg_database_size_bytes", "Disk space used by the database.", labels=labels)
     for datname, numbackends, commit, rollback, hit, read, deadlock, size_bytes in rows:

@@ -28,7 +28,11 @@ FIELDS: dict[str, tuple[str, str, bool]] = {
     "blocked_clients": ("redis_blocked_clients", "Clients blocked in a blocking call.", False),
     "total_commands_processed": ("redis_commands_processed", "Commands processed.", True),
     "total_connections_received": ("redis_connections_received", "Connections accepted.", True),
-    "instantaneous_ops_per_sec": ("redis_instantaneous_ops_per_sec", "Commands per second (Redis' estimate).", False),
+    "instantaneous_ops_per_sec": (
+        "redis_instantaneous_ops_per_sec",
+        "Commands per second (Redis' estimate).",
+        False,
+    ),
     "total_net_input_bytes": ("redis_net_input_bytes", "Bytes received.", True),
     "total_net_output_bytes": ("redis_net_output_bytes", "Bytes sent.", True),
     "uptime_in_seconds": ("redis_uptime_in_seconds", "Seconds since the server started.", False),
