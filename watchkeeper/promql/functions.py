@@ -14,7 +14,6 @@ their matchers). Contract with the evaluator:
 * ``step()``, ``range()``, ``start()``, ``end()`` read the query's ``EvalContext``; a context with
   ``start_ms == end_ms`` is an instant query (step and range 0).
 
->>> from watchkeeper.promql.values import Scalar
 >>> ctx = EvalContext(0, 0, 0, np.array([60_000]))
 >>> FUNCTIONS["time"].impl([], [], ctx).values
 array([60.])

@@ -9,7 +9,9 @@ Native histograms are not part of watchkeeper's value model, so ``histogram_coun
 ``_avg``, ``_stddev`` and ``_stdvar`` return an empty vector (Prometheus ignores float samples
 in them).
 
->>> HISTOGRAM_FUNCTIONS["histogram_quantile"]   # impl(args, arg_exprs, ctx) -> StepVector
+>>> bounds, counts = np.array([1.0, 2.0, np.inf]), np.array([[2.0], [6.0], [8.0]])  # le=1, 2, +Inf
+>>> bucket_quantile(np.array([0.5]), bounds, counts)[0]   # rank 4: halfway into (1, 2]
+array([1.5])
 """
 
 from __future__ import annotations
