@@ -72,10 +72,13 @@ def float_arrays(n: int) -> st.SearchStrategy[npt.NDArray[np.float64]]:
 @st.composite
 def chunks(draw: st.DrawFn) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     ts = draw(st.one_of(timestamps(), regular_timestamps()))
-    kind = draw(st.sampled_from(["any", "counter", "decimal", "decimal_with_specials"]))
+    kind = draw(st.sampled_from(["any", "few_distinct", "counter", "decimal", "decimal_with_specials"]))
     n = ts.size
     if kind == "any":
         return ts, draw(float_arrays(n))
+    if kind == "few_distinct":  # arbitrary bit patterns, but few of them: the zstd-compressed form
+        palette = draw(float_arrays(draw(st.integers(1, 4))))
+        return ts, palette[draw(st.lists(st.integers(0, palette.size - 1), min_size=n, max_size=n))]
     d = draw(st.integers(0, 6))
     steps = draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n))
     vals = np.cumsum(np.array(steps, dtype=np.int64)) / 10.0**(0 if kind == "counter" else d)
@@ -202,6 +205,14 @@ def test_regular_counter_is_small() -> None:
     assert len(blob) <= 90
 
 
+def test_few_distinct_floats_are_zstd_compressed() -> None:
+    rng = np.random.default_rng(5)
+    vals = rng.choice([0.1 * np.pi, 0.2 * np.e, 1 / 3], 120)
+    blob = assert_round_trip(np.arange(120) * 15_000, vals)
+    assert blob[0] & 8  # the zstd flag
+    assert len(blob) < 400  # the plain XOR form is ~830 bytes
+
+
 def test_stale_marker_is_kept_as_exception_not_xor() -> None:
     ts = np.arange(120, dtype=np.int64) * 15_000
     vals = np.arange(120, dtype=np.float64)
@@ -239,6 +250,9 @@ def test_too_many_samples_is_refused() -> None:
         pytest.param(with_crc(b"\x10\x00"), id="empty-with-body"),
         pytest.param(with_crc(b"\x11\x01\x00\x00\x00\x08\x00\x00\x01"), id="valid-crc-missing-body"),
         pytest.param(with_crc(b"\x13" + bytes(7)), id="unknown-variant"),
+        pytest.param(with_crc(b"\x1a" + (100).to_bytes(4, "little") + b"not zstd"), id="zstd-garbage"),
+        pytest.param(with_crc(b"\x1a" + (2**32 - 1).to_bytes(4, "little") + b"x"), id="zstd-too-large"),
+        pytest.param(with_crc(b"\x1a\x01"), id="zstd-truncated"),
     ],
 )
 @pytest.mark.parametrize("decode", DECODERS)
