@@ -190,11 +190,13 @@ def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> Fas
     @app.get("/-/ready", response_class=PlainTextResponse)
     async def ready() -> Response:
         if state.storage is None:
-            return PlainTextResponse(f"watchkeeper is not ready: {state._not_ready_reason()}.\n", status_code=503)
+            return PlainTextResponse(
+                f"watchkeeper is not ready: {state._not_ready_reason()}.\n", status_code=503
+            )
         return PlainTextResponse("watchkeeper is Ready.\n")
 
     @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
+    async def self_metrics(request: Request) -> Response:
         body, content_type = state.metrics.exposition(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -37,7 +37,9 @@ class Server:
     """One server process; `start`, `stop` (SIGTERM), `kill` (SIGKILL) and start again on the same
     data dir and port. `env` adds ``WATCHKEEPER_*`` settings."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, extra_args: list[str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -50,10 +52,23 @@ class Server:
     def start(self, *, ready_timeout: float = 30.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHKEEPER_")}
         env.update(self.env)
-        cmd = [sys.executable, "-m", "watchkeeper.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "watchkeeper.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra_args,
+        ]
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir.parent)
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir.parent
+        )
         log.close()
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
@@ -87,13 +102,15 @@ class Server:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def write(self, items: list[tuple[Pairs, list[tuple[int, float]]]], **kw: bool) -> httpx.Response:
+    def write(self, items: Sequence[tuple[Pairs, Sequence[tuple[int, float]]]], **kw: bool) -> httpx.Response:
         return self.client.post("/api/v1/write", content=body(items, **kw), headers=WRITE_HEADERS)
 
     def post_raw(self, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
         return self.client.post("/api/v1/write", content=content, headers=headers or WRITE_HEADERS)
 
-    def raw_samples(self, selector: str, at_ms: int, window: str = "1h") -> dict[tuple[tuple[str, str], ...], list[tuple[int, float]]]:
+    def raw_samples(
+        self, selector: str, at_ms: int, window: str = "1h"
+    ) -> dict[tuple[tuple[str, str], ...], list[tuple[int, float]]]:
         """Every stored sample of the selected series in (at - window, at], via the query API."""
         r = self.client.get("/api/v1/query", params={"query": f"{selector}[{window}]", "time": at_ms / 1000})
         r.raise_for_status()
@@ -116,7 +133,9 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Factory: ``make_server(env={...})`` gives a started server on its own data dir."""
     servers: list[Server] = []
 
-    def make(env: dict[str, str] | None = None, start: bool = True, extra_args: list[str] | None = None) -> Server:
+    def make(
+        env: dict[str, str] | None = None, start: bool = True, extra_args: list[str] | None = None
+    ) -> Server:
         data_dir = tmp_path / f"data{len(servers)}"
         server = Server(data_dir, env, extra_args)
         servers.append(server)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import cramjam
 import pytest
 
-from tests.collector.encode import field, label, sample, snappy, write_request
+from tests.collector.encode import Pairs, field, label, sample, snappy, write_request
 from tests.integration.conftest import Server
 
 T0 = 1_700_000_000_000
@@ -43,7 +43,9 @@ def assert_intact(srv: Server) -> None:
         assert samples[:2] == [(T0, 1.0), (T0 + 15_000, 2.0)]
 
 
-def one(labels: list[tuple[str, str]], ts: int = T0 + 30_000, value: float = 1.0) -> list:
+def one(
+    labels: list[tuple[str, str]], ts: int = T0 + 30_000, value: float = 1.0
+) -> list[tuple[Pairs, list[tuple[int, float]]]]:
     return [(labels, [(ts, value)])]
 
 
@@ -79,7 +81,12 @@ def test_unsorted_labels_are_sorted_not_refused(srv: Server) -> None:
     assert srv.write(one(labels), sort=False).status_code == 204
     assert srv.write(one(labels, T0 + 45_000, 2.0), sort=True).status_code == 204  # same series
     got = srv.raw_samples("unsorted_total", T0 + 45_000)
-    assert got == {(("__name__", "unsorted_total"), ("job", "api"), ("zone", "eu")): [(T0 + 30_000, 1.0), (T0 + 45_000, 2.0)]}
+    assert got == {
+        (("__name__", "unsorted_total"), ("job", "api"), ("zone", "eu")): [
+            (T0 + 30_000, 1.0),
+            (T0 + 45_000, 2.0),
+        ]
+    }
 
 
 def test_compressed_body_too_large_is_413(srv: Server) -> None:
@@ -107,10 +114,20 @@ def test_decompressed_body_too_large_is_413(srv: Server) -> None:
         (snappy(b"\x0b\x01\x02"), "protobuf decode error"),  # wire type 3 (group): unsupported
         (snappy(field(1, field(1, b"\x0a\x05ab"))), "protobuf decode error"),  # label runs past its end
         (snappy(field(1, field(1, label("__name__", "m")) + field(2, b"\x09\x00"))), "protobuf decode error"),
-        (snappy(field(1, field(1, field(1, b"\xff\xfe") + field(2, b"v")) + field(2, sample(1, 1.0)))), "UTF-8"),
+        (
+            snappy(field(1, field(1, field(1, b"\xff\xfe") + field(2, b"v")) + field(2, sample(1, 1.0)))),
+            "UTF-8",
+        ),
     ],
-    ids=["bad-snappy-header", "not-snappy", "truncated-series", "group-wire-type", "label-overrun",
-         "truncated-sample", "bad-utf8"],
+    ids=[
+        "bad-snappy-header",
+        "not-snappy",
+        "truncated-series",
+        "group-wire-type",
+        "label-overrun",
+        "truncated-sample",
+        "bad-utf8",
+    ],
 )
 def test_malformed_body_is_400(srv: Server, content: bytes, message: str) -> None:
     r = srv.post_raw(content)
@@ -152,8 +169,12 @@ def test_out_of_order_and_duplicate_samples_are_counted_and_the_rest_kept(srv: S
     assert "out of order sample: 2 of 5 samples rejected" in r.text
     assert "duplicate sample for timestamp: 1 of 5 samples rejected" in r.text
     assert "(2 samples accepted)" in r.text
-    assert list(srv.raw_samples("ooo_total", T0 + 90_000).values()) == [[(T0 + 60_000, 5.0), (T0 + 75_000, 6.0)]]
-    assert list(srv.raw_samples("dup_total", T0 + 90_000).values()) == [[(T0 + 60_000, 5.0), (T0 + 90_000, 7.0)]]
+    assert list(srv.raw_samples("ooo_total", T0 + 90_000).values()) == [
+        [(T0 + 60_000, 5.0), (T0 + 75_000, 6.0)]
+    ]
+    assert list(srv.raw_samples("dup_total", T0 + 90_000).values()) == [
+        [(T0 + 60_000, 5.0), (T0 + 90_000, 7.0)]
+    ]
     # the same sample again (same timestamp, same value) is not an error, as in Prometheus
     assert srv.write([(s, [(T0 + 75_000, 6.0)])]).status_code == 204
     metrics = srv.client.get("/metrics").text
@@ -169,7 +190,9 @@ def test_out_of_order_and_duplicate_samples_are_counted_and_the_rest_kept(srv: S
         ({"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}, 415, "2.0"),
     ],
 )
-def test_unsupported_encodings_are_415(srv: Server, headers: dict[str, str], status: int, message: str) -> None:
+def test_unsupported_encodings_are_415(
+    srv: Server, headers: dict[str, str], status: int, message: str
+) -> None:
     content = snappy(write_request(one([("__name__", "x")])))
     if headers.get("Content-Encoding") == "gzip":
         content = bytes(cramjam.gzip.compress(write_request(one([("__name__", "x")]))))

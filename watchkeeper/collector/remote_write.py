@@ -300,8 +300,10 @@ _REASON_WORDS = {
 
 
 class AppendResultLike(Protocol):
-    accepted: int
-    rejected: dict[str, int]
+    @property
+    def accepted(self) -> int: ...
+    @property
+    def rejected(self) -> dict[str, int]: ...
 
 
 class SampleStore(Protocol):

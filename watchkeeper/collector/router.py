@@ -44,11 +44,14 @@ def ingest_router(get_ingester: Callable[[], RemoteWriteIngester]) -> APIRouter:
     async def remote_write(request: Request) -> Response:
         encoding = request.headers.get("content-encoding", "snappy").lower()
         if encoding != "snappy":
-            raise UnsupportedMediaType(f"unsupported Content-Encoding {encoding!r}: remote-write bodies are snappy")
+            raise UnsupportedMediaType(
+                f"unsupported Content-Encoding {encoding!r}: remote-write bodies are snappy"
+            )
         content_type = request.headers.get("content-type", "")
         if "io.prometheus.write.v2" in content_type:
             raise UnsupportedMediaType(
-                "remote-write 2.0 (io.prometheus.write.v2.Request) is not supported; send 1.0 (prometheus.WriteRequest)"
+                "remote-write 2.0 (io.prometheus.write.v2.Request) is not supported; "
+                "send 1.0 (prometheus.WriteRequest)"
             )
         ingester = get_ingester()
         body = await read_body(request, ingester.limits.max_body_bytes)
