@@ -310,6 +310,18 @@ def test_sort_orders_rows_with_nan_last() -> None:
     assert descending.values[:, 0].tolist()[:3] == [300, 200, 100]
 
 
+def test_sort_in_a_range_query_warns_that_it_is_ineffective() -> None:
+    ranged = ctx_at(0, 60)
+    call("sort", [StepVector.empty(2)], ranged)
+    call("sort_by_label_desc", [StepVector.empty(2), StringValue("a")], ranged)
+    assert ranged.warnings == [
+        "PromQL warning: sort is ineffective for range queries since results are always ordered by labels"
+    ]
+    instant = ctx_at(0)
+    call("sort", [vec([({}, [1])])], instant)
+    assert instant.warnings == []
+
+
 def test_sort_by_label_is_natural_and_breaks_ties_by_all_labels() -> None:
     cpus = vec([({"cpu": c, "job": "cpu"}, [1]) for c in ["10", "2", "100", "1", "21"]])
     out = call_vec("sort_by_label", [cpus, StringValue("cpu")], ctx_at(0))

@@ -395,7 +395,14 @@ def _label_join(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> V
 # --- sorting -------------------------------------------------------------------------------------
 
 
-def _reordered(vec: StepVector, order: list[int]) -> StepVector:
+_SORT_IN_RANGE = (
+    "PromQL warning: sort is ineffective for range queries since results are always ordered by labels"
+)
+
+
+def _reordered(vec: StepVector, order: list[int], ctx: EvalContext) -> StepVector:
+    if not _instant(ctx) and _SORT_IN_RANGE not in ctx.warnings:
+        ctx.warnings.append(_SORT_IN_RANGE)
     return StepVector(
         [vec.labels[i] for i in order],
         vec.values[order],
@@ -410,12 +417,10 @@ def _sort_impl(descending: bool) -> Impl:
 
     def impl(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
         vec = _vector(args)
-        if len(vec) == 0:
-            return vec
         last = vec.values[:, -1]
         key = -last if descending else last
         order = np.lexsort((key, np.isnan(last))).tolist()  # stable: NaN last, then by value
-        return _reordered(vec, order)
+        return _reordered(vec, order, ctx)
 
     return impl
 
@@ -456,7 +461,7 @@ def _sort_by_label_impl(descending: bool) -> Impl:
                     return -sign if natural_less(va, vb) else sign
             return sign * ((a > b) - (a < b))
 
-        return _reordered(vec, sorted(range(len(vec)), key=functools.cmp_to_key(compare)))
+        return _reordered(vec, sorted(range(len(vec)), key=functools.cmp_to_key(compare)), ctx)
 
     return impl
 
