@@ -11,6 +11,7 @@ import pytest
 from watchkeeper.errors import EvalError
 from watchkeeper.labels import Labels, from_dict
 from watchkeeper.promql.functions import FUNCTIONS
+from watchkeeper.promql.range_functions import RANGE_FUNCTIONS
 from watchkeeper.promql.values import EvalContext, RangeVector, Scalar, StepVector, Value
 
 Samples = Sequence[tuple[float, float]]  # (seconds, value)
@@ -295,6 +296,15 @@ def test_empty_range_vector_gives_empty_vector() -> None:
     for name in ("rate", "sum_over_time", "quantile_over_time", "deriv", "mad_over_time"):
         args: list[Value] = [scalar(0.5, ctx), rv] if name == "quantile_over_time" else [rv]
         assert len(call(name, args, ctx)) == 0
+
+
+@pytest.mark.parametrize("name", sorted(set(RANGE_FUNCTIONS) - {"quantile_over_time"}))
+def test_windows_after_the_last_sample_are_absent(name: str) -> None:
+    ctx = ctx_at(60, 6000)
+    rv = range_vector([(from_dict({"a": "1"}), series([0, 1, 2]))], ctx, 180)
+    extra = {"predict_linear": 1, "double_exponential_smoothing": 2}.get(name, 0)
+    out = call(name, [rv, *[scalar(0.5, ctx)] * extra], ctx)
+    assert out.present.tolist() == [[True, False]]
 
 
 def _reference(name: str, window: list[float]) -> float:

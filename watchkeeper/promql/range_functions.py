@@ -378,7 +378,7 @@ def _linear_regression(rv: RangeVector, w: _Windows, origin_ms: F64) -> tuple[F6
     ``linearRegression``: slope and the intercept at ``origin_ms``, in window order."""
     size = w.n.shape[0]
     sx, cx, sy, cy, sxy, cxy, sx2, cx2 = (np.zeros(size) for _ in range(8))
-    first = rv.values[w.lo] if rv.values.shape[0] else np.zeros(size)
+    first = _at(rv.values, w.lo, w.n > 0)
     constant = np.ones(size, dtype=bool)
     for _, m, idx in w.positions():
         y = rv.values[idx]
@@ -401,7 +401,7 @@ def _linear_regression(rv: RangeVector, w: _Windows, origin_ms: F64) -> tuple[F6
 def _deriv(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
     rv = _range(args)
     w = _Windows.of(rv)
-    origin = rv.timestamps_ms[w.lo].astype(np.float64) if rv.values.shape[0] else np.zeros(w.n.shape)
+    origin = _at(rv.timestamps_ms, w.lo, w.n > 0)
     slope, _ = _linear_regression(rv, w, origin)
     return _result(rv, w.unsort(slope, rv.lo.shape), _counts(rv) >= 2)
 
