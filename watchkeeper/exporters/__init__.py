@@ -11,6 +11,10 @@ See ``docs/sdk.md`` for cache, database and business metrics, multi-worker expor
 
 from __future__ import annotations
 
+from watchkeeper.exporters import business, cache
+from watchkeeper.exporters.business import BusinessMetrics
+from watchkeeper.exporters.cache import CacheMetrics, instrument_redis
+from watchkeeper.exporters.database import DatabaseMetrics, instrument_sqlalchemy
 from watchkeeper.exporters.exposition import MetricsEndpoint, render
 from watchkeeper.exporters.http_metrics import PrometheusHttpMetrics
 from watchkeeper.exporters.instrumentation import ExportConfig, instrument
@@ -18,12 +22,19 @@ from watchkeeper.exporters.middleware import MetricsMiddleware
 from watchkeeper.exporters.otlp import OtlpHttpMetrics, OtlpPipeline
 
 __all__ = [
+    "BusinessMetrics",
+    "CacheMetrics",
+    "DatabaseMetrics",
     "ExportConfig",
     "MetricsEndpoint",
     "MetricsMiddleware",
     "OtlpHttpMetrics",
     "OtlpPipeline",
     "PrometheusHttpMetrics",
+    "business",
+    "cache",
     "instrument",
+    "instrument_redis",
+    "instrument_sqlalchemy",
     "render",
 ]
