@@ -81,20 +81,43 @@ def test_chunk_cut_at_sample_count_and_span() -> None:
 
 
 def test_out_of_order_window() -> None:
-    head = make(chunk_samples=5, out_of_order_window_ms=100)
+    head = make(chunk_samples=15, out_of_order_window_ms=100)  # raw tail of 5
     head.append(np.array([0, 0, 0]), np.array([1000, 1010, 1030]), arr(1, 2, 4))
     out = head.append(np.array([0, 0, 0, 0]), np.array([1020, 1010, 1010, 800]), arr(3, 2, 9, 0))
     assert out.rejected == {"out_of_order": 0, "duplicate": 1, "too_old": 1}
     assert out.accepted == 2  # 1020 inserted; 1010 with the same value is a silent no-op
     assert out.stored.tolist() == [True, False, False, False]
-    out = head.append(np.array([0]), np.array([1040]), arr(5))
-    assert [c.samples for c in out.chunks] == [5]
-    ts, vals = decode_chunk(out.chunks[0].data)
+    head.append(np.array([0]), np.array([1040]), arr(5))  # the tail is full: frozen
+    assert head.nseg[0] == 1 and head.count[0] == 0
+    ts, vals = head.read(0, 0, 10**9)
     assert ts.tolist() == [1000, 1010, 1020, 1030, 1040] and vals.tolist() == [1, 2, 3, 4, 5]
-    # Older than the open chunk but inside the window: a one-sample chunk of its own.
+    # Older than the raw tail but inside the window: a one-sample chunk of its own.
     head.append(np.array([0]), np.array([1100]), arr(6))
     out = head.append(np.array([0]), np.array([1025]), arr(3.5))
     assert [(c.min_time, c.max_time, c.samples) for c in out.chunks] == [(1025, 1025, 1)]
+    (chunk,) = head.cut_all()
+    assert decode_chunk(chunk.data)[0].tolist() == [1000, 1010, 1020, 1030, 1040, 1100]
+
+
+def test_open_chunk_is_frozen_in_segments_and_read_whole() -> None:
+    head = make(3)
+    values = np.arange(119) * 1.25
+    for k in range(119):
+        out = head.append(np.array([0, 2]), np.array([k * 1000, k * 1000]), arr(values[k], -values[k]))
+        assert not out.chunks
+    assert head.nseg[0] == 2 and head.count[0] == 39  # two 40-sample segments encoded, 39 raw
+    assert len(head.frozen[0]) < 2 * 40 * 12
+    assert head.num_samples == 2 * 119
+    ((t0, v0), (t1, _), (_, v2)) = head.read_many(np.array([0, 1, 2]), 0, 10**9)
+    assert t0.tolist() == [k * 1000 for k in range(119)] and v0.tolist() == values.tolist()
+    assert len(t1) == 0 and v2.tolist() == (-values).tolist()
+    assert head.read(0, 39_500, 41_000)[0].tolist() == [40_000, 41_000]  # across a segment edge
+    slots, ts, _ = head.snapshot()
+    assert slots.tolist() == [0] * 119 + [2] * 119 and ts[:119].tolist() == t0.tolist()
+    out = head.append(np.array([0]), np.array([119_000]), arr(1.0))
+    (chunk,) = out.chunks
+    assert chunk.samples == 120 and decode_chunk(chunk.data)[0].tolist() == [k * 1000 for k in range(120)]
+    assert head.nseg[0] == 0 and head.frozen[0] == b"" and head.num_samples == 119
 
 
 def test_snapshot_and_capacity_growth() -> None:
@@ -122,18 +145,21 @@ def test_persisted_bounds_reject_older_samples() -> None:
     assert out.rejected["out_of_order"] == 1 and out.accepted == 1
 
 
-def test_remote_write_shaped_batches_are_fast() -> None:
+def test_remote_write_shaped_batches_are_vectorised() -> None:
     import time
 
     n = 2000
     head = make(n)
     slots = np.arange(n)
-    started = time.perf_counter()
-    for k in range(100):
-        head.append(slots, np.full(n, k * 15_000), np.full(n, float(k)))
-    per_batch = (time.perf_counter() - started) / 100
-    assert head.num_samples == 100 * n
-    assert per_batch < 0.01, f"{per_batch * 1e3:.2f} ms per 2000-sample batch"
+    timings = []
+    for k in range(120):  # one full chunk cycle: two freezes and a cut per series
+        started = time.perf_counter()
+        out = head.append(slots, np.full(n, k * 15_000), np.full(n, float(k)))
+        timings.append(time.perf_counter() - started)
+    assert len(out.chunks) == n and head.num_samples == 0
+    # Bookkeeping alone (no encode): far below what a Python loop over 2000 samples costs.
+    plain = sorted(timings[:39])[19]
+    assert plain < 0.003, f"{plain * 1e3:.2f} ms per 2000-sample batch"
 
 
 def test_invalid_settings() -> None:

@@ -1,8 +1,18 @@
 """The head: the open (not yet cut) chunk of every series, in parallel NumPy columns.
 
-Columns are indexed by the dense slot of `SeriesIndex`. The open chunk of slot ``s`` lives in row
-``s`` of two 2-D arrays: timestamps as ``int32`` offsets from ``base_ms[s]`` (a chunk spans at most
-2 h, so offsets fit) and values as ``float64``: 12 bytes a sample, no Python object per series.
+Columns are indexed by the dense slot of `SeriesIndex`; there is no Python object per series
+except one ``bytes``. An open chunk is up to ``chunk_samples`` (120) samples, kept as
+
+* a **raw tail** of up to ``tail`` (40) samples in row ``s`` of two 2-D arrays: timestamps as
+  ``int32`` offsets from ``base_ms[s]`` (a chunk spans less than 2 h, so offsets fit) and values as
+  ``float64``, 12 bytes a sample; and
+* **frozen segments**: each time the tail fills it is encoded with `encode_chunk` and appended to
+  ``frozen[s]`` (about 1 byte a sample instead of 12).
+
+So a series costs ~0.5 KiB of head memory whatever the fill level of its chunk, instead of the
+1.4 KiB a raw 120-sample row would take. The price is two extra (small) encodes per chunk; when the
+chunk is cut, its frozen segments are decoded together with those of every other series cut in the
+same batch (one `decode_concat`) and the whole chunk is encoded once more.
 
 `Head.append` takes a batch of many series (the remote-write shape: ~2000 series x 1 sample) and
 does the bookkeeping with fancy indexing. A series that appears more than once in a batch is
@@ -11,11 +21,14 @@ handled by splitting the batch into rounds in which every slot appears once, in 
 Rejections follow Prometheus: a sample older than ``min_valid_ms`` is ``too_old``; one older than
 the series' last sample is ``out_of_order`` (or, with an out-of-order window, accepted when within
 the window and ``too_old`` otherwise); the same timestamp with a different value (bitwise) is a
-``duplicate``; the same timestamp and value is accepted silently and stores nothing.
+``duplicate``; the same timestamp and value is accepted silently and stores nothing. An accepted
+out-of-order sample goes into the raw tail when it is not older than the tail's first sample, and
+otherwise becomes a one-sample chunk of its own (reads merge overlapping chunks); duplicates are
+only detected against the tail.
 
-A chunk is cut (encoded with `encode_chunk`) when it reaches ``chunk_samples`` samples, or before a
-sample that would make it span ``chunk_span_ms`` or more; the cut chunks are returned to the caller
-(the storage persists them):
+A chunk is cut when it reaches ``chunk_samples`` samples, or before a sample that would make it
+span ``chunk_span_ms`` or more; the cut chunks are returned to the caller (the storage persists
+them):
 
 >>> head = Head()
 >>> head.ensure_capacity(1)
@@ -32,7 +45,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
-from watchkeeper.tsdb.chunks import encode_chunk
+from watchkeeper.tsdb.chunks import decode_concat, encode_chunk
 
 CHUNK_SAMPLES = 120
 CHUNK_SPAN_MS = 2 * 3600_000
@@ -77,14 +90,19 @@ class Head:
         self.ooo_window_ms = out_of_order_window_ms
         self.chunk_samples = chunk_samples
         self.chunk_span_ms = chunk_span_ms
+        self.tail = -(-chunk_samples // 3)  # raw tail length: three segments make a chunk
+        self.max_segments = -(-chunk_samples // self.tail) - 1
         self.capacity = 0
-        self.count = np.zeros(0, dtype=np.uint16)  # samples in the open chunk
+        self.count = np.zeros(0, dtype=np.uint16)  # samples in the raw tail
+        self.nseg = np.zeros(0, dtype=np.uint8)  # frozen segments (tail-sized) before it
+        self.seg_len = np.zeros((0, self.max_segments), dtype=np.uint32)  # their byte lengths
+        self.frozen: list[bytes] = []  # the frozen segments, concatenated
         self.base_ms = np.zeros(0, dtype=np.int64)  # first timestamp of the open chunk
         self.last_ts = np.zeros(0, dtype=np.int64)  # newest timestamp ever accepted (or persisted)
         self.last_bits = np.zeros(0, dtype=np.uint64)  # its value's bits (for duplicate detection)
         self.first_ts = np.zeros(0, dtype=np.int64)  # oldest timestamp known (head or persisted)
-        self.offsets = np.zeros((0, chunk_samples), dtype=np.int32)
-        self.values = np.zeros((0, chunk_samples), dtype=np.float64)
+        self.offsets = np.zeros((0, self.tail), dtype=np.int32)
+        self.values = np.zeros((0, self.tail), dtype=np.float64)
         self.samples_appended_total = 0
 
     # --- capacity --------------------------------------------------------------------------------
@@ -101,14 +119,17 @@ class Head:
             return out
 
         self.count = grown(self.count, 0)
+        self.nseg = grown(self.nseg, 0)
+        self.seg_len = grown(self.seg_len, 0)
         self.base_ms = grown(self.base_ms, 0)
         self.last_ts = grown(self.last_ts, _NO_TS)
         self.last_bits = grown(self.last_bits, 0)
         self.first_ts = grown(self.first_ts, _FAR_TS)
-        # The sample rows are left uninitialised: a row is only read up to count[slot].
+        self.frozen.extend([b""] * (cap - self.capacity))
+        # The tail rows are left uninitialised: a row is only read up to count[slot].
         for name in ("offsets", "values"):
             old = getattr(self, name)
-            new = np.empty((cap, self.chunk_samples), dtype=old.dtype)
+            new = np.empty((cap, self.tail), dtype=old.dtype)
             new[: self.capacity] = old
             setattr(self, name, new)
         self.capacity = cap
@@ -119,6 +140,9 @@ class Head:
         self.last_ts[slots[newer]] = max_ts[newer]
         self.last_bits[slots[newer]] = _UNKNOWN_BITS  # the value is not at hand: any is a duplicate
         np.minimum.at(self.first_ts, slots, min_ts)
+
+    def _total(self, slots: I64 | slice) -> I64:
+        return self.nseg[slots].astype(np.int64) * self.tail + self.count[slots]
 
     # --- append ----------------------------------------------------------------------------------
 
@@ -180,12 +204,13 @@ class Head:
                 out.accepted += 1
 
     def _append_newer(self, s: I64, t: I64, v: F64, out: AppendOutcome) -> None:
-        cnt = self.count[s].astype(np.int64)
-        span_full = (cnt > 0) & (t - self.base_ms[s] >= self.chunk_span_ms)
+        total = self._total(s)
+        span_full = (total > 0) & (t - self.base_ms[s] >= self.chunk_span_ms)
         if span_full.any():
             out.chunks.extend(self._cut(s[span_full]))
-            cnt[span_full] = 0
-        base = np.where(cnt == 0, t, self.base_ms[s])
+            total[span_full] = 0
+        cnt = self.count[s].astype(np.int64)
+        base = np.where(total == 0, t, self.base_ms[s])
         self.base_ms[s] = base
         self.offsets[s, cnt] = (t - base).astype(np.int32)
         self.values[s, cnt] = v
@@ -194,17 +219,23 @@ class Head:
         self.last_bits[s] = v.view(np.uint64)
         self.first_ts[s] = np.minimum(self.first_ts[s], t)
         self.samples_appended_total += len(s)
-        full = cnt + 1 >= self.chunk_samples
+        self._after_growth(s, total + 1, cnt + 1, out)
+
+    def _after_growth(self, s: I64, total: I64, cnt: I64, out: AppendOutcome) -> None:
+        """Cut chunks that are full; freeze tails that are full."""
+        full = total >= self.chunk_samples
         if full.any():
             out.chunks.extend(self._cut(s[full]))
+        freeze = ~full & (cnt >= self.tail)
+        if freeze.any():
+            self._freeze(s[freeze])
 
     def _insert_ooo(self, slot: int, t: int, v: float, out: AppendOutcome) -> str:
-        """An out-of-order sample within the window: into the open chunk, or a chunk of its own."""
+        """An out-of-order sample within the window: into the raw tail, or a chunk of its own."""
         n = int(self.count[slot])
         base = int(self.base_ms[slot])
         vbits = np.array([v], dtype=np.float64)
-        if n == 0 or t < base:
-            # Belongs to an already cut chunk; it becomes a one-sample chunk, merged at read time.
+        if n == 0 or t < base + int(self.offsets[slot, 0]):
             out.chunks.append(CutChunk(slot, t, t, encode_chunk(np.array([t], dtype=np.int64), vbits), 1))
             self.first_ts[slot] = min(int(self.first_ts[slot]), t)
             self.samples_appended_total += 1
@@ -221,76 +252,118 @@ class Head:
         self.values[slot, pos] = v
         self.count[slot] = n + 1
         self.samples_appended_total += 1
-        if n + 1 >= self.chunk_samples:
-            out.chunks.extend(self._cut(np.array([slot], dtype=np.int64)))
+        one = np.array([slot], dtype=np.int64)
+        self._after_growth(one, self._total(one), self.count[one].astype(np.int64), out)
         return "stored"
+
+    def _freeze(self, slots: I64) -> None:
+        """Encode full raw tails and append them to the slots' frozen segments."""
+        for slot in slots.tolist():
+            n = int(self.count[slot])
+            ts = self.offsets[slot, :n].astype(np.int64) + self.base_ms[slot]
+            blob = encode_chunk(ts, self.values[slot, :n])
+            k = int(self.nseg[slot])
+            self.frozen[slot] += blob
+            self.seg_len[slot, k] = len(blob)
+            self.nseg[slot] = k + 1
+        self.count[slots] = 0
+
+    def _reset(self, slots: I64) -> None:
+        self.count[slots] = 0
+        self.nseg[slots] = 0
+        for slot in slots.tolist():
+            self.frozen[slot] = b""
 
     def _cut(self, slots: I64) -> list[CutChunk]:
         chunks = []
-        for slot in slots.tolist():
-            ts, vals = self._row(slot)
+        for slot, (ts, vals) in zip(slots.tolist(), self._rows(slots), strict=True):
             if len(ts):
                 chunks.append(CutChunk(slot, int(ts[0]), int(ts[-1]), encode_chunk(ts, vals), len(ts)))
-        self.count[slots] = 0
+        self._reset(slots)
         return chunks
 
     def cut_all(self) -> list[CutChunk]:
         """Cut every non-empty open chunk (graceful shutdown)."""
-        return self._cut(np.flatnonzero(self.count[: self.capacity]).astype(np.int64))
+        return self._cut(np.flatnonzero(self._total(slice(0, self.capacity))).astype(np.int64))
 
     # --- reads -----------------------------------------------------------------------------------
 
-    def _row(self, slot: int) -> tuple[I64, F64]:
-        n = int(self.count[slot])
-        ts = self.offsets[slot, :n].astype(np.int64) + self.base_ms[slot]
-        return ts, self.values[slot, :n].copy()
+    def _rows(self, slots: I64) -> list[tuple[I64, F64]]:
+        """Whole open chunks: frozen segments (decoded together) followed by the raw tail."""
+        slots_l = slots.tolist()
+        blobs: list[bytes] = []
+        first_blob = []
+        for slot in slots_l:
+            first_blob.append(len(blobs))
+            k = int(self.nseg[slot])
+            if k:
+                data, pos = self.frozen[slot], 0
+                for length in self.seg_len[slot, :k].tolist():
+                    blobs.append(data[pos : pos + length])
+                    pos += length
+        ts_all, vals_all, offsets = decode_concat(blobs)
+        rows = []
+        for i, slot in enumerate(slots_l):
+            n = int(self.count[slot])
+            tail_ts = self.offsets[slot, :n].astype(np.int64) + self.base_ms[slot]
+            tail_vals = self.values[slot, :n].copy()
+            k = int(self.nseg[slot])
+            if k:
+                a, b = int(offsets[first_blob[i]]), int(offsets[first_blob[i] + k])
+                rows.append((np.concatenate([ts_all[a:b], tail_ts]),
+                             np.concatenate([vals_all[a:b], tail_vals])))
+            else:
+                rows.append((tail_ts, tail_vals))
+        return rows
+
+    def read_many(self, slots: I64, start_ms: int, end_ms: int) -> list[tuple[I64, F64]]:
+        """Copies of the open chunks' samples within ``[start_ms, end_ms]``, per slot."""
+        out = []
+        for ts, vals in self._rows(np.asarray(slots, dtype=np.int64)):
+            lo, hi = np.searchsorted(ts, [start_ms, end_ms + 1])
+            out.append((ts[lo:hi], vals[lo:hi]))
+        return out
 
     def read(self, slot: int, start_ms: int, end_ms: int) -> tuple[I64, F64]:
-        """Copies of the open chunk's samples within ``[start_ms, end_ms]``."""
-        n = int(self.count[slot]) if slot < self.capacity else 0
-        if n == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        ts, vals = self._row(slot)
-        lo, hi = np.searchsorted(ts, [start_ms, end_ms + 1])
-        return ts[lo:hi], vals[lo:hi]
+        return self.read_many(np.array([slot], dtype=np.int64), start_ms, end_ms)[0]
 
     def snapshot(self) -> tuple[I64, I64, F64]:
         """(slots, timestamps, values) of every open-chunk sample: what a WAL checkpoint keeps."""
-        cnt = self.count[: self.capacity].astype(np.int64)
-        active = np.flatnonzero(cnt)
-        n = cnt[active]
-        slots = np.repeat(active, n)
-        pos = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        ts = self.offsets[slots, pos].astype(np.int64) + self.base_ms[slots]
-        return slots, ts, self.values[slots, pos]
+        active = np.flatnonzero(self._total(slice(0, self.capacity))).astype(np.int64)
+        rows = self._rows(active)
+        n = np.fromiter((len(r[0]) for r in rows), np.int64, len(rows))
+        if not len(rows):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+        return (np.repeat(active, n), np.concatenate([r[0] for r in rows]),
+                np.concatenate([r[1] for r in rows]))
 
-    def has_samples(self, slots: I64) -> npt.NDArray[np.bool_]:
-        return self.count[slots] > 0
+    def has_samples(self, slots: I64 | slice) -> npt.NDArray[np.bool_]:
+        return self._total(slots) > 0
 
     def drop_before(self, cutoff_ms: int) -> None:
         """Forget open chunks whose newest sample is older than ``cutoff_ms`` (retention)."""
         n = self.capacity
-        stale = (self.count[:n] > 0) & (self.last_ts[:n] < cutoff_ms)
-        self.count[:n][stale] = 0
+        stale = self.has_samples(slice(0, n)) & (self.last_ts[:n] < cutoff_ms)
+        self._reset(np.flatnonzero(stale).astype(np.int64))
         np.maximum(self.first_ts[:n], cutoff_ms, out=self.first_ts[:n], where=self.first_ts[:n] < _FAR_TS)
 
     def clear(self, slots: I64) -> None:
         """Reset dropped series' columns (their slots are never used again)."""
-        self.count[slots] = 0
+        self._reset(slots)
         self.last_ts[slots] = _NO_TS
         self.first_ts[slots] = _FAR_TS
 
     @property
     def num_chunks(self) -> int:
-        return int(np.count_nonzero(self.count[: self.capacity]))
+        return int(np.count_nonzero(self.has_samples(slice(0, self.capacity))))
 
     @property
     def num_samples(self) -> int:
-        return int(self.count[: self.capacity].sum(dtype=np.int64))
+        return int(self._total(slice(0, self.capacity)).sum())
 
     def time_bounds(self) -> tuple[int | None, int | None]:
         """Oldest and newest sample in the open chunks."""
-        active = np.flatnonzero(self.count[: self.capacity])
+        active = np.flatnonzero(self.has_samples(slice(0, self.capacity)))
         if not len(active):
             return None, None
         return int(self.base_ms[active].min()), int(self.last_ts[active].max())

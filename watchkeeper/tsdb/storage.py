@@ -366,9 +366,9 @@ class Storage:
                 return []
             ids = self._index.ids[slots]
             labels = [self._index.labels(s) for s in slots.tolist()]
-            head_parts = [self._head.read(s, start_ms, end_ms) for s in slots.tolist()]
             h = self._head
-            need_db = ~((h.count[slots] > 0) & (h.base_ms[slots] <= start_ms))
+            head_parts = h.read_many(slots, start_ms, end_ms)
+            need_db = ~(h.has_samples(slots) & (h.base_ms[slots] <= start_ms))
             queued: list[ChunkRow] = []
             by_id = self._queue.by_id
             for sid in ids.tolist():
@@ -452,7 +452,8 @@ class Storage:
             self._head.drop_before(cutoff)
             n = self._index.num_slots
             h = self._head
-            dead = np.flatnonzero(self._index.live[:n] & (h.count[:n] == 0) & (h.last_ts[:n] < cutoff))
+            empty = ~h.has_samples(slice(0, n)) & (h.last_ts[:n] < cutoff)
+            dead = np.flatnonzero(self._index.live[:n] & empty)
             ids = self._index.ids
             dead = np.array([s for s in dead.tolist() if int(ids[s]) not in q.by_id], dtype=np.int64)
             dead_ids = self._index.ids[dead].tolist()
