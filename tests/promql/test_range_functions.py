@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -347,3 +348,137 @@ def test_vectorised_windows_match_a_per_window_reference(name: str) -> None:
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12)
+
+
+# --- vectorised results against one-window-at-a-time ports of Prometheus' Go code ---------------
+
+
+def _kahan(inc: float, total: float, comp: float) -> tuple[float, float]:
+    t = total + inc
+    if math.isinf(t):
+        return t, 0.0
+    if abs(total) >= abs(inc):
+        return t, comp + ((total - t) + inc)
+    return t, comp + ((inc - t) + total)
+
+
+def _go_rate(
+    ts: list[float], vs: list[float], end: float, rng: float, counter: bool, rate: bool
+) -> float | None:
+    if len(vs) < 2:
+        return None
+    result = vs[-1] - vs[0]
+    if counter:
+        for prev, cur in itertools.pairwise(vs):
+            if cur < prev:
+                result += prev
+    to_start, to_end = ts[0] - (end - rng), end - ts[-1]
+    sampled = ts[-1] - ts[0]
+    average = sampled / (len(vs) - 1)
+    if to_start >= average * 1.1:
+        to_start = average / 2
+    if counter and result > 0 and vs[0] >= 0:
+        to_start = min(to_start, sampled * (vs[0] / result))
+    if to_end >= average * 1.1:
+        to_end = average / 2
+    factor = (sampled + to_start + to_end) / sampled
+    return result * factor / (rng if rate else 1)
+
+
+def _go_over_time(name: str, ts: list[float], vs: list[float], end: float, rng: float) -> float | None:
+    if name in ("rate", "increase", "delta"):
+        return _go_rate(ts, vs, end, rng, name != "delta", name == "rate")
+    if name in ("irate", "idelta"):
+        if len(vs) < 2:
+            return None
+        if name == "irate":
+            return (vs[-1] if vs[-1] < vs[-2] else vs[-1] - vs[-2]) / (ts[-1] - ts[-2])
+        return vs[-1] - vs[-2]
+    if not vs:
+        return None
+    pairs = list(itertools.pairwise(vs))
+    if name == "resets":
+        return sum(cur < prev for prev, cur in pairs)
+    if name == "changes":
+        return sum(cur != prev and not (math.isnan(cur) and math.isnan(prev)) for prev, cur in pairs)
+    if name == "sum_over_time":
+        total = comp = 0.0
+        for v in vs:
+            total, comp = _kahan(v, total, comp)
+        return total if math.isinf(total) else total + comp
+    if name in ("stdvar_over_time", "stddev_over_time"):
+        count = mean = c_mean = aux = c_aux = 0.0
+        for v in vs:
+            count += 1
+            delta = v - (mean + c_mean)
+            mean, c_mean = _kahan(delta / count, mean, c_mean)
+            aux, c_aux = _kahan(delta * (v - (mean + c_mean)), aux, c_aux)
+        variance = (aux + c_aux) / count
+        return variance if name == "stdvar_over_time" else math.sqrt(variance)
+    if name in ("min_over_time", "max_over_time", "ts_of_min_over_time", "ts_of_max_over_time"):
+        best, best_t = vs[0], ts[0]
+        for t, v in zip(ts, vs, strict=True):
+            better = {
+                "min_over_time": v < best,
+                "max_over_time": v > best,
+                "ts_of_min_over_time": v <= best,
+                "ts_of_max_over_time": v >= best,
+            }[name]
+            if better or math.isnan(best):
+                best, best_t = v, t
+        return best_t if name.startswith("ts_of") else best
+    if name == "deriv":
+        if len(vs) < 2:
+            return None
+        n, sx, sy, sxy, sx2 = float(len(vs)), 0.0, 0.0, 0.0, 0.0
+        cs = [0.0] * 4
+        for t, v in zip(ts, vs, strict=True):
+            x = t - ts[0]
+            sx, cs[0] = _kahan(x, sx, cs[0])
+            sy, cs[1] = _kahan(v, sy, cs[1])
+            sxy, cs[2] = _kahan(x * v, sxy, cs[2])
+            sx2, cs[3] = _kahan(x * x, sx2, cs[3])
+        if all(v == vs[0] for v in vs):
+            return math.nan if math.isinf(vs[0]) else 0.0
+        sx, sy, sxy, sx2 = sx + cs[0], sy + cs[1], sxy + cs[2], sx2 + cs[3]
+        return (sxy - sx * sy / n) / (sx2 - sx * sx / n)
+    return {"count_over_time": len(vs), "last_over_time": vs[-1], "first_over_time": vs[0]}[name]
+
+
+COMPARED = [
+    "rate", "increase", "delta", "irate", "idelta", "resets", "changes", "sum_over_time",
+    "stdvar_over_time", "stddev_over_time", "min_over_time", "max_over_time", "ts_of_min_over_time",
+    "ts_of_max_over_time", "deriv", "count_over_time", "last_over_time", "first_over_time",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("name", COMPARED)
+def test_vectorised_functions_match_per_window_go_ports(name: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ctx = ctx_at(*range(0, 900, 37))
+    data = []
+    for s in range(5):
+        times = np.sort(rng.choice(np.arange(0, 900, 3), size=int(rng.integers(0, 80)), replace=False))
+        values = np.cumsum(rng.integers(0, 5, size=times.shape[0])).astype(float)
+        values[rng.random(times.shape[0]) < 0.1] = 0  # counter resets
+        values[rng.random(times.shape[0]) < 0.03] = rng.choice([math.nan, math.inf, -7.5])
+        data.append((from_dict({"s": str(s)}), list(zip(times.tolist(), values.tolist(), strict=True))))
+    rv = range_vector(data, ctx, 120)
+    out = call(name, [rv], ctx)
+    got = {
+        (lbls, j): out.values[i, j]
+        for i, lbls in enumerate(out.labels)
+        for j in range(ctx.steps)
+        if out.present[i, j]
+    }
+    expected = {}
+    for lbls, samples in data:
+        for j, end in enumerate((ctx.times_ms / 1000).tolist()):
+            window = [(t, v) for t, v in samples if end - 120 < t <= end]
+            value = _go_over_time(name, [t for t, _ in window], [v for _, v in window], end, 120)
+            if value is not None:
+                expected[(lbls, j)] = value
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True), key
