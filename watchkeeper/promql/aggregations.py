@@ -227,11 +227,16 @@ def _scalar_param(param: Value | None, steps: int) -> F64:
 
 def _rank_order(gid: I64, key: F64, cls: I64) -> I64:
     """Per column, row indices ordered by (group id, class, key); stable arg-sorts along axis 0."""
-    order = np.argsort(key, axis=0, kind="stable")
-    order = np.take_along_axis(order, np.argsort(np.take_along_axis(cls, order, 0), axis=0, kind="stable"), 0)
-    g = gid[order]
-    ranked: I64 = np.take_along_axis(order, np.argsort(g, axis=0, kind="stable"), 0)
-    return ranked
+    # Ties between equal values may come out in any order (as from Prometheus' heaps), so the
+    # float sort need not be stable; the small-integer sorts after it are stable radix sorts.
+    order: I64 = np.argsort(key, axis=0)
+    if cls.size and cls.min() != cls.max():  # some NaN or absent cells: order by class first
+        by_class = np.argsort(np.take_along_axis(cls.astype(np.int8), order, 0), axis=0, kind="stable")
+        order = np.take_along_axis(order, by_class, 0)
+    if gid.size and gid.min() != gid.max():
+        small = gid.astype(np.int16 if gid.max() < 2**15 else np.int64)
+        order = np.take_along_axis(order, np.argsort(small[order], axis=0, kind="stable"), 0)
+    return order
 
 
 def _block_starts(gid: I64, n_groups: int) -> I64:

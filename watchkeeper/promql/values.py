@@ -83,6 +83,12 @@ class StepVector:
     straight out of a vector selector (``timestamp()`` needs it). ``drop_name[i]`` marks a series
     whose metric name is to be removed when the result leaves the engine (Prometheus 3's delayed
     ``__name__`` removal); until then the name stays so that later label operations can see it.
+    ``drop_name`` None means no series is marked.
+
+    Never read ``values`` without ``present``: the engine writes NaN to absent cells, but a NaN
+    there is not a sample. Labels may repeat across rows (``a or a``, ``label_replace``) as long as
+    at most one of those rows is present at any step; the engine merges such rows at the end and
+    raises ``vector cannot contain metrics with the same labelset`` when they overlap.
     """
 
     labels: list[Labels]
