@@ -147,3 +147,12 @@ def test_range_aggregation_groups_change_per_step() -> None:
     s.add({"__name__": "x", "g": "1", "i": "2"}, [60_000], [5.0])
     result = Engine(s, lookback_ms=30_000).range("sum by (g) (x)", 0, 60_000, 60_000)
     assert result.series[0].values.tolist() == [1.0, 7.0]
+
+
+def test_topk_ties_keep_the_first_series_at_every_step() -> None:
+    s = MemoryStore()
+    for i in range(6):
+        s.add({"__name__": "x", "i": str(i)}, [0, 60_000, 120_000], [1.0, 1.0, float(i == 4)])
+    result = Engine(s).range("topk(1, x)", 0, 120_000, 60_000)
+    got = {dict(r.labels)["i"]: r.timestamps_ms.tolist() for r in result.series}
+    assert got == {"0": [0, 60_000], "4": [120_000]}

@@ -227,9 +227,13 @@ def _scalar_param(param: Value | None, steps: int) -> F64:
 
 def _rank_order(gid: I64, key: F64, cls: I64) -> I64:
     """Per column, row indices ordered by (group id, class, key); stable arg-sorts along axis 0."""
-    # Ties between equal values may come out in any order (as from Prometheus' heaps), so the
-    # float sort need not be stable; the small-integer sorts after it are stable radix sorts.
+    # Equal values keep input order, as in Prometheus' heaps (the first series wins a tie), so a
+    # range query does not flip between tied series. Without ties the faster unstable sort does;
+    # the small-integer sorts after it are stable radix sorts.
     order: I64 = np.argsort(key, axis=0)
+    ordered = np.take_along_axis(key, order, 0)
+    if (ordered[1:] == ordered[:-1]).any():
+        order = np.argsort(key, axis=0, kind="stable")
     if cls.size and cls.min() != cls.max():  # some NaN or absent cells: order by class first
         by_class = np.argsort(np.take_along_axis(cls.astype(np.int8), order, 0), axis=0, kind="stable")
         order = np.take_along_axis(order, by_class, 0)
@@ -260,7 +264,7 @@ def _quantile(gid: I64, vector: StepVector, q: F64, count: I64, ctx: EvalContext
     v = vector.values
     # NaN sorts first (as in Prometheus), absent rows last.
     cls = np.where(present, np.where(np.isnan(v), 0, 1), 2).astype(np.int64)
-    order = _rank_order(gid, np.where(present, v, 0.0), cls)
+    order = _rank_order(gid, np.where(present, v, np.nan), cls)
     sorted_vals = np.take_along_axis(v, order, 0)
     starts = _block_starts(gid, n_groups)[:, None]
     nf = count.astype(np.float64)
@@ -319,7 +323,7 @@ def _aggregate_k(
     if op in ("topk", "bottomk"):
         key = -v if op == "topk" else v
         cls = np.where(present, np.where(np.isnan(v), 1, 0), 2).astype(np.int64)
-        order = _rank_order(gid, np.where(present, key, 0.0), cls)
+        order = _rank_order(gid, np.where(present, key, np.nan), cls)
         rank = np.arange(n)[:, None] - starts[gid[order]]
         keep_sorted = (rank < p[None, :]) & np.take_along_axis(present, order, 0)
         keep = np.zeros_like(present)
