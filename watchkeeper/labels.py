@@ -77,7 +77,55 @@ class MatchOp(enum.Enum):
 @lru_cache(maxsize=4096)
 def compile_anchored(pattern: str) -> re.Pattern[str]:
     """A Prometheus regex: fully anchored, ``.`` matches newlines."""
-    return re.compile(f"(?s:{pattern})\\Z")
+    return re.compile(f"(?s:{go_to_python_regex(pattern)})\\Z")
+
+
+_INLINE_FLAGS = re.compile(r"\(\?([imsU]+)\)")
+
+
+def go_to_python_regex(pattern: str) -> str:
+    """Translate the RE2 (Go) syntax Python's ``re`` reads differently.
+
+    Go allows flag groups such as ``(?i)`` anywhere; they apply to the end of the enclosing group.
+    Python accepts global flags only at the very start, so ``a((?i)b)c`` becomes ``a((?i:b))c``.
+    """
+    if "(?" not in pattern:
+        return pattern
+    out: list[str] = []
+    closers = [0]  # per open group (the bottom one is the whole pattern): scoped-flag groups to close
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+            out.append(c)
+        elif c == "[":
+            in_class = True
+            out.append(c)
+            if pattern[i + 1 : i + 2] == "]":  # a leading ']' is literal
+                out.append("]")
+                i += 1
+        elif (m := _INLINE_FLAGS.match(pattern, i)) is not None:
+            flags = m.group(1).replace("U", "")
+            if flags:
+                out.append(f"(?{flags}:")
+                closers[-1] += 1
+            i = m.end()
+            continue
+        elif c == "(":
+            closers.append(0)
+            out.append(c)
+        elif c == ")":
+            out.append(")" * (closers.pop() if len(closers) > 1 else 0) + ")")
+        else:
+            out.append(c)
+        i += 1
+    out.append(")" * sum(closers))
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
