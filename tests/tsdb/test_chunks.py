@@ -275,6 +275,19 @@ def test_one_bad_blob_fails_the_whole_batch() -> None:
         decode_many([good, good[:-1], good])
 
 
+def test_decoders_accept_memoryview_and_bytearray() -> None:
+    """psycopg returns bytea as memoryview; sqlite3 as bytes."""
+    ts, vals = np.arange(120) * 15_000, np.arange(120) / 8
+    few = np.resize([0.1 * np.pi, 1 / 3], 120)  # the zstd form, which is inflated first
+    blobs = [encode_chunk(ts, vals), encode_chunk(ts, few)]
+    for wrap in (memoryview, bytearray):
+        wrapped = [wrap(b) for b in blobs]
+        np.testing.assert_array_equal(decode_chunk(wrapped[1])[1], few)
+        decoded = decode_many(wrapped)
+        np.testing.assert_array_equal(decoded[0][1], vals)
+        np.testing.assert_array_equal(decoded[1][1], few)
+
+
 def test_decode_many_of_nothing() -> None:
     assert decode_many([]) == []
     ts, vals, offsets = decode_concat([])

@@ -54,7 +54,7 @@ import numpy.typing as npt
 
 from watchkeeper.errors import StorageError
 
-__all__ = ["MAX_SAMPLES", "decode_chunk", "decode_concat", "decode_many", "encode_chunk"]
+__all__ = ["MAX_SAMPLES", "Blob", "decode_chunk", "decode_concat", "decode_many", "encode_chunk"]
 
 #: The most samples one chunk may hold (head chunks hold ~120); bounds what a blob can allocate.
 MAX_SAMPLES = 1 << 20
@@ -79,6 +79,8 @@ U64Array = npt.NDArray[np.uint64]
 I64Array = npt.NDArray[np.int64]
 F64Array = npt.NDArray[np.float64]
 _Int = Any  # an int, or an integer array of one value per chunk
+#: What decoders accept: DB drivers hand back bytes (sqlite3) or memoryview (psycopg bytea).
+Blob = bytes | bytearray | memoryview
 
 
 # --- encoding -----------------------------------------------------------------------------------
@@ -271,7 +273,11 @@ def _maybe_zstd(blob: bytes) -> bytes:
     return packed + zlib.crc32(packed).to_bytes(4, "little")
 
 
-def _inflate(blob: bytes) -> bytes:
+def _nbytes_of(blob: Blob) -> int:
+    return blob.nbytes if isinstance(blob, memoryview) else len(blob)
+
+
+def _inflate(blob: Blob) -> bytes:
     """A zstd-flagged blob (checksum already verified) as the plain blob it was made from."""
     if len(blob) < 1 + 4 + 4:
         raise StorageError("corrupt chunk: truncated compressed chunk")
@@ -408,7 +414,7 @@ def _undiff(
     return y
 
 
-def decode_concat(blobs: Sequence[bytes]) -> tuple[I64Array, F64Array, I64Array]:
+def decode_concat(blobs: Sequence[Blob]) -> tuple[I64Array, F64Array, I64Array]:
     """Decode many chunks into concatenated arrays: chunk i is ``[offsets[i]:offsets[i + 1]]``.
 
     >>> blobs = [encode_chunk([1, 2], [0.5, 1.5]), encode_chunk([3], [7.0])]
@@ -421,7 +427,7 @@ def decode_concat(blobs: Sequence[bytes]) -> tuple[I64Array, F64Array, I64Array]
     damaged blob.
     """
     count = len(blobs)
-    sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=count)
+    sizes = np.fromiter(map(_nbytes_of, blobs), dtype=np.int64, count=count)
     crcs = np.fromiter(map(zlib.crc32, blobs), dtype=np.int64, count=count)
     if (crcs != _CRC_RESIDUE).any() or (sizes < 5).any():
         raise StorageError("corrupt chunk: checksum mismatch or truncated")
@@ -433,7 +439,7 @@ def decode_concat(blobs: Sequence[bytes]) -> tuple[I64Array, F64Array, I64Array]
         plain = list(blobs)
         for i in np.flatnonzero(first & _ZSTD).tolist():
             plain[i] = _inflate(blobs[i])
-        sizes = np.fromiter(map(len, plain), dtype=np.int64, count=count)
+        sizes = np.fromiter(map(_nbytes_of, plain), dtype=np.int64, count=count)
         buf = b"".join(plain) + bytes(_PAD)
         a = np.frombuffer(buf, dtype=np.uint8)
         starts = np.cumsum(sizes) - sizes
@@ -522,7 +528,7 @@ def decode_concat(blobs: Sequence[bytes]) -> tuple[I64Array, F64Array, I64Array]
     return ts_out.view(np.int64), val_out.view(np.float64), offsets
 
 
-def decode_many(blobs: Sequence[bytes]) -> list[tuple[I64Array, F64Array]]:
+def decode_many(blobs: Sequence[Blob]) -> list[tuple[I64Array, F64Array]]:
     """Decode many chunks at once; element i is ``(timestamps_ms, values)`` of ``blobs[i]``.
 
     The arrays are views into two shared arrays (see `decode_concat`, which avoids even the
@@ -533,12 +539,13 @@ def decode_many(blobs: Sequence[bytes]) -> list[tuple[I64Array, F64Array]]:
     return [(ts[lo:hi], vals[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
 
 
-def decode_chunk(data: bytes) -> tuple[I64Array, F64Array]:
+def decode_chunk(data: Blob) -> tuple[I64Array, F64Array]:
     """Decode one blob made by `encode_chunk`; raises `StorageError` if it is damaged.
 
     Parses the header with plain Python (a NumPy call costs a microsecond or more); for many
     chunks, `decode_concat` is far faster per sample.
     """
+    data = bytes(data)
     if len(data) < 5 or zlib.crc32(data) != _CRC_RESIDUE:
         raise StorageError("corrupt chunk: checksum mismatch or truncated")
     if data[0] >> 4 != _VERSION:
