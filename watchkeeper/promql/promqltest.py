@@ -868,7 +868,7 @@ def _instant_variants(ev: Eval, expr: ast.Expr) -> Iterator[_Variant]:
     t = ev.eval_ms
     pinned = pin_at(expr, t)
     text = _printed(pinned) or f"{ev.expr} [with @ {_fmt_time(t)} on every selector]"
-    times = [-1000, 0, 1000] if t == 0 else [-10 * t, 0, int(t / 5), t, 10 * t]
+    times = [-1000, 0, 1000] if t == 0 else [-10 * t, 0, t // 5, t, 10 * t]  # t >= 0
     for time_ms in times:
         yield _Variant(text, pinned, time_ms, pinned=True)
 
