@@ -1045,7 +1045,7 @@ def _compare(ev: Eval, result: QueryResult, where: str) -> None:
         _compare_scalar(ev, float(result.series[0].values[0]), where)
     else:
         got_string = result.string_value or ""
-        if ev.expected_string != got_string:
+        if (ev.expected_string or "") != got_string:  # upstream's default expectation is ""
             raise _EvalFailure(
                 f"error in {where}: expected string {ev.expected_string!r} but got {got_string!r}"
             )
