@@ -36,5 +36,6 @@ def test_postgres_schema(postgres_url: str) -> None:
     migrate(engine)
     insp = sa.inspect(engine)
     assert {"tsdb_series", "tsdb_chunks"} <= set(insp.get_table_names())
-    assert insp.get_pk_constraint("tsdb_chunks")["constrained_columns"] == ["series_id", "min_time", "max_time"]
+    pk = insp.get_pk_constraint("tsdb_chunks")["constrained_columns"]
+    assert pk == ["series_id", "min_time", "max_time"]
     engine.dispose()

@@ -26,6 +26,7 @@ import hashlib
 import re
 import sys
 from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,7 @@ _ID_MASK = (1 << 63) - 1
 _REGEX_META = re.compile(r"[.^$*+?{}\[\]\\|()]")
 
 SlotArray = npt.NDArray[np.int64]
+_A = TypeVar("_A", bound=np.ndarray[Any, Any])
 
 
 def series_hash(labels: Labels) -> int:
@@ -49,10 +51,10 @@ def series_hash(labels: Labels) -> int:
     return int.from_bytes(h.digest(), "little") & _ID_MASK
 
 
-def _grow(arr: npt.NDArray[np.int32], need: int) -> npt.NDArray[np.int32]:
+def _grow(arr: _A, need: int) -> _A:
     if need <= len(arr):
         return arr
-    out = np.empty(max(need, 2 * len(arr), 1024), dtype=arr.dtype)
+    out = cast(_A, np.zeros(max(need, 2 * len(arr), 1024), dtype=arr.dtype))
     out[: len(arr)] = arr
     return out
 
@@ -76,119 +78,153 @@ class SeriesIndex:
     """Label sets, their ids and slots, and the postings. Not thread-safe: the storage locks."""
 
     def __init__(self) -> None:
-        self._slot_by_id: dict[int, int] = {}
+        self._n = 0  # slots handed out
+        self._n_live = 0
         self.ids = np.zeros(0, dtype=np.int64)  # slot -> id
         self.live = np.zeros(0, dtype=np.bool_)  # slot -> not deleted
-        self._labels: list[Labels] = []  # slot -> labels (tuples of interned pairs)
+        self._lab_start = np.zeros(0, dtype=np.int64)  # slot -> its first entry
+        self._lab_len = np.zeros(0, dtype=np.uint16)  # slot -> number of labels
+        # id -> slot: sorted arrays, plus a dict of the ids added since they were last merged.
+        self._sorted_ids = np.zeros(0, dtype=np.int64)
+        self._sorted_slots = np.zeros(0, dtype=np.int64)
+        self._recent: dict[int, int] = {}
         self._pairs: list[tuple[str, str]] = []  # pair id -> (name, value), interned
         self._pair_ids: dict[tuple[str, str], int] = {}
         self._values: dict[str, dict[str, int]] = {}  # name -> value -> pair id
-        self._entry_pair = np.zeros(0, dtype=np.int32)  # one entry per (series, label)
+        # One entry per (series, label), in slot order: the labels themselves and the postings' source.
+        self._entry_pair = np.zeros(0, dtype=np.int32)
         self._entry_slot = np.zeros(0, dtype=np.int32)
         self._n_entries = 0
         # CSR postings over the first _csr_entries entries, rebuilt when the tail grows too long.
         self._csr_entries = 0
         self._csr_slots = np.zeros(0, dtype=np.int32)
         self._csr_offsets = np.zeros(1, dtype=np.int64)
-        self._sorted_ids: npt.NDArray[np.int64] | None = None
-        self._sorted_slots = np.zeros(0, dtype=np.int64)
 
     # --- creation and lookup -------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._slot_by_id)
+        return self._n_live
 
     @property
     def num_slots(self) -> int:
-        return len(self._labels)
+        return self._n
 
     def labels(self, slot: int) -> Labels:
-        return self._labels[slot]
+        a = int(self._lab_start[slot])
+        pairs = self._pairs
+        return tuple(pairs[p] for p in self._entry_pair[a : a + int(self._lab_len[slot])].tolist())
 
     def slot_of(self, series_id: int) -> int | None:
-        return self._slot_by_id.get(series_id)
+        slot = self._recent.get(series_id)
+        if slot is not None:
+            return slot
+        i = int(np.searchsorted(self._sorted_ids, series_id))
+        if i < len(self._sorted_ids) and int(self._sorted_ids[i]) == series_id:
+            slot = int(self._sorted_slots[i])
+            if self.live[slot]:
+                return slot
+        return None
 
-    def get_or_create(self, label_sets: Iterable[Labels]) -> tuple[list[int], list[int]]:
+    def slots_of(self, ids: npt.NDArray[np.int64]) -> SlotArray:
+        """Vectorised id -> slot; -1 for unknown ids."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.full(len(ids), -1, dtype=np.int64)
+        if len(self._sorted_ids):
+            pos = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
+            found = self._sorted_ids[pos] == ids
+            slots = self._sorted_slots[pos[found]]
+            out[found] = np.where(self.live[slots], slots, -1)
+        if self._recent:
+            missing = np.flatnonzero(out < 0)
+            recent = self._recent
+            out[missing] = [recent.get(i, -1) for i in ids[missing].tolist()]
+        return out
+
+    def get_or_create(self, label_sets: Sequence[Labels]) -> tuple[list[int], list[int]]:
         """Ids for the label sets, creating series as needed; also returns the new slots."""
+        hashes = [series_hash(labels) for labels in label_sets]
+        found = self.slots_of(np.array(hashes, dtype=np.int64)).tolist()
         out: list[int] = []
         created: list[int] = []
-        for labels in label_sets:
-            sid = series_hash(labels)
-            while True:
-                slot = self._slot_by_id.get(sid)
-                if slot is None:
+        for labels, sid, slot in zip(label_sets, hashes, found, strict=True):
+            if slot >= 0 and self.labels(slot) == labels:
+                out.append(sid)
+                continue
+            while True:  # new series, or a hash collision: probe
+                maybe = self.slot_of(sid)
+                if maybe is None:
                     created.append(self._add(sid, labels))
                     break
-                if self._labels[slot] == labels:
+                if self.labels(maybe) == labels:
                     break
-                sid = (sid + 1) & _ID_MASK  # collision: probe
+                sid = (sid + 1) & _ID_MASK
             out.append(sid)
         return out, created
 
     def add(self, series_id: int, labels: Labels) -> int:
         """Register a series with a known id (replay, database load); returns its slot."""
-        slot = self._slot_by_id.get(series_id)
+        slot = self.slot_of(series_id)
         if slot is not None:
-            if self._labels[slot] != labels:
+            if self.labels(slot) != labels:
                 raise ValueError(f"series id {series_id} already used by other labels")
             return slot
         return self._add(series_id, labels)
 
     def _add(self, series_id: int, labels: Labels) -> int:
-        slot = len(self._labels)
-        interned = tuple(self._intern(p) for p in labels)
-        pids = [self._pair_ids[p] for p in interned]
-        self._labels.append(interned)
-        self._slot_by_id[series_id] = slot
+        slot = self._n
+        pids = [self._intern(p) for p in labels]
         if slot >= len(self.ids):
             cap = max(1024, 2 * len(self.ids))
-            self.ids = np.concatenate([self.ids, np.zeros(cap - len(self.ids), dtype=np.int64)])
-            self.live = np.concatenate([self.live, np.zeros(cap - len(self.live), dtype=np.bool_)])
+            self.ids = _grow(self.ids, cap)
+            self.live = _grow(self.live, cap)
+            self._lab_start = _grow(self._lab_start, cap)
+            self._lab_len = _grow(self._lab_len, cap)
+        n, k = self._n_entries, len(pids)
         self.ids[slot] = series_id
         self.live[slot] = True
-        n, k = self._n_entries, len(pids)
+        self._lab_start[slot] = n
+        self._lab_len[slot] = k
         self._entry_pair = _grow(self._entry_pair, n + k)
         self._entry_slot = _grow(self._entry_slot, n + k)
         self._entry_pair[n : n + k] = pids
         self._entry_slot[n : n + k] = slot
         self._n_entries = n + k
-        self._sorted_ids = None
+        self._n = slot + 1
+        self._n_live += 1
+        self._recent[series_id] = slot
+        if len(self._recent) > max(1024, len(self._sorted_ids) // 16):
+            self._merge_recent()
         return slot
 
-    def _intern(self, pair: tuple[str, str]) -> tuple[str, str]:
+    def _merge_recent(self) -> None:
+        keep = self.live[self._sorted_slots]
+        ids = np.concatenate([self._sorted_ids[keep], np.fromiter(self._recent, np.int64, len(self._recent))])
+        slots = np.concatenate([self._sorted_slots[keep],
+                                np.fromiter(self._recent.values(), np.int64, len(self._recent))])
+        order = np.argsort(ids, kind="stable")
+        self._sorted_ids, self._sorted_slots = ids[order], slots[order]
+        self._recent.clear()
+
+    def _intern(self, pair: tuple[str, str]) -> int:
         pid = self._pair_ids.get(pair)
         if pid is not None:
-            return self._pairs[pid]
+            return pid
         name, value = sys.intern(pair[0]), sys.intern(pair[1])
-        interned = (name, value)
         pid = len(self._pairs)
-        self._pairs.append(interned)
-        self._pair_ids[interned] = pid
+        self._pairs.append((name, value))
+        self._pair_ids[(name, value)] = pid
         self._values.setdefault(name, {})[value] = pid
-        return interned
+        return pid
 
     def remove(self, slots: Iterable[int]) -> None:
         """Forget series (retention). Their slots stay allocated but are never returned again."""
         for slot in slots:
             if self.live[slot]:
                 self.live[slot] = False
-                del self._slot_by_id[int(self.ids[slot])]
-        self._sorted_ids = None
-
-    def slots_of(self, ids: npt.NDArray[np.int64]) -> SlotArray:
-        """Vectorised id -> slot; -1 for unknown ids."""
-        if self._sorted_ids is None:
-            live = np.flatnonzero(self.live[: self.num_slots])
-            order = np.argsort(self.ids[live], kind="stable")
-            self._sorted_ids = self.ids[live][order]
-            self._sorted_slots = live[order].astype(np.int64)
-        ids = np.asarray(ids, dtype=np.int64)
-        if len(self._sorted_ids) == 0:
-            return np.full(len(ids), -1, dtype=np.int64)
-        pos = np.searchsorted(self._sorted_ids, ids)
-        pos = np.minimum(pos, len(self._sorted_ids) - 1)
-        found = self._sorted_ids[pos] == ids
-        return np.where(found, self._sorted_slots[pos], -1)
+                self._n_live -= 1
+                sid = int(self.ids[slot])
+                if self._recent.get(sid) == slot:
+                    del self._recent[sid]
 
     # --- postings --------------------------------------------------------------------------------
 
@@ -218,15 +254,12 @@ class SeriesIndex:
 
     def _rebuild_csr(self) -> None:
         n = self._n_entries
-        pairs = self._entry_pair[:n]
-        keep = self.live[self._entry_slot[:n]]
-        if not keep.all():  # compact away deleted series while we are at it
-            self._entry_pair = np.ascontiguousarray(pairs[keep])
-            self._entry_slot = np.ascontiguousarray(self._entry_slot[:n][keep])
-            n = self._n_entries = len(self._entry_pair)
-            pairs = self._entry_pair
+        pairs, slots = self._entry_pair[:n], self._entry_slot[:n]
+        keep = self.live[slots]
+        if not keep.all():  # leave deleted series out of the postings
+            pairs, slots = pairs[keep], slots[keep]
         order = np.argsort(pairs, kind="stable")
-        self._csr_slots = self._entry_slot[:n][order]
+        self._csr_slots = slots[order]
         counts = np.bincount(pairs, minlength=len(self._pairs))
         self._csr_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._csr_entries = n
@@ -282,8 +315,7 @@ class SeriesIndex:
             if self.live[: self.num_slots].all():
                 return sorted(self._values)
             return sorted(name for name, vals in self._values.items() if self._any_live(vals))
-        names = {name for s in slots.tolist() for name, _ in self._labels[s]}
-        return sorted(names)
+        return sorted({self._pairs[p][0] for p in self._pair_ids_of(slots).tolist()})
 
     def label_values(self, name: str, slots: SlotArray | None = None) -> list[str]:
         if slots is None:
@@ -291,8 +323,15 @@ class SeriesIndex:
             if self.live[: self.num_slots].all():
                 return sorted(vals)
             return sorted(v for v, pid in vals.items() if len(self.select_pairs([pid])))
-        out = {v for s in slots.tolist() for n, v in self._labels[s] if n == name}
-        return sorted(out)
+        pairs = self._pairs
+        return sorted(v for n, v in (pairs[p] for p in self._pair_ids_of(slots).tolist()) if n == name)
+
+    def _pair_ids_of(self, slots: SlotArray) -> npt.NDArray[np.int32]:
+        """Distinct pair ids of the series, vectorised over their entries."""
+        lens = self._lab_len[slots].astype(np.int64)
+        starts = self._lab_start[slots]
+        pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        return np.unique(self._entry_pair[pos])
 
     def metric_names(self) -> list[str]:
         return self.label_values(METRIC_NAME)
