@@ -75,15 +75,17 @@ class ChunkStore(Protocol):
 
 
 class MemoryChunkStore:
-    """Chunks in dicts: the purely in-memory mode (PromQL conformance, rule unit tests)."""
+    """Chunks in dicts: the purely in-memory mode (PromQL conformance, rule unit tests).
+
+    Series labels are not kept: the index in memory is their only copy, nothing reloads them.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._series: dict[int, bytes] = {}
         self._chunks: dict[int, list[tuple[int, int, bytes]]] = {}
 
     def load_series(self) -> list[SeriesRow]:
-        return list(self._series.items())
+        return []
 
     def series_bounds(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         with self._lock:
@@ -93,8 +95,6 @@ class MemoryChunkStore:
 
     def write(self, series: Sequence[SeriesRow], chunks: Sequence[ChunkRow]) -> None:
         with self._lock:
-            for sid, labels in series:
-                self._series.setdefault(sid, labels)
             for sid, lo, hi, data in chunks:
                 lst = self._chunks.setdefault(sid, [])
                 i = bisect.bisect_left(lst, (lo, hi))
@@ -128,7 +128,6 @@ class MemoryChunkStore:
     def delete_series(self, series_ids: Sequence[int]) -> None:
         with self._lock:
             for sid in series_ids:
-                self._series.pop(sid, None)
                 self._chunks.pop(sid, None)
 
     def size_bytes(self) -> int:

@@ -202,9 +202,8 @@ class Storage:
                 new_labels = [self._index.labels(s) for s in created]
                 if self._wal is not None:
                     self._wal.log_series(new_ids, new_labels)
-                self._queue.series.extend(zip(new_ids, map(encode_labels, new_labels), strict=True))
-                if self._memory:
-                    self._flush_queue_memory()
+                if not self._memory:
+                    self._queue.series.extend(zip(new_ids, map(encode_labels, new_labels), strict=True))
         return np.array(ids, dtype=np.int64)
 
     def append(self, refs: npt.ArrayLike, timestamps_ms: npt.ArrayLike,
