@@ -128,6 +128,16 @@ def _range(args: list[Value], i: int = 0) -> RangeVector:
     return arg
 
 
+def _simple(fn: Callable[[RangeVector], tuple[F64, Bool]]) -> Impl:
+    """A function of the range vector alone: ``fn`` gives the values and where they exist."""
+
+    def impl(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
+        rv = _range(args)
+        return _result(rv, *fn(rv))
+
+    return impl
+
+
 # --- rate, increase, delta, irate, idelta --------------------------------------------------------
 
 
@@ -214,47 +224,22 @@ def _instant_value(rv: RangeVector, *, is_rate: bool) -> tuple[F64, Bool]:
     return np.where(v1 < v0, v1, v1 - v0) / (interval / 1000), ok
 
 
-def _irate(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
-    rv = _range(args)
-    return _result(rv, *_instant_value(rv, is_rate=True))
-
-
-def _idelta(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
-    rv = _range(args)
-    return _result(rv, *_instant_value(rv, is_rate=False))
-
-
-def _resets(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
-    rv = _range(args)
+def _pair_count(rv: RangeVector, indicator: Callable[[F64, F64], F64]) -> tuple[F64, Bool]:
+    """``resets``/``changes``: how many adjacent sample pairs of each window satisfy ``indicator``."""
     ok = _counts(rv) >= 1
-    cum = _pair_cumsum(rv.values, lambda prev, cur: (cur < prev).astype(np.float64))
-    return _result(rv, _at(cum, rv.hi - 1, ok) - _at(cum, rv.lo, ok), ok)
+    cum = _pair_cumsum(rv.values, indicator)
+    return _at(cum, rv.hi - 1, ok) - _at(cum, rv.lo, ok), ok
 
 
-def _changes(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
-    rv = _range(args)
-    ok = _counts(rv) >= 1
+def _is_reset(prev: F64, cur: F64) -> F64:
+    return np.asarray(cur < prev, dtype=np.float64)
 
-    def changed(prev: F64, cur: F64) -> F64:
-        return np.asarray((cur != prev) & ~(np.isnan(cur) & np.isnan(prev)), dtype=np.float64)
 
-    cum = _pair_cumsum(rv.values, changed)
-    return _result(rv, _at(cum, rv.hi - 1, ok) - _at(cum, rv.lo, ok), ok)
+def _is_change(prev: F64, cur: F64) -> F64:
+    return np.asarray((cur != prev) & ~(np.isnan(cur) & np.isnan(prev)), dtype=np.float64)
 
 
 # --- *_over_time from the window ends ------------------------------------------------------------
-
-
-def _count_over_time(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
-    rv = _range(args)
-    n = _counts(rv)
-    return _result(rv, n.astype(np.float64), n > 0)
-
-
-def _present_over_time(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
-    rv = _range(args)
-    n = _counts(rv)
-    return _result(rv, np.ones(n.shape), n > 0)
 
 
 def _pick(*, last: bool, timestamp: bool) -> Impl:
@@ -272,14 +257,13 @@ def _pick(*, last: bool, timestamp: bool) -> Impl:
 # --- *_over_time by recurrences across windows ---------------------------------------------------
 
 
-def _sum_over_time(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
-    rv = _range(args)
+def _sum(rv: RangeVector) -> F64:
+    """Kahan(-Neumaier) sums; an infinite sum is returned without its compensation."""
     w = _Windows.of(rv)
     total, comp = np.zeros(w.n.shape), np.zeros(w.n.shape)
     for _, m, idx in w.positions():
         total[:m], comp[:m] = kahan_inc(rv.values[idx], total[:m], comp[:m])
-    result = np.where(np.isinf(total), total, total + comp)
-    return _result(rv, w.unsort(result, rv.lo.shape), _counts(rv) > 0)
+    return w.unsort(np.where(np.isinf(total), total, total + comp), rv.lo.shape)
 
 
 def _avg_over_time(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
@@ -342,16 +326,6 @@ def _variance(rv: RangeVector) -> F64:
         mean[:m], c_mean[:m] = kahan_inc(delta / (k + 1), mean[:m], c_mean[:m])
         aux[:m], c_aux[:m] = kahan_inc(delta * (x - (mean[:m] + c_mean[:m])), aux[:m], c_aux[:m])
     return w.unsort((aux + c_aux) / np.maximum(w.n, 1), rv.lo.shape)
-
-
-def _stdvar_over_time(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
-    rv = _range(args)
-    return _result(rv, _variance(rv), _counts(rv) > 0)
-
-
-def _stddev_over_time(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
-    rv = _range(args)
-    return _result(rv, np.sqrt(_variance(rv)), _counts(rv) > 0)
 
 
 def _compare_over_time(*, better: Callable[[F64, F64], Bool], timestamp: bool) -> Impl:
@@ -523,23 +497,23 @@ RANGE_FUNCTIONS: dict[str, Impl] = {
     "rate": _rate_impl(is_counter=True, is_rate=True, check_name=True),
     "increase": _rate_impl(is_counter=True, is_rate=False, check_name=True),
     "delta": _rate_impl(is_counter=False, is_rate=False, check_name=False),
-    "irate": _irate,
-    "idelta": _idelta,
-    "resets": _resets,
-    "changes": _changes,
+    "irate": _simple(lambda rv: _instant_value(rv, is_rate=True)),
+    "idelta": _simple(lambda rv: _instant_value(rv, is_rate=False)),
+    "resets": _simple(lambda rv: _pair_count(rv, _is_reset)),
+    "changes": _simple(lambda rv: _pair_count(rv, _is_change)),
     "deriv": _deriv,
     "predict_linear": _predict_linear,
     "double_exponential_smoothing": _double_exponential_smoothing,
-    "count_over_time": _count_over_time,
-    "present_over_time": _present_over_time,
+    "count_over_time": _simple(lambda rv: (_counts(rv).astype(np.float64), _counts(rv) > 0)),
+    "present_over_time": _simple(lambda rv: (np.ones(rv.lo.shape), _counts(rv) > 0)),
     "last_over_time": _pick(last=True, timestamp=False),
     "first_over_time": _pick(last=False, timestamp=False),
     "ts_of_last_over_time": _pick(last=True, timestamp=True),
     "ts_of_first_over_time": _pick(last=False, timestamp=True),
-    "sum_over_time": _sum_over_time,
+    "sum_over_time": _simple(lambda rv: (_sum(rv), _counts(rv) > 0)),
     "avg_over_time": _avg_over_time,
-    "stddev_over_time": _stddev_over_time,
-    "stdvar_over_time": _stdvar_over_time,
+    "stddev_over_time": _simple(lambda rv: (np.sqrt(_variance(rv)), _counts(rv) > 0)),
+    "stdvar_over_time": _simple(lambda rv: (_variance(rv), _counts(rv) > 0)),
     "min_over_time": _compare_over_time(better=np.less, timestamp=False),
     "max_over_time": _compare_over_time(better=np.greater, timestamp=False),
     "ts_of_min_over_time": _compare_over_time(better=np.less_equal, timestamp=True),
