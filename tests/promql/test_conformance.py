@@ -46,7 +46,10 @@ def test_conformance_files_are_present() -> None:
     pytest.skip(message)
 
 
-@pytest.mark.parametrize(("name", "line"), _cases(), ids=[f"{n}:{ln}" for n, ln in _cases()])
+CASES = _cases()
+
+
+@pytest.mark.parametrize(("name", "line"), CASES, ids=[f"{n}:{ln}" for n, ln in CASES])
 def test_eval(name: str, line: int) -> None:
     report = _report(name)
     if report.error is not None:
