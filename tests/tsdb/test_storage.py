@@ -189,6 +189,36 @@ def test_wal_checkpoint_bounds_the_log(opener: Opener, tmp_path: Path) -> None:
     check_all(opener(), 20, 400)
 
 
+def test_select_while_appending_sees_consistent_series(opener: Opener) -> None:
+    store = opener()
+    refs = store.series_refs(series(50))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for k in range(400):  # several cuts and commits while the reader runs
+                store.append(refs, np.full(50, k), np.full(50, float(k)))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    reads = 0
+    while not stop.is_set() or reads == 0:
+        for s in store.select([M("=", "par", "0")], 0, 10**9):
+            n = len(s.timestamps_ms)
+            # No gaps, no duplicates, whatever moved from head to queue to database meanwhile.
+            assert s.timestamps_ms.tolist() == list(range(n))
+            assert s.values.tolist() == [float(k) for k in range(n)]
+        reads += 1
+    t.join()
+    assert not errors
+    assert all(len(s.values) == 400 for s in store.select([], 0, 10**9))
+
+
 CRASH_SCRIPT = """
 import os, signal, sys
 import numpy as np

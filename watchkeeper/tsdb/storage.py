@@ -304,7 +304,7 @@ class Storage:
                     self._checkpoint()
                 else:
                     self._commit_some()
-            except StorageError:
+            except Exception:  # the thread must survive: the data is safe in the WAL meanwhile
                 log.exception("persisting chunks failed; retrying in 1 s")
                 with self._lock:
                     self._cond.wait(timeout=1.0)
