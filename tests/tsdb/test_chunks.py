@@ -190,6 +190,10 @@ TS3 = [1_000, 16_000, 31_000]
         pytest.param([I64_MIN, I64_MIN + 1, I64_MAX], [1.0, 2.0, 3.0], id="delta-of-delta-overflows"),
         pytest.param([-30_000, -15_000, 0], [7.0, 7.0, 7.0], id="negative-timestamps-constant"),
         pytest.param(np.arange(120) * 15_000 + 1_234, np.zeros(120), id="all-zero"),
+        pytest.param(np.arange(120) * 15_000 + 1_234, np.arange(120) * 2.5, id="linear-values"),
+        pytest.param(np.cumsum(np.arange(1, 121)), np.arange(120.0) ** 2, id="constant-second-differences"),
+        pytest.param(I64_MAX - np.cumsum(np.arange(120, 0, -1))[::-1], 1 - np.arange(120.0) ** 2,
+                     id="parabola-ending-at-int64-max"),
     ],
 )
 def test_edge_cases_round_trip(ts: npt.ArrayLike, vals: npt.ArrayLike) -> None:

@@ -79,7 +79,8 @@ U64Array = npt.NDArray[np.uint64]
 I64Array = npt.NDArray[np.int64]
 F64Array = npt.NDArray[np.float64]
 _Int = Any  # an int, or an integer array of one value per chunk
-#: What decoders accept: DB drivers hand back bytes (sqlite3) or memoryview (psycopg bytea).
+#: What decoders accept: DB drivers hand back bytes (sqlite3) or memoryview (psycopg bytea);
+#: a memoryview must be of plain bytes (format "B"), as drivers give.
 Blob = bytes | bytearray | memoryview
 
 
@@ -273,10 +274,6 @@ def _maybe_zstd(blob: bytes) -> bytes:
     return packed + zlib.crc32(packed).to_bytes(4, "little")
 
 
-def _nbytes_of(blob: Blob) -> int:
-    return blob.nbytes if isinstance(blob, memoryview) else len(blob)
-
-
 def _inflate(blob: Blob) -> bytes:
     """A zstd-flagged blob (checksum already verified) as the plain blob it was made from."""
     if len(blob) < 1 + 4 + 4:
@@ -397,18 +394,35 @@ def _groups(keys: I64Array) -> list[tuple[int, npt.NDArray[np.intp]]]:
 
 
 def _undiff(
-    residuals: U64Array, base: I64Array, order: int, first: I64Array, delta: I64Array,
+    residuals: U64Array | None, n: int, base: I64Array, order: int, first: I64Array, delta: I64Array,
     out: U64Array | None = None,
 ) -> U64Array:
-    """Rows of integers from their order-`order` differences (all modulo 2**64), into `out`."""
-    rows, n = residuals.shape[0], residuals.shape[1] + order
+    """Rows of `n` integers from their order-`order` differences (all modulo 2**64), into `out`.
+
+    `residuals` None means all zero (bit width 0): then the rows are closed-form lines or
+    parabolas, which saves the cumulative sums on regular scrape timestamps."""
+    rows = base.size
     y = np.empty((rows, n), dtype=_U64) if out is None else out
-    np.add(residuals, base.view(_U64)[:, None], out=y[:, order:])
+    base_u, first_u, delta_u = base.view(_U64)[:, None], first.view(_U64)[:, None], delta.view(_U64)[:, None]
+    if residuals is None:
+        i = np.arange(n, dtype=_U64)
+        if order == 0:
+            y[:] = base_u
+        elif order == 1:
+            np.multiply(i, base_u, out=y)
+            y += first_u
+        else:  # x_i = x_0 + i * d_1 + i * (i - 1) / 2 * dd
+            np.multiply(i, delta_u, out=y)
+            y += first_u
+            if base.any():
+                y += (i * (i - _U64(1)) // _U64(2)) * base_u
+        return y
+    np.add(residuals, base_u, out=y[:, order:])
     if order == 0:
         return y
-    y[:, 0] = first.view(_U64)
+    y[:, 0] = first_u[:, 0]
     if order == 2:
-        y[:, 1] = delta.view(_U64)
+        y[:, 1] = delta_u[:, 0]
         np.cumsum(y[:, 1:], axis=1, out=y[:, 1:])
     np.cumsum(y, axis=1, out=y)
     return y
@@ -427,7 +441,7 @@ def decode_concat(blobs: Sequence[Blob]) -> tuple[I64Array, F64Array, I64Array]:
     damaged blob.
     """
     count = len(blobs)
-    sizes = np.fromiter(map(_nbytes_of, blobs), dtype=np.int64, count=count)
+    sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=count)
     crcs = np.fromiter(map(zlib.crc32, blobs), dtype=np.int64, count=count)
     if (crcs != _CRC_RESIDUE).any() or (sizes < 5).any():
         raise StorageError("corrupt chunk: checksum mismatch or truncated")
@@ -439,7 +453,7 @@ def decode_concat(blobs: Sequence[Blob]) -> tuple[I64Array, F64Array, I64Array]:
         plain = list(blobs)
         for i in np.flatnonzero(first & _ZSTD).tolist():
             plain[i] = _inflate(blobs[i])
-        sizes = np.fromiter(map(_nbytes_of, plain), dtype=np.int64, count=count)
+        sizes = np.fromiter(map(len, plain), dtype=np.int64, count=count)
         buf = b"".join(plain) + bytes(_PAD)
         a = np.frombuffer(buf, dtype=np.uint8)
         starts = np.cumsum(sizes) - sizes
@@ -487,8 +501,8 @@ def decode_concat(blobs: Sequence[Blob]) -> tuple[I64Array, F64Array, I64Array]:
     for key, rows in _groups(ts_key):
         rest, width = divmod(key, 65)
         n, order = divmod(rest, 3)
-        res = _unpack(a, words, h.ts_bits[rows] >> 3, n - order, width)
-        x = _undiff(res, h.ts_base[rows], order, h.ts_first[rows], h.ts_delta[rows],
+        res = _unpack(a, words, h.ts_bits[rows] >> 3, n - order, width) if width else None
+        x = _undiff(res, n, h.ts_base[rows], order, h.ts_first[rows], h.ts_delta[rows],
                     out=destination(ts_rows, rows, n))
         put(ts_rows, rows, x)
 
@@ -499,12 +513,13 @@ def decode_concat(blobs: Sequence[Blob]) -> tuple[I64Array, F64Array, I64Array]:
         n, order = divmod(rest, 3)
         res = _unpack(a, words, h.val_bits[rows] >> 3, n - order, width)
         x = destination(val_rows, rows, n)
+        args = (h.val_base[rows], order, h.val_first[rows], h.val_delta[rows])
         if variant == _XOR:
             x[:, 0] = h.val_first_raw[rows]
             np.left_shift(res, h.param[rows].astype(_U64)[:, None], out=x[:, 1:])
             np.bitwise_xor.accumulate(x, axis=1, out=x)
         else:
-            ints = _undiff(res, h.val_base[rows], order, h.val_first[rows], h.val_delta[rows]).view(np.int64)
+            ints = _undiff(res if width else None, n, *args).view(np.int64)
             decimals = h.param[rows]
             if decimals.any():
                 np.divide(ints, _POW10[decimals][:, None], out=x.view(np.float64))
@@ -583,7 +598,7 @@ def decode_chunk(data: Blob) -> tuple[I64Array, F64Array]:
     words: U64Array = np.ndarray(shape=(len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
     signed = _unzigzag(np.array(fields, dtype=_U64))
     res = _unpack(a, words, np.array([pos]), n - ts_order, ts_width)
-    ts = _undiff(res, signed[3:4], ts_order, signed[1:2], signed[2:3])[0]
+    ts = _undiff(res if ts_width else None, n, signed[3:4], ts_order, signed[1:2], signed[2:3])[0]
     res = _unpack(a, words, np.array([val_pos]), n - val_order, val_width)
     if variant == _XOR:
         y = np.empty(n, dtype=_U64)
@@ -591,7 +606,7 @@ def decode_chunk(data: Blob) -> tuple[I64Array, F64Array]:
         np.left_shift(res[0], _U64(param), out=y[1:])
         vals = np.bitwise_xor.accumulate(y)
     else:
-        ints = _undiff(res, signed[6:7], val_order, signed[4:5], signed[5:6])[0]
+        ints = _undiff(res if val_width else None, n, signed[6:7], val_order, signed[4:5], signed[5:6])[0]
         vals = (ints.view(np.int64).astype(np.float64) / _POW10[param]).view(_U64)
         if n_exc:
             where = np.frombuffer(data, dtype="<u4", count=n_exc, offset=exc_pos)
