@@ -374,6 +374,7 @@ def test_value_type(text: str, expected: ValueType) -> None:
         "up[5m][5m]",
         "\x00",
         'up{a=~"("}',
+        'up{a="1" or b="2"}',  # a GreptimeDB extension the binding accepts
     ],
 )
 def test_garbage_raises_parse_error(text: str) -> None:
@@ -435,3 +436,9 @@ def test_inputs_that_crash_the_binding_are_refused_in_process() -> None:
 
 def test_parse_is_cached() -> None:
     assert parse('sum(rate(up{job="api"}[5m]))') is parse('sum(rate(up{job="api"}[5m]))')
+    long_query = " or ".join(
+        f'up{{job="{i:04}", instance="host-{i:04}.example.com:9100"}}' for i in range(200)
+    )
+    assert len(long_query) > 8192
+    assert parse(long_query) == parse(long_query)
+    assert parse(long_query) is not parse(long_query)  # too long to keep

@@ -43,10 +43,6 @@ _EVAL_RANGE = re.compile(
     r"^eval(?:_(?:fail|warn|info))?\s+range\s+from\s+(?:.+)\s+to\s+(?:.+)\s+step\s+(?:.+?)\s+(.+)$", re.I
 )
 
-# RE2 allows flags in the middle of a pattern, `((?i)PRO).*`; Python's re does not, and
-# labels.compile_anchored does not translate them yet, so Matcher() refuses these valid queries.
-_INLINE_FLAG_REGEXES = {"selectors.test:89", "selectors.test:93", "selectors.test:97"}
-
 
 def _yaml_exprs(node: Any) -> Iterator[str]:
     if isinstance(node, dict):
@@ -82,19 +78,7 @@ def test_corpus_is_present() -> None:
     assert len(CORPUS) > 900, f"conformance corpus not found under {CONFORMANCE}"
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        pytest.param(
-            text,
-            id=where,
-            marks=[pytest.mark.xfail(reason="RE2 inline flags (labels.compile_anchored)", strict=True)]
-            if where in _INLINE_FLAG_REGEXES
-            else [],
-        )
-        for where, text in CORPUS
-    ],
-)
+@pytest.mark.parametrize("text", [pytest.param(text, id=where) for where, text in CORPUS])
 def test_corpus_round_trips(text: str) -> None:
     expr = parse(text)
     printed = to_promql(expr)
@@ -198,7 +182,10 @@ def test_format_string_escapes() -> None:
         ("sum by (job) (up)", "sum by (job) (up)"),
         ("sum(up) without (instance)", "sum without (instance) (up)"),
         ("topk(3, up)", "topk(3, up)"),
-        ("sum by (on) (up)", 'sum by ("on") (up)'),
+        ("sum by (on, group) (up)", "sum by (on, group) (up)"),
+        ('sum by ("nan", "without") (up)', 'sum by ("nan", "without") (up)'),
+        ('up{on="1", nan="2"}', 'up{on="1", nan="2"}'),
+        ('{__name__="bool"}', '{__name__="bool"}'),
         ("-(a + b) * c", "-(a + b) * c"),
         ("a - -1", "a - -1"),
         ('label_replace(up, "a", "$1", "b", "(.*)")', 'label_replace(up, "a", "$1", "b", "(.*)")'),
@@ -273,3 +260,5 @@ def test_hand_built_precedence_examples() -> None:
     assert to_promql(UnaryExpr("-", BinaryExpr("*", a, b))) == "-(a * b)"
     assert to_promql(SubqueryExpr(BinaryExpr("+", a, b), 60_000, 1000)) == "(a + b)[1m:1s]"
     assert to_promql(MatrixSelector(_selector("a"), 60_001)) == "a[1m1ms]"
+    assert to_promql(_selector("bool")) == '{__name__="bool"}'
+    assert to_promql(_selector("a.b")) == '{__name__="a.b"}'

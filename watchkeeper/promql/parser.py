@@ -74,6 +74,7 @@ NAN = float("nan")
 """The one NaN every ``NaN`` literal holds, so that equal ASTs compare equal (``nan != nan``, but
 tuple comparison tries identity first)."""
 
+_CACHE_MAX_TEXT = 8192  # longer queries are parsed every time, so the cache stays small
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
@@ -102,6 +103,8 @@ def parse(
     >>> parse('up{job="api"} offset 5m')
     VectorSelector(name='up', matchers=(...), offset_ms=300000, at=None)
     """
+    if len(text) > _CACHE_MAX_TEXT:
+        return _parse_cached.__wrapped__(text, max_length_bytes, max_depth, max_operators)
     return _parse_cached(text, max_length_bytes, max_depth, max_operators)
 
 
@@ -147,7 +150,7 @@ def _leaf_type(expr: Expr) -> ValueType:
             raise TypeError(f"not a PromQL expression: {expr!r}")
 
 
-@lru_cache(maxsize=2048)
+@lru_cache(maxsize=1024)
 def _parse_cached(text: str, max_length_bytes: int, max_depth: int, max_operators: int) -> Expr:
     if len(text) > max_length_bytes or len(text.encode("utf-8", "surrogatepass")) > max_length_bytes:
         raise ParseError(f"parse error: query is longer than the limit of {max_length_bytes} bytes")

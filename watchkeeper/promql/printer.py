@@ -69,15 +69,12 @@ _UNARY_PRECEDENCE = 5  # `-a * b` is `(-a) * b`, `-a ^ b` is `-(a ^ b)`
 
 _IDENTIFIER = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-# Words the lexer reads as keywords where a label name is expected; quoting keeps them names.
-_KEYWORDS = frozenset(
-    {
-        "and", "or", "unless", "atan2", "by", "without", "on", "ignoring", "group_left",
-        "group_right", "bool", "offset", "inf", "nan", "start", "end", "avg", "bottomk", "count",
-        "count_values", "group", "max", "min", "quantile", "stddev", "stdvar", "sum", "topk",
-        "limitk", "limit_ratio", "anchored", "smoothed", "fill", "fill_left", "fill_right",
-    }
-)  # fmt: skip
+# Words the lexer reads as keywords even where a label name is expected (`by (nan)`): quoted.
+_LABEL_KEYWORDS = frozenset({"without", "inf", "nan", "anchored", "smoothed"})
+# Words that cannot start a selector (`on{a="1"}`): written as a `__name__` matcher instead.
+_METRIC_KEYWORDS = frozenset(
+    {"atan2", "on", "ignoring", "group_left", "group_right", "bool", "inf", "nan", "anchored", "smoothed"}
+)
 
 _SHORT_ESCAPES = {
     "\\": "\\\\",
@@ -220,13 +217,11 @@ def format_string(value: str) -> str:
 
 
 def _label_name(name: str) -> str:
-    if _IDENTIFIER.match(name) and name.lower() not in _KEYWORDS:
-        return name
-    return format_string(name)
+    return name if _IDENTIFIER.match(name) else format_string(name)
 
 
 def _label_list(names: tuple[str, ...]) -> str:
-    return ", ".join(_label_name(name) for name in names)
+    return ", ".join(format_string(n) if n.lower() in _LABEL_KEYWORDS else _label_name(n) for n in names)
 
 
 def _selector(sel: VectorSelector) -> str:
@@ -236,7 +231,7 @@ def _selector(sel: VectorSelector) -> str:
         implied = Matcher(MatchOp.EQUAL, METRIC_NAME, name)
         if implied in matchers:
             matchers.remove(implied)
-        if not _METRIC_NAME.match(name):
+        if not _METRIC_NAME.match(name) or name.lower() in _METRIC_KEYWORDS:
             matchers.insert(0, implied)
             name = None
     body = ", ".join(f"{_label_name(m.name)}{m.op.value}{format_string(m.value)}" for m in matchers)
