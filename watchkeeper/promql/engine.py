@@ -204,10 +204,13 @@ class _Evaluator:
             t = at.timestamp_ms
         return np.full(ctx.steps, t - offset_ms, dtype=np.int64)
 
-    def _vector_selector(self, expr: VectorSelector, ctx: EvalContext) -> Value:
+    def _vector_selector(
+        self, expr: VectorSelector, ctx: EvalContext, with_timestamps: bool = False
+    ) -> Value:
         times = self._eval_times(expr.at, expr.offset_ms, ctx)
         return selectors.select_instant(
-            self.reader, expr.matchers, times, lookback_ms=ctx.lookback_ms, budget=self.budget
+            self.reader, expr.matchers, times, lookback_ms=ctx.lookback_ms, budget=self.budget,
+            with_timestamps=with_timestamps,
         )
 
     def _matrix_selector(self, expr: MatrixSelector, ctx: EvalContext) -> Value:
@@ -261,8 +264,20 @@ class _Evaluator:
         function = FUNCTIONS.get(expr.func)
         if function is None:
             raise EvalError(f"unknown function with name {expr.func!r}")
-        args = [self.eval(arg, ctx) for arg in expr.args]
+        args = [self._argument(arg, ctx, with_timestamps=expr.func == "timestamp") for arg in expr.args]
         return function.impl(args, list(expr.args), ctx)
+
+    def _argument(self, arg: Expr, ctx: EvalContext, *, with_timestamps: bool) -> Value:
+        # Sample timestamps are kept only where ``timestamp()`` reads them: its argument
+        # straight from a selector (through parentheses).
+        inner = arg
+        while isinstance(inner, ParenExpr):
+            inner = inner.expr
+        if with_timestamps and isinstance(inner, VectorSelector):
+            if time.monotonic() > self.deadline:
+                raise QueryTimeout(TIMEOUT_MESSAGE)
+            return self._vector_selector(inner, ctx, with_timestamps=True)
+        return self.eval(arg, ctx)
 
 
 # --- results -------------------------------------------------------------------------------------

@@ -66,9 +66,10 @@ def _fetch(
     ts = np.concatenate([np.asarray(s.timestamps_ms, dtype=np.int64) for s in series])
     vals = np.concatenate([np.asarray(s.values, dtype=np.float64) for s in series])
     concat = _Concat([s.labels for s in series], ts, vals, lengths)
-    outside = (ts < start_ms) | (ts > end_ms)
-    if outside.any():  # a store that returns a little more than asked: keep the keys sorted
-        concat = _subset(concat, ~outside)
+    # Timestamps increase within a series: its first and last sample bound all of them.
+    firsts, lasts = ts[concat.offsets[:-1][lengths > 0]], ts[concat.offsets[1:][lengths > 0] - 1]
+    if (firsts < start_ms).any() or (lasts > end_ms).any():  # the store returned more than asked
+        concat = _subset(concat, (ts >= start_ms) & (ts <= end_ms))
     return concat
 
 
@@ -124,14 +125,20 @@ def select_instant(
     *,
     lookback_ms: int,
     budget: SampleBudget,
+    with_timestamps: bool = False,
 ) -> StepVector:
     """The latest sample with ``t - lookback < ts <= t`` for every series and eval time ``t``
-    (offset and ``@`` already applied to ``eval_times_ms``); staleness markers end a series."""
+    (offset and ``@`` already applied to ``eval_times_ms``); staleness markers end a series.
+    ``sample_ts`` is filled only ``with_timestamps`` (for ``timestamp()``: it is as big as the
+    values)."""
     steps = int(eval_times_ms.shape[0])
     if steps == 0:
         return StepVector.empty(0)
     if steps > 1 and bool((eval_times_ms == eval_times_ms[0]).all()):  # step invariant (`@`)
-        one = select_instant(reader, matchers, eval_times_ms[:1], lookback_ms=lookback_ms, budget=budget)
+        one = select_instant(
+            reader, matchers, eval_times_ms[:1], lookback_ms=lookback_ms, budget=budget,
+            with_timestamps=with_timestamps,
+        )
         return StepVector(
             one.labels,
             np.repeat(one.values, steps, axis=1),
@@ -146,17 +153,21 @@ def select_instant(
         return StepVector.empty(steps)
     pos = count_le(c.series_index, c.timestamps, c.offsets, eval_times_ms) - 1
     present = pos >= c.offsets[:-1, None]
-    pos = np.where(present, pos, 0)
+    np.maximum(pos, 0, out=pos)
     sample_ts = c.timestamps[pos]
-    values = c.values[pos]
     present &= sample_ts > (eval_times_ms - lookback_ms)[None, :]
+    values = c.values[pos]
     present &= ~is_stale(values)
-    values = np.where(present, values, np.nan)
+    values[~present] = np.nan
     keep = present.any(axis=1)
+    stamps = sample_ts if with_timestamps else None
     if not keep.all():
         idx = np.flatnonzero(keep)
-        return StepVector([c.labels[i] for i in idx], values[idx], present[idx], sample_ts=sample_ts[idx])
-    return StepVector(c.labels, values, present, sample_ts=sample_ts)
+        return StepVector(
+            [c.labels[i] for i in idx], values[idx], present[idx],
+            sample_ts=None if stamps is None else stamps[idx],
+        )
+    return StepVector(c.labels, values, present, sample_ts=stamps)
 
 
 def _windows(
