@@ -193,7 +193,7 @@ TS3 = [1_000, 16_000, 31_000]
         pytest.param(np.arange(120) * 15_000 + 1_234, np.arange(120) * 2.5, id="linear-values"),
         pytest.param(np.cumsum(np.arange(1, 121)), np.arange(120.0) ** 2, id="constant-second-differences"),
         pytest.param(I64_MAX - np.cumsum(np.arange(120, 0, -1))[::-1], 1 - np.arange(120.0) ** 2,
-                     id="parabola-ending-at-int64-max"),
+                     id="parabola-just-below-int64-max"),
     ],
 )
 def test_edge_cases_round_trip(ts: npt.ArrayLike, vals: npt.ArrayLike) -> None:

@@ -4,7 +4,14 @@
 blob = encode_chunk(timestamps_ms, values)          # int64 strictly increasing, float64 anything
 ts, vals = decode_chunk(blob)                       # bit-exact round trip
 ts_all, vals_all, offsets = decode_concat(blobs)    # many chunks at once: the fast path for queries
+pairs = decode_many(blobs)                          # the same, as one (ts, vals) view per chunk
 ```
+
+Decode many chunks with one call: `decode_concat` costs a fixed number of NumPy operations per
+group of chunks sharing (sample count, order, bit width), so per-call overhead (~1 ms) is spread
+over the batch; it reaches tens of millions of samples/s from about a thousand 120-sample
+chunks on (``bench/chunk_compression.py``). `decode_chunk` parses in plain Python instead and
+suits a one-off chunk (~50 us).
 
 Timestamps and values are each a stream of 64-bit integers stored as the differences of
 order 0, 1 or 2 (whichever packs smallest: delta-of-delta wins for regular scrapes), minus their
@@ -37,8 +44,10 @@ Layout (version 1, little-endian)::
 
 A zstd chunk is the header byte, the u32 length of the plain body, the zstd frame of the plain
 body (everything between header byte and CRC), and its own CRC. An empty chunk is the header
-byte and the CRC. Decoding checks the CRC, the version and that
-every length adds up, and raises `StorageError` otherwise: a damaged blob never decodes silently.
+byte and the CRC. Decoding checks the CRC, the version, every header field's range and that
+every length adds up, and raises `StorageError` otherwise. CRC-32 catches every burst of up to
+32 flipped bits and other damage with probability 1 - 2**-32; a blob with a forged CRC is still
+only ever decoded within bounds (no out-of-range read, at most `MAX_SAMPLES` per chunk).
 """
 
 from __future__ import annotations
