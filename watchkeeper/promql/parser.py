@@ -166,12 +166,17 @@ def _parse_cached(text: str, max_length_bytes: int, max_depth: int, max_operator
     converter = _Converter(lexed.negative_at, max_depth)
     try:
         expr = converter.convert(tree)
-    except ParseError:
-        raise
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:
-        raise ParseError(f"parse error: {exc}") from exc
+        message = str(exc) if isinstance(exc, ParseError) else f"parse error: {exc}"
+    else:
+        message = ""
+    if message:
+        # Raised afresh, with no frame holding the binding's tree: its repr() is quadratic in
+        # depth, and tracebacks that show arguments or locals (pytest, Sentry) would call it.
+        del tree
+        raise ParseError(message)
     if converter.at_index != len(lexed.negative_at):
         # Every `@` token must be matched by one modifier in the tree, or negations would land on
         # the wrong selector.
