@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_MAX_LENGTH_BYTES",
     "DEFAULT_MAX_OPERATORS",
     "FUNCTION_RETURN_TYPES",
+    "NAN",
     "parse",
     "value_type",
 ]
@@ -76,7 +77,6 @@ tuple comparison tries identity first)."""
 
 _CACHE_MAX_TEXT = 8192  # longer queries are parsed every time, so the cache stays small
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
 
 # Functions that return a scalar; every other function returns an instant vector.
 _SCALAR_FUNCTIONS = frozenset({"pi", "scalar", "time", "start", "end", "range", "step"})
@@ -104,7 +104,7 @@ def parse(
     VectorSelector(name='up', matchers=(...), offset_ms=300000, at=None)
     """
     if len(text) > _CACHE_MAX_TEXT:
-        return _parse_cached.__wrapped__(text, max_length_bytes, max_depth, max_operators)
+        return _parse(text, max_length_bytes, max_depth, max_operators)
     return _parse_cached(text, max_length_bytes, max_depth, max_operators)
 
 
@@ -150,8 +150,7 @@ def _leaf_type(expr: Expr) -> ValueType:
             raise TypeError(f"not a PromQL expression: {expr!r}")
 
 
-@lru_cache(maxsize=1024)
-def _parse_cached(text: str, max_length_bytes: int, max_depth: int, max_operators: int) -> Expr:
+def _parse(text: str, max_length_bytes: int, max_depth: int, max_operators: int) -> Expr:
     if len(text) > max_length_bytes or len(text.encode("utf-8", "surrogatepass")) > max_length_bytes:
         raise ParseError(f"parse error: query is longer than the limit of {max_length_bytes} bytes")
     lexed = _prelex(text, max_depth=max_depth, max_operators=max_operators)
@@ -172,16 +171,20 @@ def _parse_cached(text: str, max_length_bytes: int, max_depth: int, max_operator
         message = str(exc) if isinstance(exc, ParseError) else f"parse error: {exc}"
     else:
         message = ""
-    if message:
-        # Raised afresh, with no frame holding the binding's tree: its repr() is quadratic in
-        # depth, and tracebacks that show arguments or locals (pytest, Sentry) would call it.
+    finally:
+        # Errors are raised afresh, with no frame holding the binding's tree: its repr() is
+        # quadratic in depth, and tracebacks that show arguments or locals (pytest, Sentry) call it.
         del tree
+    if message:
         raise ParseError(message)
     if converter.at_index != len(lexed.negative_at):
         # Every `@` token must be matched by one modifier in the tree, or negations would land on
         # the wrong selector.
         raise ParseError("parse error: unexpected '@' modifier")
     return expr
+
+
+_parse_cached = lru_cache(maxsize=1024)(_parse)
 
 
 # --- pre-lexer ---------------------------------------------------------------------------------
