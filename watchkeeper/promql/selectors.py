@@ -109,11 +109,16 @@ def count_le(series_index: I64, timestamps: I64, offsets: I64, times: I64) -> I6
         found: I64 = np.searchsorted(keys, query, side="right").astype(np.int64)
         return found
     t0 = int(times[0])
-    # The first step at or after each sample: the sample counts for that step and all later.
-    first_step = np.clip(-((t0 - timestamps) // step), 0, steps)
-    flat = series_index * (steps + 1) + first_step
-    hist = np.bincount(flat, minlength=n * (steps + 1)).reshape(n, steps + 1)[:, :steps]
-    out: I64 = np.cumsum(hist, axis=1, dtype=np.int64)
+    # The first step at or after each sample (ceil((t - t0) / step), clamped to [0, steps]): the
+    # sample counts for that step and all later ones. In place: these arrays are the biggest.
+    first_step = timestamps - (t0 - step + 1)
+    first_step //= step
+    np.maximum(first_step, 0, out=first_step)
+    np.minimum(first_step, steps, out=first_step)
+    first_step += series_index * (steps + 1)
+    hist = np.bincount(first_step, minlength=n * (steps + 1)).reshape(n, steps + 1)
+    np.cumsum(hist, axis=1, out=hist)
+    out: I64 = hist[:, :steps]
     out += offsets[:-1, None]
     return out
 
