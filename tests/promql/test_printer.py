@@ -200,11 +200,15 @@ def test_printed_text(query: str, text: str) -> None:
 
 
 def strip_parens(expr: Expr) -> Expr:
+    """The tree without parentheses, and with ``-<number>`` folded as the parser folds it."""
     match expr:
         case ParenExpr(expr=inner):
             return strip_parens(inner)
         case UnaryExpr(op=op, expr=inner):
-            return UnaryExpr(op, strip_parens(inner))
+            inner = strip_parens(inner)
+            if isinstance(inner, NumberLiteral):
+                return NumberLiteral(-inner.value)
+            return UnaryExpr(op, inner)
         case BinaryExpr():
             return BinaryExpr(
                 expr.op, strip_parens(expr.lhs), strip_parens(expr.rhs), expr.matching, expr.return_bool
@@ -244,10 +248,27 @@ _trees = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_trees)
 def test_hand_built_trees_print_with_the_parentheses_they_need(expr: Expr) -> None:
     assert strip_parens(parse(to_promql(expr))) == expr
+
+
+# Arithmetic accepts any mix of scalars and vectors, so numbers can be leaves here.
+_arithmetic_trees = st.recursive(
+    st.one_of(_leaves, st.builds(NumberLiteral, st.sampled_from([0.5, 2.0, -3.0, -0.25]))),
+    lambda children: st.one_of(
+        st.builds(_binary, st.sampled_from(["+", "-", "*", "/", "%", "^"]), children, children),
+        st.builds(lambda e: UnaryExpr("-", e), children),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_arithmetic_trees)
+def test_hand_built_arithmetic_with_signed_numbers(expr: Expr) -> None:
+    assert strip_parens(parse(to_promql(expr))) == strip_parens(expr)
 
 
 def test_hand_built_precedence_examples() -> None:
