@@ -72,13 +72,17 @@ def float_arrays(n: int) -> st.SearchStrategy[npt.NDArray[np.float64]]:
 @st.composite
 def chunks(draw: st.DrawFn) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     ts = draw(st.one_of(timestamps(), regular_timestamps()))
-    kind = draw(st.sampled_from(["any", "few_distinct", "counter", "decimal", "decimal_with_specials"]))
+    kinds = ["any", "few_distinct", "random_walk", "counter", "decimal", "decimal_with_specials"]
+    kind = draw(st.sampled_from(kinds))
     n = ts.size
     if kind == "any":
         return ts, draw(float_arrays(n))
     if kind == "few_distinct":  # arbitrary bit patterns, but few of them: the zstd-compressed form
         palette = draw(float_arrays(draw(st.integers(1, 4))))
         return ts, palette[draw(st.lists(st.integers(0, palette.size - 1), min_size=n, max_size=n))]
+    if kind == "random_walk":  # full-precision floats: XOR, possibly as zstd-compressed byte planes
+        floats = st.floats(-1e3, 1e3, allow_nan=False)
+        return ts, np.cumsum(np.array(draw(st.lists(floats, min_size=n, max_size=n)), dtype=np.float64))
     d = draw(st.integers(0, 6))
     steps = draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n))
     vals = np.cumsum(np.array(steps, dtype=np.int64)) / 10.0**(0 if kind == "counter" else d)
@@ -215,6 +219,13 @@ def test_few_distinct_floats_are_zstd_compressed() -> None:
     blob = assert_round_trip(np.arange(120) * 15_000, vals)
     assert blob[0] & 8  # the zstd flag
     assert len(blob) < 400  # the plain XOR form is ~830 bytes
+
+
+def test_noisy_floats_use_compressed_byte_planes() -> None:
+    vals = np.cumsum(np.random.default_rng(5).normal(size=120))
+    blob = assert_round_trip(np.arange(120) * 15_000, vals)
+    assert blob[0] & 15 == 8 | 3  # zstd + XOR byte planes
+    assert len(blob) < 0.95 * 8 * 120
 
 
 def test_stale_marker_is_kept_as_exception_not_xor() -> None:
