@@ -57,6 +57,14 @@ class Result:
     p50_ms: float
     p99_ms: float
     requests: int
+    server_cpu_us: float = 0.0  # server process CPU (user + system) per completed request
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` from /proc (the server's own CPU, whatever else runs on the box)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -136,7 +144,9 @@ def bench_variant(variant: str, seconds: float, warmup: float, connections: int)
             time.sleep(0.1)
         drive = run_wrk if shutil.which("wrk") else run_python_client
         drive(f"{base}/items/42", warmup, connections)
+        cpu_before = _cpu_seconds(server.pid)
         result = drive(f"{base}/items/42", seconds, connections)
+        result.server_cpu_us = (_cpu_seconds(server.pid) - cpu_before) / result.requests * 1e6
         counter = COUNTERS.get(variant)
         if counter is not None:
             text = httpx.get(f"{base}/metrics").text
@@ -176,25 +186,30 @@ def main(argv: list[str] | None = None) -> int:
             result = bench_variant(variant, args.duration, args.warmup, args.connections)
             results[variant].append(result)
             print(f"round {round_index + 1} {variant:12s} {result.rps:8.0f} req/s p50 {result.p50_ms:.1f} ms "
-                  f"p99 {result.p99_ms:.1f} ms", file=sys.stderr)  # fmt: skip
+                  f"p99 {result.p99_ms:.1f} ms, server CPU {result.server_cpu_us:.0f} µs/req",
+                  file=sys.stderr)  # fmt: skip
 
     generator = "wrk -t1" if shutil.which("wrk") else "python asyncio/httpx client"
     print(f"over HTTP: uvicorn 1 worker (uvloop, httptools), {generator} -c{args.connections}, "
           f"{args.duration:g} s x {args.rounds} rounds (medians)")  # fmt: skip
-    print("| variant | req/s | vs bare | p50 / p99 ms | added per request (1/rps) |")
-    print("|---|---|---|---|---|")
+    print("| variant | req/s | vs bare | p50 / p99 ms | server CPU µs/req | CPU-implied throughput vs bare |")
+    print("|---|---|---|---|---|---|")
     median = {v: statistics.median(r.rps for r in rs) for v, rs in results.items()}
+    cpu = {v: statistics.median(r.server_cpu_us for r in rs) for v, rs in results.items()}
     bare = median.get("bare")
     for v in variants:
         rs = results[v]
         p50 = statistics.median(r.p50_ms for r in rs)
         p99 = statistics.median(r.p99_ms for r in rs)
         if bare is None or v == "bare":
-            print(f"| {v} | {median[v]:.0f} | – | {p50:.1f} / {p99:.1f} | – |")
+            print(f"| {v} | {median[v]:.0f} | – | {p50:.1f} / {p99:.1f} | {cpu[v]:.0f} | – |")
         else:
             loss = (median[v] / bare - 1) * 100
-            added = (1 / median[v] - 1 / bare) * 1e6
-            print(f"| {v} | {median[v]:.0f} | {loss:+.1f}% | {p50:.1f} / {p99:.1f} | {added:+.0f} µs |")
+            implied = (cpu["bare"] / cpu[v] - 1) * 100
+            print(
+                f"| {v} | {median[v]:.0f} | {loss:+.1f}% | {p50:.1f} / {p99:.1f} "
+                f"| {cpu[v]:.0f} | {implied:+.1f}% |"
+            )
     if bare is not None and "watchkeeper" in median:
         print(
             f"\nwatchkeeper throughput loss: {(1 - median['watchkeeper'] / bare) * 100:.1f}% (target < 15%)"

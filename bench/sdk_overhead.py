@@ -10,8 +10,9 @@ each run checks that all responses were 200 and that the variant's backend count
     python bench/sdk_overhead.py --rounds 5 --calls 50000
     python bench/sdk_overhead.py --variants bare,watchkeeper
 
-Variants: bare; watchkeeper (``instrument(app)``, Prometheus registry); watchkeeper_otlp (the same
-middleware writing OpenTelemetry instruments, in-memory reader); pfi
+Variants: bare; watchkeeper (``instrument(app)``, Prometheus registry); watchkeeper_otlp (the default
+``ExportConfig(mode="otlp")`` push: the same registry hot path, exporter replaced by a no-op);
+watchkeeper_otel (the middleware writing OpenTelemetry instruments, ``OtlpHttpMetrics``); pfi
 (prometheus-fastapi-instrumentator ``Instrumentator().instrument(app).expose(app)``); se
 (starlette_exporter ``PrometheusMiddleware`` + ``handle_metrics``); otel (contrib
 ``FastAPIInstrumentor.instrument_app``, in-memory reader); native (``FastAPI(telemetry=...)``).
@@ -29,7 +30,7 @@ import sys
 import time
 from typing import Any
 
-VARIANTS = ("bare", "watchkeeper", "watchkeeper_otlp", "pfi", "se", "otel", "native")
+VARIANTS = ("bare", "watchkeeper", "watchkeeper_otlp", "watchkeeper_otel", "pfi", "se", "otel", "native")
 PEERS = ("pfi", "se", "otel", "native")
 
 
@@ -67,6 +68,31 @@ def build(variant: str) -> tuple[Any, Any]:
 
         return app, counted
     if variant == "watchkeeper_otlp":
+        from prometheus_client import CollectorRegistry
+
+        from watchkeeper.exporters import ExportConfig, instrument
+        from watchkeeper.exporters.instrumentation import _pushers
+        from watchkeeper.exporters.otlp_push import RegistryPusher
+
+        class NullExporter:
+            def export(self, data: Any, **kwargs: Any) -> None:
+                return None
+
+            def shutdown(self, **kwargs: Any) -> None:
+                return None
+
+        registry = CollectorRegistry()
+        # The default push path, with the network exporter replaced by a no-op.
+        _pushers[registry] = RegistryPusher(registry, exporter_factory=NullExporter)
+        instrument(app, registry=registry, export=ExportConfig(mode="otlp"))
+
+        def counted_push() -> float | None:
+            return registry.get_sample_value(
+                "http_requests_total", {"method": "GET", "route": "/items/{item_id}", "status": "200"}
+            )
+
+        return app, counted_push
+    if variant == "watchkeeper_otel":
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
         from watchkeeper.exporters import ExportConfig, OtlpHttpMetrics, OtlpPipeline, instrument

@@ -90,3 +90,19 @@ def test_instrument_redis_asyncio_client(redis_url: str) -> None:
     assert value(registry, "cache_requests_total", cache="session", result="hit") == 1
     assert value(registry, "cache_requests_total", cache="session", result="miss") == 1
     assert value(registry, "cache_operation_duration_seconds_count", cache="session", op="get") == 2
+
+
+def test_module_level_api_uses_the_default_registry() -> None:
+    from prometheus_client import REGISTRY
+
+    from watchkeeper.exporters import cache
+
+    labels = {"cache": "wk_module_api_test", "result": "hit"}
+    before = REGISTRY.get_sample_value("cache_requests_total", labels) or 0
+    cache.hit("wk_module_api_test")
+    cache.hit("wk_module_api_test", 2)
+    with cache.timed("wk_module_api_test", "get"):
+        pass
+    assert REGISTRY.get_sample_value("cache_requests_total", labels) == before + 3
+    timed = {"cache": "wk_module_api_test", "op": "get"}
+    assert (REGISTRY.get_sample_value("cache_operation_duration_seconds_count", timed) or 0) >= 1

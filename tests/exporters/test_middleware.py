@@ -436,3 +436,19 @@ def test_overhead_per_request_is_small(registry: CollectorRegistry) -> None:
     added = asyncio.run(measure())
     assert requests_total(registry, "GET", "/x/{y}", "200") == 500 + 9000
     assert added < 60e-6, f"middleware adds {added * 1e6:.1f} µs per request"
+
+
+def test_a_plain_asgi_app_is_wrapped(registry: CollectorRegistry) -> None:
+    async def raw(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    wrapped = instrument(raw, registry=registry)
+    assert wrapped is not raw
+    client = TestClient(wrapped)  # no lifespan: this bare app only speaks HTTP
+    assert client.get("/anything/123").status_code == 204
+    assert client.get("/metrics").status_code == 200
+    # No router, so no template: the raw path must not leak into the labels.
+    assert label_sets(registry, "http_requests_total") == [
+        {"method": "GET", "route": "__unmatched__", "status": "204"}
+    ]

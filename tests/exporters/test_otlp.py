@@ -103,7 +103,7 @@ def test_export_switch_otlp_pushes_the_http_metrics(receiver: tuple[str, Receive
     pid = int(out.stdout.split()[-1])
     assert sink.latest(pid, "http_requests", method="GET", route="/items/{item_id}", status="200") == 3
     assert sink.latest(pid, "http_requests", method="GET", route="__unmatched__", status="404") == 1
-    assert sink.latest(pid, "http_request_duration", method="GET", route="/items/{item_id}") == 3
+    assert sink.latest(pid, "http_request_duration_seconds", method="GET", route="/items/{item_id}") == 3
     assert sink.latest(pid, "http_requests_in_progress", method="GET") == 0
 
 
@@ -143,3 +143,66 @@ def test_each_forked_worker_starts_its_own_exporter(receiver: tuple[str, Receive
     labels = {"method": "GET", "route": "/r", "status": "200"}
     assert sink.latest(child, "http_requests", **labels) == 2  # its own requests, nothing inherited
     assert sink.latest(parent, "http_requests", **labels) == 1
+
+
+PUSHER_FORK_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    from prometheus_client import CollectorRegistry, Counter
+    from watchkeeper.exporters.otlp_push import RegistryPusher
+
+    registry = CollectorRegistry()
+    jobs = Counter("jobs", "Jobs.", registry=registry)
+    pusher = RegistryPusher(registry, endpoint=sys.argv[1], export_interval_millis=200)
+    pusher.ensure_started()
+    parent_pid = pusher.pid
+    child = os.fork()
+    if child == 0:
+        ok = pusher.pid is None          # the parent's thread is not ours
+        pusher.ensure_started()
+        jobs.inc(5)
+        time.sleep(0.8)                  # only the child's own thread can push in this window
+        os._exit(0 if ok and pusher.pid == os.getpid() else 3)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    assert pusher.pid == parent_pid
+    print(parent_pid, child)
+    """
+)
+
+
+def test_registry_pusher_runs_its_own_thread_in_a_forked_child(receiver: tuple[str, Receiver]) -> None:
+    url, sink = receiver
+    out = subprocess.run(
+        [sys.executable, "-c", PUSHER_FORK_SCRIPT, url], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    parent, child = (int(v) for v in out.stdout.split()[-2:])
+    assert sink.latest(child, "jobs") == 5
+    assert sink.latest(parent, "jobs") == 0  # pushed at the parent's exit; the child's jobs are not in it
+
+
+def test_registry_to_metrics_data_converts_every_family() -> None:
+    from opentelemetry.sdk.resources import Resource
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    from watchkeeper.exporters.otlp_push import registry_to_metrics_data
+
+    registry = CollectorRegistry()
+    Counter("hits", "Hits.", ["cache"], registry=registry).labels("a").inc(3)
+    Gauge("depth", "Depth.", registry=registry).set(7)
+    latency = Histogram("lat_seconds", "Latency.", buckets=(0.1, 1.0), registry=registry)
+    for value in (0.05, 0.5, 0.7, 5.0):
+        latency.observe(value)
+    data = registry_to_metrics_data(
+        registry.collect(), resource=Resource.create({}), start_time_unix_nano=1, time_unix_nano=2
+    )
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    assert set(metrics) == {"hits", "depth", "lat_seconds"}
+    (hits,) = metrics["hits"].data.data_points
+    assert (dict(hits.attributes), hits.value, metrics["hits"].data.is_monotonic) == ({"cache": "a"}, 3, True)
+    assert metrics["depth"].data.data_points[0].value == 7
+    (hist,) = metrics["lat_seconds"].data.data_points
+    assert list(hist.bucket_counts) == [1, 2, 1]
+    assert list(hist.explicit_bounds) == [0.1, 1.0]
+    assert (hist.count, hist.sum) == (4, 6.25)

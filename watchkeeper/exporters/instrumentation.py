@@ -28,7 +28,7 @@ from watchkeeper.exporters.http_metrics import (
     PrometheusHttpMetrics,
 )
 from watchkeeper.exporters.middleware import DEFAULT_EXCLUDED_PATHS, ASGIApp, MetricsMiddleware
-from watchkeeper.exporters.otlp import OtlpHttpMetrics, OtlpPipeline
+from watchkeeper.exporters.otlp_push import RegistryPusher
 from watchkeeper.exporters.safety import dropped
 
 A = TypeVar("A")
@@ -74,6 +74,24 @@ def http_metrics_for(
     return metrics
 
 
+_pushers: weakref.WeakKeyDictionary[CollectorRegistry, RegistryPusher] = weakref.WeakKeyDictionary()
+
+
+def pusher_for(registry: CollectorRegistry, config: ExportConfig) -> RegistryPusher:
+    """The one OTLP pusher of ``registry`` (created on first use, started later per process)."""
+    pusher = _pushers.get(registry)
+    if pusher is None:
+        pusher = RegistryPusher(
+            registry,
+            endpoint=config.otlp_endpoint,
+            headers=config.otlp_headers,
+            service_name=config.service_name,
+            export_interval_millis=config.export_interval_millis,
+        )
+        _pushers[registry] = pusher
+    return pusher
+
+
 def instrument(
     app: A,
     *,
@@ -103,15 +121,14 @@ def instrument(
     }
     try:
         if config.mode == "otlp":
+            # Push: the same cheap prometheus-client hot path, exported as OTLP by a per-process
+            # thread (otlp_push.py). ``metrics=OtlpHttpMetrics(...)`` records OTel instruments instead.
             if metrics is None:
-                pipeline = OtlpPipeline(
-                    endpoint=config.otlp_endpoint,
-                    headers=config.otlp_headers,
-                    service_name=config.service_name,
-                    export_interval_millis=config.export_interval_millis,
-                    buckets=buckets,
+                target = REGISTRY if registry is None else registry
+                metrics = http_metrics_for(
+                    target, buckets=buckets, body_sizes=body_sizes, max_routes=max_routes
                 )
-                metrics = OtlpHttpMetrics(pipeline, max_routes=max_routes)
+                options["pusher"] = pusher_for(target, config)
             options["metrics_path"] = None
         else:
             if config.multiprocess_dir is not None:

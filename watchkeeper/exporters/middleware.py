@@ -20,6 +20,7 @@ from time import perf_counter
 from typing import Any
 
 from watchkeeper.exporters.http_metrics import HttpMetrics, Series, UpDown
+from watchkeeper.exporters.otlp_push import RegistryPusher
 from watchkeeper.exporters.routes import UNMATCHED, Matched, matched_route, route_template, template_of
 from watchkeeper.exporters.safety import dropped
 
@@ -64,6 +65,7 @@ class MetricsMiddleware:
     ``endpoint``, when given, answers ``metrics_path`` itself (before the app and unmeasured).
     ``group_unmatched=False`` drops unmatched/405 requests instead of grouping them.
     ``trace_id`` reads the active span's trace id for exemplars (None disables them).
+    ``pusher``, when given, is started in the serving process (lifespan start-up or first request).
     """
 
     def __init__(
@@ -77,8 +79,10 @@ class MetricsMiddleware:
         trace_id: Callable[[], str | None] | None = None,
         body_sizes: bool = False,
         group_unmatched: bool = True,
+        pusher: RegistryPusher | None = None,
     ) -> None:
         self.app = app
+        self._pusher = pusher
         self.metrics = metrics
         excluded = set(exclude_paths)
         if metrics_path is not None and endpoint is not None:
@@ -95,6 +99,8 @@ class MetricsMiddleware:
         self._in_progress: dict[str, UpDown] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._pusher is not None and self._pusher.pid is None:
+            self._pusher.ensure_started()
         if scope["type"] != "http":
             if scope["type"] == "websocket":
                 await self._websocket(scope, receive, send)
