@@ -112,11 +112,11 @@ def _decode(buf: bytes, cache: Mapping[bytes, int]) -> DecodedWrite:
     sp_list = np.where(guess, sp, start_arr).tolist()
     keys = [buf[s:t] for s, t in zip(starts, sp_list, strict=True)]
     found = list(map(cache.get, keys))
-    hit = guess & np.array([r is not None for r in found], dtype=bool)
-    if hit.all():
+    if None not in found and guess.all():
         refs: list[int] = found  # type: ignore[assignment]
         ts, values = _decode_samples(buf, sp + 2, np.full(count, _SAMPLE_FIELD_LEN, dtype=np.int64))
         return DecodedWrite(keys, refs, np.arange(count, dtype=np.int64), ts, values)
+    hit = guess & np.array([r is not None for r in found], dtype=bool)
     # 3. the general case, series by series where the guess did not hold
     get = cache.get
     refs = [-1] * count
@@ -420,7 +420,7 @@ class RemoteWriteIngester:
                     self.limits.check_active_series(self.store.num_series, len(new_labels))
                 except LimitExceeded:
                     if self.metrics is not None:
-                        self.metrics.reject("active_series_limit", len(decoded.sample_series))
+                        self.metrics.reject("active_series_limit", len(decoded.timestamps_ms))
                     raise
                 created = self.store.series_refs(new_labels).tolist()
                 if len(cache) + len(created) > 4 * self.limits.max_active_series:
