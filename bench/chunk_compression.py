@@ -70,7 +70,7 @@ def main() -> None:
         variants[family][blob[0] & 15] += 1
     print(f"{len(series)} series, {len(chunks)} chunks of <= {args.chunk} samples, {n_samples} samples")
     print(f"{'family':40} {'series':>7} {'B/sample':>9}  value encodings")
-    names = {1: "decimal", 2: "xor"}
+    names = {1: "decimal", 2: "xor", 3: "xor-planes", 8 | 2: "xor+zstd", 8 | 3: "xor-planes+zstd"}
     for family in sorted(size, key=lambda f: -samples[f]):
         enc = ", ".join(f"{names.get(v, v)} {c}" for v, c in sorted(variants[family].items()))
         n_series = samples[family] // args.steps
