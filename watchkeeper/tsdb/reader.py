@@ -18,7 +18,8 @@ STALE_NAN = np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0]
 
 def is_stale(values: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
     """Element-wise: is this value the staleness marker (bit-exact, not just any NaN)?"""
-    return values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+    stale: npt.NDArray[np.bool_] = values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+    return stale
 
 
 @dataclass(frozen=True, slots=True)
