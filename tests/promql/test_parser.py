@@ -174,6 +174,20 @@ def test_backticks_are_raw_strings() -> None:
     )
 
 
+def test_bytes_that_are_not_utf8_reach_label_names_and_values() -> None:
+    expr = parse(r'label_replace(up{a="\xff"}, "\xfe", "", "src", "(.*)")')
+    assert expr == Call(
+        "label_replace",
+        (
+            sel("up", Matcher(MatchOp.EQUAL, "a", "\udcff")),
+            StringLiteral("\udcfe"),
+            StringLiteral(""),
+            StringLiteral("src"),
+            StringLiteral("(.*)"),
+        ),
+    )
+
+
 def test_backtick_inside_double_quotes_is_not_a_raw_string() -> None:
     assert only_selector('up{a="`\\\\d`"}').matchers[1] == Matcher(MatchOp.EQUAL, "a", "`\\d`")
 
@@ -181,6 +195,11 @@ def test_backtick_inside_double_quotes_is_not_a_raw_string() -> None:
 @pytest.mark.parametrize(
     ("text", "value"),
     [
+        (r'"\xc3\xa9"', "é"),  # \x escapes are bytes, as in Go (the binding alone gives "Ã©")
+        (r'"\303\251"', "é"),
+        (r'"\xff"', "\udcff"),  # not UTF-8: kept as a surrogateescape code point
+        (r"'a\xfe\x41'", "a\udcfeA"),
+        (r'"a\\x41"', r"a\x41"),
         ('"a\\nb\\"c"', 'a\nb"c'),
         ("'single \"quoted\"'", 'single "quoted"'),
         ('"\\u00e9\\x41"', "éA"),

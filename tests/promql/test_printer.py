@@ -173,6 +173,8 @@ def test_format_number(value: float, text: str) -> None:
 def test_format_string_escapes() -> None:
     assert format_string('a"b\\c\nd\te\x01é') == '"a\\"b\\\\c\\nd\\te\\x01é"'
     assert parse(format_string('a"b\\c\nd\te\x01é\u2028')) == StringLiteral('a"b\\c\nd\te\x01é\u2028')
+    assert format_string("\udcff") == '"\\xff"'  # a byte that was not UTF-8
+    assert parse(format_string("a\udcffé")) == StringLiteral("a\udcffé")
 
 
 @pytest.mark.parametrize(

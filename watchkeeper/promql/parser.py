@@ -24,6 +24,7 @@ Parsed expressions are cached (LRU): ASTs are immutable, and dashboards repeat t
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -162,7 +163,7 @@ def _parse(text: str, max_length_bytes: int, max_depth: int, max_operators: int)
         raise
     except BaseException as exc:  # pyo3_runtime.PanicException derives from BaseException
         raise ParseError(f"parse error: {exc}") from exc
-    converter = _Converter(lexed.negative_at, max_depth)
+    converter = _Converter(lexed.negative_at, max_depth, raw_bytes=lexed.raw_bytes)
     try:
         expr = converter.convert(tree)
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
@@ -195,6 +196,9 @@ class _Lexed:
     text: str
     negative_at: tuple[bool, ...]
     """One entry per ``@`` token, in text order: whether its (numeric) timestamp was negative."""
+    raw_bytes: bool = False
+    """Whether a string held bytes that are not UTF-8 (``"\\xff"``), passed to the binding as
+    private-use characters to be turned back into ``surrogateescape`` code points."""
 
 
 def _position(text: str, index: int) -> str:
@@ -208,12 +212,81 @@ def _escape_double_quoted(raw: str) -> str:
     return out.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
+_GO_SIMPLE_ESCAPES = {
+    "a": b"\a", "b": b"\b", "f": b"\f", "n": b"\n", "r": b"\r", "t": b"\t", "v": b"\v",
+    "\\": b"\\", "'": b"'", '"': b'"',
+}  # fmt: skip
+_HEX = frozenset("0123456789abcdefABCDEF")
+_BYTE_ESCAPE = re.compile(r"\\(?:x|[0-7])")
+# Bytes 0x80-0xFF that are not UTF-8: Python holds them as U+DC80-U+DCFF ("surrogateescape"),
+# which cannot cross into Rust, so they travel through the binding as U+F780-U+F7FF.
+_SURROGATE_TO_PRIVATE = {0xDC80 + b: 0xF780 + b for b in range(128)}
+_PRIVATE_TO_SURROGATE = {v: k for k, v in _SURROGATE_TO_PRIVATE.items()}
+
+
+def _go_unquote(body: str) -> str | None:
+    """A quoted string's body decoded as Go does: ``\\xNN`` and ``\\NNN`` are *bytes*, so
+    ``"\\xc3\\xa9"`` is ``é`` and ``"\\xff"`` is not UTF-8 (kept as ``"\\udcff"``). None when an
+    escape is invalid: the binding then reports it."""
+    out = bytearray()
+    i, n = 0, len(body)
+    while i < n:
+        c = body[i]
+        if c != "\\":
+            out += c.encode("utf-8", "surrogatepass")
+            i += 1
+            continue
+        e = body[i + 1 : i + 2]
+        if e in _GO_SIMPLE_ESCAPES:
+            out += _GO_SIMPLE_ESCAPES[e]
+            i += 2
+        elif e == "x":
+            digits = body[i + 2 : i + 4]
+            if len(digits) != 2 or not set(digits) <= _HEX:
+                return None
+            out.append(int(digits, 16))
+            i += 4
+        elif e and e in "01234567":
+            digits = body[i + 1 : i + 4]
+            if len(digits) != 3 or not set(digits) <= set("01234567") or int(digits, 8) > 255:
+                return None
+            out.append(int(digits, 8))
+            i += 4
+        elif e in ("u", "U"):
+            width = 4 if e == "u" else 8
+            digits = body[i + 2 : i + 2 + width]
+            if len(digits) != width or not set(digits) <= _HEX:
+                return None
+            code = int(digits, 16)
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                return None
+            out += chr(code).encode("utf-8")
+            i += 2 + width
+        else:
+            return None
+    return out.decode("utf-8", "surrogateescape")
+
+
+def _requote(value: str) -> str:
+    """A double-quoted literal the binding reads back as ``value`` (surrogates as private use)."""
+    out = []
+    for ch in value.translate(_SURROGATE_TO_PRIVATE):
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def _prelex(text: str, *, max_depth: int, max_operators: int) -> _Lexed:
     """Rewrite backticks and negative ``@``, enforce nesting and operator limits."""
     out: list[str] = []
     negative_at: list[bool] = []
     depth = 0
     operators = 0
+    raw_bytes = False
     i = 0
     n = len(text)
     start = 0  # text[start:i] is copied unchanged on the next flush
@@ -229,6 +302,14 @@ def _prelex(text: str, *, max_depth: int, max_operators: int) -> _Lexed:
                 j += 1
             if j >= n or text[j] != c:
                 raise ParseError(f"{_position(text, i)}: parse error: unterminated quoted string")
+            body = text[i + 1 : j]
+            if "\\" in body and _BYTE_ESCAPE.search(body):
+                decoded = _go_unquote(body)
+                if decoded is not None:
+                    raw_bytes = raw_bytes or decoded != decoded.translate(_SURROGATE_TO_PRIVATE)
+                    out.append(text[start:i])
+                    out.append(_requote(decoded))
+                    start = j + 1
             i = j + 1
         elif c == "`":
             j = text.find("`", i + 1)
@@ -287,10 +368,14 @@ def _prelex(text: str, *, max_depth: int, max_operators: int) -> _Lexed:
             i = j
         else:
             i += 1
+    if raw_bytes and any(0xF780 <= ord(ch) <= 0xF7FF for ch in text):
+        raise ParseError(
+            "parse error: a query with both bytes that are not UTF-8 and U+F780-U+F7FF is not supported"
+        )
     if start == 0:
         return _Lexed(text, tuple(negative_at))
     out.append(text[start:])
-    return _Lexed("".join(out), tuple(negative_at))
+    return _Lexed("".join(out), tuple(negative_at), raw_bytes)
 
 
 # --- conversion --------------------------------------------------------------------------------
@@ -352,10 +437,15 @@ class _Converter:
     ``@`` tokens of the text; children are read once and their results taken from a stack.
     """
 
-    def __init__(self, negative_at: tuple[bool, ...], max_depth: int) -> None:
+    def __init__(self, negative_at: tuple[bool, ...], max_depth: int, *, raw_bytes: bool = False) -> None:
         self.negative_at = negative_at
         self.max_depth = max_depth
+        self.raw_bytes = raw_bytes
         self.at_index = 0
+
+    def _str(self, value: Any) -> str:
+        text = str(value)
+        return text.translate(_PRIVATE_TO_SURROGATE) if self.raw_bytes else text
 
     def convert(self, root: Any) -> Expr:
         todo: list[tuple[Any, list[Any] | None, int]] = [(root, None, 1)]
@@ -389,7 +479,7 @@ class _Converter:
             value = float(node.val)
             return NumberLiteral(NAN if math.isnan(value) else value)
         if isinstance(node, _pp.StringLiteral):
-            return StringLiteral(str(node.val))
+            return StringLiteral(self._str(node.val))
         if isinstance(node, _pp.ParenExpr):
             return ParenExpr(args[0])
         if isinstance(node, _pp.UnaryExpr):
@@ -420,14 +510,14 @@ class _Converter:
             raise ParseError("parse error: 'or' inside label matchers is not supported")
         converted: list[Matcher] = []
         if name is not None:
-            converted.append(Matcher(MatchOp.EQUAL, METRIC_NAME, str(name)))
+            converted.append(Matcher(MatchOp.EQUAL, METRIC_NAME, self._str(name)))
         for m in matchers.matchers:
             try:
-                converted.append(Matcher(_lookup(_MATCH_OPS, m.op), str(m.name), str(m.value)))
+                converted.append(Matcher(_lookup(_MATCH_OPS, m.op), self._str(m.name), self._str(m.value)))
             except ValueError as exc:
                 raise ParseError(f"parse error: {exc}") from exc
         return VectorSelector(
-            None if name is None else str(name),
+            None if name is None else self._str(name),
             tuple(converted),
             self._offset(node.offset),
             self._at(node.at),
@@ -459,7 +549,7 @@ class _Converter:
         grouping: tuple[str, ...] = ()
         without = False
         if modifier is not None:
-            grouping = tuple(str(label) for label in modifier.labels)
+            grouping = tuple(self._str(label) for label in modifier.labels)
             without = modifier.type == _pp.AggModifierType.Without
         return AggregateExpr(str(node.op).lower(), inner, param, grouping, without)
 
@@ -474,8 +564,8 @@ class _Converter:
             labels: tuple[str, ...] = ()
             if modifier.matching is not None:
                 on = modifier.matching.type == _pp.LabelModifierType.Include
-                labels = tuple(str(label) for label in modifier.matching.labels)
-            include = tuple(str(label) for label in (modifier.group_labels or ()))
+                labels = tuple(self._str(label) for label in modifier.matching.labels)
+            include = tuple(self._str(label) for label in (modifier.group_labels or ()))
             fill = modifier.fill_values
             if fill is not None and (fill.lhs is not None or fill.rhs is not None):
                 raise ParseError("parse error: fill modifiers are not supported")

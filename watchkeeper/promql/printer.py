@@ -207,6 +207,8 @@ def format_string(value: str) -> str:
             out.append(escaped)
         elif ch.isprintable():
             out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
         elif ord(ch) < 0x80:
             out.append(f"\\x{ord(ch):02x}")
         elif ord(ch) <= 0xFFFF:
