@@ -122,3 +122,22 @@ def test_dashboard_shaped_range_query_is_vectorised() -> None:
     assert len(result.series) == 5
     expected = sum((i % 7 + 1) / 15 for i in range(200) if i % 5 == 0)
     assert np.allclose(result.series[0].values, expected)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sum(rate(m[1m] @ 100)) * 2",
+        "max_over_time(m[1m:10s] @ 100) + time()",
+        "timestamp(m @ 95) - time()",
+        "-(m @ 100) or n",
+    ],
+)
+def test_step_invariant_parts_equal_per_step_evaluation(store: MemoryStore, query: str) -> None:
+    engine = Engine(store)
+    result = engine.range(query, 60_000, 300_000, 30_000)
+    assert result.series
+    for series in result.series:
+        for t, v in zip(series.timestamps_ms.tolist(), series.values.tolist(), strict=True):
+            at_t = {s.labels: s.values.tolist() for s in engine.instant(query, t).series}
+            assert at_t[series.labels] == [v], (query, t)

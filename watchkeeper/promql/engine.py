@@ -54,6 +54,11 @@ from watchkeeper.promql.values import (
 from watchkeeper.tsdb.reader import SeriesReader
 
 TIMEOUT_MESSAGE = "query timed out in expression evaluation"
+#: Functions whose result depends on the evaluation time itself, so never step invariant.
+_TIME_DEPENDENT_FUNCTIONS = frozenset({
+    "time", "timestamp", "predict_linear", "days_in_month", "day_of_month", "day_of_week",
+    "day_of_year", "hour", "minute", "month", "year", "start", "end", "range", "step",
+})
 SAME_LABELSET = "vector cannot contain metrics with the same labelset"
 
 
@@ -175,6 +180,7 @@ class _Evaluator:
             UnaryExpr: self._unary,
             ParenExpr: self._paren,
         }
+        self._invariance: dict[int, bool] = {}
 
     def eval(self, expr: Expr, ctx: EvalContext) -> Value:
         if time.monotonic() > self.deadline:
@@ -182,7 +188,40 @@ class _Evaluator:
         handler = self._dispatch.get(type(expr))
         if handler is None:
             raise EvalError(f"unexpected expression node {type(expr).__name__}")
+        if ctx.steps > 1 and not isinstance(expr, NumberLiteral | StringLiteral) and self._invariant(expr):
+            # Every selector below is pinned by ``@``: evaluate one step, repeat it for all.
+            one = EvalContext(
+                ctx.start_ms, ctx.start_ms, ctx.step_ms, ctx.times_ms[:1], ctx.lookback_ms,
+                warnings=ctx.warnings, infos=ctx.infos, query=ctx.query,
+            )
+            return _repeat_steps(handler(expr, one), ctx.steps)
         return handler(expr, ctx)
+
+    def _invariant(self, expr: Expr) -> bool:
+        """Prometheus' step invariance: the value is the same at every step."""
+        key = id(expr)
+        known = self._invariance.get(key)
+        if known is None:
+            known = self._invariance[key] = self._compute_invariant(expr)
+        return known
+
+    def _compute_invariant(self, expr: Expr) -> bool:
+        match expr:
+            case NumberLiteral() | StringLiteral():
+                return True
+            case VectorSelector(at=at) | SubqueryExpr(at=at):
+                return at is not None
+            case MatrixSelector(selector=sel):
+                return sel.at is not None
+            case Call(func=func, args=args):
+                return func not in _TIME_DEPENDENT_FUNCTIONS and all(self._invariant(a) for a in args)
+            case AggregateExpr(expr=inner, param=param):
+                return self._invariant(inner) and (param is None or self._invariant(param))
+            case BinaryExpr(lhs=lhs, rhs=rhs):
+                return self._invariant(lhs) and self._invariant(rhs)
+            case UnaryExpr(expr=inner) | ParenExpr(expr=inner):
+                return self._invariant(inner)
+        return False
 
     # --- leaves ----------------------------------------------------------------------------------
 
@@ -278,6 +317,27 @@ class _Evaluator:
                 raise QueryTimeout(TIMEOUT_MESSAGE)
             return self._vector_selector(inner, ctx, with_timestamps=True)
         return self.eval(arg, ctx)
+
+
+def _repeat_steps(value: Value, steps: int) -> Value:
+    """A one-step value repeated for ``steps`` identical steps."""
+    if isinstance(value, Scalar):
+        return Scalar(np.repeat(value.values, steps))
+    if isinstance(value, StepVector):
+        return StepVector(
+            value.labels,
+            np.repeat(value.values, steps, axis=1),
+            np.repeat(value.present, steps, axis=1),
+            sample_ts=None if value.sample_ts is None else np.repeat(value.sample_ts, steps, axis=1),
+            drop_name=value.drop_name,
+        )
+    if isinstance(value, RangeVector):
+        return RangeVector(
+            value.labels, value.timestamps_ms, value.values, value.offsets,
+            np.repeat(value.lo, steps, axis=1), np.repeat(value.hi, steps, axis=1),
+            np.repeat(value.window_end_ms, steps), value.range_ms, drop_name=value.drop_name,
+        )
+    return value
 
 
 # --- results -------------------------------------------------------------------------------------
