@@ -153,3 +153,56 @@ def test_tsdb_status_limit(client: TestClient) -> None:
     data = client.get("/api/v1/status/tsdb", params={"limit": 1}).json()["data"]
     assert len(data["seriesCountByLabelValuePair"]) == 1
     assert client.get("/api/v1/status/tsdb", params={"limit": 0}).status_code == 422
+
+
+def test_retention_job_deletes_old_data(tmp_path: Path) -> None:
+    s = settings(tmp_path, retention="1h", retention_interval="50ms")
+    with TestClient(create_app(s)) as c:
+        wait_ready(c)
+        write(c, 3)  # T0 is years ago: older than the retention
+        params = {"query": "count(req_total)", "time": (T0 + 1000) / 1000}
+        assert c.get("/api/v1/query", params=params).json()["data"]["result"][0]["value"][1] == "3"
+        for _ in range(300):
+            if not c.get("/api/v1/query", params=params).json()["data"]["result"]:
+                break
+            import time
+
+            time.sleep(0.02)
+        assert c.get("/api/v1/query", params=params).json()["data"]["result"] == []
+        write(c, 3, T0 + 60_000)  # 204: the ingester dropped its cache, the series are created again
+
+
+def test_json_and_text_logs() -> None:
+    import io
+    import logging
+
+    from watchkeeper.logging import configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        out = io.StringIO()
+        configure_logging("info", "json", out)
+        logging.getLogger("watchkeeper.test").info("ingested %d", 5, extra={"samples": 5, "path": "/x"})
+        logging.getLogger("watchkeeper.test").debug("hidden")
+        line = json.loads(out.getvalue())
+        assert line["level"] == "info"
+        assert line["logger"] == "watchkeeper.test"
+        assert line["msg"] == "ingested 5"
+        assert (line["samples"], line["path"]) == (5, "/x")
+        assert line["ts"].endswith("Z")
+        out = io.StringIO()
+        configure_logging("debug", "text", out)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("watchkeeper.test").exception("failed", extra={"n": 1})
+        text = out.getvalue()
+        assert "ERROR watchkeeper.test: failed n=1" in text
+        assert "ValueError: boom" in text
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])

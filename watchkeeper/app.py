@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -133,17 +134,19 @@ async def _retention_loop(state: AppState) -> None:
     interval = state.settings.retention_interval_seconds
     while True:
         await asyncio.sleep(interval)
-        storage = state.storage
-        if storage is None:
+        storage, ingester = state.storage, state.ingester
+        if storage is None or ingester is None:
             continue
+        now_ms = int(time.time() * 1000)
         try:
-            removed = await anyio.to_thread.run_sync(storage.apply_retention, int(time.time() * 1000))
+            # exclusive: retention may remove series whose refs the ingester has cached
+            removed = await anyio.to_thread.run_sync(
+                ingester.exclusive, partial(storage.apply_retention, now_ms)
+            )
         except Exception:
             log.exception("retention failed")
             continue
-        if state.ingester is not None:  # series without data may be gone from the index now
-            state.ingester.forget_series()
-        log.info("retention applied", extra={"removed": removed})
+        log.info("retention applied", extra={"chunks_deleted": removed})
 
 
 def _shutdown_storage(state: AppState) -> None:

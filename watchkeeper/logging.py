@@ -50,11 +50,20 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        record.message = record.getMessage()
+        line = self._with_time(record)
         extra = " ".join(
             f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
         )
-        return f"{line} {extra}" if extra else line
+        if extra:
+            line = f"{line} {extra}"
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        return line
+
+    def _with_time(self, record: logging.LogRecord) -> str:
+        record.asctime = self.formatTime(record)
+        return self.formatMessage(record)
 
 
 def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:

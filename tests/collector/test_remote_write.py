@@ -214,3 +214,32 @@ def test_ingester_active_series_limit() -> None:
         ing.ingest(request(6, NOW + 2000))
     assert (info.value.status, info.value.retry_after_seconds) == (429, 60)
     assert store.num_series == 5
+
+
+def test_exclusive_waits_for_requests_and_drops_the_cache() -> None:
+    import threading
+
+    store = CountingStore()
+    ing = RemoteWriteIngester(store, Limits())
+    ing.ingest(request(3, NOW))
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def slow_append(refs, ts, values):  # type: ignore[no-untyped-def]
+        started.set()
+        release.wait(5)
+        order.append("append")
+        return store.storage.append(refs, ts, values)
+
+    store.append = slow_append  # type: ignore[method-assign]
+    t = threading.Thread(target=ing.ingest, args=(request(3, NOW + 1000),))
+    t.start()
+    started.wait(5)
+    r = threading.Thread(target=lambda: order.append(f"retention {ing.exclusive(lambda: 7)}"))
+    r.start()
+    release.set()
+    t.join(5)
+    r.join(5)
+    assert order == ["append", "retention 7"]
+    assert ing.ingest(request(3, NOW + 2000)).accepted == 3
+    assert store.resolved == 6  # the cache was dropped: the series were resolved again

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import cramjam
 import numpy as np
@@ -32,6 +32,7 @@ from watchkeeper.labels import Labels
 if TYPE_CHECKING:
     from watchkeeper.selfmetrics import SelfMetrics
 
+T = TypeVar("T")
 _FIXED64 = struct.Struct("<d")
 _SAMPLE_FIELD_LEN = 16  # 0x09, 8-byte double, 0x10, 6-byte varint (ms timestamps 1971-2527)
 
@@ -355,17 +356,53 @@ class RemoteWriteIngester:
         self.metrics = metrics
         self._refs: dict[bytes, int] = {}  # raw label bytes as sent -> series ref
         self._lock = threading.Lock()
+        # Requests run concurrently; `exclusive` (retention) waits for them and holds new ones off,
+        # so no request appends to a cached ref of a series the store is removing.
+        self._gate = threading.Condition()
+        self._active = 0
+        self._exclusive = False
 
     def forget_series(self) -> None:
         """Drop the label-bytes cache (after the store removed series, e.g. by retention)."""
         with self._lock:
             self._refs = {}
 
+    def exclusive(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (which may remove series from the store) with no request in flight, then drop
+        the cache: ``ingester.exclusive(lambda: storage.apply_retention(now_ms))``."""
+        with self._gate:
+            while self._exclusive:
+                self._gate.wait()
+            self._exclusive = True
+            while self._active:
+                self._gate.wait()
+        try:
+            result = fn()
+            self.forget_series()
+            return result
+        finally:
+            with self._gate:
+                self._exclusive = False
+                self._gate.notify_all()
+
     def ingest(self, body: bytes) -> IngestReport:
         """Decode, validate and append one snappy-compressed WriteRequest.
 
         Raises `DecodeError` (400), `LimitExceeded` (413/400/429) for the whole request; otherwise
         returns the report, whose `rejected` is non-empty when some samples were refused."""
+        with self._gate:
+            while self._exclusive:
+                self._gate.wait()
+            self._active += 1
+        try:
+            return self._ingest(body)
+        finally:
+            with self._gate:
+                self._active -= 1
+                if not self._active:
+                    self._gate.notify_all()
+
+    def _ingest(self, body: bytes) -> IngestReport:
         limits = self.limits
         limits.check_body_size(len(body))
         if self.metrics is not None:
