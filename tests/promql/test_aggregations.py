@@ -156,3 +156,17 @@ def test_topk_ties_keep_the_first_series_at_every_step() -> None:
     result = Engine(s).range("topk(1, x)", 0, 120_000, 60_000)
     got = {dict(r.labels)["i"]: r.timestamps_ms.tolist() for r in result.series}
     assert got == {"0": [0, 60_000], "4": [120_000]}
+
+
+@pytest.mark.parametrize(("groups", "max_size"), [(5, 40), (600, 3), (2000, 9), (3000, 40)])
+def test_segment_reduce_matches_reduceat(groups: int, max_size: int) -> None:
+    from watchkeeper.promql.aggregations import segment_reduce
+
+    rng = np.random.default_rng(groups)
+    sizes = rng.integers(1, max_size, groups)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
+    x = rng.random((int(sizes.sum()), 7))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    for ufunc in (np.add, np.fmin, np.fmax):
+        expected = ufunc.reduceat(x, starts, axis=0)
+        assert np.allclose(segment_reduce(ufunc, x, starts), expected, rtol=1e-14, equal_nan=True)

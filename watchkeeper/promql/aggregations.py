@@ -47,12 +47,21 @@ def dense_ids(keys: Sequence[object]) -> tuple[I64, list[int]]:
 
 def segment_reduce(ufunc: np.ufunc, rows: npt.NDArray[Any], starts: I64) -> npt.NDArray[Any]:
     """``ufunc.reduceat(rows, starts, axis=0)``, faster: NumPy's ``reduceat`` along the first
-    axis is slow, so a few segments are reduced one contiguous slice at a time."""
-    if len(starts) > 512:
-        reduced: npt.NDArray[Any] = ufunc.reduceat(rows, starts, axis=0)
-        return reduced
-    ends = [*starts[1:].tolist(), rows.shape[0]]
-    return np.stack([ufunc.reduce(rows[a:b], axis=0) for a, b in zip(starts.tolist(), ends, strict=True)])
+    axis is slow, so a few segments are reduced one contiguous slice at a time, and many short
+    ones position by position across all segments."""
+    sizes = np.diff(np.r_[starts, rows.shape[0]])
+    longest = int(sizes.max()) if sizes.size else 0
+    if len(starts) <= 512:
+        ends = [*starts[1:].tolist(), rows.shape[0]]
+        return np.stack([ufunc.reduce(rows[a:b], axis=0) for a, b in zip(starts.tolist(), ends, strict=True)])
+    if longest <= 8:
+        out = rows[starts]
+        for k in range(1, longest):
+            longer = np.flatnonzero(sizes > k)
+            out[longer] = ufunc(out[longer], rows[starts[longer] + k])
+        return out
+    reduced: npt.NDArray[Any] = ufunc.reduceat(rows, starts, axis=0)
+    return reduced
 
 
 def group_reduce(
