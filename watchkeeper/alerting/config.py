@@ -33,6 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from watchkeeper.alerting.timeintervals import validate_spec
 from watchkeeper.errors import ConfigError
 from watchkeeper.labels import Matcher
 
@@ -176,6 +177,11 @@ class TimeIntervalSpec(_Model):
     months: list[str] = []
     years: list[str] = []
     location: str = "UTC"
+
+    @model_validator(mode="after")
+    def _valid(self) -> TimeIntervalSpec:
+        validate_spec(self)
+        return self
 
 
 class TimeIntervalConfig(_Model):

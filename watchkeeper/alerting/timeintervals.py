@@ -20,9 +20,11 @@ import calendar
 from collections.abc import Iterable
 from datetime import datetime
 from functools import lru_cache
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from watchkeeper.alerting.config import TimeIntervalConfig, TimeIntervalSpec
+if TYPE_CHECKING:  # config validates specs with this module
+    from watchkeeper.alerting.config import TimeIntervalConfig, TimeIntervalSpec
 
 _WEEKDAYS = {name: i for i, name in enumerate(
     ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"])}
@@ -35,7 +37,10 @@ def _bound(text: str, names: dict[str, int]) -> int:
     text = text.strip().lower()
     if text in names:
         return names[text]
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"unknown value {text!r}") from None
 
 
 def _ranges(items: Iterable[str], names: dict[str, int]) -> list[tuple[int, int]]:
@@ -54,7 +59,10 @@ def _zone(name: str) -> ZoneInfo:
 
 def validate_spec(spec: TimeIntervalSpec) -> None:
     """Raise ValueError for unknown names, zones or out-of-range values."""
-    _zone(spec.location)
+    try:
+        _zone(spec.location)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {spec.location!r}") from exc
     for a, b in _ranges(spec.weekdays, _WEEKDAYS):
         if not (0 <= a <= b <= 6):
             raise ValueError(f"bad weekday range in {spec.weekdays}")

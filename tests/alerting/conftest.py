@@ -1,0 +1,107 @@
+"""Fixtures: a real local HTTP server standing in for chat services, and a migrated database."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from watchkeeper.tsdb.schema import make_engine, migrate
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeService:
+    """Answers each POST with the next scripted ``(status, headers, body)``, then 200 ``ok``.
+
+    Records only the requests it acknowledged with 2xx in ``delivered`` and every request in ``seen``.
+    """
+
+    url: str
+    script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+    seen: list[Received] = field(default_factory=list)
+    delivered: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def fail(self, times: int, status: int = 503, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        self.script.extend([(status, headers or {}, body)] * times)
+
+
+@pytest.fixture
+def service() -> Iterator[FakeService]:
+    svc = FakeService(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            rec = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            with svc.lock:
+                svc.seen.append(rec)
+                status, headers, answer = svc.script.pop(0) if svc.script else (200, {}, b"ok")
+                if 200 <= status < 300:
+                    svc.delivered.append(rec)
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+            svc.event.set()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    svc.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield svc
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'alerting.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    eng = make_engine(db_url)
+    migrate(eng)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    eng = make_engine(f"sqlite:///{tmp_path / 'alerting.db'}")
+    migrate(eng)
+    try:
+        yield eng
+    finally:
+        eng.dispose()

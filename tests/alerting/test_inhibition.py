@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from watchkeeper.alerting.config import InhibitRuleConfig
+from watchkeeper.alerting.inhibition import InhibitRule, inhibited_by
+from watchkeeper.alerting.model import Alert
+from watchkeeper.labels import from_dict
+
+RULE = InhibitRule.from_config(
+    InhibitRuleConfig(source_matchers=['severity="critical"'], target_matchers=['severity="warning"'],
+                      equal=["cluster", "zone"])
+)
+
+
+def alert(ends_at_ms: int | None = None, **labels: str) -> Alert:
+    return Alert(from_dict(labels), (), 0, ends_at_ms)
+
+
+def test_equal_labels_must_agree():
+    crit = alert(alertname="NodeDown", severity="critical", cluster="eu", zone="a")
+    assert inhibited_by(alert(severity="warning", cluster="eu", zone="a").labels, [RULE], [crit], now_ms=1) == [
+        crit.fingerprint
+    ]
+    assert inhibited_by(alert(severity="warning", cluster="us", zone="a").labels, [RULE], [crit], now_ms=1) == []
+
+
+def test_missing_label_equals_empty():
+    crit = alert(severity="critical", cluster="eu")  # no zone
+    assert inhibited_by(alert(severity="warning", cluster="eu").labels, [RULE], [crit], now_ms=1)
+    assert not inhibited_by(alert(severity="warning", cluster="eu", zone="b").labels, [RULE], [crit], now_ms=1)
+
+
+def test_resolved_source_does_not_inhibit():
+    crit = alert(ends_at_ms=10, severity="critical", cluster="eu")
+    target = alert(severity="warning", cluster="eu").labels
+    assert inhibited_by(target, [RULE], [crit], now_ms=5)
+    assert not inhibited_by(target, [RULE], [crit], now_ms=10)
+
+
+def test_alert_matching_both_sides_cannot_inhibit_itself():
+    rule = InhibitRule.from_config(InhibitRuleConfig(source_matchers=['team="db"'], target_matchers=['team="db"']))
+    a = alert(alertname="A", team="db")
+    b = alert(alertname="B", team="db")
+    assert inhibited_by(a.labels, [rule], [a], now_ms=1) == []
+    assert inhibited_by(a.labels, [rule], [a, b], now_ms=1) == []  # b matches both sides too
+    legacy = InhibitRule.from_config(InhibitRuleConfig(source_match={"a": "1"}, target_match={"b": "2"}))
+    assert inhibited_by(from_dict({"b": "2"}), [legacy], [alert(a="1")], now_ms=1)
