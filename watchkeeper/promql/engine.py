@@ -89,7 +89,7 @@ class Engine:
         """Evaluate at one time: a ``vector``, ``scalar``, ``string`` or (range vector) ``matrix``."""
         expr = _parse(query)
         ctx = EvalContext(time_ms, time_ms, 0, np.array([time_ms], dtype=np.int64), self.lookback_ms)
-        ctx.query = _query_text(query, expr)
+        ctx.query, ctx.query_expr = (query, None) if isinstance(query, str) else ("", expr)
         evaluator = self._evaluator(time_ms, time_ms)
         value = evaluator.eval(expr, ctx)
         result = _instant_result(value, time_ms)
@@ -111,7 +111,7 @@ class Engine:
         expr = _parse(query)
         times = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
         ctx = EvalContext(start_ms, end_ms, step_ms, times, self.lookback_ms)
-        ctx.query = _query_text(query, expr)
+        ctx.query, ctx.query_expr = (query, None) if isinstance(query, str) else ("", expr)
         evaluator = self._evaluator(start_ms, end_ms)
         value = evaluator.eval(expr, ctx)
         if isinstance(value, StringValue | RangeVector):
@@ -139,14 +139,6 @@ def _parse(query: str | Expr) -> Expr:
 
         return parse(query)
     return query
-
-
-def _query_text(query: str | Expr, expr: Expr) -> str:
-    if isinstance(query, str):
-        return query
-    from watchkeeper.promql.printer import to_promql
-
-    return to_promql(expr)
 
 
 class _Evaluator:
@@ -192,7 +184,7 @@ class _Evaluator:
             # Every selector below is pinned by ``@``: evaluate one step, repeat it for all.
             one = EvalContext(
                 ctx.start_ms, ctx.start_ms, ctx.step_ms, ctx.times_ms[:1], ctx.lookback_ms,
-                warnings=ctx.warnings, infos=ctx.infos, query=ctx.query,
+                warnings=ctx.warnings, infos=ctx.infos, query=ctx.query, query_expr=ctx.query_expr,
             )
             return _repeat_steps(handler(expr, one), ctx.steps)
         return handler(expr, ctx)
@@ -268,7 +260,7 @@ class _Evaluator:
             return selectors.range_from_steps(StepVector.empty(0), inner_times, window_end, expr.range_ms)
         inner = EvalContext(
             int(inner_times[0]), int(inner_times[-1]), step, inner_times, ctx.lookback_ms,
-            warnings=ctx.warnings, infos=ctx.infos, query=ctx.query,
+            warnings=ctx.warnings, infos=ctx.infos, query=ctx.query, query_expr=ctx.query_expr,
         )
         value = self.eval(expr.expr, inner)
         if not isinstance(value, StepVector):

@@ -35,8 +35,10 @@ class EvalContext:
     #: ``PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket``).
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
-    #: The query text (set by the engine), for the ``(line:col)`` that ends Prometheus' annotations.
+    #: The query text (set by the engine), for the ``(line:col)`` that ends Prometheus' annotations;
+    #: when the engine was given an AST instead, ``query_expr`` is printed on first use.
     query: str = ""
+    query_expr: object = None
 
     @property
     def steps(self) -> int:
@@ -52,6 +54,8 @@ class EvalContext:
         from watchkeeper.promql.printer import to_promql
 
         try:
+            if not self.query and self.query_expr is not None:
+                self.query = to_promql(self.query_expr)  # type: ignore[arg-type]
             text = to_promql(expr)  # type: ignore[arg-type]
         except Exception:  # an expression the printer cannot render: no position
             return ""
