@@ -91,3 +91,52 @@ def test_port_in_use_exits_non_zero(tmp_path: Path) -> None:
         )
     assert proc.returncode != 0
     assert "address already in use" in proc.stderr.lower()
+
+
+def test_make_server_serves_and_shuts_down_gracefully(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import httpx
+
+    from watchkeeper.cli import exit_status, make_server
+    from watchkeeper.config import Settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = make_server(Settings.load(None, overrides={"port": port, "data_dir": tmp_path / "data"}))
+    thread = threading.Thread(target=server.run)  # not the main thread: uvicorn leaves signals alone
+    thread.start()
+    try:
+        for _ in range(500):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/-/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+        assert httpx.get(f"http://127.0.0.1:{port}/-/healthy").text == "watchkeeper is Healthy.\n"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert exit_status(server) == 0
+    assert (tmp_path / "data" / "wal").is_dir()
+
+
+def test_unusable_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        assert main(["serve", "--data-dir", str(blocker / "data")]) == 1
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+    assert "cannot create the data directory" in capsys.readouterr().err

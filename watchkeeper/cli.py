@@ -114,11 +114,16 @@ def serve(args: argparse.Namespace) -> int:
             )
             return 1
 
+    server = make_server(settings)
+    server.run()
+    return exit_status(server)
+
+
+def make_server(settings: Settings) -> Any:
+    """The uvicorn server of a watchkeeper app (``server.run()`` serves until SIGTERM/SIGINT)."""
     import uvicorn
 
     from watchkeeper.app import create_app
-
-    _Server = _server_class()
 
     app = create_app(settings)
     log.info(
@@ -138,12 +143,15 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
         server_header=False,
     )
-    server = _Server(config)
-    server.run()
-    state = app.state.watchkeeper
-    if state.startup_error is not None:
+    return _server_class()(config)
+
+
+def exit_status(server: Any) -> int:
+    """0 after a clean run and graceful shutdown; 1 when the port could not be bound (uvicorn
+    logged why) or the store failed to open."""
+    if not server.started:
         return 1
-    if not server.started:  # e.g. the port is taken; uvicorn logged why
+    if server.config.app.state.watchkeeper.startup_error is not None:
         return 1
     return 0
 
