@@ -56,20 +56,20 @@ class AppState:
 
     def require_storage(self) -> Storage:
         if self.storage is None:
-            raise NotReady(self._not_ready_reason())
+            raise NotReady(self.not_ready_reason())
         return self.storage
 
     def require_engine(self) -> Engine:
         if self.engine is None:
-            raise NotReady(self._not_ready_reason())
+            raise NotReady(self.not_ready_reason())
         return self.engine
 
     def require_ingester(self) -> RemoteWriteIngester:
         if self.ingester is None:
-            raise NotReady(self._not_ready_reason())
+            raise NotReady(self.not_ready_reason())
         return self.ingester
 
-    def _not_ready_reason(self) -> str:
+    def not_ready_reason(self) -> str:
         if self.startup_error is not None:
             return f"the store failed to open: {self.startup_error}"
         return "the store is still opening (replaying its write-ahead log)"
@@ -194,7 +194,7 @@ def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> Fas
     async def ready() -> Response:
         if state.storage is None:
             return PlainTextResponse(
-                f"watchkeeper is not ready: {state._not_ready_reason()}.\n", status_code=503
+                f"watchkeeper is not ready: {state.not_ready_reason()}.\n", status_code=503
             )
         return PlainTextResponse("watchkeeper is Ready.\n")
 
