@@ -170,3 +170,16 @@ def test_segment_reduce_matches_reduceat(groups: int, max_size: int) -> None:
     for ufunc in (np.add, np.fmin, np.fmax):
         expected = ufunc.reduceat(x, starts, axis=0)
         assert np.allclose(segment_reduce(ufunc, x, starts), expected, rtol=1e-14, equal_nan=True)
+
+
+def test_count_values_rejects_invalid_label_names(engine: Engine) -> None:
+    with pytest.raises(EvalError, match='invalid label name "a\\\\xc5z"'):
+        engine.instant('count_values("a\\xc5z", x)', 0)
+
+
+def test_limit_ratio_out_of_range_warns_and_caps(engine: Engine) -> None:
+    result = engine.instant("limit_ratio(1.5, x)", 0)
+    assert len(result.series) == 5
+    assert result.warnings == [
+        "PromQL warning: ratio value should be between -1 and 1, got 1.5, capping to 1 (1:13)"
+    ]
