@@ -452,3 +452,30 @@ def test_a_plain_asgi_app_is_wrapped(registry: CollectorRegistry) -> None:
     assert label_sets(registry, "http_requests_total") == [
         {"method": "GET", "route": "__unmatched__", "status": "204"}
     ]
+
+
+def test_bucket_boundaries_match_prometheus_client() -> None:
+    """The hot path's bucket choice equals Histogram.observe's (an amount equal to a bound is in it)."""
+    from prometheus_client import generate_latest
+
+    from watchkeeper.exporters.http_metrics import PrometheusHttpMetrics
+
+    fast, public = CollectorRegistry(), CollectorRegistry()
+    series = PrometheusHttpMetrics(registry=fast).series("GET", "/r", 200)
+    reference = PrometheusHttpMetrics(registry=public)
+    amounts = [0.0, 0.005, 0.0050001, 0.1, 0.3, 10.0, 11.0, 1e9]
+    for amount in amounts:
+        series.record(amount, None)
+        reference.requests.labels("GET", "/r", "200").inc()
+        reference.duration.labels("GET", "/r").observe(amount)
+
+    def without_created(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+    assert without_created(fast) == without_created(public)
+    assert (
+        fast.get_sample_value(
+            "http_request_duration_seconds_bucket", {"method": "GET", "route": "/r", "le": "0.005"}
+        )
+        == 2
+    )

@@ -13,8 +13,10 @@ series.record(0.012, trace_id=None)
 
 from __future__ import annotations
 
+import functools
+from bisect import bisect_left
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -50,15 +52,51 @@ class HttpMetrics(Protocol):
     def websocket(self, route: str, duration_seconds: float) -> None: ...
 
 
+def _value_cells(count: Counter, duration: Histogram) -> tuple[Any, Any, list[Any], list[float]] | None:
+    """The value cells behind bound children, for the hot path; None if this prometheus-client
+    version lays them out differently (then the public API is used)."""
+    try:
+        cells = (count._value, duration._sum, list(duration._buckets), list(duration._upper_bounds))
+    except AttributeError:
+        return None
+    if len(cells[2]) != len(cells[3]) or not all(
+        callable(getattr(c, "inc", None)) for c in (*cells[:2], *cells[2])
+    ):
+        return None
+    return cells
+
+
 class _PromSeries:
-    __slots__ = ("_count", "_duration")
+    """A bound (method, route, status) series.
+
+    Without an exemplar it increments prometheus-client's value cells directly (the same cells
+    and locks ``Counter.inc``/``Histogram.observe`` use, minus four layers of checks that a bound
+    child cannot fail); with one it goes through the public API, which stores exemplars.
+    """
+
+    __slots__ = ("_bounds", "_buckets", "_count", "_count_cell", "_duration", "_sum_cell")
 
     def __init__(self, count: Counter, duration: Histogram) -> None:
         self._count = count
         self._duration = duration
+        cells = _value_cells(count, duration)
+        if cells is None:
+            self._count_cell = None
+            self._sum_cell = None
+            self._buckets: list[Any] = []
+            self._bounds: list[float] = []
+        else:
+            self._count_cell, self._sum_cell, self._buckets, self._bounds = cells
 
     def record(self, duration_seconds: float | None, trace_id: str | None) -> None:
         if trace_id is None:
+            if self._count_cell is not None:
+                self._count_cell.inc(1)
+                if duration_seconds is not None and self._sum_cell is not None:
+                    self._sum_cell.inc(duration_seconds)
+                    # Same bucket as Histogram.observe: the first upper bound >= the amount.
+                    self._buckets[bisect_left(self._bounds, duration_seconds)].inc(1)
+                return
             self._count.inc()
             if duration_seconds is not None:
                 self._duration.observe(duration_seconds)
@@ -67,6 +105,16 @@ class _PromSeries:
             self._count.inc(1, exemplar)
             if duration_seconds is not None:
                 self._duration.observe(duration_seconds, exemplar)
+
+
+class _CellUpDown:
+    """inc()/dec() straight on a gauge child's value cell."""
+
+    __slots__ = ("dec", "inc")
+
+    def __init__(self, cell: Any) -> None:
+        self.inc = functools.partial(cell.inc, 1)
+        self.dec = functools.partial(cell.inc, -1)
 
 
 class PrometheusHttpMetrics:
@@ -158,8 +206,11 @@ class PrometheusHttpMetrics:
         )
 
     def in_progress(self, method: str) -> UpDown:
-        # The bound Gauge child already has inc()/dec(); no wrapper on the hot path.
-        return self.requests_in_progress.labels(method)
+        child = self.requests_in_progress.labels(method)
+        cell = getattr(child, "_value", None)
+        if callable(getattr(cell, "inc", None)):
+            return _CellUpDown(cell)
+        return child
 
     def exception(self, route: str, exception: str) -> None:
         self.exceptions.labels(self.routes.fold(route), self._exception_names.fold(exception)).inc()
