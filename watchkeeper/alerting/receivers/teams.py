@@ -36,7 +36,7 @@ def _payload(title: str, body: list[dict[str, Any]], n: Notification) -> dict[st
         "version": "1.4",
         "msteams": {"width": "Full"},
         "body": [{"type": "TextBlock", "text": title, "size": "Large", "weight": "Bolder", "wrap": True,
-                  "style": "heading", "color": "Attention" if n.status == "firing" else "Good"}, *body],
+                  "color": "Attention" if n.status == "firing" else "Good"}, *body],
     }
     urls = [a.generator_url for a in n.alerts if a.generator_url]
     if urls:
