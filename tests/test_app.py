@@ -206,3 +206,10 @@ def test_json_and_text_logs() -> None:
         for h in saved[0]:
             root.addHandler(h)
         root.setLevel(saved[1])
+
+
+def test_tsdb_status_of_an_empty_store(client: TestClient) -> None:
+    data = client.get("/api/v1/status/tsdb").json()["data"]
+    assert data["headStats"]["numSeries"] == 0
+    assert (data["headStats"]["minTime"], data["headStats"]["maxTime"]) == (2**63 - 1, -(2**63))
+    assert data["seriesCountByMetricName"] == []
