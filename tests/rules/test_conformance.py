@@ -1,0 +1,72 @@
+"""promtool's own unit-test files (``../shared/conformance/rules``) through ``test rules``.
+
+``unittest.yml`` and ``start-time-test.yml`` must pass (exit 0); ``failing.yml`` must fail (exit 1)
+with messages naming each failing test and the expected and actual values. The directory
+missing is a skip on a laptop and a failure in CI.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from watchkeeper.rules.check import check_rules_main
+from watchkeeper.rules.unit_tests import test_rules_main as run_test_rules
+
+CONFORMANCE_DIR = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "rules"
+
+
+@pytest.fixture(scope="module")
+def conformance_dir() -> Path:
+    if not CONFORMANCE_DIR.is_dir():
+        message = f"{CONFORMANCE_DIR} is missing"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (CI is set, so this is a failure)")
+        pytest.skip(message)
+    return CONFORMANCE_DIR
+
+
+def _run(path: Path) -> tuple[int, str]:
+    out = io.StringIO()
+    code = run_test_rules([str(path)], out=out)
+    return code, out.getvalue()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["unittest.yml", "start-time-test.yml"])
+def test_upstream_passing_files_pass(conformance_dir: Path, name: str) -> None:
+    code, output = _run(conformance_dir / name)
+    assert code == 0, output
+    assert output.splitlines()[1] == "  SUCCESS"
+
+
+def test_failing_file_fails_with_a_readable_diff(conformance_dir: Path) -> None:
+    code, output = _run(conformance_dir / "failing.yml")
+    assert code == 1
+    assert "  FAILED:" in output
+    # the promql test: expected 1, got 0, as a -/+ diff
+    assert 'expr: "test", time: 0s' in output
+    assert '- {__name__="test"} 1E+00' in output
+    assert '+ {__name__="test"} 0E+00' in output
+    # the alert tests: an expected alert that never fired, and firing alerts nobody expected
+    assert "alertname: Test, time: 0s" in output
+    assert '- Labels:{alertname="Test"} Annotations:{}' in output
+    assert "alertname: InstanceDown, time: 5m" in output
+    assert '+ Labels:{alertname="AlwaysFiring"} Annotations:{}' in output
+    assert "name: Failing alert test," in output
+
+
+def test_check_rules_accepts_the_upstream_rule_file(conformance_dir: Path) -> None:
+    out = io.StringIO()
+    assert check_rules_main([str(conformance_dir / "rules.yml")], out=out) == 0
+    assert "SUCCESS: 5 rules found" in out.getvalue()
+
+
+def test_run_filter_selects_test_groups(conformance_dir: Path) -> None:
+    out = io.StringIO()
+    code = run_test_rules(["--run", "^Failing test$", str(conformance_dir / "failing.yml")], out=out)
+    assert code == 1
+    assert "Failing alert test" not in out.getvalue()
