@@ -116,3 +116,13 @@ def test_regex_and_negative_matchers(store: MemoryStore) -> None:
     assert instant(store, 'm{a=~"1|3"}', 10_000) == {"1": 1.0}
     assert instant(store, 'm{a!="1"}', 10_000) == {"2": 5.0}
     assert instant(store, '{__name__=~"m", b=""}', 10_000) == {"1": 1.0, "2": 5.0}
+
+
+def test_matrix_of_series_by_steps_counts_against_the_limit() -> None:
+    s = MemoryStore()
+    for i in range(10):
+        s.add({"__name__": "m", "i": str(i)}, [0], [1.0])
+    engine = Engine(s, max_samples=100)
+    assert len(engine.range("m", 0, 90_000, 10_000).series) == 10  # 10 series x 10 steps
+    with pytest.raises(TooManySamples):
+        engine.range("m", 0, 100_000, 10_000)  # 10 x 11 cells

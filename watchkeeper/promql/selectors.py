@@ -37,6 +37,12 @@ class SampleBudget:
         if self.loaded > self.max_samples:
             raise TooManySamples(TOO_MANY_SAMPLES)
 
+    def check_cells(self, n: int) -> None:
+        """Refuse to materialise a (series x steps) matrix bigger than the limit: Prometheus counts
+        every point of an instant vector at every step against it too."""
+        if n > self.max_samples:
+            raise TooManySamples(TOO_MANY_SAMPLES)
+
 
 class _Concat:
     """The samples of several series in one array, series ``i`` at ``[offsets[i], offsets[i+1])``."""
@@ -156,6 +162,7 @@ def select_instant(
     n = len(c.labels)
     if n == 0:
         return StepVector.empty(steps)
+    budget.check_cells(n * steps)
     pos = count_le(c.series_index, c.timestamps, c.offsets, eval_times_ms) - 1
     present = pos >= c.offsets[:-1, None]
     np.maximum(pos, 0, out=pos)
@@ -209,6 +216,7 @@ def select_range(
     if (lengths == 0).any():
         keep = np.flatnonzero(lengths > 0)
         c = _Concat([c.labels[i] for i in keep], c.timestamps, c.values, lengths[keep])
+    budget.check_cells(len(c.labels) * steps)
     lo, hi = _windows(c.series_index, c.timestamps, c.offsets, window_end_ms, range_ms)
     return RangeVector(c.labels, c.timestamps, c.values, c.offsets, lo, hi, window_end_ms, range_ms)
 
