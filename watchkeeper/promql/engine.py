@@ -10,7 +10,11 @@ An instant query is a range query with one step. Instant-vector nodes produce a 
 (series x steps), range-vector nodes a ``RangeVector`` (concatenated samples with per-window index
 bounds); see ``values.py``. Metric names that operations drop are removed only at the end
 (Prometheus 3's delayed name removal), where series that became identical are merged if they
-never overlap in time and are an error otherwise.
+never overlap in time and are an error otherwise. A subtree whose selectors are all pinned by
+``@`` is evaluated for one step and repeated (Prometheus' step invariance).
+
+Limits: ``max_samples`` (samples read plus any series x steps matrix), ``timeout_seconds``
+(checked before every node) and ``max_points_per_series`` (steps of a range query).
 """
 
 from __future__ import annotations
