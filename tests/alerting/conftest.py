@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ def service() -> Iterator[FakeService]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     svc.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield svc
@@ -88,7 +89,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
+def engine(request: pytest.FixtureRequest, db_url: str) -> Iterator[sa.Engine]:
+    """A migrated database: SQLite, then PostgreSQL."""
+    if db_url.startswith("sqlite"):
+        yield request.getfixturevalue("sqlite_engine")
+        return
     eng = make_engine(db_url)
     migrate(eng)
     try:
@@ -97,10 +102,23 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
         eng.dispose()
 
 
-@pytest.fixture
-def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'alerting.db'}")
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "alerting.db"
+    eng = make_engine(f"sqlite:///{path}")
     migrate(eng)
+    with eng.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    eng.dispose()
+    return path
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path, _migrated_sqlite: Path) -> Iterator[sa.Engine]:
+    """A migrated SQLite file (a copy of one migrated once per session: migrations take ~0.3 s)."""
+    target = tmp_path / "alerting.db"
+    shutil.copyfile(_migrated_sqlite, target)
+    eng = make_engine(f"sqlite:///{target}")
     try:
         yield eng
     finally:

@@ -274,7 +274,7 @@ def smtp_server() -> Iterator[tuple[str, list[tuple[str, list[str], bytes]]]]:
     received: list[tuple[str, list[str], bytes]] = []
     handler = type("H", (_SMTPHandler,), {"received": received})
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         yield f"127.0.0.1:{server.server_address[1]}", received
     finally:
