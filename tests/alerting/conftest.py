@@ -41,7 +41,9 @@ class FakeService:
     lock: threading.Lock = field(default_factory=threading.Lock)
     event: threading.Event = field(default_factory=threading.Event)
 
-    def fail(self, times: int, status: int = 503, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+    def fail(
+        self, times: int, status: int = 503, headers: dict[str, str] | None = None, body: bytes = b""
+    ) -> None:
         self.script.extend([(status, headers or {}, body)] * times)
 
 
@@ -50,7 +52,7 @@ def service() -> Iterator[FakeService]:
     svc = FakeService(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             rec = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)

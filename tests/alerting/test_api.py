@@ -25,21 +25,30 @@ class Clock:
 
 @pytest.fixture
 def setup(sqlite_engine, service) -> Iterator[tuple[TestClient, Dispatcher, Clock]]:
-    cfg = AlertingConfig.model_validate({
-        "route": {"receiver": "ops", "group_by": ["alertname"], "group_wait": "0s",
-                  "routes": [{"matchers": ['team="db"'], "receiver": "db"}]},
-        "receivers": [
-            {"name": "ops", "webhook_configs": [{"url": f"{service.url}/ops"}]},
-            {"name": "db", "webhook_configs": [{"url": f"{service.url}/db"}]},
-            {"name": "chat", "slack_configs": [{"api_url": f"{service.url}/slack"}],
-             "msteamsv2_configs": [{"webhook_url": f"{service.url}/teams"}],
-             "discord_configs": [{"webhook_url": f"{service.url}/discord"}],
-             "mattermost_configs": [{"webhook_url": f"{service.url}/mattermost"}],
-             "telegram_configs": [{"api_url": service.url, "bot_token": "1:x", "chat_id": 42}],
-             "webhook_configs": [{"url": f"{service.url}/webhook"}]},
-            {"name": "broken", "webhook_configs": [{"url": "http://127.0.0.1:1/nothing-listens"}]},
-        ],
-    })
+    cfg = AlertingConfig.model_validate(
+        {
+            "route": {
+                "receiver": "ops",
+                "group_by": ["alertname"],
+                "group_wait": "0s",
+                "routes": [{"matchers": ['team="db"'], "receiver": "db"}],
+            },
+            "receivers": [
+                {"name": "ops", "webhook_configs": [{"url": f"{service.url}/ops"}]},
+                {"name": "db", "webhook_configs": [{"url": f"{service.url}/db"}]},
+                {
+                    "name": "chat",
+                    "slack_configs": [{"api_url": f"{service.url}/slack"}],
+                    "msteamsv2_configs": [{"webhook_url": f"{service.url}/teams"}],
+                    "discord_configs": [{"webhook_url": f"{service.url}/discord"}],
+                    "mattermost_configs": [{"webhook_url": f"{service.url}/mattermost"}],
+                    "telegram_configs": [{"api_url": service.url, "bot_token": "1:x", "chat_id": 42}],
+                    "webhook_configs": [{"url": f"{service.url}/webhook"}],
+                },
+                {"name": "broken", "webhook_configs": [{"url": "http://127.0.0.1:1/nothing-listens"}]},
+            ],
+        }
+    )
     d = Dispatcher(cfg, sqlite_engine)
     clock = Clock()
     app = FastAPI()
@@ -51,11 +60,18 @@ def setup(sqlite_engine, service) -> Iterator[tuple[TestClient, Dispatcher, Cloc
 
 def test_post_alerts_then_list_and_group(setup):
     client, d, clock = setup
-    r = client.post("/api/v2/alerts", json=[
-        {"labels": {"alertname": "Down", "instance": "a"}, "annotations": {"summary": "a down"},
-         "startsAt": "2026-11-28T11:59:00Z", "generatorURL": "http://prom/graph"},
-        {"labels": {"alertname": "Slow", "team": "db"}},
-    ])
+    r = client.post(
+        "/api/v2/alerts",
+        json=[
+            {
+                "labels": {"alertname": "Down", "instance": "a"},
+                "annotations": {"summary": "a down"},
+                "startsAt": "2026-11-28T11:59:00Z",
+                "generatorURL": "http://prom/graph",
+            },
+            {"labels": {"alertname": "Slow", "team": "db"}},
+        ],
+    )
     assert r.status_code == 200
     alerts = client.get("/api/v2/alerts").json()
     assert [a["labels"]["alertname"] for a in alerts] == ["Down", "Slow"]
@@ -63,12 +79,17 @@ def test_post_alerts_then_list_and_group(setup):
     assert down["startsAt"] == "2026-11-28T11:59:00.000Z" and down["endsAt"] == "2026-11-28T12:05:00.000Z"
     assert down["status"] == {"state": "active", "silencedBy": [], "inhibitedBy": [], "mutedBy": []}
     assert down["receivers"] == [{"name": "ops"}] and len(down["fingerprint"]) == 16
-    assert [a["labels"]["alertname"] for a in client.get("/api/v2/alerts", params={"filter": 'team="db"'}).json()] == [
-        "Slow"]
-    assert [a["labels"]["alertname"] for a in client.get("/api/v2/alerts", params={"receiver": "o.*"}).json()] == [
-        "Down"]
+    assert [
+        a["labels"]["alertname"] for a in client.get("/api/v2/alerts", params={"filter": 'team="db"'}).json()
+    ] == ["Slow"]
+    assert [
+        a["labels"]["alertname"] for a in client.get("/api/v2/alerts", params={"receiver": "o.*"}).json()
+    ] == ["Down"]
     groups = client.get("/api/v2/alerts/groups").json()
-    assert sorted((g["receiver"]["name"], g["labels"]["alertname"]) for g in groups) == [("db", "Slow"), ("ops", "Down")]
+    assert sorted((g["receiver"]["name"], g["labels"]["alertname"]) for g in groups) == [
+        ("db", "Slow"),
+        ("ops", "Down"),
+    ]
     assert d.tick(clock.now) == 2
 
 
@@ -90,10 +111,16 @@ def test_post_alerts_validation(setup, body, status):
 def test_silence_lifecycle(setup):
     client, d, clock = setup
     client.post("/api/v2/alerts", json=[{"labels": {"alertname": "Down", "instance": "a"}}])
-    r = client.post("/api/v2/silences", json={
-        "matchers": [{"name": "alertname", "value": "Down", "isRegex": False, "isEqual": True}],
-        "startsAt": "2026-11-28T12:00:00Z", "endsAt": "2026-11-28T14:00:00Z",
-        "createdBy": "alice", "comment": "deploy"})
+    r = client.post(
+        "/api/v2/silences",
+        json={
+            "matchers": [{"name": "alertname", "value": "Down", "isRegex": False, "isEqual": True}],
+            "startsAt": "2026-11-28T12:00:00Z",
+            "endsAt": "2026-11-28T14:00:00Z",
+            "createdBy": "alice",
+            "comment": "deploy",
+        },
+    )
     assert r.status_code == 200
     sid = r.json()["silenceID"]
     got = client.get(f"/api/v2/silence/{sid}").json()
@@ -106,8 +133,11 @@ def test_silence_lifecycle(setup):
     # extend it (same id while active)
     r = client.post("/api/v2/silences", json={**got, "endsAt": "2026-11-28T16:00:00Z"})
     assert r.json()["silenceID"] == sid
-    assert client.get("/api/v2/silences", params={"filter": 'alertname="Down"'}).json()[0]["endsAt"].startswith(
-        "2026-11-28T16:00")
+    assert (
+        client.get("/api/v2/silences", params={"filter": 'alertname="Down"'})
+        .json()[0]["endsAt"]
+        .startswith("2026-11-28T16:00")
+    )
     clock.now += 60_000
     assert client.delete(f"/api/v2/silence/{sid}").status_code == 200
     assert client.get(f"/api/v2/silence/{sid}").json()["status"] == {"state": "expired"}
@@ -136,8 +166,13 @@ def test_receiver_test_sends_each_native_payload(setup, service):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["ok"] and [x["integration"] for x in body["results"]] == [
-        "chat/slack/0", "chat/msteamsv2/0", "chat/discord/0", "chat/mattermost/0", "chat/telegram/0",
-        "chat/webhook/0"]
+        "chat/slack/0",
+        "chat/msteamsv2/0",
+        "chat/discord/0",
+        "chat/mattermost/0",
+        "chat/telegram/0",
+        "chat/webhook/0",
+    ]
     assert all(x["status"] == 200 and x["response"] == "ok" for x in body["results"])
     paths = {rec.path: rec.json() for rec in service.delivered}
     assert set(paths) == {"/slack", "/teams", "/discord", "/mattermost", "/bot1:x/sendMessage", "/webhook"}
@@ -155,7 +190,11 @@ def test_receiver_test_reports_failures_and_unknown_receivers(setup, service):
     service.fail(1, status=400, body=b"invalid_blocks")
     r = client.post("/api/v2/receivers/chat/test")
     assert r.status_code == 502 and r.json()["results"][0] == {
-        "integration": "chat/slack/0", "ok": False, "status": 400, "response": "invalid_blocks"}
+        "integration": "chat/slack/0",
+        "ok": False,
+        "status": 400,
+        "response": "invalid_blocks",
+    }
     assert client.post("/api/v2/receivers/nope/test").status_code == 404
 
 

@@ -33,8 +33,12 @@ def run(tmp_path: Path, text: str, *args: str) -> tuple[int, object]:
 def test_renders_every_receiver_without_sending(tmp_path):
     code, rendered = run(tmp_path, AM)
     assert code == 0
-    assert [r["integration"] for r in rendered] == ["team/slack/0", "team/email/0", "pager/discord/0",
-                                                   "pager/telegram/0"]
+    assert [r["integration"] for r in rendered] == [
+        "team/slack/0",
+        "team/email/0",
+        "pager/discord/0",
+        "pager/telegram/0",
+    ]
     slack = rendered[0]
     assert slack["url"].startswith("https://hooks.slack.com/") and len(slack["payload"]["blocks"]) <= 50
     assert rendered[1]["subject"].startswith("[FIRING:2] TestAlert") and "text/html" in rendered[1]["parts"]

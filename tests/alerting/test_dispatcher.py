@@ -19,8 +19,13 @@ S = 1000
 M = 60 * S
 
 BASE = {
-    "route": {"receiver": "ops", "group_by": ["alertname"], "group_wait": "30s", "group_interval": "5m",
-              "repeat_interval": "10m"},
+    "route": {
+        "receiver": "ops",
+        "group_by": ["alertname"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "10m",
+    },
     "receivers": [{"name": "ops", "webhook_configs": [{"url": "http://127.0.0.1:9/hook"}]}],
 }
 
@@ -36,7 +41,9 @@ def dispatcher(engine: sa.Engine, **overrides: object) -> Dispatcher:
 
 
 def alert(name: str = "Down", start: int = 0, end: int | None = None, **labels: str) -> Alert:
-    return Alert(from_dict({"alertname": name, **labels}), from_dict({"summary": f"{name} {labels}"}), start, end)
+    return Alert(
+        from_dict({"alertname": name, **labels}), from_dict({"summary": f"{name} {labels}"}), start, end
+    )
 
 
 def sent(engine: sa.Engine) -> list[dict]:
@@ -69,7 +76,9 @@ def test_group_wait_then_group_interval_then_repeat(engine):
         ("firing", [("a", "firing"), ("b", "firing")]),
         ("firing", [("a", "firing"), ("b", "firing")]),
     ]
-    assert bodies[0]["groupKey"] == '{}:{alertname="Down"}' and bodies[0]["groupLabels"] == {"alertname": "Down"}
+    assert bodies[0]["groupKey"] == '{}:{alertname="Down"}' and bodies[0]["groupLabels"] == {
+        "alertname": "Down"
+    }
 
 
 def test_resolved_is_notified_promptly_not_at_group_interval(sqlite_engine):
@@ -114,8 +123,12 @@ def test_fired_and_resolved_within_group_wait_sends_nothing(sqlite_engine):
 
 
 def test_send_resolved_false_sends_only_firing(sqlite_engine):
-    d = dispatcher(sqlite_engine, receivers=[
-        {"name": "ops", "webhook_configs": [{"url": "http://127.0.0.1:9/a", "send_resolved": False}]}])
+    d = dispatcher(
+        sqlite_engine,
+        receivers=[
+            {"name": "ops", "webhook_configs": [{"url": "http://127.0.0.1:9/a", "send_resolved": False}]}
+        ],
+    )
     d.receive([alert(instance="a"), alert(instance="b")], now_ms=0)
     d.tick(30 * S)
     d.receive([alert(instance="a", end=40 * S), alert(instance="b")], now_ms=40 * S)
@@ -144,8 +157,16 @@ def test_restart_on_the_same_database_sends_nothing_twice(engine):
 
 def test_silenced_alerts_are_not_notified_until_the_silence_expires(sqlite_engine):
     d = dispatcher(sqlite_engine)
-    d.put_silence(Silence.create([{"name": "instance", "value": "b"}], starts_at_ms=0, ends_at_ms=2 * M,
-                                 created_by="t", comment="maintenance", now_ms=0))
+    d.put_silence(
+        Silence.create(
+            [{"name": "instance", "value": "b"}],
+            starts_at_ms=0,
+            ends_at_ms=2 * M,
+            created_by="t",
+            comment="maintenance",
+            now_ms=0,
+        )
+    )
     d.receive([alert(instance="a"), alert(instance="b")], now_ms=0)
     d.tick(30 * S)
     assert [summary(b) for b in sent(sqlite_engine)] == [("firing", [("a", "firing")])]
@@ -158,31 +179,54 @@ def test_silenced_alerts_are_not_notified_until_the_silence_expires(sqlite_engin
 
 def test_silences_persist_across_dispatchers(sqlite_engine):
     d = dispatcher(sqlite_engine)
-    s = Silence.create([{"name": "instance", "value": "b"}], starts_at_ms=0, ends_at_ms=M, created_by="t",
-                       comment="c", now_ms=0)
+    s = Silence.create(
+        [{"name": "instance", "value": "b"}],
+        starts_at_ms=0,
+        ends_at_ms=M,
+        created_by="t",
+        comment="c",
+        now_ms=0,
+    )
     d.put_silence(s)
     d.expire_silence(s.id, now_ms=10 * S)
     assert [x.state(now_ms=11 * S) for x in dispatcher(sqlite_engine).silences()] == ["expired"]
 
 
 def test_inhibited_alerts_are_not_notified(sqlite_engine):
-    d = dispatcher(sqlite_engine, inhibit_rules=[
-        {"source_matchers": ['severity="critical"'], "target_matchers": ['severity="warning"'], "equal": ["cluster"]}
-    ], route={"group_by": ["cluster"]})
-    d.receive([alert("NodeDown", severity="critical", cluster="eu"),
-               alert("HighLatency", severity="warning", cluster="eu"),
-               alert("HighLatency", severity="warning", cluster="us")], now_ms=0)
+    d = dispatcher(
+        sqlite_engine,
+        inhibit_rules=[
+            {
+                "source_matchers": ['severity="critical"'],
+                "target_matchers": ['severity="warning"'],
+                "equal": ["cluster"],
+            }
+        ],
+        route={"group_by": ["cluster"]},
+    )
+    d.receive(
+        [
+            alert("NodeDown", severity="critical", cluster="eu"),
+            alert("HighLatency", severity="warning", cluster="eu"),
+            alert("HighLatency", severity="warning", cluster="us"),
+        ],
+        now_ms=0,
+    )
     d.tick(30 * S)
-    names = sorted((b["groupLabels"]["cluster"], [a["labels"]["alertname"] for a in b["alerts"]])
-                   for b in sent(sqlite_engine))
+    names = sorted(
+        (b["groupLabels"]["cluster"], [a["labels"]["alertname"] for a in b["alerts"]])
+        for b in sent(sqlite_engine)
+    )
     assert names == [("eu", ["NodeDown"]), ("us", ["HighLatency"])]
 
 
 def test_mute_time_interval_suppresses_notifications(sqlite_engine):
     sat = 1_795_867_200_000  # 2026-11-28T12:00Z, a Saturday; tickets are muted at weekends
-    d = dispatcher(sqlite_engine, time_intervals=[{"name": "weekend", "time_intervals": [
-        {"weekdays": ["saturday", "sunday"]}]}], route={"routes": [
-            {"matchers": ['severity="ticket"'], "mute_time_intervals": ["weekend"]}]})
+    d = dispatcher(
+        sqlite_engine,
+        time_intervals=[{"name": "weekend", "time_intervals": [{"weekdays": ["saturday", "sunday"]}]}],
+        route={"routes": [{"matchers": ['severity="ticket"'], "mute_time_intervals": ["weekend"]}]},
+    )
     d.receive([alert("Ticket", start=sat, severity="ticket")], now_ms=sat)
     assert d.tick(sat + M) == 0
     d.receive([alert("Page", start=sat, severity="page")], now_ms=sat)
@@ -190,14 +234,23 @@ def test_mute_time_interval_suppresses_notifications(sqlite_engine):
 
 
 def test_continue_sends_to_every_matching_route(sqlite_engine):
-    d = dispatcher(sqlite_engine, route={"routes": [
-        {"matchers": ['team="db"'], "receiver": "db", "continue": True, "group_wait": "0s"},
-        {"matchers": ['team="db"'], "receiver": "ops", "group_wait": "0s"},
-    ]}, receivers=[
-        {"name": "ops", "webhook_configs": [{"url": "http://127.0.0.1:9/ops"}]},
-        {"name": "db", "webhook_configs": [{"url": "http://127.0.0.1:9/db"}],
-         "slack_configs": [{"api_url": "http://127.0.0.1:9/slack"}]},
-    ])
+    d = dispatcher(
+        sqlite_engine,
+        route={
+            "routes": [
+                {"matchers": ['team="db"'], "receiver": "db", "continue": True, "group_wait": "0s"},
+                {"matchers": ['team="db"'], "receiver": "ops", "group_wait": "0s"},
+            ]
+        },
+        receivers=[
+            {"name": "ops", "webhook_configs": [{"url": "http://127.0.0.1:9/ops"}]},
+            {
+                "name": "db",
+                "webhook_configs": [{"url": "http://127.0.0.1:9/db"}],
+                "slack_configs": [{"api_url": "http://127.0.0.1:9/slack"}],
+            },
+        ],
+    )
     d.receive([alert(team="db")], now_ms=0)
     assert d.tick(0) == 3
     assert sorted(b["receiver"] for b in sent(sqlite_engine)) == ["db", "db", "ops"]

@@ -6,8 +6,11 @@ from watchkeeper.alerting.model import Alert
 from watchkeeper.labels import from_dict
 
 RULE = InhibitRule.from_config(
-    InhibitRuleConfig(source_matchers=['severity="critical"'], target_matchers=['severity="warning"'],
-                      equal=["cluster", "zone"])
+    InhibitRuleConfig(
+        source_matchers=['severity="critical"'],
+        target_matchers=['severity="warning"'],
+        equal=["cluster", "zone"],
+    )
 )
 
 
@@ -17,16 +20,20 @@ def alert(ends_at_ms: int | None = None, **labels: str) -> Alert:
 
 def test_equal_labels_must_agree():
     crit = alert(alertname="NodeDown", severity="critical", cluster="eu", zone="a")
-    assert inhibited_by(alert(severity="warning", cluster="eu", zone="a").labels, [RULE], [crit], now_ms=1) == [
-        crit.fingerprint
-    ]
-    assert inhibited_by(alert(severity="warning", cluster="us", zone="a").labels, [RULE], [crit], now_ms=1) == []
+    assert inhibited_by(
+        alert(severity="warning", cluster="eu", zone="a").labels, [RULE], [crit], now_ms=1
+    ) == [crit.fingerprint]
+    assert (
+        inhibited_by(alert(severity="warning", cluster="us", zone="a").labels, [RULE], [crit], now_ms=1) == []
+    )
 
 
 def test_missing_label_equals_empty():
     crit = alert(severity="critical", cluster="eu")  # no zone
     assert inhibited_by(alert(severity="warning", cluster="eu").labels, [RULE], [crit], now_ms=1)
-    assert not inhibited_by(alert(severity="warning", cluster="eu", zone="b").labels, [RULE], [crit], now_ms=1)
+    assert not inhibited_by(
+        alert(severity="warning", cluster="eu", zone="b").labels, [RULE], [crit], now_ms=1
+    )
 
 
 def test_resolved_source_does_not_inhibit():
@@ -37,7 +44,9 @@ def test_resolved_source_does_not_inhibit():
 
 
 def test_alert_matching_both_sides_cannot_inhibit_itself():
-    rule = InhibitRule.from_config(InhibitRuleConfig(source_matchers=['team="db"'], target_matchers=['team="db"']))
+    rule = InhibitRule.from_config(
+        InhibitRuleConfig(source_matchers=['team="db"'], target_matchers=['team="db"'])
+    )
     a = alert(alertname="A", team="db")
     b = alert(alertname="B", team="db")
     assert inhibited_by(a.labels, [rule], [a], now_ms=1) == []

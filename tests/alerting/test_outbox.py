@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 
@@ -18,11 +19,18 @@ M = 60 * S
 
 
 def make(engine: sa.Engine, url: str, **outbox: object) -> Dispatcher:
-    cfg = AlertingConfig.model_validate({
-        "route": {"receiver": "hook", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1m"},
-        "receivers": [{"name": "hook", "webhook_configs": [{"url": f"{url}/hook"}]}],
-        "outbox": {"initial_backoff": "1s", "max_backoff": "1m", **outbox},
-    })
+    cfg = AlertingConfig.model_validate(
+        {
+            "route": {
+                "receiver": "hook",
+                "group_by": ["alertname"],
+                "group_wait": "0s",
+                "group_interval": "1m",
+            },
+            "receivers": [{"name": "hook", "webhook_configs": [{"url": f"{url}/hook"}]}],
+            "outbox": {"initial_backoff": "1s", "max_backoff": "1m", **outbox},
+        }
+    )
     d = Dispatcher(cfg, engine)
     d.outbox._rng = random.Random(1)
     return d
@@ -57,8 +65,12 @@ def test_receiver_failing_n_times_then_succeeding_gets_everything_once(engine, s
         now += M
         d.deliver(now)
     assert len(service.seen) == 4
-    assert d.metrics.registry.get_sample_value(
-        "watchkeeper_notifications_failed_total", {"receiver": "hook", "integration": "hook/webhook/0"}) == 3
+    assert (
+        d.metrics.registry.get_sample_value(
+            "watchkeeper_notifications_failed_total", {"receiver": "hook", "integration": "hook/webhook/0"}
+        )
+        == 3
+    )
 
 
 def test_backoff_grows_exponentially_with_jitter(sqlite_engine, service):
@@ -74,7 +86,7 @@ def test_backoff_grows_exponentially_with_jitter(sqlite_engine, service):
         if len(service.seen) > before:
             attempts_at.append(now)
         now += 50
-    gaps = [b - a for a, b in zip(attempts_at, attempts_at[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts_at)]
     ceilings = [2 * S, 4 * S, 8 * S, 16 * S, 30 * S, 30 * S]
     for gap, ceiling in zip(gaps, ceilings, strict=True):
         assert ceiling // 2 <= gap <= ceiling + 50
@@ -159,7 +171,9 @@ def test_ten_minute_outage_loses_nothing_and_duplicates_nothing(engine, service)
     assert len(got) == len(set(got)), "a notification arrived twice"
     assert sorted(name for name, status in got if status == "firing") == sorted(f"A{i}" for i in range(15))
     # alerts not re-sent for resolve_timeout (5m) resolved during the outage: those notices arrive too
-    assert {name for name, status in got if status == "resolved"} == {f"A{i}" for i in range(7)}  # ended by the last tick (560 s)
+    assert {name for name, status in got if status == "resolved"} == {
+        f"A{i}" for i in range(7)
+    }  # ended by the last tick (560 s)
     assert set(states(engine)) == {"sent"}
 
 

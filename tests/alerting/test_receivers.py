@@ -35,13 +35,23 @@ NOW = 1_795_867_200_000
 
 def group(n: int, *, summary: str = "disk <90%> & rising", resolved: int = 0) -> Notification:
     alerts = [
-        Alert(from_dict({"alertname": "DiskFull", "instance": f"host-{i}:9100", "severity": "page"}),
-              from_dict({"summary": f"{summary} on host-{i}"}), NOW - 60_000,
-              NOW - 1000 if i < resolved else None, f"http://wk/graph?g={i}")
+        Alert(
+            from_dict({"alertname": "DiskFull", "instance": f"host-{i}:9100", "severity": "page"}),
+            from_dict({"summary": f"{summary} on host-{i}"}),
+            NOW - 60_000,
+            NOW - 1000 if i < resolved else None,
+            f"http://wk/graph?g={i}",
+        )
         for i in range(n)
     ]
-    return Notification.build("ops", '{}:{alertname="DiskFull"}', from_dict({"alertname": "DiskFull"}), alerts,
-                              now_ms=NOW, external_url="http://wk")
+    return Notification.build(
+        "ops",
+        '{}:{alertname="DiskFull"}',
+        from_dict({"alertname": "DiskFull"}),
+        alerts,
+        now_ms=NOW,
+        external_url="http://wk",
+    )
 
 
 def payload(req: object) -> dict:
@@ -52,7 +62,9 @@ def payload(req: object) -> dict:
 # --- Slack ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("n", "sections", "more"), [(1, 1, None), (49, 49, None), (50, 48, 2), (500, 48, 452)])
+@pytest.mark.parametrize(
+    ("n", "sections", "more"), [(1, 1, None), (49, 49, None), (50, 48, 2), (500, 48, 452)]
+)
 def test_slack_block_kit_within_50_blocks(n, sections, more):
     p = payload(slack.render(SlackConfig(api_url="http://x", channel="#ops"), group(n)))
     blocks = p["blocks"]
@@ -65,7 +77,10 @@ def test_slack_block_kit_within_50_blocks(n, sections, more):
     if more is None:
         assert blocks[-1]["type"] == "section"
     else:
-        assert blocks[-1] == {"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {more} more alerts"}]}
+        assert blocks[-1] == {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": f"…and {more} more alerts"}],
+        }
 
 
 def test_slack_escapes_mrkdwn_control_characters():
@@ -84,7 +99,9 @@ def test_slack_long_texts_are_cut():
 
 
 def test_teams_workflows_adaptive_card():
-    p = payload(teams.render(MSTeamsV2Config(webhook_url="https://prod.logic.azure.com/x"), group(3, resolved=1)))
+    p = payload(
+        teams.render(MSTeamsV2Config(webhook_url="https://prod.logic.azure.com/x"), group(3, resolved=1))
+    )
     assert p["type"] == "message"
     (att,) = p["attachments"]
     assert att["contentType"] == "application/vnd.microsoft.card.adaptive"
@@ -100,11 +117,41 @@ def test_teams_workflows_adaptive_card():
 # schemas/1.4.0/adaptive-card.json: additionalProperties is false everywhere); "msteams" is the
 # Teams extension documented for full-width cards.
 _AC14_PROPS = {
-    "AdaptiveCard": {"type", "version", "refresh", "body", "actions", "selectAction", "fallbackText",
-                     "backgroundImage", "minHeight", "speak", "lang", "verticalContentAlignment", "$schema",
-                     "msteams"},
-    "TextBlock": {"type", "text", "color", "fontType", "horizontalAlignment", "isSubtle", "maxLines", "size",
-                  "weight", "wrap", "fallback", "height", "separator", "spacing", "id", "isVisible", "requires"},
+    "AdaptiveCard": {
+        "type",
+        "version",
+        "refresh",
+        "body",
+        "actions",
+        "selectAction",
+        "fallbackText",
+        "backgroundImage",
+        "minHeight",
+        "speak",
+        "lang",
+        "verticalContentAlignment",
+        "$schema",
+        "msteams",
+    },
+    "TextBlock": {
+        "type",
+        "text",
+        "color",
+        "fontType",
+        "horizontalAlignment",
+        "isSubtle",
+        "maxLines",
+        "size",
+        "weight",
+        "wrap",
+        "fallback",
+        "height",
+        "separator",
+        "spacing",
+        "id",
+        "isVisible",
+        "requires",
+    },
     "FactSet": {"type", "facts", "fallback", "height", "separator", "spacing", "id", "isVisible", "requires"},
     "Action.OpenUrl": {"type", "url", "title", "iconUrl", "style", "fallback", "requires"},
 }
@@ -118,17 +165,28 @@ def _check_card(card: dict) -> None:
         if element["type"] == "TextBlock":
             assert isinstance(element["text"], str)
             assert element.get("color", "default").lower() in _AC14_COLORS
-            assert element.get("size", "default").lower() in {"default", "small", "medium", "large", "extralarge"}
+            assert element.get("size", "default").lower() in {
+                "default",
+                "small",
+                "medium",
+                "large",
+                "extralarge",
+            }
             assert element.get("weight", "default").lower() in {"default", "lighter", "bolder"}
         if element["type"] == "FactSet":
-            assert all(set(f) == {"title", "value"} and all(isinstance(v, str) for v in f.values())
-                       for f in element["facts"])
+            assert all(
+                set(f) == {"title", "value"} and all(isinstance(v, str) for v in f.values())
+                for f in element["facts"]
+            )
 
 
 @pytest.mark.parametrize("n", [1, 3, 1000])
 def test_teams_card_uses_only_adaptive_card_1_4_properties(n):
-    _check_card(payload(teams.render(MSTeamsV2Config(webhook_url="https://x"), group(n, resolved=1)))
-                ["attachments"][0]["content"])
+    _check_card(
+        payload(teams.render(MSTeamsV2Config(webhook_url="https://x"), group(n, resolved=1)))["attachments"][
+            0
+        ]["content"]
+    )
 
 
 def test_teams_card_stays_under_the_message_size_limit():
@@ -154,7 +212,9 @@ def test_discord_embed_limits(n):
 
 
 def test_discord_custom_text_is_cut_to_fit():
-    cfg = DiscordConfig(webhook_url="http://x", text="{% for a in Alerts %}{{ a.Labels.instance }} {% endfor %}" * 50)
+    cfg = DiscordConfig(
+        webhook_url="http://x", text="{% for a in Alerts %}{{ a.Labels.instance }} {% endfor %}" * 50
+    )
     embed = payload(discord.render(cfg, group(200)))["embeds"][0]
     assert len(embed["description"]) <= 4096 and discord.embed_size(embed) <= 6000
 
@@ -200,19 +260,39 @@ def test_telegram_html_escaped_and_within_4096(n):
 
 
 def test_mattermost_markdown_post():
-    p = payload(mattermost.render(MattermostConfig(webhook_url="http://x", channel="town-square"), group(3000)))
+    p = payload(
+        mattermost.render(MattermostConfig(webhook_url="http://x", channel="town-square"), group(3000))
+    )
     assert p["channel"] == "town-square" and p["text"].startswith("#### [FIRING:3000] DiskFull")
     assert len(p["text"]) <= 16_383
 
 
 def test_webhook_is_alertmanager_version_4():
     p = payload(webhook.render(WebhookConfig(url="http://x", max_alerts=2), group(3, resolved=1)))
-    assert set(p) == {"version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels",
-                      "commonLabels", "commonAnnotations", "externalURL", "alerts"}
+    assert set(p) == {
+        "version",
+        "groupKey",
+        "truncatedAlerts",
+        "status",
+        "receiver",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+        "externalURL",
+        "alerts",
+    }
     assert (p["version"], p["status"], p["truncatedAlerts"], p["receiver"]) == ("4", "firing", 1, "ops")
     assert p["commonLabels"] == {"alertname": "DiskFull", "severity": "page"}
     first = p["alerts"][0]
-    assert set(first) == {"status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"}
+    assert set(first) == {
+        "status",
+        "labels",
+        "annotations",
+        "startsAt",
+        "endsAt",
+        "generatorURL",
+        "fingerprint",
+    }
     assert first["status"] == "resolved" and first["endsAt"] == "2026-11-28T11:59:59.000Z"
     assert p["alerts"][1]["endsAt"] == "0001-01-01T00:00:00Z"
     assert len(first["fingerprint"]) == 16
@@ -222,14 +302,19 @@ def test_webhook_is_alertmanager_version_4():
 
 
 def test_template_override_with_alertmanager_names():
-    cfg = SlackConfig(api_url="http://x", title="{{ .Status | upper }} {{ .GroupLabels.alertname }}",
-                      text="{% for a in Alerts.Firing %}{{ a.Labels.instance }};{% endfor %}")
+    cfg = SlackConfig(
+        api_url="http://x",
+        title="{{ .Status | upper }} {{ .GroupLabels.alertname }}",
+        text="{% for a in Alerts.Firing %}{{ a.Labels.instance }};{% endfor %}",
+    )
     p = payload(slack.render(cfg, group(2)))
     assert p["blocks"][0]["text"]["text"] == "FIRING DiskFull"
     assert p["blocks"][1]["text"]["text"] == "host-0:9100;host-1:9100;"
 
 
-@pytest.mark.parametrize("source", ["{{ ''.__class__.__mro__ }}", "{{ Alerts.__init__.__globals__ }}", "{% if %}"])
+@pytest.mark.parametrize(
+    "source", ["{{ ''.__class__.__mro__ }}", "{{ Alerts.__init__.__globals__ }}", "{% if %}"]
+)
 def test_templates_are_sandboxed(source):
     with pytest.raises(NotificationError):
         render(source, group(1))
@@ -284,8 +369,9 @@ def smtp_server() -> Iterator[tuple[str, list[tuple[str, list[str], bytes]]]]:
 
 def test_email_over_smtp(smtp_server):
     host, received = smtp_server
-    cfg = EmailConfig.model_validate({"to": "a@example.com, b@example.com", "from": "wk@example.com",
-                                      "smarthost": host})
+    cfg = EmailConfig.model_validate(
+        {"to": "a@example.com, b@example.com", "from": "wk@example.com", "smarthost": host}
+    )
     req = smtp.render(cfg, group(2))
     assert isinstance(req, EmailRequest)
     result = send_email(req, timeout_seconds=5)
@@ -294,13 +380,18 @@ def test_email_over_smtp(smtp_server):
     assert sender == "wk@example.com" and rcpts == ["a@example.com", "b@example.com"]
     msg = message_from_bytes(data)
     assert msg["Subject"] == "[FIRING:2] DiskFull (page)"
-    parts = {p.get_content_type(): p.get_payload(decode=True).decode() for p in msg.walk() if not p.is_multipart()}
+    parts = {
+        p.get_content_type(): p.get_payload(decode=True).decode() for p in msg.walk() if not p.is_multipart()
+    }
     assert "disk <90%> & rising on host-0" in parts["text/plain"]
     assert "disk &lt;90%&gt; &amp; rising on host-0" in parts["text/html"]
 
 
 def test_sample_notification_renders_for_every_receiver():
     n = sample_notification("ops", now_ms=NOW)
-    for req in (slack.render(SlackConfig(api_url="http://x"), n), discord.render(DiscordConfig(webhook_url="h"), n)):
+    for req in (
+        slack.render(SlackConfig(api_url="http://x"), n),
+        discord.render(DiscordConfig(webhook_url="h"), n),
+    ):
         assert json.loads(req.body)
     assert n.status == "firing" and len(n.firing) == 2 and len(n.resolved) == 1

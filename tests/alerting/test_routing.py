@@ -64,7 +64,11 @@ def test_children_inherit_group_by_and_timings(tree):
     db = tree.children[0]
     pager = db.children[0]
     assert pager.group_by == ("alertname", "cluster")
-    assert (pager.group_wait_ms, pager.group_interval_ms, pager.repeat_interval_ms) == (0, 300_000, 14_400_000)
+    assert (pager.group_wait_ms, pager.group_interval_ms, pager.repeat_interval_ms) == (
+        0,
+        300_000,
+        14_400_000,
+    )
     assert db.group_wait_ms == 30_000
 
 
@@ -76,7 +80,9 @@ def test_group_by_dots_groups_by_every_label(tree):
     assert group_key(frontline, a) != group_key(frontline, b)
     db = tree.children[0]
     same = [from_dict({"alertname": "X", "cluster": "eu", "instance": i}) for i in "ab"]
-    assert group_key(db, same[0]) == group_key(db, same[1]) == '{}/{team="db"}/0:{alertname="X", cluster="eu"}'
+    assert (
+        group_key(db, same[0]) == group_key(db, same[1]) == '{}/{team="db"}/0:{alertname="X", cluster="eu"}'
+    )
 
 
 def test_matcher_syntax():
@@ -93,14 +99,22 @@ def test_matcher_syntax():
     [
         ("route: {receiver: nope}\nreceivers: [{name: a}]", "undefined receiver"),
         ("route: {receiver: a, matchers: ['x=\"1\"']}\nreceivers: [{name: a}]", "root route must not"),
-        ("route: {receiver: a, routes: [{mute_time_intervals: [night]}]}\nreceivers: [{name: a}]",
-         "undefined time interval"),
+        (
+            "route: {receiver: a, routes: [{mute_time_intervals: [night]}]}\nreceivers: [{name: a}]",
+            "undefined time interval",
+        ),
         ("route: {receiver: a, group_wait: soon}\nreceivers: [{name: a}]", "not a valid duration"),
         ("route: {receiver: a}\nreceivers: [{name: a}, {name: a}]", "duplicate receiver"),
-        ("route: {receiver: a}\nreceivers: [{name: a}]\ntime_intervals: [{name: n, time_intervals: "
-         "[{weekdays: [funday]}]}]", "funday"),
-        ("route: {receiver: a}\nreceivers: [{name: a}]\ntime_intervals: [{name: n, time_intervals: "
-         "[{location: Mars/Olympus}]}]", "Mars"),
+        (
+            "route: {receiver: a}\nreceivers: [{name: a}]\ntime_intervals: [{name: n, time_intervals: "
+            "[{weekdays: [funday]}]}]",
+            "funday",
+        ),
+        (
+            "route: {receiver: a}\nreceivers: [{name: a}]\ntime_intervals: [{name: n, time_intervals: "
+            "[{location: Mars/Olympus}]}]",
+            "Mars",
+        ),
     ],
 )
 def test_config_errors_are_readable(text, message):

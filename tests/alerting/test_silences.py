@@ -7,7 +7,9 @@ from watchkeeper.labels import from_dict
 
 
 def make(matchers, start=1000, end=5000, now=0):
-    return Silence.create(matchers, starts_at_ms=start, ends_at_ms=end, created_by="t", comment="c", now_ms=now)
+    return Silence.create(
+        matchers, starts_at_ms=start, ends_at_ms=end, created_by="t", comment="c", now_ms=now
+    )
 
 
 @pytest.mark.parametrize(
@@ -17,7 +19,11 @@ def make(matchers, start=1000, end=5000, now=0):
         ({"name": "job", "value": "api", "isEqual": False}, {"job": "web", "env": "prod"}, True),
         ({"name": "job", "value": "a.*", "isRegex": True}, {"job": "api"}, True),
         ({"name": "job", "value": "a.*", "isRegex": True}, {"job": "xapi"}, False),  # anchored
-        ({"name": "job", "value": "a.*", "isRegex": True, "isEqual": False}, {"job": "web", "env": "prod"}, True),
+        (
+            {"name": "job", "value": "a.*", "isRegex": True, "isEqual": False},
+            {"job": "web", "env": "prod"},
+            True,
+        ),
     ],
 )
 def test_silence_matchers(matcher, labels, hit):

@@ -37,7 +37,12 @@ def _alert_json(s: AlertStatus, now_ms: int) -> dict[str, Any]:
         "generatorURL": a.generator_url,
         "fingerprint": a.fingerprint,
         "receivers": [{"name": r} for r in s.receivers],
-        "status": {"state": s.state, "silencedBy": s.silenced_by, "inhibitedBy": s.inhibited_by, "mutedBy": []},
+        "status": {
+            "state": s.state,
+            "silencedBy": s.silenced_by,
+            "inhibitedBy": s.inhibited_by,
+            "mutedBy": [],
+        },
     }
 
 
@@ -64,7 +69,9 @@ def _filters(items: list[str]) -> list[Matcher]:
 def _labels(obj: Any, what: str) -> dict[str, str]:
     if obj is None:
         return {}
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in obj.items()
+    ):
         raise HTTPException(400, f"{what} must be an object of strings")
     return obj
 
@@ -132,8 +139,10 @@ def alertmanager_router(
                 continue
             if receiver is not None and not any(_receiver_matches(receiver, r) for r in s.receivers):
                 continue
-            if (s.state == "active" and not active) or (s.silenced_by and not silenced) or (
-                s.inhibited_by and not inhibited
+            if (
+                (s.state == "active" and not active)
+                or (s.silenced_by and not silenced)
+                or (s.inhibited_by and not inhibited)
             ):
                 continue
             out.append(_alert_json(s, now))
@@ -160,12 +169,18 @@ def alertmanager_router(
             shown = [
                 _alert_json(statuses[a.fingerprint], now)
                 for a in alerts
-                if a.fingerprint in statuses and not a.is_resolved(now_ms=now)
+                if a.fingerprint in statuses
+                and not a.is_resolved(now_ms=now)
                 and all(m.matches(get(a.labels, m.name)) for m in matchers)
             ]
             if shown:
-                out.append({"labels": dict(group.labels), "receiver": {"name": group.route.receiver},
-                            "alerts": shown})
+                out.append(
+                    {
+                        "labels": dict(group.labels),
+                        "receiver": {"name": group.route.receiver},
+                        "alerts": shown,
+                    }
+                )
         return out
 
     @router.get("/silences")

@@ -51,15 +51,32 @@ def _redact(url: str) -> str:
     return _TOKEN_RE.sub("/bot<redacted>/", url)
 
 
+def _text(payload: object) -> str:
+    return payload.decode(errors="replace") if isinstance(payload, bytes) else str(payload)
+
+
 def _render_one(integ_render: Any, n: Notification) -> dict[str, Any]:
     req = integ_render(n)
     if isinstance(req, EmailRequest):
         msg = message_from_bytes(req.message)
-        parts = {p.get_content_type(): p.get_payload(decode=True).decode() for p in msg.walk() if not p.is_multipart()}
-        return {"smarthost": req.smarthost, "from": req.sender, "to": list(req.to), "subject": msg["Subject"],
-                "parts": parts}
-    return {"url": _redact(req.url), "headers": req.headers, "payload": req.payload(),
-            "size_bytes": len(req.body)}
+        parts = {
+            p.get_content_type(): _text(p.get_payload(decode=True))
+            for p in msg.walk()
+            if not p.is_multipart()
+        }
+        return {
+            "smarthost": req.smarthost,
+            "from": req.sender,
+            "to": list(req.to),
+            "subject": msg["Subject"],
+            "parts": parts,
+        }
+    return {
+        "url": _redact(req.url),
+        "headers": req.headers,
+        "payload": req.payload(),
+        "size_bytes": len(req.body),
+    }
 
 
 def _alerts_from_file(path: Path, now_ms: int) -> list[Alert]:
@@ -67,8 +84,13 @@ def _alerts_from_file(path: Path, now_ms: int) -> list[Alert]:
     if not isinstance(items, list):
         raise ConfigError(f"{path}: expected a JSON array of alerts (the POST /api/v2/alerts body)")
     return [
-        Alert(from_dict(i.get("labels") or {}), from_dict(i.get("annotations") or {}),
-              parse_rfc3339(i.get("startsAt")) or now_ms, parse_rfc3339(i.get("endsAt")), i.get("generatorURL", ""))
+        Alert(
+            from_dict(i.get("labels") or {}),
+            from_dict(i.get("annotations") or {}),
+            parse_rfc3339(i.get("startsAt")) or now_ms,
+            parse_rfc3339(i.get("endsAt")),
+            i.get("generatorURL", ""),
+        )
         for i in items
     ]
 
@@ -87,16 +109,34 @@ def render_all(
         route = build_routes(cfg.route)
         for r in match_routes(route, from_dict(labels)):
             if receiver is None or r.receiver == receiver:
-                group_alerts = alerts or [Alert(from_dict(labels), from_dict({"summary": "sample"}), now_ms - 60_000)]
+                group_alerts = alerts or [
+                    Alert(from_dict(labels), from_dict({"summary": "sample"}), now_ms - 60_000)
+                ]
                 key = group_key(r, from_dict(labels))
-                targets.append((r.receiver, Notification.build(r.receiver, key, r.group_labels(from_dict(labels)),
-                                                               group_alerts, now_ms=now_ms,
-                                                               external_url=cfg.global_.external_url)))
+                targets.append(
+                    (
+                        r.receiver,
+                        Notification.build(
+                            r.receiver,
+                            key,
+                            r.group_labels(from_dict(labels)),
+                            group_alerts,
+                            now_ms=now_ms,
+                            external_url=cfg.global_.external_url,
+                        ),
+                    )
+                )
     else:
         names = [receiver] if receiver is not None else [r.name for r in cfg.receivers]
         for name in names:
-            targets.append((name, sample_notification(name, now_ms=now_ms, alerts=alerts,
-                                                      external_url=cfg.global_.external_url)))
+            targets.append(
+                (
+                    name,
+                    sample_notification(
+                        name, now_ms=now_ms, alerts=alerts, external_url=cfg.global_.external_url
+                    ),
+                )
+            )
     out: list[dict[str, Any]] = []
     ok = True
     for name, n in targets:
@@ -119,11 +159,19 @@ def test_notify_main(argv: Sequence[str] | None = None, *, stdout: TextIO | None
     """Entry point of ``watchkeeper test notify``."""
     out = stdout or sys.stdout
     parser = argparse.ArgumentParser(prog="watchkeeper test notify", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=Path("watchkeeper.yml"),
-                        help="Alertmanager YAML, or watchkeeper.yml with an alerting: section")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("watchkeeper.yml"),
+        help="Alertmanager YAML, or watchkeeper.yml with an alerting: section",
+    )
     parser.add_argument("--receiver", help="only this receiver")
-    parser.add_argument("--labels", help="route an alert with these labels (a=b,c=d) and render what it reaches")
-    parser.add_argument("--alerts", type=Path, help="JSON array of alerts (POST /api/v2/alerts body) to render")
+    parser.add_argument(
+        "--labels", help="route an alert with these labels (a=b,c=d) and render what it reaches"
+    )
+    parser.add_argument(
+        "--alerts", type=Path, help="JSON array of alerts (POST /api/v2/alerts body) to render"
+    )
     args = parser.parse_args(argv)
     now = wall_ms()
     try:

@@ -76,7 +76,7 @@ def parse_matcher(text: str) -> Matcher:
     """
     m = _MATCHER_RE.match(text)
     if m is None:
-        raise ValueError(f"bad matcher {text!r} (expected name=\"value\", with =, !=, =~ or !~)")
+        raise ValueError(f'bad matcher {text!r} (expected name="value", with =, !=, =~ or !~)')
     return Matcher.parse_op(m.group("op"), _unquote(m.group("name")), _unquote(m.group("value")))
 
 

@@ -101,4 +101,6 @@ def send(
 ) -> DeliveryResult:
     if isinstance(req, EmailRequest):
         return send_email(req, timeout_seconds=timeout_seconds)
-    return send_http(client, req, timeout_seconds=timeout_seconds, now_ms=now_ms, idempotency_key=idempotency_key)
+    return send_http(
+        client, req, timeout_seconds=timeout_seconds, now_ms=now_ms, idempotency_key=idempotency_key
+    )

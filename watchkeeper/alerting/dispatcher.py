@@ -87,7 +87,9 @@ class Dispatcher:
         """Set when something may be due earlier than the runner expects (new alerts, resolutions)."""
         self._client = client or httpx.Client(follow_redirects=False)
         self._apply(config)
-        self.outbox = Outbox(engine, config.outbox, self.integration, metrics=self.metrics, client=self._client)
+        self.outbox = Outbox(
+            engine, config.outbox, self.integration, metrics=self.metrics, client=self._client
+        )
         with engine.connect() as conn:
             self._silences = {s.id: s for s in store.load_silences(conn)}
 
@@ -131,7 +133,9 @@ class Dispatcher:
             alert = alert.resolved(at_ms=now_ms + self._resolve_timeout_ms)
         old = self._alerts.get(alert.fingerprint)
         if old is not None and not old.is_resolved(now_ms=now_ms) and old.starts_at_ms < alert.starts_at_ms:
-            alert = Alert(alert.labels, alert.annotations, old.starts_at_ms, alert.ends_at_ms, alert.generator_url)
+            alert = Alert(
+                alert.labels, alert.annotations, old.starts_at_ms, alert.ends_at_ms, alert.generator_url
+            )
         self._alerts[alert.fingerprint] = alert
         return alert
 
@@ -167,8 +171,12 @@ class Dispatcher:
     def next_flush_ms(self) -> int | None:
         with self._lock:
             times = [g.next_flush_ms for g in self._groups.values()]
-            ends = [a.ends_at_ms for g in self._groups.values() for a in g.alerts.values()
-                    if a.ends_at_ms is not None and a.fingerprint not in g.seen_resolved]
+            ends = [
+                a.ends_at_ms
+                for g in self._groups.values()
+                for a in g.alerts.values()
+                if a.ends_at_ms is not None and a.fingerprint not in g.seen_resolved
+            ]
         return min(times + ends, default=None)
 
     def _flush(self, group: AggregationGroup, now_ms: int) -> int:
@@ -195,17 +203,28 @@ class Dispatcher:
         try:
             with self._engine.begin() as conn:
                 entry = store.load_log_entry(conn, group.key, integ.name)
-                if not needs_update(entry, firing=firing, resolved=resolved, send_resolved=integ.send_resolved,
-                                    repeat_ms=group.route.repeat_interval_ms, now_ms=now_ms):
+                if not needs_update(
+                    entry,
+                    firing=firing,
+                    resolved=resolved,
+                    send_resolved=integ.send_resolved,
+                    repeat_ms=group.route.repeat_interval_ms,
+                    now_ms=now_ms,
+                ):
                     return 0
                 seq = (entry.seq if entry else 0) + 1
-                store.save_log_entry(conn, group.key, integ.name,
-                                     LogEntry(frozenset(firing), frozenset(resolved), now_ms, seq))
+                store.save_log_entry(
+                    conn, group.key, integ.name, LogEntry(frozenset(firing), frozenset(resolved), now_ms, seq)
+                )
                 to_send = alerts if integ.send_resolved else [a for a in alerts if a.fingerprint in firing]
                 if not to_send:
                     return 0
                 notification = Notification.build(
-                    group.route.receiver, group.key, group.labels, to_send, now_ms=now_ms,
+                    group.route.receiver,
+                    group.key,
+                    group.labels,
+                    to_send,
+                    now_ms=now_ms,
                     external_url=self.config.global_.external_url,
                 )
                 store.enqueue(
@@ -226,7 +245,9 @@ class Dispatcher:
 
     def _gc(self, now_ms: int) -> None:
         cutoff = now_ms - _RESOLVED_RETENTION_MS
-        for fp in [fp for fp, a in self._alerts.items() if a.ends_at_ms is not None and a.ends_at_ms < cutoff]:
+        for fp in [
+            fp for fp, a in self._alerts.items() if a.ends_at_ms is not None and a.ends_at_ms < cutoff
+        ]:
             del self._alerts[fp]
 
     # --- delivery --------------------------------------------------------------------------------
@@ -248,13 +269,21 @@ class Dispatcher:
 
     def _dead_letter_alert(self, o: Outcome, now_ms: int) -> Alert:
         alert = Alert(
-            labels=from_dict({"alertname": DEAD_LETTER_ALERT, "receiver": o.item.receiver,
-                              "integration": o.item.integration, "severity": "critical"}),
-            annotations=from_dict({
-                "summary": f"Notifications to {o.item.integration} are being dropped",
-                "description": f"Gave up after {o.item.attempts + 1} attempts: "
-                               f"HTTP {o.result.status}: {o.result.body[:300]}",
-            }),
+            labels=from_dict(
+                {
+                    "alertname": DEAD_LETTER_ALERT,
+                    "receiver": o.item.receiver,
+                    "integration": o.item.integration,
+                    "severity": "critical",
+                }
+            ),
+            annotations=from_dict(
+                {
+                    "summary": f"Notifications to {o.item.integration} are being dropped",
+                    "description": f"Gave up after {o.item.attempts + 1} attempts: "
+                    f"HTTP {o.result.status}: {o.result.body[:300]}",
+                }
+            ),
             starts_at_ms=now_ms,
             ends_at_ms=now_ms + 24 * 3_600_000,
         )
@@ -263,12 +292,16 @@ class Dispatcher:
 
     # --- test send -------------------------------------------------------------------------------
 
-    def test_receiver(self, name: str, *, now_ms: int, alerts: Sequence[Alert] | None = None) -> list[dict[str, object]]:
+    def test_receiver(
+        self, name: str, *, now_ms: int, alerts: Sequence[Alert] | None = None
+    ) -> list[dict[str, object]]:
         """Send a sample notification to every integration of a receiver now (not through the outbox)."""
         ints = self._integrations.get(name)
         if ints is None:
             raise KeyError(name)
-        n = sample_notification(name, now_ms=now_ms, alerts=alerts, external_url=self.config.global_.external_url)
+        n = sample_notification(
+            name, now_ms=now_ms, alerts=alerts, external_url=self.config.global_.external_url
+        )
         out: list[dict[str, object]] = []
         timeout_seconds = duration_ms(self.config.outbox.request_timeout) / 1000
         for integ in ints:
@@ -276,8 +309,9 @@ class Dispatcher:
                 result = send(self._client, integ.render(n), timeout_seconds=timeout_seconds, now_ms=now_ms)
             except Exception as exc:  # a template error, a bad URL: report it, that is the point of a test
                 result = DeliveryResult(ok=False, status=None, body=f"{type(exc).__name__}: {exc}")
-            out.append({"integration": integ.name, "ok": result.ok, "status": result.status,
-                        "response": result.body})
+            out.append(
+                {"integration": integ.name, "ok": result.ok, "status": result.status, "response": result.body}
+            )
         return out
 
     # --- silences --------------------------------------------------------------------------------
@@ -346,18 +380,37 @@ def sample_notification(
     """A group of two firing alerts and one resolved, for tests and previews."""
     if alerts is None:
         alerts = [
-            Alert(from_dict({"alertname": "TestAlert", "severity": "critical", "instance": "web-1:9100"}),
-                  from_dict({"summary": "Test notification from watchkeeper <no action needed>",
-                             "description": "Sent by POST /api/v2/receivers/{name}/test"}),
-                  starts_at_ms=now_ms - 300_000, generator_url=f"{external_url}/graph"),
-            Alert(from_dict({"alertname": "TestAlert", "severity": "critical", "instance": "web-2:9100"}),
-                  from_dict({"summary": "Disk 95% full on web-2 & climbing"}), starts_at_ms=now_ms - 120_000),
-            Alert(from_dict({"alertname": "TestAlert", "severity": "critical", "instance": "web-3:9100"}),
-                  from_dict({"summary": "Recovered"}), starts_at_ms=now_ms - 600_000, ends_at_ms=now_ms - 60_000),
+            Alert(
+                from_dict({"alertname": "TestAlert", "severity": "critical", "instance": "web-1:9100"}),
+                from_dict(
+                    {
+                        "summary": "Test notification from watchkeeper <no action needed>",
+                        "description": "Sent by POST /api/v2/receivers/{name}/test",
+                    }
+                ),
+                starts_at_ms=now_ms - 300_000,
+                generator_url=f"{external_url}/graph",
+            ),
+            Alert(
+                from_dict({"alertname": "TestAlert", "severity": "critical", "instance": "web-2:9100"}),
+                from_dict({"summary": "Disk 95% full on web-2 & climbing"}),
+                starts_at_ms=now_ms - 120_000,
+            ),
+            Alert(
+                from_dict({"alertname": "TestAlert", "severity": "critical", "instance": "web-3:9100"}),
+                from_dict({"summary": "Recovered"}),
+                starts_at_ms=now_ms - 600_000,
+                ends_at_ms=now_ms - 60_000,
+            ),
         ]
-    return Notification.build(receiver, f"{{}}:{{alertname=\"TestAlert\"}}/test/{receiver}",
-                              from_dict({"alertname": "TestAlert"}), alerts, now_ms=now_ms,
-                              external_url=external_url)
+    return Notification.build(
+        receiver,
+        f'{{}}:{{alertname="TestAlert"}}/test/{receiver}',
+        from_dict({"alertname": "TestAlert"}),
+        alerts,
+        now_ms=now_ms,
+        external_url=external_url,
+    )
 
 
 class DispatcherRunner:
@@ -376,7 +429,10 @@ class DispatcherRunner:
         self.silence_refresh_ms = 5000
 
     def start(self) -> None:
-        for target, name in ((self._dispatch_loop, "alerting-dispatch"), (self._deliver_loop, "alerting-deliver")):
+        for target, name in (
+            (self._dispatch_loop, "alerting-dispatch"),
+            (self._deliver_loop, "alerting-deliver"),
+        ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -406,8 +462,11 @@ class DispatcherRunner:
             except Exception:
                 log.exception("alert dispatch failed")
             nxt = self.dispatcher.next_flush_ms()
-            wait = self._poll_seconds() if nxt is None else min(max((nxt - self._clock()) / 1000, 0.0),
-                                                                self._poll_seconds())
+            wait = (
+                self._poll_seconds()
+                if nxt is None
+                else min(max((nxt - self._clock()) / 1000, 0.0), self._poll_seconds())
+            )
             self.dispatcher.wakeup.wait(wait)
 
     def _deliver_loop(self) -> None:
@@ -419,6 +478,9 @@ class DispatcherRunner:
             except Exception:
                 log.exception("notification delivery failed")
                 nxt = None
-            wait = self._poll_seconds() if nxt is None else min(max((nxt - self._clock()) / 1000, 0.0),
-                                                                self._poll_seconds())
+            wait = (
+                self._poll_seconds()
+                if nxt is None
+                else min(max((nxt - self._clock()) / 1000, 0.0), self._poll_seconds())
+            )
             self._deliver_wakeup.wait(wait)

@@ -2,7 +2,8 @@
 
 >>> m = AlertingMetrics()
 >>> m.sent.labels(receiver="ops", integration="ops/slack/0").inc()
->>> m.registry.get_sample_value("watchkeeper_notifications_total", {"receiver": "ops", "integration": "ops/slack/0"})
+>>> labels = {"receiver": "ops", "integration": "ops/slack/0"}
+>>> m.registry.get_sample_value("watchkeeper_notifications_total", labels)
 1.0
 """
 
@@ -20,7 +21,10 @@ class AlertingMetrics:
         labels = ("receiver", "integration")
         self.sent = Counter("watchkeeper_notifications", "Notifications delivered.", labels, registry=r)
         self.failed = Counter(
-            "watchkeeper_notifications_failed", "Failed delivery attempts (each retry counts).", labels, registry=r
+            "watchkeeper_notifications_failed",
+            "Failed delivery attempts (each retry counts).",
+            labels,
+            registry=r,
         )
         self.dead = Counter(
             "watchkeeper_notifications_dead_letter",
@@ -35,5 +39,7 @@ class AlertingMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.pending = Gauge("watchkeeper_notifications_pending", "Outbox items not yet delivered.", registry=r)
+        self.pending = Gauge(
+            "watchkeeper_notifications_pending", "Outbox items not yet delivered.", registry=r
+        )
         self.alerts = Gauge("watchkeeper_alerts", "Alerts held by the dispatcher.", ("state",), registry=r)

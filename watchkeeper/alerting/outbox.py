@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def backoff_ms(attempt: int, *, initial_ms: int, max_ms: int, rng: random.Random) -> int:
     """Delay after the ``attempt``-th failure: ``min(max, initial·2^(attempt-1))``, half of it jittered."""
-    ceiling = min(max_ms, initial_ms * 2 ** min(attempt - 1, 40))
+    ceiling: int = min(max_ms, initial_ms * (1 << min(attempt - 1, 40)))
     return ceiling // 2 + int(rng.random() * (ceiling - ceiling // 2))
 
 
@@ -80,15 +80,22 @@ class Outbox:
         integ = self._integration(item.integration)
         timeout_seconds = duration_ms(self.config.request_timeout) / 1000
         if integ is None:
-            result = DeliveryResult(ok=False, status=None, body="receiver no longer configured", permanent=True)
+            result = DeliveryResult(
+                ok=False, status=None, body="receiver no longer configured", permanent=True
+            )
         else:
             try:
                 req = integ.render(Notification.from_json(item.notification))
             except NotificationError as exc:
                 result = DeliveryResult(ok=False, status=None, body=str(exc), permanent=True)
             else:
-                result = send(self._client, req, timeout_seconds=timeout_seconds, now_ms=now_ms,
-                              idempotency_key=item.idempotency_key)
+                result = send(
+                    self._client,
+                    req,
+                    timeout_seconds=timeout_seconds,
+                    now_ms=now_ms,
+                    idempotency_key=item.idempotency_key,
+                )
         labels = {"receiver": item.receiver, "integration": item.integration}
         if result.ok:
             with self._engine.begin() as conn:
@@ -100,25 +107,37 @@ class Outbox:
             return Outcome(item, result, dead=False)
         attempt = item.attempts + 1
         dead = result.permanent or attempt >= self.config.max_attempts
-        delay = backoff_ms(attempt, initial_ms=duration_ms(self.config.initial_backoff),
-                           max_ms=duration_ms(self.config.max_backoff), rng=self._rng)
+        delay = backoff_ms(
+            attempt,
+            initial_ms=duration_ms(self.config.initial_backoff),
+            max_ms=duration_ms(self.config.max_backoff),
+            rng=self._rng,
+        )
         if result.retry_after_ms is not None:
             delay = max(delay, result.retry_after_ms)
         error = f"HTTP {result.status}: {result.body}" if result.status is not None else result.body
         with self._engine.begin() as conn:
-            store.mark_failed(conn, item.id, next_attempt_ms=now_ms + delay, dead=dead, status=result.status,
-                              error=error)
+            store.mark_failed(
+                conn, item.id, next_attempt_ms=now_ms + delay, dead=dead, status=result.status, error=error
+            )
         self._metrics.failed.labels(**labels).inc()
         if dead:
             self._metrics.dead.labels(**labels).inc()
-            log.warning("notification %s to %s dead-lettered after %d attempts: %s",
-                        item.id, item.integration, attempt, error)
+            log.warning(
+                "notification %s to %s dead-lettered after %d attempts: %s",
+                item.id,
+                item.integration,
+                attempt,
+                error,
+            )
         return Outcome(item, result, dead=dead)
 
     def next_due_ms(self) -> int | None:
         t = store.outbox_table
         with self._engine.connect() as conn:
-            value = conn.execute(sa.select(sa.func.min(t.c.next_attempt_ms)).where(t.c.state == "pending")).scalar()
+            value = conn.execute(
+                sa.select(sa.func.min(t.c.next_attempt_ms)).where(t.c.state == "pending")
+            ).scalar()
         return int(value) if value is not None else None
 
     def pending_count(self) -> int:

@@ -65,10 +65,10 @@ def build_routes(cfg: RouteConfig, parent: Route | None = None, index: int = 0) 
     matchers = cfg.all_matchers()
     key = _matchers_str(matchers) if parent is None else f"{parent.key}/{_matchers_str(matchers)}/{index}"
 
-    def inherit_ms(value: str | None, parent_value: int | None, default: int) -> int:
+    def inherit_ms(value: str | None, field: str, default: int) -> int:
         if value is not None:
             return duration_ms(value)
-        return parent_value if parent_value is not None else default
+        return int(getattr(parent, field)) if parent is not None else default
 
     if cfg.group_by is not None:
         group_by_all = "..." in cfg.group_by
@@ -84,14 +84,10 @@ def build_routes(cfg: RouteConfig, parent: Route | None = None, index: int = 0) 
         receiver=receiver,
         group_by=group_by,
         group_by_all=group_by_all,
-        group_wait_ms=inherit_ms(cfg.group_wait, parent and parent.group_wait_ms, DEFAULT_GROUP_WAIT_MS),
-        group_interval_ms=inherit_ms(
-            cfg.group_interval, parent and parent.group_interval_ms, DEFAULT_GROUP_INTERVAL_MS
-        ),
-        repeat_interval_ms=inherit_ms(
-            cfg.repeat_interval, parent and parent.repeat_interval_ms, DEFAULT_REPEAT_INTERVAL_MS
-        ),
-        resolved_wait_ms=inherit_ms(cfg.resolved_wait, parent and parent.resolved_wait_ms, 0),
+        group_wait_ms=inherit_ms(cfg.group_wait, "group_wait_ms", DEFAULT_GROUP_WAIT_MS),
+        group_interval_ms=inherit_ms(cfg.group_interval, "group_interval_ms", DEFAULT_GROUP_INTERVAL_MS),
+        repeat_interval_ms=inherit_ms(cfg.repeat_interval, "repeat_interval_ms", DEFAULT_REPEAT_INTERVAL_MS),
+        resolved_wait_ms=inherit_ms(cfg.resolved_wait, "resolved_wait_ms", 0),
         continue_=cfg.continue_,
         mute_time_intervals=tuple(cfg.mute_time_intervals),
         active_time_intervals=tuple(cfg.active_time_intervals),

@@ -44,7 +44,9 @@ class Silence:
         if not parsed:
             raise ValueError("a silence needs at least one matcher")
         if all(m.matches_empty() for m in parsed):
-            raise ValueError("at least one matcher must not match the empty string (it would silence everything)")
+            raise ValueError(
+                "at least one matcher must not match the empty string (it would silence everything)"
+            )
         if ends_at_ms <= starts_at_ms:
             raise ValueError("endsAt must be after startsAt")
         if ends_at_ms <= now_ms:
@@ -80,8 +82,12 @@ class Silence:
 
 def matcher_from_api(m: Mapping[str, Any]) -> Matcher:
     regex, equal = bool(m.get("isRegex", False)), bool(m.get("isEqual", True))
-    op = {(False, True): MatchOp.EQUAL, (False, False): MatchOp.NOT_EQUAL,
-          (True, True): MatchOp.REGEX, (True, False): MatchOp.NOT_REGEX}[(regex, equal)]
+    op = {
+        (False, True): MatchOp.EQUAL,
+        (False, False): MatchOp.NOT_EQUAL,
+        (True, True): MatchOp.REGEX,
+        (True, False): MatchOp.NOT_REGEX,
+    }[(regex, equal)]
     name, value = m.get("name"), m.get("value")
     if not isinstance(name, str) or not name or not isinstance(value, str):
         raise ValueError(f"bad matcher {dict(m)!r}: name and value must be strings")

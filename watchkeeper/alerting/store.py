@@ -126,9 +126,11 @@ def delete_silences_ended_before(conn: sa.Connection, cutoff_ms: int) -> int:
 
 
 def load_log_entry(conn: sa.Connection, group_key: str, integration: str) -> LogEntry | None:
-    row = conn.execute(
-        sa.select(nflog_table).where(nflog_table.c.id == nflog_id(group_key, integration))
-    ).mappings().first()
+    row = (
+        conn.execute(sa.select(nflog_table).where(nflog_table.c.id == nflog_id(group_key, integration)))
+        .mappings()
+        .first()
+    )
     if row is None:
         return None
     return LogEntry(
@@ -210,12 +212,16 @@ def claim_due(conn: sa.Connection, *, now_ms: int, lease_ms: int, limit: int = 1
     """Pending items due now, leased to the caller (another worker skips them until the lease ends)."""
     t = outbox_table
     free = sa.or_(t.c.lease_until_ms.is_(None), t.c.lease_until_ms < now_ms)
-    rows = conn.execute(
-        sa.select(t)
-        .where(t.c.state == "pending", t.c.next_attempt_ms <= now_ms, free)
-        .order_by(t.c.next_attempt_ms, t.c.id)
-        .limit(limit)
-    ).mappings().all()
+    rows = (
+        conn.execute(
+            sa.select(t)
+            .where(t.c.state == "pending", t.c.next_attempt_ms <= now_ms, free)
+            .order_by(t.c.next_attempt_ms, t.c.id)
+            .limit(limit)
+        )
+        .mappings()
+        .all()
+    )
     claimed = []
     for r in rows:
         got = conn.execute(
@@ -231,8 +237,14 @@ def mark_sent(conn: sa.Connection, item_id: int, *, now_ms: int, status: int | N
     conn.execute(
         sa.update(t)
         .where(t.c.id == item_id)
-        .values(state="sent", sent_at_ms=now_ms, attempts=t.c.attempts + 1, last_status=status,
-                lease_until_ms=None, last_error=None)
+        .values(
+            state="sent",
+            sent_at_ms=now_ms,
+            attempts=t.c.attempts + 1,
+            last_status=status,
+            lease_until_ms=None,
+            last_error=None,
+        )
     )
 
 
@@ -243,8 +255,14 @@ def mark_failed(
     conn.execute(
         sa.update(t)
         .where(t.c.id == item_id)
-        .values(state="dead" if dead else "pending", attempts=t.c.attempts + 1, next_attempt_ms=next_attempt_ms,
-                last_status=status, last_error=error[:2000], lease_until_ms=None)
+        .values(
+            state="dead" if dead else "pending",
+            attempts=t.c.attempts + 1,
+            next_attempt_ms=next_attempt_ms,
+            last_status=status,
+            last_error=error[:2000],
+            lease_until_ms=None,
+        )
     )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from watchkeeper.alerting.notification import NotifiedAlert, Notification, rfc3339
+from watchkeeper.alerting.notification import Notification, NotifiedAlert, rfc3339
 from watchkeeper.errors import NotificationError
 
 _env = SandboxedEnvironment(autoescape=False, undefined=Undefined, keep_trailing_newline=False)
@@ -38,11 +38,11 @@ class _AlertList(list[dict[str, Any]]):
     """``Alerts`` with Alertmanager's ``.Firing`` and ``.Resolved``."""
 
     @property
-    def Firing(self) -> list[dict[str, Any]]:  # noqa: N802 - Alertmanager's template name
+    def Firing(self) -> list[dict[str, Any]]:
         return [a for a in self if a["Status"] == "firing"]
 
     @property
-    def Resolved(self) -> list[dict[str, Any]]:  # noqa: N802 - Alertmanager's template name
+    def Resolved(self) -> list[dict[str, Any]]:
         return [a for a in self if a["Status"] == "resolved"]
 
 
@@ -71,8 +71,9 @@ def template_data(n: Notification) -> dict[str, Any]:
 
 
 def _jinja_source(source: str) -> str:
-    return _BLOCK.sub(lambda m: _GO_DOT.sub("", m.group(0).replace("{{.", "{{ ").replace("{{ .", "{{ ")),
-                      source)
+    return _BLOCK.sub(
+        lambda m: _GO_DOT.sub("", m.group(0).replace("{{.", "{{ ").replace("{{ .", "{{ ")), source
+    )
 
 
 @lru_cache(maxsize=256)

@@ -40,7 +40,8 @@ def render(cfg: DiscordConfig, n: Notification) -> HttpRequest:
         description = truncate(custom, room)
     else:
         lines = [
-            f"{'🔴' if a.status == 'firing' else '🟢'} **{a.label('alertname')}** — {truncate(alert_summary(a), 1000)}"
+            f"{'🔴' if a.status == 'firing' else '🟢'} **{a.label('alertname')}** — "
+            f"{truncate(alert_summary(a), 1000)}"
             for a in n.alerts
         ]
         description = fit_lines(lines, room, more=lambda k: f"…and {k} more alerts")

@@ -21,7 +21,8 @@ def render(cfg: MattermostConfig, n: Notification) -> HttpRequest:
         body = truncate(custom, room)
     else:
         lines = [
-            f"- {':red_circle:' if a.status == 'firing' else ':large_green_circle:'} **{a.label('alertname')}**"
+            f"- {':red_circle:' if a.status == 'firing' else ':large_green_circle:'} "
+            f"**{a.label('alertname')}**"
             f" ({a.status}): {truncate(alert_summary(a), 2000)}"
             for a in n.alerts
         ]

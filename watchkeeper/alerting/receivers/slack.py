@@ -32,7 +32,9 @@ def render(cfg: SlackConfig, n: Notification) -> HttpRequest:
         {"type": "header", "text": {"type": "plain_text", "text": truncate(title, MAX_HEADER_CHARS)}}
     ]
     if custom is not None:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(custom, MAX_SECTION_CHARS)}})
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(custom, MAX_SECTION_CHARS)}}
+        )
     else:
         budget = MAX_BLOCKS - len(blocks) - 1  # keep one for the "more" context block
         shown = n.alerts if len(n.alerts) <= budget + 1 else n.alerts[:budget]
@@ -41,12 +43,18 @@ def render(cfg: SlackConfig, n: Notification) -> HttpRequest:
             line = f"{icon} *{escape(a.label('alertname'))}* ({a.status})\n{escape(alert_summary(a))}"
             if a.generator_url:
                 line += f"\n<{escape(a.generator_url)}|source>"
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(line, MAX_SECTION_CHARS)}})
+            blocks.append(
+                {"type": "section", "text": {"type": "mrkdwn", "text": truncate(line, MAX_SECTION_CHARS)}}
+            )
         if len(shown) < len(n.alerts):
             more = len(n.alerts) - len(shown)
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {more} more alerts"}]})
-    payload: dict[str, Any] = {"text": truncate(title if custom is None else f"{title}\n{custom}", MAX_TEXT_CHARS),
-                               "blocks": blocks}
+            blocks.append(
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {more} more alerts"}]}
+            )
+    payload: dict[str, Any] = {
+        "text": truncate(title if custom is None else f"{title}\n{custom}", MAX_TEXT_CHARS),
+        "blocks": blocks,
+    }
     for key in ("channel", "username", "icon_emoji"):
         value = getattr(cfg, key)
         if value:

@@ -22,8 +22,13 @@ CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 
 def _alert_items(a: NotifiedAlert) -> list[dict[str, Any]]:
     return [
-        {"type": "TextBlock", "text": f"**{a.label('alertname')}** ({a.status})", "wrap": True,
-         "color": "Attention" if a.status == "firing" else "Good", "separator": True},
+        {
+            "type": "TextBlock",
+            "text": f"**{a.label('alertname')}** ({a.status})",
+            "wrap": True,
+            "color": "Attention" if a.status == "firing" else "Good",
+            "separator": True,
+        },
         {"type": "TextBlock", "text": truncate(alert_summary(a), 2000), "wrap": True},
         {"type": "FactSet", "facts": [{"title": k, "value": truncate(v, 500)} for k, v in a.labels]},
     ]
@@ -35,14 +40,25 @@ def _payload(title: str, body: list[dict[str, Any]], n: Notification) -> dict[st
         "type": "AdaptiveCard",
         "version": "1.4",
         "msteams": {"width": "Full"},
-        "body": [{"type": "TextBlock", "text": title, "size": "Large", "weight": "Bolder", "wrap": True,
-                  "color": "Attention" if n.status == "firing" else "Good"}, *body],
+        "body": [
+            {
+                "type": "TextBlock",
+                "text": title,
+                "size": "Large",
+                "weight": "Bolder",
+                "wrap": True,
+                "color": "Attention" if n.status == "firing" else "Good",
+            },
+            *body,
+        ],
     }
     urls = [a.generator_url for a in n.alerts if a.generator_url]
     if urls:
         card["actions"] = [{"type": "Action.OpenUrl", "title": "Source", "url": urls[0]}]
-    return {"type": "message",
-            "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": card}]}
+    return {
+        "type": "message",
+        "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": card}],
+    }
 
 
 def render(cfg: MSTeamsV2Config, n: Notification) -> HttpRequest:
