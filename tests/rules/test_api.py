@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.rules.conftest import Env
+from tests.rules.support import Env
 from watchkeeper.rules.api import rfc3339, rules_router
 from watchkeeper.rules.persistence import AlertStore
 from watchkeeper.tsdb.schema import make_engine, migrate, sqlite_url
@@ -67,7 +67,8 @@ def test_alerts_and_history(env: Env, tmp_path: Path) -> None:
     alerts = client.get("/api/v1/alerts").json()["data"]["alerts"]
     assert [a["state"] for a in alerts] == ["pending"]
     history = client.get("/api/v1/alerts/history", params={"alertname": "Down"}).json()["data"]
-    assert [(h["from"], h["to"], h["time"]) for h in history] == [("inactive", "pending", "1970-01-01T00:00:00Z")]
+    rows = [(h["from"], h["to"], h["time"]) for h in history]
+    assert rows == [("inactive", "pending", "1970-01-01T00:00:00Z")]
 
 
 def test_rfc3339() -> None:

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from watchkeeper.rules.check import check_rules_main
-from watchkeeper.rules.model import AlertingRule, RecordingRule, RuleFileError, load_rule_files, parse_rule_file
+from watchkeeper.rules.model import (
+    AlertingRule,
+    RecordingRule,
+    RuleFileError,
+    load_rule_files,
+    parse_rule_file,
+)
 
 GOOD = """
 groups:
@@ -34,7 +40,8 @@ def test_model_of_a_valid_file() -> None:
     groups, errors = parse_rule_file(GOOD, "good.yml")
     assert errors == []
     (g,) = groups
-    assert (g.name, g.interval_ms, g.query_offset_ms, g.limit, g.key) == ("api", 30_000, 60_000, 10, "good.yml;api")
+    assert (g.name, g.interval_ms, g.query_offset_ms, g.limit) == ("api", 30_000, 60_000, 10)
+    assert g.key == "good.yml;api"
     rec, alert = g.rules
     assert isinstance(rec, RecordingRule) and rec.labels == (("team", "core"),)
     assert isinstance(alert, AlertingRule)
@@ -68,7 +75,8 @@ def test_invalid_rules_are_reported(rule: str, message: str) -> None:
 
 
 def test_repeated_group_name_and_empty_name() -> None:
-    _, errors = parse_rule_file("groups:\n- name: a\n  rules: []\n- name: a\n  rules: []\n- rules: []\n", "f.yml")
+    text = "groups:\n- name: a\n  rules: []\n- name: a\n  rules: []\n- rules: []\n"
+    _, errors = parse_rule_file(text, "f.yml")
     assert 'groupname: "a" is repeated in the same file' in errors[0]
     assert "Groupname must not be empty" in errors[1]
 

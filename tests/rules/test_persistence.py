@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.rules.conftest import Env
+from tests.rules.support import Env
 from watchkeeper.rules.persistence import AlertStore
 from watchkeeper.rules.state import AlertState, State, Transition
 from watchkeeper.tsdb.schema import make_engine, migrate, sqlite_url

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.rules.conftest import Env
+from tests.rules.support import Env
 from watchkeeper.rules.manager import RuleManager
 from watchkeeper.rules.model import RulesConfig
 from watchkeeper.scheduler import RuleScheduler

@@ -45,14 +45,16 @@ def _query(q: str) -> list[dict[str, Any]]:
         ('{{ printf "%d" }}', 0.0, "%!d(MISSING)"),
         ('{{ title "hello wide-world" }}', 0.0, "Hello Wide-World"),
         ("{{ toUpper $labels.job }} {{ toLower \"ABC\" }}", 0.0, "NODE abc"),
-        ('{{ reReplaceAll "(.+):(\\\\d+)" "$1 port ${2}" $labels.instance }}', 0.0, "db-1.example.com port 9100"),
+        ('{{ reReplaceAll "(.+):(\\\\d+)" "$1 port ${2}" $labels.instance }}', 0.0,
+         "db-1.example.com port 9100"),
         ("{{ stripPort $labels.instance }} {{ stripDomain $labels.instance }}", 0.0,
          "db-1.example.com db-1:9100"),
         ('{{ if gt $value 0.9 }}high{{ else if gt $value 0.5 }}mid{{ else }}low{{ end }}', 0.7, "mid"),
         ('{{ if and (eq $labels.job "node") (ne $labels.severity "info") }}yes{{ end }}', 0.0, "yes"),
         ('{{ with $labels.nothing }}set{{ else }}unset{{ end }}', 0.0, "unset"),
         ('{{ range query "up" }}{{ .Labels.instance }}={{ .Value }} {{ end }}', 0.0, "b=0 a=1 "),
-        ('{{ range $i, $s := query "up" | sortByLabel "instance" }}{{ $i }}:{{ label "instance" $s }} {{ end }}',
+        ('{{ range $i, $s := query "up" | sortByLabel "instance" }}'
+         '{{ $i }}:{{ label "instance" $s }} {{ end }}',
          0.0, "0:a 1:b "),
         ('{{ with query "up" }}{{ . | first | value | humanize }}{{ end }}', 0.0, "0"),
         ('{{ range query "nothing" }}x{{ else }}no data{{ end }}', 0.0, "no data"),
@@ -71,7 +73,8 @@ def test_expansion(text: str, value: float, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["{{ $labels.x ", "{{ if true }}x", "{{ end }}", "{{ nosuchfunc 1 }}", "{{ else }}", "{{ define \"x\" }}{{ end }}"],
+    ["{{ $labels.x ", "{{ if true }}x", "{{ end }}", "{{ nosuchfunc 1 }}", "{{ else }}",
+     '{{ define "x" }}{{ end }}'],
 )
 def test_parse_errors(text: str) -> None:
     with pytest.raises(TemplateError):

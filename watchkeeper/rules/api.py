@@ -87,7 +87,7 @@ def _group_json(group: RuleGroup, runtime: GroupRuntime, *, kind: str | None, na
         if isinstance(rule, AlertingRule):
             active = sorted((a for a in runtime.alerts.get(key, {}).values() if a.is_active),
                             key=lambda a: a.labels)
-            entry = {
+            entry: dict[str, Any] = {
                 "state": _rule_state(active), **common, "duration": rule.for_ms / 1000,
                 "keepFiringFor": rule.keep_firing_for_ms / 1000, "annotations": _map(rule.annotations),
                 "type": "alerting",

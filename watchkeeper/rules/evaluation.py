@@ -134,7 +134,9 @@ def evaluate_group(
     return result
 
 
-def _record(rule: RecordingRule, vector: list[tuple[Labels, float]], limit: int) -> list[tuple[Labels, float]]:
+def _record(
+    rule: RecordingRule, vector: list[tuple[Labels, float]], limit: int
+) -> list[tuple[Labels, float]]:
     out: list[tuple[Labels, float]] = []
     seen: set[Labels] = set()
     extra = dict(rule.labels)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from watchkeeper.promql.formatting import format_go_float
 
@@ -41,22 +42,21 @@ def parse_histogram(text: str) -> Histogram:
     body = text.strip()
     if not (body.startswith("{{") and body.endswith("}}")):
         raise ValueError(f"not a histogram: {text!r}")
-    h = Histogram()
+    fields: dict[str, Any] = {}
     for name, raw in _FIELD.findall(body[2:-2]):
         if raw.startswith("["):
-            items = tuple(float(x) for x in raw[1:-1].split())
             if name not in ("buckets", "n_buckets", "custom_values"):
                 raise ValueError(f"unknown histogram field {name!r}")
-            h = replace(h, **{name: items})
+            fields[name] = tuple(float(x) for x in raw[1:-1].split())
         elif name in ("schema", "offset", "n_offset"):
-            h = replace(h, **{name: int(raw)})
+            fields[name] = int(raw)
         elif name in ("count", "sum", "z_bucket", "z_bucket_w"):
-            h = replace(h, **{name: float(raw)})
+            fields[name] = float(raw)
         elif name == "counter_reset_hint":
-            h = replace(h, counter_reset_hint=raw)
+            fields[name] = raw
         else:
             raise ValueError(f"unknown histogram field {name!r}")
-    return h
+    return Histogram(**fields)
 
 
 def _add_lists(a: tuple[float, ...], b: tuple[float, ...], sign: float) -> tuple[float, ...]:

@@ -46,17 +46,46 @@ log = logging.getLogger("watchkeeper.rules")
 
 
 class StoreWriter:
-    """:class:`~watchkeeper.rules.evaluation.SampleWriter` over ``tsdb.Storage``."""
+    """:class:`~watchkeeper.rules.evaluation.SampleWriter` over ``tsdb.Storage``.
 
-    def __init__(self, storage: Any) -> None:
+    Series refs are cached by labels (rules write the same series every evaluation); when the
+    store no longer knows a ref (retention removed the series) the cache is dropped and the
+    write retried once.
+    """
+
+    def __init__(self, storage: Any, *, max_cached: int = 1_000_000) -> None:
         self.storage = storage
+        self.max_cached = max_cached
+        self._refs: dict[Labels, int] = {}
+        self._lock = threading.Lock()
+
+    def _lookup(self, labels: list[Labels]) -> np.ndarray[Any, np.dtype[np.int64]]:
+        with self._lock:
+            cached = self._refs
+            missing = [lb for lb in labels if lb not in cached]
+        if missing:
+            refs = self.storage.series_refs(missing)
+            with self._lock:
+                if len(self._refs) + len(missing) > self.max_cached:
+                    self._refs = {}
+                self._refs.update(zip(missing, (int(r) for r in refs), strict=True))
+                cached = self._refs
+            fresh = dict(zip(missing, (int(r) for r in refs), strict=True))
+            return np.fromiter((fresh[lb] if lb in fresh else cached[lb] for lb in labels), dtype=np.int64,
+                               count=len(labels))
+        return np.fromiter((cached[lb] for lb in labels), dtype=np.int64, count=len(labels))
 
     def write(self, samples: Sequence[tuple[Labels, float]], ts_ms: int) -> None:
         if not samples:
             return
-        refs = self.storage.series_refs([labels for labels, _ in samples])
-        self.storage.append(refs, np.full(len(samples), ts_ms, dtype=np.int64),
-                            np.fromiter((v for _, v in samples), dtype=np.float64, count=len(samples)))
+        labels = [lb for lb, _ in samples]
+        ts = np.full(len(samples), ts_ms, dtype=np.int64)
+        values = np.fromiter((v for _, v in samples), dtype=np.float64, count=len(samples))
+        result = self.storage.append(self._lookup(labels), ts, values)
+        if getattr(result, "rejected", {}).get("unknown_series"):
+            with self._lock:
+                self._refs = {}
+            self.storage.append(self._lookup(labels), ts, values)
 
 
 def eval_timestamp_ms(group_key: str, interval_ms: int, now_ms: int) -> int:
@@ -106,7 +135,8 @@ class RuleManager:
 
     @property
     def options(self) -> EvalOptions:
-        return EvalOptions(external_labels=dict(self.config.external_labels), external_url=self.config.external_url,
+        return EvalOptions(external_labels=dict(self.config.external_labels),
+                           external_url=self.config.external_url,
                            default_query_offset_ms=self.config.query_offset_ms())
 
     def start(self) -> None:
@@ -216,7 +246,8 @@ class RuleManager:
                                     writer=self.writer, options=self.options)
             alerts = due_alerts(entry.group, entry.runtime, now_ms=ts_ms,
                                 resend_delay_ms=self.config.resend_delay_ms(),
-                                external_labels=self.config.external_labels, external_url=self.config.external_url)
+                                external_labels=self.config.external_labels,
+                                external_url=self.config.external_url)
             if self.alert_store is not None:
                 try:
                     self.alert_store.save_group(

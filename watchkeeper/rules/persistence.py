@@ -144,7 +144,7 @@ class AlertStore:
         with self._lock:
             self._saved.clear()
             for row in rows:
-                state = _state(row)
+                state = _state(dict(row))
                 out.setdefault(row["group_key"], {}).setdefault(row["rule_key"], {})[state.labels] = state
                 self._saved.setdefault(row["group_key"], {})[row["id"]] = dict(row)
         return out
@@ -166,8 +166,9 @@ class AlertStore:
             if not changed and not gone and not transitions:
                 return 0
             history = [
-                {"at_ms": t.at_ms, "group_key": group_key, "alertname": name, "fingerprint": _fingerprint(t.labels),
-                 "labels": _labels_json(t.labels), "from_state": t.from_state.value, "to_state": t.to_state.value,
+                {"at_ms": t.at_ms, "group_key": group_key, "alertname": name,
+                 "fingerprint": _fingerprint(t.labels), "labels": _labels_json(t.labels),
+                 "from_state": t.from_state.value, "to_state": t.to_state.value,
                  "value": _db_float(t.value)}
                 for name, t in transitions
             ]
@@ -218,7 +219,8 @@ class AlertStore:
         return [
             HistoryEntry(
                 at_ms=int(r["at_ms"]), group_key=r["group_key"], alertname=r["alertname"],
-                fingerprint=r["fingerprint"], labels=_labels_from_json(r["labels"]), from_state=r["from_state"],
+                fingerprint=r["fingerprint"], labels=_labels_from_json(r["labels"]),
+                from_state=r["from_state"],
                 to_state=r["to_state"], value=math.nan if r["value"] is None else float(r["value"]),
             )
             for r in rows

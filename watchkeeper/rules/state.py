@@ -114,7 +114,8 @@ def step_alert(
         return None, transitions
     if current.state is State.FIRING:
         transitions.append(Transition(current.labels, State.FIRING, State.INACTIVE, now_ms, current.value))
-        return replace(current, state=State.INACTIVE, resolved_at_ms=now_ms, keep_firing_since_ms=None), transitions
+        resolved = replace(current, state=State.INACTIVE, resolved_at_ms=now_ms, keep_firing_since_ms=None)
+        return resolved, transitions
     # inactive (resolved): forget it once the retention has passed
     if current.resolved_at_ms is not None and now_ms - current.resolved_at_ms > RESOLVED_RETENTION_MS:
         return None, transitions

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html as html_lib
+import json
 import math
 import re
 import urllib.parse
@@ -147,7 +148,7 @@ def _format_verb(flags: str, width: str | None, prec: str | None, verb: str, arg
         if p is not None and isinstance(arg, str):
             body = body[:p]
     elif verb == "q" and isinstance(arg, str):
-        body = '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+        body = json.dumps(arg, ensure_ascii=False)
     elif verb in "xX" and isinstance(arg, str):
         body = arg.encode().hex()
         body = body.upper() if verb == "X" else body
@@ -469,9 +470,8 @@ def now(ctx: Context) -> float:
 
 
 def _compare(a: Any, b: Any) -> int:
-    if isinstance(a, bool) or isinstance(b, bool):
-        if type(a) is not type(b):
-            raise FuncError("incompatible types for comparison")
+    if (isinstance(a, bool) or isinstance(b, bool)) and type(a) is not type(b):
+        raise FuncError("incompatible types for comparison")
     num = (int, float)
     if isinstance(a, num) and isinstance(b, num):
         if isinstance(a, int) != isinstance(b, int):

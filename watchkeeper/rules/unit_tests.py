@@ -187,7 +187,8 @@ def parse_test_file(text: str) -> TestFile:
                 eval_time_ms=_duration(a.get("eval_time") or "0", "eval_time"),
                 exp_alerts=tuple(
                     ExpAlert(
-                        from_dict({**_str_map(e.get("exp_labels")), ALERT_NAME: str(a.get("alertname") or "")}),
+                        from_dict({**_str_map(e.get("exp_labels")),
+                                   ALERT_NAME: str(a.get("alertname") or "")}),
                         from_dict(_str_map(e.get("exp_annotations"))),
                     )
                     for e in (a.get("exp_alerts") or []) if e is not None
@@ -211,10 +212,12 @@ def parse_test_file(text: str) -> TestFile:
             for p in raw.get("promql_expr_test") or []
         )
         groups.append(TestGroup(
-            name=str(raw.get("name") or ""), interval_ms=interval, start_ms=_start_ms(raw.get("start_timestamp")),
+            name=str(raw.get("name") or ""), interval_ms=interval,
+            start_ms=_start_ms(raw.get("start_timestamp")),
             series=tuple(_input_series(s) for s in raw.get("input_series") or []),
             alert_tests=alert_tests, expr_tests=expr_tests,
-            external_labels=_str_map(raw.get("external_labels")), external_url=str(raw.get("external_url") or ""),
+            external_labels=_str_map(raw.get("external_labels")),
+            external_url=str(raw.get("external_url") or ""),
         ))
     return TestFile(
         rule_files=tuple(str(f) for f in doc.get("rule_files") or []),
@@ -257,7 +260,8 @@ class _Loader:
                 ts = group.start_ms + i * group.interval_ms
                 if isinstance(p, hist.Histogram):
                     self.histograms.setdefault(series.labels, []).append((ts, p))
-                elif isinstance(p, float) and is_stale(np.array([p])).any() and series.labels in self.histograms:
+                elif (isinstance(p, float) and series.labels in self.histograms
+                      and is_stale(np.array([p])).any()):
                     self.histograms[series.labels].append((ts, None))
         self.pending.sort()
         self.pos = 0
@@ -331,17 +335,17 @@ def _run_group(tf: TestFile, group: TestGroup, rule_groups: list[RuleGroup], sto
             return errors + eval_errors
         while curr < len(alert_times) and ts - mint <= alert_times[curr] < ts - mint + step:
             t = alert_times[curr]
-            for test in (a for a in group.alert_tests if a.eval_time_ms == t):
+            for alert_test in (a for a in group.alert_tests if a.eval_time_ms == t):
                 got = [
                     ExpAlert(a.labels, a.annotations)
                     for g in rule_groups for r in g.rules
-                    if isinstance(r, AlertingRule) and r.name == test.alertname
+                    if isinstance(r, AlertingRule) and r.name == alert_test.alertname
                     for a in runtimes[g.key].alerts.get(_key(r), {}).values() if a.state is State.FIRING
                 ]
-                exp = sorted(test.exp_alerts, key=_alert_sort_key)
+                exp = sorted(alert_test.exp_alerts, key=_alert_sort_key)
                 got.sort(key=_alert_sort_key)
                 if exp != got:
-                    errors.append(prefix + f"    alertname: {test.alertname}, time: {format_duration(t)}, \n"
+                    errors.append(prefix + f"    alertname: {alert_test.alertname}, time: {format_duration(t)}, \n"
                                   + _alerts_diff(exp, got))
             curr += 1
         ts += step
@@ -430,7 +434,10 @@ def _samples_equal(exp: list[ExpSample], got: list[ExpSample], *, fuzzy: bool) -
 
 
 def _sample_text(s: ExpSample) -> str:
-    value = hist.format_histogram(s.histogram) if s.histogram is not None else format_go_float(s.value, "e").upper()
+    if s.histogram is not None:
+        value = hist.format_histogram(s.histogram)
+    else:
+        value = format_go_float(s.value, "e").upper()
     return f"{_labels_text(s.labels)} {value}"
 
 

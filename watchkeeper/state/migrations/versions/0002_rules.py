@@ -40,7 +40,8 @@ def upgrade() -> None:
     op.create_index("ix_rules_alert_state_group", "rules_alert_state", ["group_key"])
     op.create_table(
         "rules_alert_history",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                  autoincrement=True),
         sa.Column("at_ms", sa.BigInteger, nullable=False),
         sa.Column("group_key", sa.Text, nullable=False),
         sa.Column("alertname", sa.Text, nullable=False),
