@@ -1,0 +1,282 @@
+"""The scrape manager: processing a scrape (labels, relabelling, limits, staleness), target building,
+file_sd reloads, and real scrapes of a real target into a running watchkeeper."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from tests.collector.test_push import build_app, serve, values
+from watchkeeper.app import AppState
+from watchkeeper.collector.relabel import RelabelConfig, compile_rules
+from watchkeeper.collector.remote_write import parse_labels
+from watchkeeper.collector.scrape import (
+    SampleLimitExceeded,
+    ScrapeManager,
+    TargetState,
+    merge_target_labels,
+    process_scrape,
+    target_offset_seconds,
+)
+from watchkeeper.collector.targets import (
+    FileDiscovery,
+    FileSDConfig,
+    ScrapeConfig,
+    StaticConfig,
+    build_targets,
+    default_scrape_configs,
+    static_groups,
+)
+
+STALE = 0x7FF0000000000002
+
+
+def target_of(cfg: ScrapeConfig) -> Any:
+    active, _ = build_targets(cfg, static_groups(cfg))
+    return active[0]
+
+
+def run(
+    text: str, cfg: ScrapeConfig, state: TargetState, ts: int = 1000
+) -> list[tuple[dict[str, str], float]]:
+    result = process_scrape(text, openmetrics=False, target=target_of(cfg), cfg=cfg,
+                            rules=compile_rules(cfg.metric_relabel_configs), state=state, timestamp_ms=ts)
+    return [(dict(parse_labels(k)), v) for k, v in zip(result.batch.keys, result.batch.values, strict=True)]
+
+
+CFG = ScrapeConfig(job_name="app", static_configs=[StaticConfig(targets=["h:1"], labels={"env": "dev"})])
+
+
+def test_target_labels_win_and_scraped_ones_are_exported() -> None:
+    got = run('m{job="other",x="1"} 5\n', CFG, TargetState())
+    assert got == [({"__name__": "m", "env": "dev", "exported_job": "other", "instance": "h:1", "job": "app",
+                     "x": "1"}, 5.0)]
+    honor = CFG.model_copy(update={"honor_labels": True})
+    assert run('m{job="other"} 5\n', honor, TargetState())[0][0]["job"] == "other"
+    scraped = (("__name__", "m"), ("job", "a"), ("exported_job", "b"))
+    assert merge_target_labels(scraped, (("job", "t"),), False) == {
+        "__name__": "m", "job": "t", "exported_job": "b", "exported_exported_job": "a"}
+
+
+def test_metric_relabel_and_sample_limit() -> None:
+    cfg = CFG.model_copy(update={"metric_relabel_configs": [
+        RelabelConfig(source_labels=["__name__"], regex="go_.*", action="drop")]})
+    got = run("go_gc 1\nkeep 2\n", cfg, TargetState())
+    assert [labels["__name__"] for labels, _ in got] == ["keep"]
+    limited = CFG.model_copy(update={"sample_limit": 1})
+    with pytest.raises(SampleLimitExceeded, match="sample limit exceeded"):
+        run("a 1\nb 2\n", limited, TargetState())
+
+
+def test_disappearing_series_get_a_staleness_marker() -> None:
+    state = TargetState()
+    run("a 1\nb 2\n", CFG, state, ts=1000)
+    got = run("a 3\n", CFG, state, ts=2000)
+    assert [(labels["__name__"], v) for labels, v in got if not math.isnan(v)] == [("a", 3.0)]
+    stale = [(labels["__name__"], v) for labels, v in got if math.isnan(v)]
+    assert [name for name, _ in stale] == ["b"]
+    assert struct.unpack("<Q", struct.pack("<d", stale[0][1]))[0] == STALE
+    # samples with their own timestamps are not tracked for staleness (as in Prometheus)
+    assert all(not math.isnan(v) for _, v in run("a 4 1500\n", CFG, state, ts=3000)[:1])
+
+
+def test_build_targets_relabel_params_and_drops() -> None:
+    cfg = ScrapeConfig(
+        job_name="blackbox", metrics_path="/probe", params={"module": ["http_2xx"]},
+        static_configs=[StaticConfig(targets=["https://example.org", "skip.me"])],
+        relabel_configs=[
+            RelabelConfig(source_labels=["__address__"], regex="skip.*", action="drop"),
+            RelabelConfig(source_labels=["__address__"], target_label="__param_target"),
+            RelabelConfig(source_labels=["__param_target"], target_label="instance"),
+            RelabelConfig(target_label="__address__", replacement="127.0.0.1:9115"),
+        ],
+    )
+    active, dropped = build_targets(cfg, static_groups(cfg))
+    assert len(active) == 1 and len(dropped) == 1
+    t = active[0]
+    assert t.url == "http://127.0.0.1:9115/probe?module=http_2xx&target=https%3A%2F%2Fexample.org"
+    assert dict(t.labels) == {"instance": "https://example.org", "job": "blackbox"}
+    assert 0 <= target_offset_seconds(t, 15) < 15
+    assert target_offset_seconds(t, 15) == target_offset_seconds(t, 15)
+
+
+def test_config_validation_and_self_scrape_default() -> None:
+    with pytest.raises(ValidationError):
+        ScrapeConfig(job_name="x", scrape_interval="5s", scrape_timeout="10s")
+    with pytest.raises(ValidationError):
+        ScrapeConfig(job_name="x", bearer_token="a", basic_auth={"username": "u"})  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        ScrapeConfig(job_name="x", unknown=1)  # type: ignore[call-arg]
+    (cfg,) = default_scrape_configs("0.0.0.0", 9470)
+    assert cfg.job_name == "watchkeeper" and cfg.static_configs[0].targets == ["127.0.0.1:9470"]
+    assert ScrapeConfig(job_name="x", scrape_interval="5s").timeout_seconds == 5.0
+
+
+def test_file_sd_reads_json_and_yaml_and_keeps_last_good(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(json.dumps([{"targets": ["h1:1"], "labels": {"team": "x"}}]))
+    (tmp_path / "b.yml").write_text("- targets: ['h2:2']\n")
+    sd = FileDiscovery([FileSDConfig(files=[str(tmp_path / "*.json"), str(tmp_path / "*.yml")])])
+    groups = sd.groups()
+    assert sorted(t for g in groups for t in g.targets) == ["h1:1", "h2:2"]
+    assert ("__meta_filepath", str(tmp_path / "a.json")) in groups[0].labels
+    (tmp_path / "a.json").write_text("[{not json")
+    assert sorted(t for g in sd.groups() for t in g.targets) == ["h1:1", "h2:2"]
+    assert str(tmp_path / "a.json") in sd.errors
+    (tmp_path / "b.yml").unlink()
+    assert sorted(t for g in sd.groups() for t in g.targets) == ["h1:1"]
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+
+class FakeTarget:
+    """A /metrics endpoint whose body and status the test changes; it wants basic auth."""
+
+    def __init__(self) -> None:
+        self.body = 'app_requests_total{code="200"} 7\napp_temp 21\ngo_gc 1\n'
+        self.status = 200
+        self.scrapes = 0
+
+    def app(self) -> Starlette:
+        async def metrics(request: Request) -> Response:
+            expected = "Basic " + base64.b64encode(b"scraper:pw").decode()
+            if request.headers.get("authorization") != expected:
+                return PlainTextResponse("unauthorized", status_code=401)
+            self.scrapes += 1
+            return PlainTextResponse(self.body, status_code=self.status)
+
+        return Starlette(routes=[Route("/metrics", metrics)])
+
+
+@pytest.fixture
+def fake_target() -> Iterator[tuple[FakeTarget, str]]:
+    fake = FakeTarget()
+    with serve_plain(fake.app()) as url:
+        yield fake, url
+
+
+def serve_plain(app: Starlette) -> Any:
+    import socket
+    import threading
+    from contextlib import contextmanager
+
+    import uvicorn
+
+    @contextmanager
+    def cm() -> Iterator[str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                               access_log=False, ws="none", lifespan="off"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.01)
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(10)
+
+    return cm()
+
+
+def test_scrapes_into_a_running_server(tmp_path: Path, fake_target: tuple[FakeTarget, str]) -> None:
+    fake, address = fake_target
+    sd_file = tmp_path / "targets.json"
+    sd_file.write_text(json.dumps([{"targets": [address], "labels": {"via": "file"}}]))
+    configs = [
+        ScrapeConfig(job_name="app", scrape_interval="300ms",
+                     static_configs=[StaticConfig(targets=[address])],
+                     basic_auth={"username": "scraper", "password": "pw"},  # type: ignore[arg-type]
+                     metric_relabel_configs=[RelabelConfig(source_labels=["__name__"], regex="go_.*",
+                                                           action="drop")]),
+        ScrapeConfig(job_name="filed", scrape_interval="300ms",
+                     file_sd_configs=[FileSDConfig(files=[str(sd_file)])],
+                     basic_auth={"username": "scraper", "password": "wrong"}),  # type: ignore[arg-type]
+    ]
+    holder: dict[str, ScrapeManager] = {}
+    app = build_app(tmp_path, get_scrape=lambda: holder.get("m"))
+    state: AppState = app.state.watchkeeper
+    with serve(app) as url:
+        async def scenario() -> None:
+            manager = ScrapeManager(configs, state.require_ingester, discovery_interval_seconds=0.2)
+            holder["m"] = manager
+            await manager.start()
+            try:
+                await asyncio.sleep(1.0)
+                assert await asyncio.to_thread(values, url, "up") == {
+                    f"instance={address},job=app": 1.0, f"instance={address},job=filed,via=file": 0.0}
+                got = await asyncio.to_thread(values, url, "app_requests_total")
+                assert got == {f"code=200,instance={address},job=app": 7.0}
+                assert await asyncio.to_thread(values, url, "go_gc") == {}
+                assert await asyncio.to_thread(values, url, 'scrape_samples_scraped{job="app"}') == {
+                    f"instance={address},job=app": 3.0}
+                api = await asyncio.to_thread(httpx.get, url + "/api/v1/targets")
+                data = api.json()["data"]
+                by_pool = {t["scrapePool"]: t for t in data["activeTargets"]}
+                assert by_pool["app"]["health"] == "up" and by_pool["app"]["lastError"] == ""
+                assert by_pool["app"]["scrapeUrl"] == f"http://{address}/metrics"
+                assert by_pool["app"]["labels"] == {"instance": address, "job": "app"}
+                assert by_pool["filed"]["health"] == "down" and "401" in by_pool["filed"]["lastError"]
+                assert by_pool["filed"]["discoveredLabels"]["__meta_filepath"] == str(sd_file)
+                assert set(by_pool["app"]) >= {"discoveredLabels", "globalUrl", "lastScrape",
+                                               "lastScrapeDuration", "scrapeInterval", "scrapeTimeout"}
+                # a series that disappears goes stale at once
+                fake.body = 'app_requests_total{code="200"} 9\n'
+                await asyncio.sleep(0.8)
+                assert await asyncio.to_thread(values, url, "app_temp") == {}
+                # a failing target: up 0, its series stale
+                fake.status = 500
+                await asyncio.sleep(0.8)
+                up = await asyncio.to_thread(values, url, 'up{job="app"}')
+                assert up == {f"instance={address},job=app": 0}
+                assert await asyncio.to_thread(values, url, "app_requests_total") == {}
+                t = manager.targets_api(state="active", scrape_pool="app")["activeTargets"][0]
+                assert "500" in t["lastError"]
+                # the file_sd target goes away: its up series goes stale
+                sd_file.write_text("[]")
+                await asyncio.sleep(0.6)
+                assert await asyncio.to_thread(values, url, 'up{job="filed"}') == {}
+                assert manager.targets_api(scrape_pool="filed")["activeTargets"] == []
+            finally:
+                await manager.stop()
+
+        asyncio.run(scenario())
+
+
+def test_self_scrape_of_a_fresh_server(tmp_path: Path) -> None:
+    holder: dict[str, ScrapeManager] = {}
+    app = build_app(tmp_path, get_scrape=lambda: holder.get("m"))
+    state: AppState = app.state.watchkeeper
+    with serve(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        (cfg,) = default_scrape_configs("127.0.0.1", port)
+        cfg = cfg.model_copy(update={"scrape_interval": "200ms"})
+
+        async def scenario() -> None:
+            manager = ScrapeManager([cfg], state.require_ingester)
+            holder["m"] = manager
+            await manager.start()
+            await asyncio.sleep(0.7)
+            await manager.stop()
+
+        asyncio.run(scenario())
+        assert values(url, 'up{job="watchkeeper"}') == {f"instance=127.0.0.1:{port},job=watchkeeper": 1.0}
+        assert values(url, "watchkeeper_ingest_samples_total")
