@@ -112,8 +112,11 @@ def test_open_chunk_is_frozen_in_segments_and_read_whole() -> None:
     assert t0.tolist() == [k * 1000 for k in range(119)] and v0.tolist() == values.tolist()
     assert len(t1) == 0 and v2.tolist() == (-values).tolist()
     assert head.read(0, 39_500, 41_000)[0].tolist() == [40_000, 41_000]  # across a segment edge
-    slots, ts, _ = head.snapshot()
+    ((slots, ts, vals),) = head.snapshot()
     assert slots.tolist() == [0] * 119 + [2] * 119 and ts[:119].tolist() == t0.tolist()
+    assert vals[119:].tolist() == v2.tolist()
+    blocks = list(head.snapshot(block_slots=1))
+    assert [b[0][0] for b in blocks] == [0, 2] and blocks[1][1].tolist() == t0.tolist()
     out = head.append(np.array([0]), np.array([119_000]), arr(1.0))
     (chunk,) = out.chunks
     assert chunk.samples == 120 and decode_chunk(chunk.data)[0].tolist() == [k * 1000 for k in range(120)]
@@ -125,7 +128,7 @@ def test_snapshot_and_capacity_growth() -> None:
     head.append(np.array([0]), np.array([1]), arr(1))
     head.ensure_capacity(5000)
     head.append(np.array([4999, 0]), np.array([7, 2]), arr(7, 2))
-    slots, ts, vals = head.snapshot()
+    ((slots, ts, vals),) = head.snapshot()
     assert sorted(zip(slots.tolist(), ts.tolist(), vals.tolist(), strict=True)) == [
         (0, 1, 1.0), (0, 2, 2.0), (4999, 7, 7.0)]
     assert head.time_bounds() == (1, 7)

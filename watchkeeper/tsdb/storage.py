@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 _NO_TS = np.iinfo(np.int64).min
 _COMMIT_BATCH = 20_000
-_SNAPSHOT_BATCH = 1 << 20  # samples per WAL record when checkpointing the head
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
@@ -328,10 +327,8 @@ class Storage:
             for i in range(0, len(live), 50_000):
                 part = live[i : i + 50_000].tolist()
                 position = wal.log_series([int(ids[s]) for s in part], [self._index.labels(s) for s in part])
-            slots, ts, vals = self._head.snapshot()
-            for i in range(0, len(slots), _SNAPSHOT_BATCH):
-                part = slice(i, i + _SNAPSHOT_BATCH)
-                position = wal.log_samples(ids[slots[part]], ts[part], vals[part])
+            for slots, ts, vals in self._head.snapshot():
+                position = wal.log_samples(ids[slots], ts, vals)
             self._last_snapshot_bytes = wal.bytes_since_checkpoint
         wal.sync(position)
         while True:
