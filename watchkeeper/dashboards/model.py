@@ -126,7 +126,11 @@ class Panel(_Model):
     content: str = ""
     """Markdown of a text panel."""
 
-    _interval = field_validator("min_interval")(_duration)
+    @field_validator("min_interval")
+    @classmethod
+    def _interval(cls, value: str | None) -> str | None:
+        # a variable ($bucket) is checked when the panel runs
+        return value if value and "$" in value else _duration(value)
 
     @field_validator("unit")
     @classmethod
