@@ -168,3 +168,21 @@ def test_missed_iterations_are_counted(env: Env) -> None:
     rt = m.runtime(key)
     assert (rt.iterations, rt.iterations_missed) == (2, 3)
     assert m.tick(key) is None  # same slot twice: not re-evaluated
+
+
+def test_self_metrics(env: Env) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from watchkeeper.rules.metrics import RuleMetricsCollector
+
+    duplicate = """label_replace(vector(1), "a", "1", "", "") or label_replace(vector(2), "a", "2", "", "")"""
+    m = env.manager("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: vector(1)\n"
+                    f"  - record: r\n    expr: '{duplicate}'\n    labels: {{a: z}}\n")
+    m.evaluate(_key(m), 0)
+    registry = CollectorRegistry()
+    registry.register(RuleMetricsCollector(m))
+    text = generate_latest(registry).decode()
+    key = _key(m)
+    assert f'watchkeeper_rule_group_iterations_total{{rule_group="{key}"}} 1.0' in text
+    assert f'watchkeeper_rule_evaluation_failures_total{{rule_group="{key}"}} 1.0' in text
+    assert 'watchkeeper_alerts{alertname="A",state="firing"} 1.0' in text

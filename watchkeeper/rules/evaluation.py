@@ -66,6 +66,7 @@ class GroupRuntime:
     evaluation_seconds: float = 0.0
     iterations: int = 0
     iterations_missed: int = 0
+    evaluation_failures: int = 0
 
 
 @dataclass(slots=True)
@@ -125,6 +126,7 @@ def evaluate_group(
         except WatchkeeperError as exc:
             health.health, health.last_error = "err", str(exc)
             result.errors.append((rule, str(exc)))
+            runtime.evaluation_failures += 1
             log.warning("rule %s of group %s failed: %s", rule.name, group.name, exc)
         health.last_evaluation_ms = ts_ms
         health.evaluation_seconds = time.perf_counter() - rule_started

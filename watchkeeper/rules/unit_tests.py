@@ -345,8 +345,8 @@ def _run_group(tf: TestFile, group: TestGroup, rule_groups: list[RuleGroup], sto
                 exp = sorted(alert_test.exp_alerts, key=_alert_sort_key)
                 got.sort(key=_alert_sort_key)
                 if exp != got:
-                    errors.append(prefix + f"    alertname: {alert_test.alertname}, time: {format_duration(t)}, \n"
-                                  + _alerts_diff(exp, got))
+                    where = f"    alertname: {alert_test.alertname}, time: {format_duration(t)}, \n"
+                    errors.append(prefix + where + _alerts_diff(exp, got))
             curr += 1
         ts += step
     for test in group.expr_tests:
