@@ -349,12 +349,12 @@ class Head:
         f_slots = np.repeat(blob_slots, np.diff(offsets))
         cnt = self.count[slots].astype(np.int64)
         t_slots = np.repeat(slots, cnt)
-        pos = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        t_ts = self.offsets[t_slots, pos].astype(np.int64) + self.base_ms[t_slots]
+        col = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        t_ts = self.offsets[t_slots, col].astype(np.int64) + self.base_ms[t_slots]
         all_slots = np.concatenate([f_slots, t_slots])
         order = np.argsort(all_slots, kind="stable")  # per slot: frozen segments, then the tail
         return (all_slots[order], np.concatenate([f_ts, t_ts])[order],
-                np.concatenate([f_vals, self.values[t_slots, pos]])[order])
+                np.concatenate([f_vals, self.values[t_slots, col]])[order])
 
     def has_samples(self, slots: I64 | slice) -> npt.NDArray[np.bool_]:
         return self._total(slots) > 0

@@ -29,6 +29,7 @@ samples already present are dropped as duplicates of themselves.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 import threading
@@ -104,22 +105,25 @@ def _parse(kind: int, payload: bytes) -> SeriesRecord | SamplesRecord:
 
 def read_segment(path: Path, *, repair: bool = False) -> Iterator[SeriesRecord | SamplesRecord]:
     """Records of one segment up to the first torn or corrupt one (truncated there if ``repair``)."""
-    data = path.read_bytes()
+    size = path.stat().st_size
     pos = 0
-    while pos + _HEADER.size <= len(data):
-        length, crc, kind = _HEADER.unpack_from(data, pos)
-        body_start = pos + _HEADER.size
-        end = body_start + length
-        if end > len(data) or kind not in (SERIES, SAMPLES):
-            break
-        if zlib.crc32(data[pos + 8 : end]) != crc:
-            break
-        yield _parse(kind, data[body_start:end])
-        pos = end
-    if pos != len(data) and repair:
-        with path.open("r+b") as f:
-            f.truncate(pos)
-            os.fsync(f.fileno())
+    if size:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            while pos + _HEADER.size <= size:  # mapped, not read: a segment can be hundreds of MiB
+                length, crc, kind = _HEADER.unpack_from(data, pos)
+                body_start = pos + _HEADER.size
+                end = body_start + length
+                if end > size or kind not in (SERIES, SAMPLES):
+                    break
+                body = data[pos + 8 : end]
+                if zlib.crc32(body) != crc:
+                    break
+                yield _parse(kind, body[1:])
+                pos = end
+    if pos != size and repair:
+        with path.open("r+b") as g:
+            g.truncate(pos)
+            os.fsync(g.fileno())
 
 
 class Wal:
