@@ -32,3 +32,33 @@ def test_groups_run_at_their_interval_and_reload_replans(tmp_path: Path) -> None
     finally:
         scheduler.shutdown()
         env.storage.close()
+
+
+def test_time_to_notify_is_within_one_interval(tmp_path: Path) -> None:
+    """A ``for: 0s`` alert reaches the sink at most one evaluation interval (+1 s) after the sample."""
+    env = Env(tmp_path)
+    path = tmp_path / "rules.yml"
+    path.write_text("groups:\n- name: a\n  interval: 1s\n  rules:\n  - alert: Hot\n    expr: temp > 100\n")
+    received: list[float] = []
+
+    class Sink:
+        def send(self, alerts: object, now_ms: int) -> None:
+            received.append(time.time())
+
+    m = RuleManager(storage=env.storage, engine=env.engine, config=RulesConfig(rule_files=[str(path)]),
+                    sink=Sink())
+    m.start()
+    scheduler = RuleScheduler(m)
+    scheduler.start()
+    try:
+        time.sleep(1.2)
+        written = time.time()
+        env.add({"__name__": "temp"}, [(int(written * 1000), 120.0)])
+        deadline = written + 3
+        while not received and time.time() < deadline:
+            time.sleep(0.01)
+        assert received, "no notification"
+        assert received[0] - written <= 1.0 + 1.0
+    finally:
+        scheduler.shutdown()
+        env.storage.close()

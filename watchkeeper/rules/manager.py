@@ -239,7 +239,9 @@ class RuleManager:
 
     def evaluate(self, key: str, ts_ms: int, *, now_ms: int | None = None) -> GroupResult:
         """Evaluate a group at ``ts_ms`` and persist/send the outcome (tests call this directly)."""
-        entry = self._groups[key]
+        entry = self._groups.get(key)
+        if entry is None:  # removed by a reload since the job fired
+            return GroupResult()
         now = ts_ms if now_ms is None else now_ms
         with entry.lock:
             result = evaluate_group(entry.group, entry.runtime, ts_ms=ts_ms, query=self.query,
