@@ -230,7 +230,17 @@ def test_exponential_histogram_to_classic_buckets() -> None:
     p2.positive.offset = -500
     p2.positive.bucket_counts.extend([1] * 1000)
     small = OtlpConverter(max_exponential_buckets=20)._exponential_buckets(p2)
+    assert not isinstance(small, str)
     assert len(small) <= 21 and sum(n for _, n in small) == 1000
+    # too wide even at the smallest scale, or a scale out of range: rejected with a reason
+    p3 = m.exponential_histogram.data_points.add(time_unix_nano=10**6, count=2, scale=-10)
+    p3.positive.bucket_counts.extend([1])
+    p3.negative.bucket_counts.extend([1])
+    m.exponential_histogram.data_points.add(time_unix_nano=10**6, count=0, scale=99)
+    result = OtlpConverter(max_exponential_buckets=1).convert(req)
+    assert result.reasons == {"bad_exponential_histogram": 4}  # all but p2 (downscaled) and p
+    assert "span more than" in result.message()
+    assert "scale 99" in str(conv._exponential_buckets(m.exponential_histogram.data_points[3]))
 
 
 @pytest.mark.parametrize(

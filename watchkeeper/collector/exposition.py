@@ -30,6 +30,7 @@ _TYPES = frozenset(
     {"counter", "gauge", "histogram", "gaugehistogram", "summary", "untyped", "unknown", "info", "stateset"}
 )
 _CREATED_OF = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
+_MIN_TS, _MAX_TS = -(2**63), 2**63 - 1
 _UNESCAPE = {"\\": "\\", '"': '"', "n": "\n"}
 
 
@@ -218,6 +219,6 @@ def _timestamp(text: str, lineno: int, openmetrics: bool) -> int:
         if not math.isfinite(seconds) or abs(seconds) > 9.2e15:
             raise DecodeError(f"line {lineno}: invalid timestamp {text[:40]!r}")
         return round(seconds * 1000)
-    if _INT.fullmatch(text) is None or len(text) > 19:
+    if _INT.fullmatch(text) is None or len(text) > 20 or not _MIN_TS <= int(text) <= _MAX_TS:
         raise DecodeError(f"line {lineno}: invalid timestamp {text[:40]!r} (integer milliseconds)")
     return int(text)

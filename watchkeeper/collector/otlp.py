@@ -333,8 +333,11 @@ class OtlpConverter:
             delta_e = e.aggregation_temporality == DELTA
             latest = 0
             for ep in e.data_points:
-                latest = max(latest, self._histogram(
-                    ep, name, base, self._exponential_buckets(ep), delta_e, out, now_ms))
+                exp_buckets = self._exponential_buckets(ep)
+                if isinstance(exp_buckets, str):
+                    out.reject("bad_exponential_histogram", 1, f"exponential histogram {name}: {exp_buckets}")
+                    continue
+                latest = max(latest, self._histogram(ep, name, base, exp_buckets, delta_e, out, now_ms))
             return latest
         # summary
         latest = 0
@@ -413,15 +416,20 @@ class OtlpConverter:
         add(_with(labels, name + "_count"), ts, STALE_NAN if stale else count)
         return ts
 
-    def _exponential_buckets(self, p: ExponentialHistogramDataPoint) -> list[tuple[float, float]]:
-        """Classic (upper bound, count) buckets of an exponential histogram, ending with +Inf."""
+    def _exponential_buckets(self, p: ExponentialHistogramDataPoint) -> list[tuple[float, float]] | str:
+        """Classic (upper bound, count) buckets of an exponential histogram, ending with +Inf, or
+        the reason it cannot be converted."""
         scale = p.scale
+        if not -10 <= scale <= 20:
+            return f"scale {scale} is outside the range -10..20"
         pos = {p.positive.offset + i: float(c) for i, c in enumerate(p.positive.bucket_counts) if c}
         neg = {p.negative.offset + i: float(c) for i, c in enumerate(p.negative.bucket_counts) if c}
         while scale > -10 and _span(pos) + _span(neg) > self.max_exponential_buckets:
             scale -= 1
             pos = _downscale(pos)
             neg = _downscale(neg)
+        if _span(pos) + _span(neg) > self.max_exponential_buckets:
+            return f"buckets span more than {self.max_exponential_buckets} buckets even at scale -10"
         out: list[tuple[float, float]] = []
         if neg:
             for i in range(max(neg), min(neg) - 1, -1):

@@ -148,7 +148,7 @@ class PushSample(BaseModel):
     metric: StrictStr = Field(min_length=1)
     labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     value: float | StrictStr
-    timestamp_ms: int | None = None
+    timestamp_ms: int | None = Field(default=None, ge=-(2**63), lt=2**63)
 
     @field_validator("value")
     @classmethod
