@@ -70,3 +70,12 @@ def test_run_filter_selects_test_groups(conformance_dir: Path) -> None:
     code = run_test_rules(["--run", "^Failing test$", str(conformance_dir / "failing.yml")], out=out)
     assert code == 1
     assert "Failing alert test" not in out.getvalue()
+
+
+def test_junit_report(conformance_dir: Path, tmp_path: Path) -> None:
+    report = tmp_path / "junit.xml"
+    code = run_test_rules(["--diff", "--junit", str(report), str(conformance_dir / "failing.yml")],
+                          out=io.StringIO())
+    assert code == 1
+    text = report.read_text()
+    assert 'failures="1"' in text and "alertname: Test" in text

@@ -499,13 +499,18 @@ def test_rules_main(argv: Sequence[str] | None = None, *, out: TextIO | None = N
     stream = out or sys.stdout
     parser = argparse.ArgumentParser(prog="watchkeeper test rules", description="Unit tests for rules.")
     parser.add_argument("--run", action="append", default=[], help="only test groups matching this regex")
+    parser.add_argument("--diff", action="store_true", help="accepted for promtool compatibility: "
+                        "differences are always shown")
+    parser.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     parser.add_argument("files", nargs="+", metavar="FILE")
     args = parser.parse_args(list(argv) if argv is not None else None)
     run = re.compile("|".join(f"(?:{r})" for r in args.run)) if args.run else None
     failed = False
+    results: list[tuple[str, list[str]]] = []
     for name in args.files:
         print(f"Unit Testing:  {name}", file=stream)
         errors = run_file(Path(name), run=run)
+        results.append((name, errors))
         if errors:
             failed = True
             print("  FAILED:", file=stream)
@@ -514,7 +519,21 @@ def test_rules_main(argv: Sequence[str] | None = None, *, out: TextIO | None = N
         else:
             print("  SUCCESS", file=stream)
         print(file=stream)
+    if args.junit:
+        _write_junit(Path(args.junit), results)
     return 1 if failed else 0
+
+
+def _write_junit(path: Path, results: Sequence[tuple[str, list[str]]]) -> None:
+    import xml.etree.ElementTree as ET
+
+    suites = ET.Element("testsuites")
+    for name, errors in results:
+        suite = ET.SubElement(suites, "testsuite", name=name, tests="1", failures=str(int(bool(errors))))
+        case = ET.SubElement(suite, "testcase", name=name)
+        if errors:
+            ET.SubElement(case, "failure", message="rule unit tests failed").text = "\n".join(errors)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
 
 
 test_rules_main.__test__ = False  # type: ignore[attr-defined]
