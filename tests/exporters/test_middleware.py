@@ -421,10 +421,10 @@ def test_overhead_per_request_is_small(registry: CollectorRegistry) -> None:
         return None
 
     async def run(app: object, n: int) -> float:
-        start = time.perf_counter()
+        start = time.thread_time()
         for _ in range(n):
             await app({"type": "http", "method": "GET", "path": "/x/1"}, receive, send)  # type: ignore[operator]
-        return (time.perf_counter() - start) / n
+        return (time.thread_time() - start) / n
 
     async def measure() -> float:
         await run(middleware, 500)

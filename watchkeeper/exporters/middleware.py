@@ -3,7 +3,7 @@
 Per request it costs a dict lookup for the method, one in-progress increment and decrement, one
 closure around ``send``, and — once the last body chunk has been sent — one cached-series lookup
 and two metric updates. The route label is the template read from the scope *after* routing
-(``routes.route_key``); unmatched and 405 requests share ``route="__unmatched__"``; methods outside
+(``routes.matched_route``); unmatched and 405 requests share ``route="__unmatched__"``; methods outside
 the standard set become ``_OTHER``. Nothing raised by the monitoring reaches the application.
 
 ```python
