@@ -34,7 +34,7 @@ from watchkeeper.alerting import store
 from watchkeeper.alerting.config import AlertingConfig, TimeIntervalConfig, duration_ms
 from watchkeeper.alerting.delivery import DeliveryResult, send
 from watchkeeper.alerting.grouping import AggregationGroup, LogEntry, needs_update
-from watchkeeper.alerting.inhibition import InhibitRule, inhibited_by
+from watchkeeper.alerting.inhibition import Inhibitor, InhibitRule
 from watchkeeper.alerting.metrics import AlertingMetrics
 from watchkeeper.alerting.model import Alert
 from watchkeeper.alerting.notification import Notification
@@ -53,6 +53,13 @@ _RESOLVED_RETENTION_MS = 15 * 60_000
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    group: AggregationGroup
+    integration: Integration
+    alerts: list[Alert]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,8 @@ class Dispatcher:
         self._alerts: dict[str, Alert] = {}
         self._groups: dict[str, AggregationGroup] = {}
         self._dead_letter_alerts: dict[str, Alert] = {}
+        self._inhibitor: Inhibitor | None = None
+        self._last_gc_ms = 0
         self.wakeup = threading.Event()
         """Set when something may be due earlier than the runner expects (new alerts, resolutions)."""
         self._client = client or httpx.Client(follow_redirects=False)
@@ -154,81 +163,106 @@ class Dispatcher:
     # --- flushing --------------------------------------------------------------------------------
 
     def tick(self, now_ms: int) -> int:
-        """Flush every group due at ``now_ms``; the number of notifications written to the outbox."""
-        written = 0
+        """Flush every group due at ``now_ms``; the number of notifications written to the outbox.
+
+        All decisions of one tick are written in one transaction (notification log + outbox);
+        if another replica wrote one of them first (same idempotency key), each is retried alone.
+        """
         with self._lock:
-            for key in list(self._groups):
-                group = self._groups[key]
+            self._inhibitor = None
+            due = []
+            for group in self._groups.values():
                 group.check_resolved(now_ms=now_ms)
-                if not group.due(now_ms=now_ms):
-                    continue
-                written += self._flush(group, now_ms)
+                if group.due(now_ms=now_ms):
+                    due.append((group, group.snapshot()))
+            if not due:
+                return 0
+            candidates = [c for group, snapshot in due for c in self._candidates(group, snapshot, now_ms)]
+            written = self._write(candidates, now_ms) if candidates else 0
+            for group, snapshot in due:
+                group.flushed(snapshot, now_ms=now_ms)
                 if group.empty:
-                    del self._groups[key]
-            self._gc(now_ms)
+                    del self._groups[group.key]
+            if now_ms - self._last_gc_ms >= 60_000:
+                self._gc(now_ms)
         return written
 
     def next_flush_ms(self) -> int | None:
+        """When `tick` next has something to do (a group due, or an alert's ``endsAt`` passing)."""
         with self._lock:
             times = [g.next_flush_ms for g in self._groups.values()]
-            ends = [
-                a.ends_at_ms
-                for g in self._groups.values()
-                for a in g.alerts.values()
-                if a.ends_at_ms is not None and a.fingerprint not in g.seen_resolved
-            ]
-        return min(times + ends, default=None)
+            times += [g.next_end_ms for g in self._groups.values() if g.next_end_ms is not None]
+        return min(times, default=None)
 
-    def _flush(self, group: AggregationGroup, now_ms: int) -> int:
-        snapshot = group.snapshot()
+    def _candidates(self, group: AggregationGroup, snapshot: list[Alert], now_ms: int) -> list[_Candidate]:
+        """The (group, integration) pairs a flush may notify: after time muting, silences, inhibition."""
         route = group.route
-        written = 0
-        if not is_muted(self._intervals, route.mute_time_intervals, route.active_time_intervals, now_ms):
-            visible = [a for a in snapshot if not self._suppressed(a, now_ms)]
-            if visible:
-                for integ in self._integrations.get(route.receiver, []):
-                    written += self._notify(group, integ, visible, now_ms)
-        group.flushed(snapshot, now_ms=now_ms)
-        return written
+        if is_muted(self._intervals, route.mute_time_intervals, route.active_time_intervals, now_ms):
+            return []
+        visible = [a for a in snapshot if not self._suppressed(a, now_ms)]
+        if not visible:
+            return []
+        return [_Candidate(group, integ, visible) for integ in self._integrations.get(route.receiver, [])]
 
     def _suppressed(self, alert: Alert, now_ms: int) -> bool:
-        return bool(
-            silenced_by(alert.labels, self._silences.values(), now_ms=now_ms)
-            or inhibited_by(alert.labels, self._inhibit_rules, self._alerts.values(), now_ms=now_ms)
-        )
+        if silenced_by(alert.labels, self._silences.values(), now_ms=now_ms):
+            return True
+        if not self._inhibit_rules:
+            return False
+        if self._inhibitor is None:  # built at most once per tick, only when a group is flushed
+            self._inhibitor = Inhibitor(self._inhibit_rules, self._alerts.values(), now_ms=now_ms)
+        return bool(self._inhibitor.inhibited_by(alert.labels))
 
-    def _notify(self, group: AggregationGroup, integ: Integration, alerts: list[Alert], now_ms: int) -> int:
-        firing = {a.fingerprint for a in alerts if not a.is_resolved(now_ms=now_ms)}
-        resolved = {a.fingerprint for a in alerts if a.is_resolved(now_ms=now_ms)}
+    def _write(self, candidates: list[_Candidate], now_ms: int) -> int:
         try:
             with self._engine.begin() as conn:
-                entry = store.load_log_entry(conn, group.key, integ.name)
-                if not needs_update(
-                    entry,
-                    firing=firing,
-                    resolved=resolved,
-                    send_resolved=integ.send_resolved,
-                    repeat_ms=group.route.repeat_interval_ms,
-                    now_ms=now_ms,
-                ):
-                    return 0
-                seq = (entry.seq if entry else 0) + 1
-                store.save_log_entry(
-                    conn, group.key, integ.name, LogEntry(frozenset(firing), frozenset(resolved), now_ms, seq)
-                )
-                to_send = alerts if integ.send_resolved else [a for a in alerts if a.fingerprint in firing]
-                if not to_send:
-                    return 0
-                notification = Notification.build(
-                    group.route.receiver,
-                    group.key,
-                    group.labels,
-                    to_send,
-                    now_ms=now_ms,
-                    external_url=self.config.global_.external_url,
-                )
-                store.enqueue(
-                    conn,
+                return self._decide_and_write(conn, candidates, now_ms)
+        except sa.exc.IntegrityError:
+            log.info("some notifications were already in the outbox; writing one at a time")
+        written = 0
+        for c in candidates:
+            try:
+                with self._engine.begin() as conn:
+                    written += self._decide_and_write(conn, [c], now_ms)
+            except sa.exc.IntegrityError:
+                # another replica wrote the same notification (same idempotency key) first
+                log.info("notification for %s / %s already in the outbox", c.group.key, c.integration.name)
+        return written
+
+    def _decide_and_write(self, conn: sa.Connection, candidates: list[_Candidate], now_ms: int) -> int:
+        entries = store.load_log_entries(conn, [(c.group.key, c.integration.name) for c in candidates])
+        log_rows: list[tuple[str, str, LogEntry, bool]] = []
+        outbox_rows: list[dict[str, object]] = []
+        for c in candidates:
+            group, integ, alerts = c.group, c.integration, c.alerts
+            firing = {a.fingerprint for a in alerts if not a.is_resolved(now_ms=now_ms)}
+            resolved = {a.fingerprint for a in alerts if a.is_resolved(now_ms=now_ms)}
+            entry = entries.get((group.key, integ.name))
+            if not needs_update(
+                entry,
+                firing=firing,
+                resolved=resolved,
+                send_resolved=integ.send_resolved,
+                repeat_ms=group.route.repeat_interval_ms,
+                now_ms=now_ms,
+            ):
+                continue
+            seq = (entry.seq if entry else 0) + 1
+            new_entry = LogEntry(frozenset(firing), frozenset(resolved), now_ms, seq)
+            log_rows.append((group.key, integ.name, new_entry, entry is None))
+            to_send = alerts if integ.send_resolved else [a for a in alerts if a.fingerprint in firing]
+            if not to_send:
+                continue  # logged (as Alertmanager does) so the next flush knows, but nothing to send
+            notification = Notification.build(
+                group.route.receiver,
+                group.key,
+                group.labels,
+                to_send,
+                now_ms=now_ms,
+                external_url=self.config.global_.external_url,
+            )
+            outbox_rows.append(
+                store.outbox_row(
                     key=store.idempotency_key(group.key, integ.name, seq),
                     receiver=integ.receiver,
                     integration=integ.name,
@@ -237,13 +271,13 @@ class Dispatcher:
                     now_ms=now_ms,
                     first_active_at_ms=_changed_at(entry, alerts, now_ms),
                 )
-        except sa.exc.IntegrityError:
-            # another replica wrote the same notification (same idempotency key) first
-            log.info("notification for %s / %s already in the outbox", group.key, integ.name)
-            return 0
-        return 1
+            )
+        store.save_log_entries(conn, log_rows)
+        store.enqueue_many(conn, outbox_rows)
+        return len(outbox_rows)
 
     def _gc(self, now_ms: int) -> None:
+        self._last_gc_ms = now_ms
         cutoff = now_ms - _RESOLVED_RETENTION_MS
         for fp in [
             fp for fp, a in self._alerts.items() if a.ends_at_ms is not None and a.ends_at_ms < cutoff
@@ -343,9 +377,10 @@ class Dispatcher:
     def alert_statuses(self, *, now_ms: int) -> list[AlertStatus]:
         with self._lock:
             out = []
+            inhibitor = Inhibitor(self._inhibit_rules, self._alerts.values(), now_ms=now_ms)
             for alert in sorted(self._alerts.values(), key=lambda a: a.labels):
                 sil = silenced_by(alert.labels, self._silences.values(), now_ms=now_ms)
-                inh = inhibited_by(alert.labels, self._inhibit_rules, self._alerts.values(), now_ms=now_ms)
+                inh = inhibitor.inhibited_by(alert.labels)
                 receivers = sorted({r.receiver for r in match_routes(self.route, alert.labels)})
                 state = "suppressed" if sil or inh else "active"
                 out.append(AlertStatus(alert, state, sil, inh, receivers))

@@ -69,6 +69,8 @@ class AggregationGroup:
     alerts: dict[str, Alert] = field(default_factory=dict)
     has_flushed: bool = False
     seen_resolved: set[str] = field(default_factory=set)
+    next_end_ms: int | None = None
+    """The earliest ``endsAt`` of an alert not yet seen resolved (when to look again)."""
 
     @classmethod
     def new(cls, key: str, route: Route, labels: Labels, *, now_ms: int) -> AggregationGroup:
@@ -76,22 +78,35 @@ class AggregationGroup:
 
     def insert(self, alert: Alert, *, now_ms: int) -> None:
         self.alerts[alert.fingerprint] = alert
-        if not alert.is_resolved(now_ms=now_ms):
-            self.seen_resolved.discard(alert.fingerprint)
         if not self.has_flushed and alert.starts_at_ms + self.route.group_wait_ms <= now_ms:
             # an alert older than group_wait (e.g. restored after a restart) is not held back again
             self.next_flush_ms = min(self.next_flush_ms, now_ms)
-        self.check_resolved(now_ms=now_ms)
+        if alert.is_resolved(now_ms=now_ms):
+            self._resolved(alert, now_ms)
+        else:
+            self.seen_resolved.discard(alert.fingerprint)
+            if alert.ends_at_ms is not None:
+                self.next_end_ms = min(self.next_end_ms or alert.ends_at_ms, alert.ends_at_ms)
+
+    def _resolved(self, alert: Alert, now_ms: int) -> None:
+        if alert.fingerprint in self.seen_resolved:
+            return
+        self.seen_resolved.add(alert.fingerprint)
+        if self.has_flushed:
+            due = (alert.ends_at_ms or now_ms) + self.route.resolved_wait_ms
+            self.next_flush_ms = min(self.next_flush_ms, due)
 
     def check_resolved(self, *, now_ms: int) -> None:
-        """Bring the next flush forward when an alert resolved (by update or by its ``endsAt`` passing)."""
-        for fp, alert in self.alerts.items():
-            if fp in self.seen_resolved or not alert.is_resolved(now_ms=now_ms):
-                continue
-            self.seen_resolved.add(fp)
-            if self.has_flushed:
-                due = (alert.ends_at_ms or now_ms) + self.route.resolved_wait_ms
-                self.next_flush_ms = min(self.next_flush_ms, due)
+        """Bring the next flush forward when an alert's ``endsAt`` passed (it was not re-sent)."""
+        if self.next_end_ms is None or self.next_end_ms > now_ms:
+            return
+        next_end: int | None = None
+        for alert in self.alerts.values():
+            if alert.is_resolved(now_ms=now_ms):
+                self._resolved(alert, now_ms)
+            elif alert.ends_at_ms is not None:
+                next_end = alert.ends_at_ms if next_end is None else min(next_end, alert.ends_at_ms)
+        self.next_end_ms = next_end
 
     def due(self, *, now_ms: int) -> bool:
         return self.next_flush_ms <= now_ms

@@ -47,23 +47,38 @@ class InhibitRule:
         )
 
 
+class Inhibitor:
+    """The firing source alerts of every rule, indexed by their ``equal`` label values.
+
+    Built once per flush, it answers for each target in time independent of the number of alerts.
+    """
+
+    def __init__(self, rules: Sequence[InhibitRule], alerts: Iterable[Alert], *, now_ms: int) -> None:
+        self._rules = list(rules)
+        self._index: list[dict[tuple[str, ...], list[tuple[str, bool]]]] = [{} for _ in self._rules]
+        if not self._rules:
+            return
+        for a in alerts:
+            if a.is_resolved(now_ms=now_ms):
+                continue
+            for rule, index in zip(self._rules, self._index, strict=True):
+                if _all_match(rule.source, a.labels):
+                    key = tuple(get(a.labels, name) for name in rule.equal)
+                    index.setdefault(key, []).append((a.fingerprint, _all_match(rule.target, a.labels)))
+
+    def inhibited_by(self, labels: Labels) -> list[str]:
+        found: set[str] = set()
+        for rule, index in zip(self._rules, self._index, strict=True):
+            if not _all_match(rule.target, labels):
+                continue
+            sources = index.get(tuple(get(labels, name) for name in rule.equal), ())
+            two_sided = _all_match(rule.source, labels)
+            found.update(fp for fp, matches_target in sources if not (two_sided and matches_target))
+        return sorted(found)
+
+
 def inhibited_by(
     labels: Labels, rules: Sequence[InhibitRule], alerts: Iterable[Alert], *, now_ms: int
 ) -> list[str]:
     """Fingerprints of the firing alerts that inhibit an alert with ``labels`` (empty: not inhibited)."""
-    applicable = [r for r in rules if _all_match(r.target, labels)]
-    if not applicable:
-        return []
-    sources = [a for a in alerts if not a.is_resolved(now_ms=now_ms)]
-    found: set[str] = set()
-    for rule in applicable:
-        two_sided = _all_match(rule.source, labels)
-        for src in sources:
-            if not _all_match(rule.source, src.labels):
-                continue
-            if any(get(src.labels, name) != get(labels, name) for name in rule.equal):
-                continue
-            if two_sided and _all_match(rule.target, src.labels):
-                continue
-            found.add(src.fingerprint)
-    return sorted(found)
+    return Inhibitor(rules, alerts, now_ms=now_ms).inhibited_by(labels)

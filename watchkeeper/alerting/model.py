@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Protocol
 
 from watchkeeper.labels import Labels, get
@@ -25,6 +26,7 @@ _FNV_PRIME64 = 1099511628211
 _SEPARATOR = 0xFF
 
 
+@lru_cache(maxsize=65_536)
 def fingerprint(labels: Labels) -> str:
     """Alertmanager's fingerprint of a label set: FNV-1a 64 over sorted ``name 0xff value 0xff``.
 

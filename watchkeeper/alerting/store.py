@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -125,14 +125,7 @@ def delete_silences_ended_before(conn: sa.Connection, cutoff_ms: int) -> int:
 # --- notification log -----------------------------------------------------------------------------
 
 
-def load_log_entry(conn: sa.Connection, group_key: str, integration: str) -> LogEntry | None:
-    row = (
-        conn.execute(sa.select(nflog_table).where(nflog_table.c.id == nflog_id(group_key, integration)))
-        .mappings()
-        .first()
-    )
-    if row is None:
-        return None
+def _entry(row: sa.RowMapping) -> LogEntry:
     return LogEntry(
         firing=frozenset(json.loads(row["firing"])),
         resolved=frozenset(json.loads(row["resolved"])),
@@ -141,18 +134,64 @@ def load_log_entry(conn: sa.Connection, group_key: str, integration: str) -> Log
     )
 
 
-def save_log_entry(conn: sa.Connection, group_key: str, integration: str, entry: LogEntry) -> None:
-    values = {
+def load_log_entry(conn: sa.Connection, group_key: str, integration: str) -> LogEntry | None:
+    return load_log_entries(conn, [(group_key, integration)]).get((group_key, integration))
+
+
+def load_log_entries(conn: sa.Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LogEntry]:
+    """The log entries of many (group key, integration) pairs, in batches of 500."""
+    by_id = {nflog_id(g, i): (g, i) for g, i in keys}
+    ids = list(by_id)
+    out: dict[tuple[str, str], LogEntry] = {}
+    for start in range(0, len(ids), 500):
+        rows = conn.execute(sa.select(nflog_table).where(nflog_table.c.id.in_(ids[start : start + 500])))
+        for row in rows.mappings():
+            out[by_id[row["id"]]] = _entry(row)
+    return out
+
+
+def _log_values(entry: LogEntry) -> dict[str, object]:
+    return {
         "firing": json.dumps(sorted(entry.firing)),
         "resolved": json.dumps(sorted(entry.resolved)),
         "notified_at_ms": entry.notified_at_ms,
         "seq": entry.seq,
     }
-    key = nflog_id(group_key, integration)
-    updated = conn.execute(sa.update(nflog_table).where(nflog_table.c.id == key).values(**values))
-    if updated.rowcount == 0:
+
+
+def save_log_entry(conn: sa.Connection, group_key: str, integration: str, entry: LogEntry) -> None:
+    exists = load_log_entry(conn, group_key, integration) is not None
+    save_log_entries(conn, [(group_key, integration, entry, not exists)])
+
+
+def save_log_entries(conn: sa.Connection, rows: Sequence[tuple[str, str, LogEntry, bool]]) -> None:
+    """Write ``(group_key, integration, entry, is_new)`` rows: inserts and updates, each batched.
+
+    An update is conditional on the previous ``seq`` so two writers deciding from the same entry
+    cannot both succeed (the loser's outbox insert then collides on the idempotency key).
+    """
+    inserts = [
+        {"id": nflog_id(g, i), "group_key": g, "integration": i, **_log_values(e)}
+        for g, i, e, new in rows
+        if new
+    ]
+    updates = [
+        {"b_id": nflog_id(g, i), "b_prev": e.seq - 1, **_log_values(e)} for g, i, e, new in rows if not new
+    ]
+    if inserts:
+        conn.execute(sa.insert(nflog_table), inserts)
+    if updates:
+        t = nflog_table
         conn.execute(
-            sa.insert(nflog_table).values(id=key, group_key=group_key, integration=integration, **values)
+            sa.update(t)
+            .where(t.c.id == sa.bindparam("b_id"), t.c.seq == sa.bindparam("b_prev"))
+            .values(
+                firing=sa.bindparam("firing"),
+                resolved=sa.bindparam("resolved"),
+                notified_at_ms=sa.bindparam("notified_at_ms"),
+                seq=sa.bindparam("seq"),
+            ),
+            updates,
         )
 
 
@@ -181,8 +220,7 @@ def _item(r: sa.RowMapping) -> OutboxItem:
     return OutboxItem(**{f: r[f] for f in OutboxItem.__dataclass_fields__})
 
 
-def enqueue(
-    conn: sa.Connection,
+def outbox_row(
     *,
     key: str,
     receiver: str,
@@ -191,21 +229,25 @@ def enqueue(
     notification: str,
     now_ms: int,
     first_active_at_ms: int | None,
-) -> None:
-    conn.execute(
-        sa.insert(outbox_table).values(
-            idempotency_key=key,
-            receiver=receiver,
-            integration=integration,
-            group_key=group_key,
-            notification=notification,
-            state="pending",
-            attempts=0,
-            next_attempt_ms=now_ms,
-            created_at_ms=now_ms,
-            first_active_at_ms=first_active_at_ms,
-        )
-    )
+) -> dict[str, object]:
+    return {
+        "idempotency_key": key,
+        "receiver": receiver,
+        "integration": integration,
+        "group_key": group_key,
+        "notification": notification,
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_ms": now_ms,
+        "created_at_ms": now_ms,
+        "first_active_at_ms": first_active_at_ms,
+    }
+
+
+def enqueue_many(conn: sa.Connection, rows: Sequence[dict[str, object]]) -> None:
+    """Insert outbox rows; a duplicate idempotency key raises ``IntegrityError``."""
+    if rows:
+        conn.execute(sa.insert(outbox_table), list(rows))
 
 
 def claim_due(conn: sa.Connection, *, now_ms: int, lease_ms: int, limit: int = 100) -> list[OutboxItem]:
