@@ -589,17 +589,20 @@ def expand(
     """Expand an alert template as Prometheus does; errors raise :class:`TemplateError`."""
     data = alert_data(labels or {}, external_labels or {}, external_url, value)
     ctx = funcs.Context(query=query, external_url=external_url, now_s=now_s)
-    return compile_alert_template(text).execute(data, context=ctx)
+    # the variables ALERT_DEFS would define, set directly (same values, four pipelines less per run)
+    variables = {"$labels": data["Labels"], "$externalLabels": data["ExternalLabels"],
+                 "$externalURL": external_url, "$value": value}
+    return compile_alert_template(text).execute(data, variables, context=ctx)
 
 
 _CACHE: dict[str, Template] = {}
 
 
 def compile_alert_template(text: str) -> Template:
-    """The template with the ``$labels``/``$value``/... definitions in front (cached)."""
+    """The parsed template (cached); :func:`expand` supplies ``$labels``, ``$value``, ...."""
     tmpl = _CACHE.get(text)
     if tmpl is None:
-        tmpl = Template.parse(ALERT_DEFS + text)
+        tmpl = Template.parse(text)
         if len(_CACHE) > 10_000:
             _CACHE.clear()
         _CACHE[text] = tmpl
