@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from watchkeeper.exporters import cli
-from watchkeeper.exporters.host import parse_cpu, parse_diskstats, parse_meminfo, parse_net_dev
+from watchkeeper.exporters.host import HostCollector, parse_cpu, parse_diskstats, parse_meminfo, parse_net_dev
 from watchkeeper.exporters.postgres_stats import PostgresCollector
 from watchkeeper.exporters.redis_info import RedisCollector
 
@@ -239,3 +239,36 @@ def test_cli_serves_the_host_exporter_over_http() -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_exporter_app_routes_and_lifespan() -> None:
+    import asyncio
+
+    registry = CollectorRegistry()
+    registry.register(HostCollector())
+    app = cli.exporter_app(registry)
+
+    async def run() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://exporter") as client:
+            metrics = await client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+            assert metrics.status_code == 200
+            assert metrics.headers["content-type"].startswith("application/openmetrics-text")
+            assert "node_load1" in metrics.text
+            assert (await client.get("/")).status_code == 200
+            assert (await client.get("/other")).status_code == 404
+        messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+        sent: list[str] = []
+
+        async def receive() -> dict[str, str]:
+            return next(messages)
+
+        async def send(message: dict[str, str]) -> None:
+            sent.append(message["type"])
+
+        await app({"type": "lifespan"}, receive, send)
+        assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+    asyncio.run(run())
+    with pytest.raises(ValueError):
+        cli.build_registry("mysql")

@@ -160,3 +160,33 @@ def test_two_uvicorn_workers_export_one_correct_total(tmp_path: Path) -> None:
             server.wait(5)
         if server.stderr is not None:
             server.stderr.close()
+
+
+def test_scrape_registry_compacts_then_merges(tmp_path: Path) -> None:
+    from watchkeeper.exporters.multiprocess import scrape_registry
+
+    counter = mmap_key("jobs_total", "jobs_total", [], [], "Jobs.")
+    dead_pid = 2**22 + 12345  # above pid_max on this machine: never a live process
+    _write(tmp_path, f"counter_{dead_pid}.db", counter, 3)
+    _write(tmp_path, f"counter_{os.getpid()}.db", counter, 2)
+    registry = scrape_registry(str(tmp_path))
+    assert registry.get_sample_value("jobs_total") == 5
+    assert not (tmp_path / f"counter_{dead_pid}.db").exists()
+    assert registry.get_sample_value("jobs_total") == 5  # a second scrape reads the archive
+
+
+def test_enable_switches_prometheus_client_to_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import Counter, values
+
+    from watchkeeper.exporters import multiprocess
+
+    monkeypatch.setattr(values, "ValueClass", values.MutexValue)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    assert not multiprocess.enabled()
+    multiprocess.enable(str(tmp_path / "mp"))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "mp"))  # restored after the test
+    assert multiprocess.enabled()
+    Counter("wk_enable_test", "Test.", registry=None).inc(3)
+    assert (tmp_path / "mp" / f"counter_{os.getpid()}.db").exists()
+    assert multiprocess.scrape_registry(str(tmp_path / "mp")).get_sample_value("wk_enable_test_total") == 3
+    values.ValueClass.close_all_files()  # type: ignore[attr-defined]

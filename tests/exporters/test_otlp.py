@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, WebSocket
 
 pytest.importorskip("opentelemetry.sdk.metrics")
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -206,3 +207,128 @@ def test_registry_to_metrics_data_converts_every_family() -> None:
     assert list(hist.bucket_counts) == [1, 2, 1]
     assert list(hist.explicit_bounds) == [0.1, 1.0]
     assert (hist.count, hist.sum) == (4, 6.25)
+
+
+def _points(reader: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for rm in reader.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in metric.data.data_points:
+                    value = getattr(point, "count", None)
+                    if value is None or metric.name in (
+                        "http_requests",
+                        "http_exceptions",
+                        "websocket_connections",
+                    ):
+                        value = getattr(point, "value", value)
+                    out[(metric.name, tuple(sorted(point.attributes.items())))] = float(value)
+    return out
+
+
+def test_otel_instruments_record_every_http_metric() -> None:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from starlette.testclient import TestClient
+
+    from watchkeeper.exporters import ExportConfig, OtlpHttpMetrics, OtlpPipeline, instrument
+
+    reader = InMemoryMetricReader()
+    pipeline = OtlpPipeline(reader_factory=lambda: reader)
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise KeyError("x")
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    instrument(app, export=ExportConfig(mode="otlp"), metrics=OtlpHttpMetrics(pipeline), body_sizes=True)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.get("/items/1")
+        client.get("/items/2")
+        client.get("/missing")
+        client.get("/boom")
+        with client.websocket_connect("/ws"):
+            pass
+    points = _points(reader)
+    assert (
+        points[("http_requests", (("method", "GET"), ("route", "/items/{item_id}"), ("status", "200")))] == 2
+    )
+    assert points[("http_requests", (("method", "GET"), ("route", "__unmatched__"), ("status", "404")))] == 1
+    assert points[("http_requests", (("method", "GET"), ("route", "/boom"), ("status", "500")))] == 1
+    assert points[("http_request_duration", (("method", "GET"), ("route", "/items/{item_id}")))] == 2
+    assert points[("http_exceptions", (("exception", "KeyError"), ("route", "/boom")))] == 1
+    assert points[("http_requests_in_progress", (("method", "GET"),))] == 0
+    assert points[("websocket_connections", (("route", "/ws"),))] == 1
+    assert points[("http_response_size", (("method", "GET"), ("route", "/items/{item_id}")))] == 2
+    pipeline.shutdown()
+
+
+class _CapturingExporter:
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[Any] = []
+        self.fail = fail
+        self.shut = False
+
+    def export(self, data: Any, **kwargs: Any) -> Any:
+        if self.fail:
+            raise ConnectionError("collector down")
+        self.batches.append(data)
+        return None
+
+    def shutdown(self, **kwargs: Any) -> None:
+        self.shut = True
+
+
+def test_registry_pusher_pushes_and_pushes_again_at_shutdown() -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from watchkeeper.exporters.otlp_push import RegistryPusher
+
+    registry = CollectorRegistry()
+    jobs = Counter("jobs", "Jobs.", registry=registry)
+    exporter = _CapturingExporter()
+    pusher = RegistryPusher(registry, exporter_factory=lambda: exporter, export_interval_millis=3_600_000)
+    assert not pusher.running and not pusher.push()
+    pusher.ensure_started()
+    assert pusher.running
+    jobs.inc(4)
+    assert pusher.push()
+    jobs.inc(1)
+    pusher.shutdown()
+    assert not pusher.running and exporter.shut
+    values = [
+        point.value
+        for batch in exporter.batches
+        for metric in batch.resource_metrics[0].scope_metrics[0].metrics
+        if metric.name == "jobs"
+        for point in metric.data.data_points
+    ]
+    assert values == [4, 5]
+
+
+def test_registry_pusher_survives_a_failing_collector(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from watchkeeper.exporters.otlp_push import RegistryPusher
+
+    registry = CollectorRegistry()
+    Counter("jobs", "Jobs.", registry=registry).inc()
+    pusher = RegistryPusher(
+        registry, exporter_factory=lambda: _CapturingExporter(fail=True), export_interval_millis=3_600_000
+    )
+    pusher.ensure_started()
+    with caplog.at_level(logging.WARNING, logger="watchkeeper.exporters"):
+        assert not pusher.push()
+        assert not pusher.push()
+    pusher.shutdown()
+    assert len([r for r in caplog.records if "otlp.push" in r.getMessage()]) <= 1
