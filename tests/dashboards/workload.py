@@ -46,6 +46,7 @@ class _Builder:
     rng: np.random.Generator
     labels: list[Labels]
     values: list[np.ndarray]
+    step_ms: int = STEP_MS
 
     def add(self, name: str, values: np.ndarray, **labels: str) -> None:
         self.labels.append(from_dict({"__name__": name, **labels}))
@@ -59,7 +60,7 @@ class _Builder:
         if burst_at is not None:
             start = int(n * burst_at)
             rate[start : start + n // 40] *= 8
-        return np.cumsum(rate * STEP_MS / 1000)
+        return np.cumsum(rate * self.step_ms / 1000)
 
     def gauge(self, level: float, spread: float) -> np.ndarray:
         walk = np.cumsum(self.rng.normal(0, spread / 10, len(self.times)))
@@ -74,11 +75,11 @@ class _Builder:
         self.add(f"{name}_sum", count * median_s * 1.3, **labels)
 
 
-def build(now_ms: int, hours: float = 6.0, seed: int = 7) -> tuple[np.ndarray, list[Labels], np.ndarray]:
+def build(now_ms: int, hours: float = 6.0, seed: int = 7, step_ms: int = STEP_MS) -> tuple[np.ndarray, list[Labels], np.ndarray]:
     """Timestamps, labels of every series and a (series, time) value matrix."""
     start = now_ms - int(hours * 3_600_000)
-    times = np.arange(start - start % STEP_MS, now_ms, STEP_MS, dtype=np.int64)
-    b = _Builder(times, np.random.default_rng(seed), [], [])
+    times = np.arange(start - start % step_ms, now_ms, step_ms, dtype=np.int64)
+    b = _Builder(times, np.random.default_rng(seed), [], [], step_ms)
     for i, inst in enumerate(INSTANCES):
         common = {"job": "core-api", "instance": inst}
         region = REGIONS[i % len(REGIONS)]
@@ -141,9 +142,9 @@ def build(now_ms: int, hours: float = 6.0, seed: int = 7) -> tuple[np.ndarray, l
     return times, b.labels, np.vstack(b.values)
 
 
-def seed(storage: Storage, now_ms: int, hours: float = 6.0) -> int:
+def seed(storage: Storage, now_ms: int, hours: float = 6.0, step_ms: int = STEP_MS) -> int:
     """Append the workload; returns the number of samples."""
-    times, labels, values = build(now_ms, hours)
+    times, labels, values = build(now_ms, hours, step_ms=step_ms)
     refs = storage.series_refs(labels)
     batch = 120  # time-major batches: each series stays in time order, few calls
     for j in range(0, len(times), batch):

@@ -216,8 +216,6 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
         return page("home.html", request, dashboards=dashboards, q=q, tag=tag, tags=tags, errors=catalog.errors,
                     dirs=[str(d) for d in catalog.dirs], title="Dashboards")
 
-    @router.get("/d/{uid}", response_class=HTMLResponse)
-    @router.get("/d/{uid}/{slug}", response_class=HTMLResponse)
     async def dashboard_page(request: Request, uid: str, slug: str = "") -> Response:
         dashboard = catalog.get(uid)
         if dashboard is None:
@@ -455,6 +453,9 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
     async def static_file(name: str, request: Request) -> Response:
         return static.response(name, request)
 
+    # last: /d/<uid>/<slug> would otherwise shadow /d/<uid>/annotations.json and variables.json
+    router.add_api_route("/d/{uid}", dashboard_page, methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/d/{uid}/{slug}", dashboard_page, methods=["GET"], response_class=HTMLResponse)
     router.catalog = catalog  # type: ignore[attr-defined]  # for tests and the app: reload, errors
     return router
 

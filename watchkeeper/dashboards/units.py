@@ -107,7 +107,7 @@ def format_value(value: float | None, unit: str = "short", decimals: int | None 
             index += 1
         return f"{_num(scaled, decimals)} {names[index]}{per}"
     if unit == "percentunit":
-        return _num(value * 100, decimals if decimals is not None else (1 if abs(value) < 10 else 0)) + "%"
+        return _num(value * 100, decimals) + "%"
     if unit == "percent":
         return _num(value, decimals) + "%"
     suffix = _SUFFIX.get(unit, "")
