@@ -118,6 +118,22 @@ def test_staleness_markers_and_special_values_survive(opener: Opener) -> None:
     assert is_stale(got.values).tolist() == [False, True, False, False, False, False]
 
 
+def test_out_of_order_window_merges_on_read(opener: Opener) -> None:
+    store = opener(out_of_order_window_ms=HOUR)
+    refs = store.series_refs(series(1))
+    for k in range(190):  # a cut chunk (0..119 s), a frozen segment (120..159 s), a raw tail (160..189 s)
+        store.append(refs, [k * 1000], [float(k)])
+    res = store.append(np.repeat(refs, 4), [50_500, 150_500, 170_000, 189_500], [0.5, 1.5, 9.0, 2.5])
+    assert res.accepted == 3 and res.rejected["duplicate"] == 1  # 170 s is in the raw tail
+    want_ts = sorted([k * 1000 for k in range(190)] + [50_500, 150_500, 189_500])
+    for _ in range(2):
+        (got,) = store.select([], 0, 10**9)
+        assert got.timestamps_ms.tolist() == want_ts
+        assert got.values[want_ts.index(50_500)] == 0.5 and got.values[want_ts.index(189_500)] == 2.5
+        assert got.values[want_ts.index(170_000)] == 170.0
+        store.flush_head()
+
+
 def test_rejections_are_counted(opener: Opener) -> None:
     store = opener(retention_ms=HOUR)
     refs = store.series_refs(series(2))

@@ -336,6 +336,10 @@ class Head:
         for i in range(0, len(active), block_slots):
             yield self._block(active[i : i + block_slots])
 
+    def samples_of(self, slots: I64) -> tuple[I64, I64, F64]:
+        """(slot, timestamp, value) of every open-chunk sample of the slots, grouped by slot."""
+        return self._block(np.asarray(slots, dtype=np.int64))
+
     def _block(self, slots: I64) -> tuple[I64, I64, F64]:
         nseg = self.nseg[slots].astype(np.int64)
         blob_slots = np.repeat(slots, nseg)

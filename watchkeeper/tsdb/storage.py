@@ -357,13 +357,13 @@ class Storage:
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
         """Series matching all matchers with samples in ``[start_ms, end_ms]``, sorted by labels."""
         with self._lock:
-            slots = self._slots(matchers, start_ms, end_ms)
+            slots = self._slots(matchers, start_ms, end_ms)  # sorted
             if not len(slots):
                 return []
             ids = self._index.ids[slots]
             labels = [self._index.labels(s) for s in slots.tolist()]
             h = self._head
-            head_parts = h.read_many(slots, start_ms, end_ms)
+            h_slots, h_ts, h_vals = h.samples_of(slots)
             need_db = ~(h.has_samples(slots) & (h.base_ms[slots] <= start_ms))
             queued: list[ChunkRow] = []
             by_id = self._queue.by_id
@@ -377,20 +377,28 @@ class Storage:
                 rows[key] = blob
         for r in queued:
             rows.setdefault((r[0], r[1], r[2]), r[3])
-        keys = sorted(rows)
-        ts_all, vals_all, offsets = decode_concat([rows[k] for k in keys])
-        chunk_sids = np.fromiter((k[0] for k in keys), np.int64, len(keys))
-        order = np.argsort(ids, kind="stable")
-        lo = np.searchsorted(chunk_sids, ids[order], "left")
-        hi = np.searchsorted(chunk_sids, ids[order], "right")
-        bounds = np.empty((len(ids), 2), dtype=np.int64)
-        bounds[order, 0], bounds[order, 1] = offsets[lo], offsets[hi]
-        out: list[SeriesData] = []
-        for i, (head_ts, head_vals) in enumerate(head_parts):
-            a, b = int(bounds[i, 0]), int(bounds[i, 1])
-            ts, vals = _merge(ts_all[a:b], vals_all[a:b], head_ts, head_vals, start_ms, end_ms)
-            if len(ts):
-                out.append(SeriesData(labels[i], ts, vals))
+        keys = sorted(rows)  # by series, then time
+        c_ts, c_vals, offsets = decode_concat([rows[k] for k in keys])
+        # Every sample gets the position of its series in `slots`; then one stable sort groups them.
+        by_id_order = np.argsort(ids)
+        chunk_pos = by_id_order[np.searchsorted(ids[by_id_order], np.fromiter((k[0] for k in keys), np.int64,
+                                                                           len(keys)))]
+        pos = np.concatenate([np.repeat(chunk_pos, np.diff(offsets)), np.searchsorted(slots, h_slots)])
+        ts = np.concatenate([c_ts, h_ts])
+        vals = np.concatenate([c_vals, h_vals])
+        keep = (ts >= start_ms) & (ts <= end_ms)
+        pos, ts, vals = pos[keep], ts[keep], vals[keep]
+        order = np.argsort(pos, kind="stable")  # per series: chunks in time order, then the head
+        pos, ts, vals = pos[order], ts[order], vals[order]
+        same = pos[1:] == pos[:-1]
+        if (same & (ts[1:] <= ts[:-1])).any():  # overlapping chunks (out-of-order window, replay)
+            order = np.lexsort((ts, pos))
+            pos, ts, vals = pos[order], ts[order], vals[order]
+            last = np.append((pos[1:] != pos[:-1]) | (ts[1:] != ts[:-1]), True)  # the head wins
+            pos, ts, vals = pos[last], ts[last], vals[last]
+        bounds = np.searchsorted(pos, np.arange(len(slots) + 1)).tolist()
+        out = [SeriesData(labels[i], ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]])
+               for i in range(len(slots)) if bounds[i + 1] > bounds[i]]
         out.sort(key=lambda s: s.labels)
         return out
 
@@ -475,20 +483,3 @@ class Storage:
             if self._wal is not None:
                 self._wal.close()
             self._store.close()
-
-
-def _merge(chunk_ts: I64, chunk_vals: F64, head_ts: I64, head_vals: F64, start_ms: int,
-           end_ms: int) -> tuple[I64, F64]:
-    """Persisted + head samples of one series, in range, sorted, one sample per timestamp."""
-    if len(chunk_ts):
-        keep = (chunk_ts >= start_ms) & (chunk_ts <= end_ms)
-        ts = np.concatenate([chunk_ts[keep], head_ts])
-        vals = np.concatenate([chunk_vals[keep], head_vals])
-    else:
-        return head_ts, head_vals
-    if len(ts) > 1 and not (np.diff(ts) > 0).all():  # overlapping chunks (out-of-order window, replay)
-        order = np.argsort(ts, kind="stable")
-        ts, vals = ts[order], vals[order]
-        last = np.append(ts[1:] != ts[:-1], True)
-        ts, vals = ts[last], vals[last]
-    return ts, vals
