@@ -10,8 +10,9 @@ import sqlalchemy as sa
 
 from watchkeeper.alerting import store
 from watchkeeper.alerting.config import AlertingConfig
-from watchkeeper.alerting.dispatcher import DEAD_LETTER_ALERT, Dispatcher, DispatcherRunner
+from watchkeeper.alerting.dispatcher import DEAD_LETTER_ALERT, Dispatcher
 from watchkeeper.alerting.model import Alert
+from watchkeeper.alerting.runner import DispatcherRunner
 from watchkeeper.labels import from_dict
 
 S = 1000

@@ -19,9 +19,10 @@ from fastapi import APIRouter, Body, HTTPException, Query
 from fastapi.responses import JSONResponse
 
 from watchkeeper.alerting.config import parse_matcher
-from watchkeeper.alerting.dispatcher import AlertStatus, Dispatcher, wall_ms
+from watchkeeper.alerting.dispatcher import AlertStatus, Dispatcher
 from watchkeeper.alerting.model import Alert
 from watchkeeper.alerting.notification import parse_rfc3339, rfc3339
+from watchkeeper.alerting.runner import wall_ms
 from watchkeeper.alerting.silences import Silence, matcher_to_api
 from watchkeeper.labels import LABEL_NAME_RE, Matcher, compile_anchored, from_dict, get
 
@@ -86,8 +87,11 @@ def _parse_alert(item: Any, now_ms: int) -> Alert:
         if not LABEL_NAME_RE.match(name):
             raise HTTPException(400, f"invalid label name {name!r}")
     try:
-        starts = parse_rfc3339(item.get("startsAt")) or now_ms
         ends = parse_rfc3339(item.get("endsAt"))
+        # Alertmanager: a missing startsAt is now, or endsAt for an alert that is already resolved
+        starts = parse_rfc3339(item.get("startsAt")) or (
+            ends if ends is not None and ends <= now_ms else now_ms
+        )
     except ValueError as exc:
         raise HTTPException(400, f"bad timestamp: {exc}") from exc
     if ends is not None and ends < starts:

@@ -25,11 +25,12 @@ from typing import Any, TextIO
 import yaml
 
 from watchkeeper.alerting.config import AlertingConfig
-from watchkeeper.alerting.dispatcher import sample_notification, wall_ms
+from watchkeeper.alerting.dispatcher import sample_notification
 from watchkeeper.alerting.model import Alert
 from watchkeeper.alerting.notification import Notification, parse_rfc3339
 from watchkeeper.alerting.receivers import EmailRequest, integrations
 from watchkeeper.alerting.routing import build_routes, group_key, match_routes
+from watchkeeper.alerting.runner import wall_ms
 from watchkeeper.errors import ConfigError, NotificationError
 from watchkeeper.labels import from_dict
 

@@ -4,7 +4,7 @@
 ``tick`` flushes the groups that are due — mute by time interval, drop silenced and inhibited
 alerts, ask the notification log whether each receiver integration needs to hear about it — and
 writes each notification with its log entry in one transaction. ``deliver`` runs the outbox.
-Every method takes ``now_ms``; `DispatcherRunner` is the only code that reads the clock.
+Every method takes ``now_ms``; `watchkeeper.alerting.runner` is the only code that reads the clock.
 
 >>> import sqlalchemy as sa
 >>> from watchkeeper.alerting.config import AlertingConfig
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -49,10 +48,6 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_ALERT = "WatchkeeperNotificationDeadLetter"
 _RESOLVED_RETENTION_MS = 15 * 60_000
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,76 +441,3 @@ def sample_notification(
         now_ms=now_ms,
         external_url=external_url,
     )
-
-
-class DispatcherRunner:
-    """Two daemon threads: one flushes groups when due, one delivers the outbox.
-
-    Both wake early on `Dispatcher.wakeup`, so a group with ``group_wait: 0s`` or a resolution is
-    sent within milliseconds, not at the next poll.
-    """
-
-    def __init__(self, dispatcher: Dispatcher, *, clock: Callable[[], int] = wall_ms) -> None:
-        self.dispatcher = dispatcher
-        self._clock = clock
-        self._stop = threading.Event()
-        self._deliver_wakeup = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.silence_refresh_ms = 5000
-
-    def start(self) -> None:
-        for target, name in (
-            (self._dispatch_loop, "alerting-dispatch"),
-            (self._deliver_loop, "alerting-deliver"),
-        ):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.dispatcher.wakeup.set()
-        self._deliver_wakeup.set()
-        for t in self._threads:
-            t.join(timeout=10)
-        self._threads.clear()
-
-    def _poll_seconds(self) -> float:
-        return duration_ms(self.dispatcher.config.outbox.poll_interval) / 1000
-
-    def _dispatch_loop(self) -> None:
-        last_silences = self._clock()
-        while not self._stop.is_set():
-            self.dispatcher.wakeup.clear()
-            now = self._clock()
-            try:
-                if now - last_silences >= self.silence_refresh_ms:
-                    self.dispatcher.reload_silences()
-                    last_silences = now
-                if self.dispatcher.tick(now):
-                    self._deliver_wakeup.set()
-            except Exception:
-                log.exception("alert dispatch failed")
-            nxt = self.dispatcher.next_flush_ms()
-            wait = (
-                self._poll_seconds()
-                if nxt is None
-                else min(max((nxt - self._clock()) / 1000, 0.0), self._poll_seconds())
-            )
-            self.dispatcher.wakeup.wait(wait)
-
-    def _deliver_loop(self) -> None:
-        while not self._stop.is_set():
-            self._deliver_wakeup.clear()
-            try:
-                self.dispatcher.deliver(self._clock(), clock=self._clock)
-                nxt = self.dispatcher.outbox.next_due_ms()
-            except Exception:
-                log.exception("notification delivery failed")
-                nxt = None
-            wait = (
-                self._poll_seconds()
-                if nxt is None
-                else min(max((nxt - self._clock()) / 1000, 0.0), self._poll_seconds())
-            )
-            self._deliver_wakeup.wait(wait)
