@@ -79,3 +79,26 @@ def test_junit_report(conformance_dir: Path, tmp_path: Path) -> None:
     assert code == 1
     text = report.read_text()
     assert 'failures="1"' in text and "alertname: Test" in text
+
+
+def test_malformed_test_files_fail(tmp_path: Path) -> None:
+    cases = {
+        "unknown.yml": ("tests:\n- interval: 1m\n  inputs: []\n", "field inputs not found"),
+        "noname.yml": ("tests:\n- alert_rule_test:\n  - eval_time: 1m\n",
+                       "misses required attribute alertname"),
+        "order.yml": ("group_eval_order: [a, a]\ntests: []\n", "group name repeated"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        out = io.StringIO()
+        assert run_test_rules([str(path)], out=out) == 1
+        assert message in out.getvalue()
+
+
+def test_missing_rule_file_pattern_only_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "t.yml"
+    path.write_text("rule_files: [nothing-*.yml]\ntests:\n- promql_expr_test:\n  - expr: vector(1)\n"
+                    "    exp_samples: [{value: 1}]\n")
+    assert run_test_rules([str(path)], out=io.StringIO()) == 0
+    assert "WARNING: no file match pattern nothing-*.yml" in capsys.readouterr().err

@@ -44,7 +44,14 @@ from watchkeeper.rules.evaluation import (
     engine_query,
     evaluate_group,
 )
-from watchkeeper.rules.model import AlertingRule, RuleFileError, RuleGroup, load_rule_files, load_yaml
+from watchkeeper.rules.model import (
+    AlertingRule,
+    RuleFileError,
+    RuleGroup,
+    expand_patterns,
+    load_rule_files,
+    load_yaml,
+)
 from watchkeeper.rules.state import State
 from watchkeeper.tsdb.reader import is_stale
 from watchkeeper.tsdb.storage import Storage
@@ -173,13 +180,35 @@ def _input_series(raw: dict[str, Any]) -> InputSeries:
     return InputSeries(labels, tuple(out))
 
 
+_FILE_FIELDS = {"rule_files", "evaluation_interval", "group_eval_order", "fuzzy_compare", "tests"}
+_GROUP_FIELDS = {"name", "interval", "input_series", "alert_rule_test", "promql_expr_test",
+                 "external_labels", "external_url", "start_timestamp"}
+
+
+def _strict(raw: dict[str, Any], known: set[str], what: str) -> None:
+    """Unknown fields are errors, as promtool's strict YAML unmarshalling makes them."""
+    for key in sorted(set(raw) - known):
+        raise TestFileError(f"field {key} not found in type {what}")
+
+
 def parse_test_file(text: str) -> TestFile:
     doc = load_yaml(text) or {}
     if not isinstance(doc, dict):
         raise TestFileError("a test file must be a mapping")
+    _strict(doc, _FILE_FIELDS, "main.unitTestFile")
     eval_interval = _duration(doc.get("evaluation_interval") or "1m", "evaluation_interval")
+    order = [str(g) for g in doc.get("group_eval_order") or []]
+    if len(set(order)) != len(order):
+        dup = next(g for g in order if order.count(g) > 1)
+        raise TestFileError(f"group name repeated in evaluation order: {dup}")
     groups: list[TestGroup] = []
     for raw in doc.get("tests") or []:
+        _strict(raw, _GROUP_FIELDS, "main.testGroup")
+        for a in raw.get("alert_rule_test") or []:
+            if not a.get("alertname"):
+                where = f" (in TestGroup {raw['name']})" if raw.get("name") else ""
+                raise TestFileError("an item under alert_rule_test misses required attribute alertname "
+                                    f"at eval_time {a.get('eval_time') or '0s'}{where}")
         interval = _duration(raw["interval"], "interval") if raw.get("interval") else eval_interval
         alert_tests = tuple(
             AlertTest(
@@ -480,8 +509,14 @@ def run_file(path: Path, *, run: re.Pattern[str] | None = None) -> list[str]:
         tf = parse_test_file(path.read_text())
     except (OSError, TestFileError, ValueError, KeyError, TypeError) as exc:
         return [f"  {exc}"]
+    files: list[str] = []
+    for pattern in tf.rule_files:  # relative to the test file, globs expanded, as promtool
+        matched = [str(f) for f in expand_patterns([pattern], path.parent) if f.exists()]
+        if not matched:
+            print(f"  WARNING: no file match pattern {pattern}", file=sys.stderr)
+        files += matched
     try:
-        rule_groups = load_rule_files(tf.rule_files, base_dir=path.parent,
+        rule_groups = load_rule_files(files,
                                       default_interval_ms=tf.evaluation_interval_ms)
     except RuleFileError as exc:
         return ["  " + e for e in exc.errors]
