@@ -106,3 +106,26 @@ def test_only_changed_rows_are_written_and_nan_round_trips(tmp_path: Path) -> No
     assert store.save_group("g", {}) == 1  # the instance went away: deleted
     assert AlertStore(db).load() == {}
     db.dispose()
+
+
+def test_state_of_groups_gone_from_the_rule_files_is_deleted_at_start(env: Env, tmp_path: Path) -> None:
+    db = _db(sqlite_url(tmp_path))
+    store = AlertStore(db)
+    labels = (("alertname", "Old"),)
+    store.save_group("old.yml;gone", {"r": {labels: AlertState(labels, (), State.FIRING, 0, 1.0)}})
+    env.manager(RULES, store=AlertStore(db))
+    assert AlertStore(db).load() == {}
+    db.dispose()
+
+
+def test_history_pruned_by_retention(env: Env, tmp_path: Path) -> None:
+    db = _db(sqlite_url(tmp_path))
+    store = AlertStore(db)
+    labels = (("alertname", "A"),)
+    for at in (0, 86_400_000 * 100):
+        store.save_group("g", {}, [("A", Transition(labels, State.PENDING, State.FIRING, at, 1.0))])
+    m = env.manager(RULES, store=store)
+    env.now_s = 86_400 * 100.0  # day 100: the day-0 entry is older than the 90d default
+    m.tick(m.groups[0].key)
+    assert [h.at_ms for h in store.history(alertname="A")] == [86_400_000 * 100]
+    db.dispose()

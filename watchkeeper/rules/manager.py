@@ -130,6 +130,7 @@ class RuleManager:
         self.on_change: Callable[[list[RuleGroup]], None] | None = None  # the scheduler re-plans jobs
         self.last_reload_ok = True
         self.last_reload_error = ""
+        self._next_prune_ms = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -143,7 +144,11 @@ class RuleManager:
         """Restore persisted alert state, then load the rule files."""
         if self.alert_store is not None:
             self._restored = self.alert_store.load()
-        self.reload()
+        if self.reload() and self.alert_store is not None:
+            # persisted groups that no longer exist in the rule files: forget them
+            for key in list(self._restored):
+                self.alert_store.delete_group(key)
+                del self._restored[key]
 
     def reload(self) -> bool:
         """Re-read the rule files; on error keep the current groups. State of kept rules survives."""
@@ -167,16 +172,18 @@ class RuleManager:
             new: dict[str, _Group] = {}
             for g in groups:
                 prev = old.get(g.key)
-                runtime = prev.runtime if prev is not None else self._restore(g)
-                keys = {rule_key(r) for r in g.rules}
-                stale: list[Labels] = []
-                for k in [k for k in runtime.series if k not in keys]:
-                    stale += runtime.series.pop(k)
-                for k in [k for k in runtime.alerts if k not in keys]:
-                    runtime.alerts.pop(k)
-                runtime.health = {k: v for k, v in runtime.health.items() if k in keys}
-                self._write_stale(stale, now_ms)
-                new[g.key] = _Group(g, runtime, prev.lock if prev is not None else threading.Lock())
+                lock = prev.lock if prev is not None else threading.Lock()
+                with lock:  # a running evaluation of this group finishes first
+                    runtime = prev.runtime if prev is not None else self._restore(g)
+                    keys = {rule_key(r) for r in g.rules}
+                    stale: list[Labels] = []
+                    for k in [k for k in runtime.series if k not in keys]:
+                        stale += runtime.series.pop(k)
+                    for k in [k for k in runtime.alerts if k not in keys]:
+                        runtime.alerts.pop(k)
+                    runtime.health = {k: v for k, v in runtime.health.items() if k in keys}
+                    self._write_stale(stale, now_ms)
+                new[g.key] = _Group(g, runtime, lock)
             for key, gone in old.items():
                 if key not in new:
                     with gone.lock:
@@ -235,7 +242,20 @@ class RuleManager:
             if missed > 0:
                 entry.runtime.iterations_missed += missed
                 log.warning("group %s missed %d iterations", entry.group.name, missed)
+        self._maybe_prune(now_ms)
         return self.evaluate(key, ts, now_ms=now_ms)
+
+    def _maybe_prune(self, now_ms: int) -> None:
+        if self.alert_store is None or now_ms < self._next_prune_ms:
+            return
+        self._next_prune_ms = now_ms + 3_600_000
+        try:
+            deleted = self.alert_store.prune_history(before_ms=now_ms - self.config.history_retention_ms())
+        except StorageError:
+            log.exception("alert history not pruned")
+            return
+        if deleted:
+            log.info("pruned %d alert history entries", deleted)
 
     def evaluate(self, key: str, ts_ms: int, *, now_ms: int | None = None) -> GroupResult:
         """Evaluate a group at ``ts_ms`` and persist/send the outcome (tests call this directly)."""

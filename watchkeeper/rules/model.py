@@ -46,6 +46,8 @@ class RulesConfig(BaseModel):
     external_url: str = ""
     #: Prometheus' ``--rules.alert.resend-delay``: firing alerts are re-sent this often.
     resend_delay: str = "1m"
+    #: Alert history older than this is deleted (checked hourly).
+    history_retention: str = "90d"
 
     def evaluation_interval_ms(self) -> int:
         return parse_duration_ms(self.evaluation_interval)
@@ -55,6 +57,9 @@ class RulesConfig(BaseModel):
 
     def resend_delay_ms(self) -> int:
         return parse_duration_ms(self.resend_delay)
+
+    def history_retention_ms(self) -> int:
+        return parse_duration_ms(self.history_retention)
 
 
 class RuleFileError(ConfigError):

@@ -195,6 +195,15 @@ class AlertStore:
                 raise StorageError(f"cannot delete alert state of {group_key}: {exc}") from exc
             self._saved.pop(group_key, None)
 
+    def prune_history(self, *, before_ms: int) -> int:
+        """Delete transitions older than ``before_ms``; the number deleted."""
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(history_table.delete().where(history_table.c.at_ms < before_ms))
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"cannot prune alert history: {exc}") from exc
+        return int(result.rowcount or 0)
+
     def history(
         self,
         *,
