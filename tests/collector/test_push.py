@@ -284,3 +284,13 @@ def test_active_series_limit_per_tenant(tmp_path: Path) -> None:
         more = [{"metric": "m", "labels": {"i": "new"}, "value": 1}]
         r = httpx.post(url + "/api/v1/push", json=more, headers=h)
         assert r.status_code == 429 and "active series" in r.text and r.headers["Retry-After"]
+
+
+def test_far_future_samples_are_refused_and_do_not_poison_the_store(server: str) -> None:
+    year_2500_ms = 16_725_225_600_000
+    r = httpx.post(server + "/api/v1/push", json=[
+        {"metric": "future_m", "value": 1, "timestamp_ms": year_2500_ms}, {"metric": "now_m", "value": 2}])
+    assert r.status_code == 400 and "in the future: 1 samples rejected" in r.text and "1 samples accepted" in r.text
+    r = httpx.post(server + "/api/v1/push", json=[{"metric": "later_m", "value": 3}])
+    assert r.status_code == 204, r.text
+    assert values(server, "now_m") == {"": 2.0} and values(server, "later_m") == {"": 3.0}

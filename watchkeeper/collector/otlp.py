@@ -83,12 +83,14 @@ def decode_otlp(body: bytes, as_json: bool) -> ExportMetricsServiceRequest:
             raise DecodeError(f"OTLP protobuf decode error: {reason}") from None
         return message
     try:
-        data = json.loads(body)
+        data = json.loads(body.decode("utf-8"))  # strict: json.loads(bytes) would pass surrogates
     except (ValueError, RecursionError) as exc:
         raise DecodeError(f"OTLP JSON body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise DecodeError("OTLP JSON body must be an object with resourceMetrics")
-    _drop_exemplars(data, 0)  # OTLP JSON spells trace ids in hex, protobuf JSON in base64; unused anyway
+    # OTLP JSON spells trace ids in hex, protobuf JSON in base64; exemplars are unused anyway. Lone
+    # surrogates (only possible as \\ud800-style escapes) cannot go into protobuf strings.
+    _drop_exemplars(data, 0, b"\\ud" in body.lower())
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=True, max_recursion_depth=64)
     except (json_format.ParseError, ValueError, TypeError, RecursionError, AttributeError) as exc:
@@ -96,18 +98,29 @@ def decode_otlp(body: bytes, as_json: bool) -> ExportMetricsServiceRequest:
     return message
 
 
-def _drop_exemplars(node: Any, depth: int) -> None:
+def _drop_exemplars(node: Any, depth: int, check_strings: bool) -> None:
     if depth > 64:
         raise DecodeError("OTLP JSON body is nested too deeply")
     if isinstance(node, dict):
         node.pop("exemplars", None)
-        for v in node.values():
-            if isinstance(v, (dict, list)):
-                _drop_exemplars(v, depth + 1)
-    elif isinstance(node, list):
-        for v in node:
-            if isinstance(v, (dict, list)):
-                _drop_exemplars(v, depth + 1)
+        items: Iterable[Any] = node.values()
+        if check_strings:
+            for k in node:
+                _check_utf8(k)
+    else:
+        items = node
+    for v in items:
+        if isinstance(v, (dict, list)):
+            _drop_exemplars(v, depth + 1, check_strings)
+        elif check_strings and isinstance(v, str):
+            _check_utf8(v)
+
+
+def _check_utf8(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DecodeError("OTLP JSON body has a string with a lone surrogate (bad \\u escape)") from None
 
 
 def otlp_response(rejected: int, message: str, as_json: bool) -> tuple[bytes, str]:

@@ -295,7 +295,8 @@ class ScrapeManager:
 
     async def _append(self, batch: SampleBatch) -> None:
         ingester = self.get_ingest()
-        report = await asyncio.to_thread(append_samples, ingester, batch)
+        now_ms = int(self.clock() * 1000)
+        report = await asyncio.to_thread(lambda: append_samples(ingester, batch, now_ms=now_ms))
         if report.rejected:
             log.debug("scrape samples rejected", extra={"reasons": report.rejected})
 
