@@ -116,6 +116,12 @@ def iso(t: float) -> str:
 _client = httpx.Client(timeout=5)  # one client: creating one costs ~100 ms (TLS context), not ours to measure
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _close_client() -> Iterator[None]:
+    yield
+    _client.close()
+
+
 def post(base: str, alerts: list[dict]) -> None:
     _client.post(f"{base}/api/v2/alerts", json=alerts).raise_for_status()
 

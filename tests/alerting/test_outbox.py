@@ -83,14 +83,18 @@ def test_backoff_grows_exponentially_with_jitter(sqlite_engine, service):
     now = 0
     while len(service.seen) < 7:
         before = len(service.seen)
+        d.deliver(now - 1)  # one millisecond early: never sent before it is due
+        assert len(service.seen) == before
         d.deliver(now)
-        if len(service.seen) > before:
-            attempts_at.append(now)
-        now += 50
+        assert len(service.seen) == before + 1
+        attempts_at.append(now)
+        now = d.outbox.next_due_ms() or now
     gaps = [b - a for a, b in itertools.pairwise(attempts_at)]
     ceilings = [2 * S, 4 * S, 8 * S, 16 * S, 30 * S, 30 * S]
     for gap, ceiling in zip(gaps, ceilings, strict=True):
-        assert ceiling // 2 <= gap <= ceiling + 50
+        assert ceiling // 2 <= gap <= ceiling
+    assert len(set(gaps[-2:])) == 2  # jittered: two waits under the same ceiling differ
+    assert len(service.delivered) == 1
 
 
 def test_retry_after_is_honoured(sqlite_engine, service):
@@ -123,9 +127,12 @@ def test_dead_letter_after_max_attempts_raises_an_alert(sqlite_engine, service):
     service.fail(100)
     d.receive([alert("A")], now_ms=0)
     d.tick(0)
-    for now in range(0, 10 * M, S):
+    now = 0
+    while (due := d.outbox.next_due_ms()) is not None:
+        now = due
         d.deliver(now)
     assert len(service.seen) == 3 and states(sqlite_engine) == ["dead"]
+    assert now < 10 * M
     dead = [s.alert for s in d.alert_statuses(now_ms=10 * M) if s.alert.name == DEAD_LETTER_ALERT]
     assert [dict(a.labels)["integration"] for a in dead] == ["hook/webhook/0"]
     assert "HTTP 503" in dict(dead[0].annotations)["description"]

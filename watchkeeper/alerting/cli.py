@@ -22,8 +22,6 @@ from email import message_from_bytes
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
 from watchkeeper.alerting.config import AlertingConfig
 from watchkeeper.alerting.dispatcher import sample_notification
 from watchkeeper.alerting.model import Alert
@@ -35,17 +33,6 @@ from watchkeeper.errors import ConfigError, NotificationError
 from watchkeeper.labels import from_dict
 
 _TOKEN_RE = re.compile(r"/bot[^/]+/")
-
-
-def load_config(path: Path) -> AlertingConfig:
-    """An Alertmanager file, or a watchkeeper.yml whose ``alerting:`` section holds the same."""
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    if isinstance(data, dict) and "alerting" in data and "route" not in data:
-        data = data["alerting"] or {}
-    return AlertingConfig.from_yaml(yaml.safe_dump(data))
 
 
 def _redact(url: str) -> str:
@@ -176,7 +163,7 @@ def test_notify_main(argv: Sequence[str] | None = None, *, stdout: TextIO | None
     args = parser.parse_args(argv)
     now = wall_ms()
     try:
-        cfg = load_config(args.config)
+        cfg = AlertingConfig.from_file(args.config)
         labels = None
         if args.labels is not None:
             labels = dict(p.split("=", 1) for p in args.labels.split(",") if "=" in p)

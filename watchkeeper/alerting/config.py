@@ -28,6 +28,7 @@ field, default 0s) instead of at the next ``group_interval`` tick, Teams is the 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -341,6 +342,20 @@ class AlertingConfig(_Model):
     @property
     def resolve_timeout_ms(self) -> int:
         return duration_ms(self.global_.resolve_timeout)
+
+    @classmethod
+    def from_file(cls, path: Path) -> AlertingConfig:
+        """An ``alertmanager.yml``, or a ``watchkeeper.yml`` whose ``alerting:`` section holds the same."""
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        if isinstance(data, dict) and "alerting" in data and "route" not in data:
+            data = data["alerting"] or {}
+        try:
+            return cls.model_validate(data)
+        except (ValidationError, ValueError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
 
     @classmethod
     def from_yaml(cls, text: str) -> AlertingConfig:
