@@ -62,3 +62,32 @@ def test_time_to_notify_is_within_one_interval(tmp_path: Path) -> None:
     finally:
         scheduler.shutdown()
         env.storage.close()
+
+
+def test_rules_service_lifecycle(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from watchkeeper.rules.notify import ListSink
+    from watchkeeper.rules.service import RulesService
+    from watchkeeper.tsdb.schema import make_engine, migrate, sqlite_url
+
+    env = Env(tmp_path)
+    db = make_engine(sqlite_url(tmp_path))
+    migrate(db)
+    (tmp_path / "rules.yml").write_text("groups:\n- name: a\n  interval: 1s\n  rules:\n"
+                                        "  - alert: Always\n    expr: vector(1)\n")
+    registry = CollectorRegistry()
+    sink = ListSink()
+    service = RulesService.start(RulesConfig(rule_files=["rules.yml"]), storage=env.storage,
+                                 engine=env.engine, database=db, sink=sink, base_dir=tmp_path,
+                                 registry=registry)
+    try:
+        time.sleep(2.2)
+        assert sink.sent and sink.sent[0][1][0].name == "Always"
+        assert b'watchkeeper_alerts{alertname="Always",state="firing"} 1.0' in generate_latest(registry)
+        assert service.reload(RulesConfig(rule_files=["missing-*.yml"]))  # no files: no groups
+        assert service.manager.groups == []
+    finally:
+        service.stop()
+        env.storage.close()
+        db.dispose()
