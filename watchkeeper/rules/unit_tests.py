@@ -218,7 +218,7 @@ def parse_test_file(text: str) -> TestFile:
                     ExpAlert(
                         from_dict({**_str_map(e.get("exp_labels")),
                                    ALERT_NAME: str(a.get("alertname") or "")}),
-                        from_dict(_str_map(e.get("exp_annotations"))),
+                        tuple(sorted(_str_map(e.get("exp_annotations")).items())),  # "" kept, as upstream
                     )
                     for e in (a.get("exp_alerts") or []) if e is not None
                 ),
