@@ -96,7 +96,7 @@
     if (data.legend && data.legend.placement === "right") {
       layout.legend = { orientation: "v", x: 1.02, y: 1 };
     } else {
-      layout.legend = { orientation: "h", x: 0, y: -0.12, yanchor: "top" };
+      layout.legend = { orientation: "h", x: 0, y: -0.22, yanchor: "top" };
     }
     layout.hovermode = cfg.graph_tooltip === "tooltip" ? "x unified" : "closest";
     layout.shapes = annotationShapes().concat((data.threshold_lines || []).map(function (t) {
@@ -239,6 +239,7 @@
     return p.then(function () {
       stats.renders++;
       el.dataset.rendered = String(stats.renders);
+      if (data.start_ms !== undefined) el.dataset.range = data.start_ms + "-" + data.end_ms;
       var errors = data.errors || [];
       var warnings = [];
       (data.queries || []).forEach(function (q) { warnings = warnings.concat(q.warnings || []); });

@@ -1,0 +1,187 @@
+"""Dashboards in a real browser: every built-in dashboard and an imported Grafana dashboard render
+every panel with no console error and no request leaving localhost; time range, variables and
+auto-refresh drive the URL and the panels. Screenshots go to tests/browser/screenshots/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+
+from tests.browser.conftest import PageWatch
+from watchkeeper.dashboards.loader import BUILTIN_DIR, load_dirs
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+BUILTINS = sorted(load_dirs([BUILTIN_DIR]).dashboards.values(), key=lambda d: d.uid)
+GRAFANA_FIXTURE = Path(__file__).parents[1] / "dashboards" / "fixtures" / "grafana-api-service.json"
+
+ALL_RENDERED = """() => {
+  const panels = Array.from(document.querySelectorAll('.panel[data-panel]'));
+  const visible = panels.filter(p => !p.closest('details.row') || p.closest('details.row').open);
+  return visible.length > 0 && visible.every(p => p.dataset.rendered);
+}"""
+
+PANEL_STATE = """() => Array.from(document.querySelectorAll('.panel[data-panel]'))
+  .filter(p => !p.closest('details.row') || p.closest('details.row').open)
+  .map(p => ({id: p.dataset.panel, type: p.dataset.type, svg: p.querySelectorAll('.main-svg').length,
+              rows: p.querySelectorAll('tbody tr').length,
+              value: (p.querySelector('.stat .value') || {}).textContent || '', text: p.querySelector('.body').innerText.length,
+              status: (p.querySelector('.status') || {}).textContent || '',
+              title: (p.querySelector('.status') || {}).title || ''}))"""
+
+
+def assert_all_panels_drawn(page: Any) -> list[dict[str, Any]]:
+    try:
+        page.wait_for_function(ALL_RENDERED)
+    except Exception as exc:
+        state = page.evaluate(PANEL_STATE.replace("svg:", "rendered: p.dataset.rendered || '', svg:"))
+        raise AssertionError(f"not every panel rendered: {state}") from exc
+    panels: list[dict[str, Any]] = page.evaluate(PANEL_STATE)
+    for p in panels:
+        assert "error" not in p["status"] and "⚠" not in p["status"], p
+        if p["type"] in ("timeseries", "heatmap", "gauge", "bargauge"):
+            assert p["svg"] > 0, p
+        elif p["type"] == "stat":
+            assert p["value"] not in ("", "No data", "–"), p
+        elif p["type"] == "table":
+            assert p["rows"] > 0, p
+        else:
+            assert p["text"] > 0, p
+    return panels
+
+
+@pytest.mark.parametrize("uid", [d.uid for d in BUILTINS])
+def test_builtin_dashboard_renders_every_panel(watched: PageWatch, server: str, uid: str) -> None:
+    dashboard = next(d for d in BUILTINS if d.uid == uid)
+    page = watched.page
+    page.goto(f"{server}/d/{uid}/{dashboard.slug}")
+    for row in page.query_selector_all("details.row:not([open])"):  # collapsed rows load on expand
+        row.query_selector("summary").click()
+    panels = assert_all_panels_drawn(page)
+    assert len(panels) == len(dashboard.panels())
+    watched.screenshot(f"dashboard-{uid}")
+
+
+def test_imported_grafana_dashboard_renders(watched: PageWatch, server: str) -> None:
+    r = httpx.post(f"{server}/api/dashboards/import?save=true&overwrite=true", content=GRAFANA_FIXTURE.read_bytes())
+    assert r.status_code == 200, r.text
+    page = watched.page
+    page.goto(server + r.json()["url"])
+    page.click("details.row:not([open]) > summary")
+    panels = assert_all_panels_drawn(page)
+    assert {p["type"] for p in panels} == {"stat", "gauge", "bargauge", "timeseries", "heatmap", "table", "text"}
+    watched.screenshot("dashboard-imported-grafana")
+
+
+def _query(page: Any) -> dict[str, list[str]]:
+    return parse_qs(urlparse(page.url).query)
+
+
+def test_time_range_and_variables_update_url_and_panels(watched: PageWatch, server: str) -> None:
+    page = watched.page
+    page.goto(f"{server}/d/service-overview/service-overview?from=now-6h&to=now")
+    assert_all_panels_drawn(page)
+    before = page.get_attribute("#panel-5", "data-range")
+    assert before is not None
+    start, end = map(int, before.split("-"))
+    assert end - start == 6 * 3_600_000
+
+    page.click("#time-picker > summary")
+    page.click(".quick button[data-from='now-1h']")
+    page.wait_for_function("() => { const r = document.querySelector('#panel-5').dataset.range.split('-');"
+                           " return r[1] - r[0] === 3600000; }")
+    assert _query(page)["from"] == ["now-1h"]
+    assert page.inner_text("#time-label") == "now-1h → now"
+
+    page.select_option("select[name='var-route']", ["/players", "/login"])
+    page.wait_for_function("() => document.querySelector('#panel-5 .plot-area').data.length === 2")
+    assert sorted(_query(page)["var-route"]) == ["/login", "/players"]
+    names = page.evaluate("() => document.querySelector('#panel-5 .plot-area').data.map(t => t.name).sort()")
+    assert names == ["/login", "/players"]
+
+    page.click("#time-picker > summary")
+    page.fill("#time-from", "now-2h")
+    page.fill("#time-to", "now-1h")
+    page.click("#time-form button[type=submit]")
+    page.wait_for_function("() => { const r = document.querySelector('#panel-5').dataset.range.split('-');"
+                           " return r[1] - r[0] === 3600000 && Date.now() - r[1] > 3000000; }")
+    assert _query(page)["to"] == ["now-1h"]
+
+    # the URL carries the whole state: a reload shows the same view
+    page.reload()
+    assert_all_panels_drawn(page)
+    assert page.evaluate("() => document.querySelector('#panel-5 .plot-area').data.length") == 2
+    watched.screenshot("dashboard-service-overview-2-routes")
+
+
+def test_auto_refresh_refetches_panel_data(watched: PageWatch, server: str) -> None:
+    page = watched.page
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if "/panels/" in r.url else None)
+    page.goto(f"{server}/d/watchkeeper/watchkeeper-itself?refresh=1s")
+    assert_all_panels_drawn(page)
+    first = len(fetched)
+    assert first == 8
+    page.wait_for_function("() => window.wkStats.renders >= 24", timeout=15_000)
+    assert len(fetched) >= 3 * first
+    page.select_option("#refresh", "")
+    assert "refresh" not in _query(page)
+
+
+def test_panel_menu_view_inspect_and_csv(watched: PageWatch, server: str) -> None:
+    page = watched.page
+    page.goto(f"{server}/d/cache/cache")
+    assert_all_panels_drawn(page)
+    page.click("#panel-2 .menu > summary")
+    page.click("#panel-2 [data-action=inspect]")
+    assert "cache_requests_total" in page.inner_text("#inspector-body")
+    assert "points" in page.inner_text("#inspector-body")
+    page.click("#inspector button")
+    page.click("#panel-2 .menu > summary")
+    with page.expect_download() as download:
+        page.click("#panel-2 [data-action=csv]")
+    assert download.value.suggested_filename == "cache-panel-2.csv"
+    page.click("#panel-2 .menu > summary")
+    page.click("#panel-2 [data-action=view]")
+    assert _query(page)["viewPanel"] == ["2"]
+    assert page.eval_on_selector("#panel-2", "el => el.classList.contains('fullscreen')")
+    watched.screenshot("dashboard-cache-view-panel")
+    page.keyboard.press("Escape")
+    assert "viewPanel" not in _query(page)
+
+
+def test_explore_runs_ad_hoc_promql(watched: PageWatch, server: str) -> None:
+    page = watched.page
+    page.goto(f"{server}/explore")
+    page.fill("#expr", "sum by (region) (active_sessions)")
+    page.click("#explore-form button[type=submit]")
+    page.wait_for_function("() => document.querySelector('#panel-graph').dataset.rendered"
+                           " && document.querySelector('#panel-table').dataset.rendered")
+    assert page.evaluate("() => document.querySelector('#panel-graph .plot-area').data.length") == 3
+    assert page.locator("#panel-table tbody tr").count() == 3
+    assert _query(page)["expr"] == ["sum by (region) (active_sessions)"]
+    watched.screenshot("explore")
+
+
+def test_home_alerts_and_dark_theme(watched: PageWatch, server: str) -> None:
+    page = watched.page
+    page.goto(f"{server}/dashboards")
+    page.fill("#dash-search", "infra")
+    visible = page.evaluate("() => Array.from(document.querySelectorAll('#dash-list li')).filter(li => !li.hidden).length")
+    assert visible == 1
+    watched.screenshot("home")
+    page.goto(f"{server}/alerts")
+    assert "not connected" in page.inner_text("main")
+    watched.screenshot("alerts-unwired")
+    page.goto(f"{server}/d/business/business?theme=dark")
+    assert_all_panels_drawn(page)
+    background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(17, 18, 23)"
+    watched.screenshot("dashboard-business-dark")
+    config = json.loads(page.inner_text("#wk-config"))
+    assert config["uid"] == "business"
