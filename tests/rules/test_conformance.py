@@ -102,3 +102,9 @@ def test_missing_rule_file_pattern_only_warns(tmp_path: Path, capsys: pytest.Cap
                     "    exp_samples: [{value: 1}]\n")
     assert run_test_rules([str(path)], out=io.StringIO()) == 0
     assert "WARNING: no file match pattern nothing-*.yml" in capsys.readouterr().err
+
+
+def test_own_example_covers_templates_keep_firing_and_recording() -> None:
+    """``data/api_test.yml``: templated labels, $externalLabels, query in annotations, for, keep_firing_for."""
+    code, output = _run(Path(__file__).parent / "data" / "api_test.yml")
+    assert code == 0, output
