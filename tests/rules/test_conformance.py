@@ -105,6 +105,6 @@ def test_missing_rule_file_pattern_only_warns(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_own_example_covers_templates_keep_firing_and_recording() -> None:
-    """``data/api_test.yml``: templated labels, $externalLabels, query in annotations, for, keep_firing_for."""
+    """``data/api_test.yml``: templated labels, $externalLabels, query in annotations, keep_firing_for."""
     code, output = _run(Path(__file__).parent / "data" / "api_test.yml")
     assert code == 0, output
