@@ -232,3 +232,36 @@ def test_runner_delivers_within_a_second_and_resolved_promptly(sqlite_engine, se
     assert [r.json()["status"] for r in service.delivered] == ["firing", "resolved"]
     assert first < 1.0 and resolved < 1.0, (first, resolved)  # group_interval is 1m
     print(f"time to notify: firing {first * 1000:.0f} ms, resolved {resolved * 1000:.0f} ms")
+
+
+def test_latency_histogram_starts_when_the_alert_arrived_not_at_starts_at(sqlite_engine, service):
+    d = make(sqlite_engine, service.url)
+    # a `for: 10m` alert: active since 0, firing (and sent here) at 10 minutes
+    d.receive([alert("A", start=0)], now_ms=10 * M)
+    d.tick(10 * M)
+    d.deliver(10 * M + 250)
+    d.receive([alert("A", start=0, end=20 * M)], now_ms=20 * M)
+    d.tick(20 * M)
+    d.deliver(20 * M + 1500)
+    r = d.metrics.registry
+    assert r.get_sample_value("watchkeeper_notification_latency_seconds_count", {"receiver": "hook"}) == 2
+    assert r.get_sample_value("watchkeeper_notification_latency_seconds_sum", {"receiver": "hook"}) == 1.75
+    assert (
+        r.get_sample_value(
+            "watchkeeper_notification_latency_seconds_bucket", {"receiver": "hook", "le": "0.25"}
+        )
+        == 1
+    )
+
+
+def test_delivered_history_is_kept_for_the_retention(sqlite_engine, service):
+    d = make(sqlite_engine, service.url, retention="1d")
+    d.receive([alert("A", start=0, end=M)], now_ms=0)  # fires and resolves in the first minute
+    d.receive([alert("B", start=0)], now_ms=0)
+    d.tick(0)
+    d.deliver(0)
+    d.tick(2 * 3_600_000)  # A resolved, B timed out (resolve_timeout): both resolved notices
+    d.deliver(2 * 3_600_000)
+    assert states(sqlite_engine) == ["sent"] * 4
+    d.tick(25 * 3_600_000)  # the clean-up runs on a tick (at most once a minute)
+    assert states(sqlite_engine) == ["sent"] * 2  # those sent at 0 are older than a day

@@ -276,12 +276,14 @@ class OutboxConfig(_Model):
     max_backoff: str = "5m"
     request_timeout: str = "10s"
     poll_interval: str = "1s"
+    retention: str = "7d"
+    """How long delivered notifications (the history) and idle notification-log entries are kept."""
     dead_letter_alert: bool = True
     """Raise ``WatchkeeperNotificationDeadLetter{receiver=...}`` when a notification is given up."""
 
-    _durations = field_validator("initial_backoff", "max_backoff", "request_timeout", "poll_interval")(
-        _check_duration
-    )
+    _durations = field_validator(
+        "initial_backoff", "max_backoff", "request_timeout", "poll_interval", "retention"
+    )(_check_duration)
 
 
 class GlobalConfig(_Model):

@@ -87,6 +87,7 @@ class Dispatcher:
         self._dead_letter_alerts: dict[str, Alert] = {}
         self._inhibitor: Inhibitor | None = None
         self._last_gc_ms = 0
+        self._changed_ms: dict[str, int] = {}
         self.wakeup = threading.Event()
         """Set when something may be due earlier than the runner expects (new alerts, resolutions)."""
         self._client = client or httpx.Client(follow_redirects=False)
@@ -136,6 +137,11 @@ class Dispatcher:
         if alert.ends_at_ms is None:
             alert = alert.resolved(at_ms=now_ms + self._resolve_timeout_ms)
         old = self._alerts.get(alert.fingerprint)
+        if old is None or old.is_resolved(now_ms=now_ms):
+            # when watchkeeper learnt it fires or resolved: where the latency histogram starts
+            self._changed_ms[alert.fingerprint] = now_ms
+        elif alert.is_resolved(now_ms=now_ms):
+            self._changed_ms[alert.fingerprint] = now_ms
         if old is not None and not old.is_resolved(now_ms=now_ms) and old.starts_at_ms < alert.starts_at_ms:
             alert = Alert(
                 alert.labels, alert.annotations, old.starts_at_ms, alert.ends_at_ms, alert.generator_url
@@ -264,7 +270,7 @@ class Dispatcher:
                     group_key=group.key,
                     notification=notification.to_json(),
                     now_ms=now_ms,
-                    first_active_at_ms=_changed_at(entry, alerts, now_ms),
+                    first_active_at_ms=_changed_at(entry, alerts, self._changed_ms, now_ms),
                 )
             )
         store.save_log_entries(conn, log_rows)
@@ -278,6 +284,11 @@ class Dispatcher:
             fp for fp, a in self._alerts.items() if a.ends_at_ms is not None and a.ends_at_ms < cutoff
         ]:
             del self._alerts[fp]
+            self._changed_ms.pop(fp, None)
+        retention_ms = duration_ms(self.config.outbox.retention)
+        with self._engine.begin() as conn:
+            store.delete_finished_before(conn, now_ms - retention_ms)
+            store.delete_log_entries_before(conn, now_ms - retention_ms)
 
     # --- delivery --------------------------------------------------------------------------------
 
@@ -392,15 +403,18 @@ class Dispatcher:
         self._client.close()
 
 
-def _changed_at(entry: LogEntry | None, alerts: Sequence[Alert], now_ms: int) -> int | None:
-    """When the oldest change this notification reports happened (for the latency histogram)."""
+def _changed_at(
+    entry: LogEntry | None, alerts: Sequence[Alert], changed_ms: dict[str, int], now_ms: int
+) -> int | None:
+    """When the oldest change this notification reports reached the dispatcher (firing or resolved;
+    for the latency histogram; ``startsAt`` would include the rule's ``for``)."""
     times = []
     for a in alerts:
         if a.is_resolved(now_ms=now_ms):
             if entry is not None and a.fingerprint in entry.firing and a.ends_at_ms is not None:
-                times.append(a.ends_at_ms)
+                times.append(max(a.ends_at_ms, changed_ms.get(a.fingerprint, a.ends_at_ms)))
         elif entry is None or a.fingerprint not in entry.firing:
-            times.append(a.starts_at_ms)
+            times.append(changed_ms.get(a.fingerprint, a.starts_at_ms))
     return min(times, default=None)
 
 

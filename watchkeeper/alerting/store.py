@@ -327,3 +327,9 @@ def requeue_dead(conn: sa.Connection, *, now_ms: int, receiver: str | None = Non
 def delete_finished_before(conn: sa.Connection, cutoff_ms: int) -> int:
     t = outbox_table
     return conn.execute(sa.delete(t).where(t.c.state == "sent", t.c.sent_at_ms < cutoff_ms)).rowcount
+
+
+def delete_log_entries_before(conn: sa.Connection, cutoff_ms: int) -> int:
+    """Forget notification-log entries of groups with nothing firing, last notified before the cutoff."""
+    t = nflog_table
+    return conn.execute(sa.delete(t).where(t.c.notified_at_ms < cutoff_ms, t.c.firing == "[]")).rowcount
