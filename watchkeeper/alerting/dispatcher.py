@@ -176,6 +176,8 @@ class Dispatcher:
                 group.check_resolved(now_ms=now_ms)
                 if group.due(now_ms=now_ms):
                     due.append((group, group.snapshot()))
+            if now_ms - self._last_gc_ms >= 60_000:
+                self._gc(now_ms)
             if not due:
                 return 0
             candidates = [c for group, snapshot in due for c in self._candidates(group, snapshot, now_ms)]
@@ -184,8 +186,6 @@ class Dispatcher:
                 group.flushed(snapshot, now_ms=now_ms)
                 if group.empty:
                     del self._groups[group.key]
-            if now_ms - self._last_gc_ms >= 60_000:
-                self._gc(now_ms)
         return written
 
     def next_flush_ms(self) -> int | None:
