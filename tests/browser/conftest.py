@@ -19,8 +19,15 @@ from tests.dashboards.workload import make_app, seed, serve
 from watchkeeper.tsdb.storage import Storage
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 
 
@@ -45,8 +52,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     storage = Storage.open(data_dir=None)
     seed(storage, (int(time.time() * 1000) // 60_000) * 60_000, hours=6, step_ms=60_000)
     dashboards_dir = tmp_path_factory.mktemp("dashboards")
-    app = make_app(storage, dashboards_dir=dashboards_dir, scrape_interval_ms=60_000, min_refresh_ms=1000,
-                   check_interval_seconds=0)
+    app = make_app(
+        storage,
+        dashboards_dir=dashboards_dir,
+        scrape_interval_ms=60_000,
+        min_refresh_ms=1000,
+        check_interval_seconds=0,
+    )
     with serve(app) as base:
         yield base
     storage.close()
@@ -69,13 +81,21 @@ class PageWatch:
         self.page, self.base = page, base
         self.errors: list[str] = []
         self.requests: list[str] = []
-        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on(
+            "console",
+            lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None,
+        )
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         page.on("request", lambda r: self.requests.append(r.url))
 
     def outside_requests(self) -> list[str]:
-        return [u for u in self.requests
-                if not (u.startswith(("http://127.0.0.1:", "http://localhost:")) or u.startswith(("data:", "blob:")))]
+        return [
+            u
+            for u in self.requests
+            if not (
+                u.startswith(("http://127.0.0.1:", "http://localhost:")) or u.startswith(("data:", "blob:"))
+            )
+        ]
 
     def screenshot(self, name: str) -> None:
         SCREENSHOTS.mkdir(exist_ok=True)

@@ -30,7 +30,8 @@ PANEL_STATE = """() => Array.from(document.querySelectorAll('.panel[data-panel]'
   .filter(p => !p.closest('details.row') || p.closest('details.row').open)
   .map(p => ({id: p.dataset.panel, type: p.dataset.type, svg: p.querySelectorAll('.main-svg').length,
               rows: p.querySelectorAll('tbody tr').length,
-              value: (p.querySelector('.stat .value') || {}).textContent || '', text: p.querySelector('.body').innerText.length,
+              value: (p.querySelector('.stat .value') || {}).textContent || '',
+              text: p.querySelector('.body').innerText.length,
               status: (p.querySelector('.status') || {}).textContent || '',
               title: (p.querySelector('.status') || {}).title || ''}))"""
 
@@ -68,13 +69,23 @@ def test_builtin_dashboard_renders_every_panel(watched: PageWatch, server: str, 
 
 
 def test_imported_grafana_dashboard_renders(watched: PageWatch, server: str) -> None:
-    r = httpx.post(f"{server}/api/dashboards/import?save=true&overwrite=true", content=GRAFANA_FIXTURE.read_bytes())
+    r = httpx.post(
+        f"{server}/api/dashboards/import?save=true&overwrite=true", content=GRAFANA_FIXTURE.read_bytes()
+    )
     assert r.status_code == 200, r.text
     page = watched.page
     page.goto(server + r.json()["url"])
     page.click("details.row:not([open]) > summary")
     panels = assert_all_panels_drawn(page)
-    assert {p["type"] for p in panels} == {"stat", "gauge", "bargauge", "timeseries", "heatmap", "table", "text"}
+    assert {p["type"] for p in panels} == {
+        "stat",
+        "gauge",
+        "bargauge",
+        "timeseries",
+        "heatmap",
+        "table",
+        "text",
+    }
     watched.screenshot("dashboard-imported-grafana")
 
 
@@ -93,8 +104,10 @@ def test_time_range_and_variables_update_url_and_panels(watched: PageWatch, serv
 
     page.click("#time-picker > summary")
     page.click(".quick button[data-from='now-1h']")
-    page.wait_for_function("() => { const r = document.querySelector('#panel-5').dataset.range.split('-');"
-                           " return r[1] - r[0] === 3600000; }")
+    page.wait_for_function(
+        "() => { const r = document.querySelector('#panel-5').dataset.range.split('-');"
+        " return r[1] - r[0] === 3600000; }"
+    )
     assert _query(page)["from"] == ["now-1h"]
     assert page.inner_text("#time-label") == "now-1h → now"
 
@@ -108,8 +121,10 @@ def test_time_range_and_variables_update_url_and_panels(watched: PageWatch, serv
     page.fill("#time-from", "now-2h")
     page.fill("#time-to", "now-1h")
     page.click("#time-form button[type=submit]")
-    page.wait_for_function("() => { const r = document.querySelector('#panel-5').dataset.range.split('-');"
-                           " return r[1] - r[0] === 3600000 && Date.now() - r[1] > 3000000; }")
+    page.wait_for_function(
+        "() => { const r = document.querySelector('#panel-5').dataset.range.split('-');"
+        " return r[1] - r[0] === 3600000 && Date.now() - r[1] > 3000000; }"
+    )
     assert _query(page)["to"] == ["now-1h"]
 
     # the URL carries the whole state: a reload shows the same view
@@ -160,8 +175,10 @@ def test_explore_runs_ad_hoc_promql(watched: PageWatch, server: str) -> None:
     page.goto(f"{server}/explore")
     page.fill("#expr", "sum by (region) (active_sessions)")
     page.click("#explore-form button[type=submit]")
-    page.wait_for_function("() => document.querySelector('#panel-graph').dataset.rendered"
-                           " && document.querySelector('#panel-table').dataset.rendered")
+    page.wait_for_function(
+        "() => document.querySelector('#panel-graph').dataset.rendered"
+        " && document.querySelector('#panel-table').dataset.rendered"
+    )
     assert page.evaluate("() => document.querySelector('#panel-graph .plot-area').data.length") == 3
     assert page.locator("#panel-table tbody tr").count() == 3
     assert _query(page)["expr"] == ["sum by (region) (active_sessions)"]
@@ -172,7 +189,9 @@ def test_home_alerts_and_dark_theme(watched: PageWatch, server: str) -> None:
     page = watched.page
     page.goto(f"{server}/dashboards")
     page.fill("#dash-search", "infra")
-    visible = page.evaluate("() => Array.from(document.querySelectorAll('#dash-list li')).filter(li => !li.hidden).length")
+    visible = page.evaluate(
+        "() => Array.from(document.querySelectorAll('#dash-list li')).filter(li => !li.hidden).length"
+    )
     assert visible == 1
     watched.screenshot("home")
     page.goto(f"{server}/alerts")

@@ -23,6 +23,7 @@ def storage() -> Iterator[Storage]:
 
 @pytest.fixture
 def client(storage: Storage, tmp_path: object) -> Iterator[TestClient]:
-    with TestClient(make_app(storage, dashboards_dir=tmp_path, scrape_interval_ms=60_000,
-                             check_interval_seconds=0)) as c:  # type: ignore[arg-type]
+    with TestClient(
+        make_app(storage, dashboards_dir=tmp_path, scrape_interval_ms=60_000, check_interval_seconds=0)
+    ) as c:  # type: ignore[arg-type]
         yield c

@@ -41,7 +41,7 @@ def test_gaps_stay_gaps() -> None:
     x = np.arange(10_000, dtype=np.float64)
     y = np.ones_like(x)
     y[4000:6000] = np.nan
-    xs, ys = minmax_downsample(x, y, buckets=100)
+    _, ys = minmax_downsample(x, y, buckets=100)
     assert np.isnan(ys).any()
     assert np.nanmax(ys) == 1.0
 

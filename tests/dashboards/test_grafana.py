@@ -21,7 +21,13 @@ def test_modern_dashboard_converts_field_by_field() -> None:
     result = convert(load("grafana-api-service.json"))
     d = result.dashboard
     assert (d.uid, d.title, d.tags, d.refresh, d.timezone, d.graph_tooltip) == (
-        "api-red-xy7", "API service (RED)", ["api", "red"], "30s", "utc", "crosshair")
+        "api-red-xy7",
+        "API service (RED)",
+        ["api", "red"],
+        "30s",
+        "utc",
+        "crosshair",
+    )
     assert d.time.from_ == "now-3h"
     assert [r.title for r in d.rows] == ["Overview", "Details"]
     assert d.rows[1].collapsed
@@ -29,11 +35,26 @@ def test_modern_dashboard_converts_field_by_field() -> None:
     assert (stat.type, stat.unit, stat.grid.w, stat.grid.h, stat.reduce) == ("stat", "reqps", 6, 4, "last")
     assert stat.queries[0].legend == ""  # __auto
     assert [(s.color, s.value) for s in stat.thresholds.steps] == [("#73bf69", None), ("#f2495c", 80.0)]
-    assert (gauge.type, gauge.unit, gauge.min, gauge.max, gauge.reduce) == ("gauge", "percentunit", 0, 1, "mean")
+    assert (gauge.type, gauge.unit, gauge.min, gauge.max, gauge.reduce) == (
+        "gauge",
+        "percentunit",
+        0,
+        1,
+        "mean",
+    )
     assert [s.color for s in gauge.thresholds.steps] == ["#73bf69", "#ff9830", "#f2495c"]
-    assert (bars.type, bars.decimals, bars.thresholds.mode, bars.queries[0].instant) == ("bargauge", 2, "percentage",
-                                                                                         True)
-    assert (series.style, series.stack, series.min_interval, series.legend.placement) == ("area", True, "30s", "right")
+    assert (bars.type, bars.decimals, bars.thresholds.mode, bars.queries[0].instant) == (
+        "bargauge",
+        2,
+        "percentage",
+        True,
+    )
+    assert (series.style, series.stack, series.min_interval, series.legend.placement) == (
+        "area",
+        True,
+        "30s",
+        "right",
+    )
     assert series.thresholds.show
     assert series.queries[0].legend == "{{route}}" and series.queries[1].hide
     assert (heat.type, heat.queries[0].format) == ("heatmap", "heatmap")
@@ -55,8 +76,13 @@ def test_variables_annotations_and_links() -> None:
     alerts, deploys = d.annotations
     assert alerts.source == "alerts"
     assert deploys.expr.startswith("changes(app_build_info") and deploys.title == "deploy {{version}}"
-    assert [(lk.title, lk.tags, lk.keep_time, lk.include_vars) for lk in d.links][0] == (
-        "API dashboards", ["api"], True, True)
+    first = d.links[0]
+    assert (first.title, first.tags, first.keep_time, first.include_vars) == (
+        "API dashboards",
+        ["api"],
+        True,
+        True,
+    )
     assert d.links[1].url == "https://runbooks.example.com/api" and d.links[1].target_blank
 
 
@@ -85,9 +111,21 @@ def test_legacy_rows_and_angular_panels() -> None:
     assert cpu_row.title == "CPU" and disk_row.title == "" and disk_row.collapsed
     graph, single = cpu_row.panels
     assert (graph.type, graph.grid.w, graph.grid.h, graph.unit, graph.stack, graph.style) == (
-        "timeseries", 16, 9, "percentunit", True, "area")
+        "timeseries",
+        16,
+        9,
+        "percentunit",
+        True,
+        "area",
+    )
     assert (graph.min, graph.max, graph.min_interval) == (0.0, 1.0, "1m")
-    assert (single.type, single.grid.w, single.reduce, single.sparkline, single.unit) == ("stat", 8, "mean", True, "none")
+    assert (single.type, single.grid.w, single.reduce, single.sparkline, single.unit) == (
+        "stat",
+        8,
+        "mean",
+        True,
+        "none",
+    )
     assert [(s.value) for s in single.thresholds.steps] == [None, 2.0, 4.0]
     (io,) = disk_row.panels
     assert (io.style, io.unit, io.grid.w) == ("bars", "Bps", 24)
@@ -112,22 +150,33 @@ def test_api_envelope_is_unwrapped() -> None:
 
 def test_v2_and_non_dashboards_are_refused() -> None:
     with pytest.raises(GrafanaImportError, match="V2"):
-        convert({"apiVersion": "dashboard.grafana.app/v2beta1", "kind": "Dashboard",
-                 "spec": {"title": "x", "elements": {}, "layout": {}}})
+        convert(
+            {
+                "apiVersion": "dashboard.grafana.app/v2beta1",
+                "kind": "Dashboard",
+                "spec": {"title": "x", "elements": {}, "layout": {}},
+            }
+        )
     with pytest.raises(GrafanaImportError):
         convert([1, 2])
 
 
-@pytest.mark.parametrize("name", ["grafana-api-service.json", "grafana-legacy-rows.json", "grafana-v1-resource.json"])
+@pytest.mark.parametrize(
+    "name", ["grafana-api-service.json", "grafana-legacy-rows.json", "grafana-v1-resource.json"]
+)
 def test_the_yaml_loads_back_to_the_same_dashboard(name: str) -> None:
     result = convert(load(name))
     assert parse_dashboard(result.to_yaml()) == result.dashboard
 
 
 def test_panel_ids_stay_unique_when_grafana_omits_them() -> None:
-    g = {"title": "t", "panels": [
-        {"type": "stat", "targets": [{"expr": "up"}]},
-        {"id": 1, "type": "stat", "targets": [{"expr": "up"}]},
-        {"type": "stat", "targets": [{"expr": "up"}]}]}
+    g = {
+        "title": "t",
+        "panels": [
+            {"type": "stat", "targets": [{"expr": "up"}]},
+            {"id": 1, "type": "stat", "targets": [{"expr": "up"}]},
+            {"type": "stat", "targets": [{"expr": "up"}]},
+        ],
+    }
     ids = [p.id for p in convert(g).dashboard.panels()]
     assert len(set(ids)) == 3 and 1 in ids

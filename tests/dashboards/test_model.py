@@ -15,7 +15,8 @@ tags: [a]
 time: {from: now-1h, to: now}
 refresh: 30s
 variables:
-  - {name: route, type: query, query: 'label_values(http_requests_total, route)', multi: true, include_all: true}
+  - {name: route, type: query, query: 'label_values(http_requests_total, route)',
+     multi: true, include_all: true}
   - {name: env, type: custom, options: [prod, dev]}
   - {name: win, type: interval, options: [1m, 5m]}
   - {name: c, type: constant, value: x}
@@ -51,28 +52,73 @@ def test_dump_round_trips_through_yaml() -> None:
     [
         ({"uid": "Not OK"}, "uid", "uid must match"),
         ({"refresh": "soon"}, "refresh", "not a valid duration"),
-        ({"rows": [{"panels": [{"unit": "parsecs", "queries": [{"expr": "up"}]}]}]}, "rows.0.panels.0.unit",
-         "unknown unit"),
+        (
+            {"rows": [{"panels": [{"unit": "parsecs", "queries": [{"expr": "up"}]}]}]},
+            "rows.0.panels.0.unit",
+            "unknown unit",
+        ),
         ({"rows": [{"panels": [{"type": "stat"}]}]}, "rows.0.panels.0", "needs at least one query"),
-        ({"rows": [{"panels": [{"queries": [{"expr": "up"}], "colour": "red"}]}]}, "rows.0.panels.0.colour",
-         "Extra inputs"),
-        ({"rows": [{"panels": [{"id": 1, "queries": [{"expr": "up"}]}, {"id": 1, "queries": [{"expr": "up"}]}]}]},
-         "", "panel id 1 is used twice"),
-        ({"variables": [{"name": "x", "type": "interval", "options": ["fast"]}]}, "variables.0.options",
-         "not a valid duration"),
-        ({"variables": [{"name": "x", "type": "custom", "options": ["a"]},
-                        {"name": "x", "type": "custom", "options": ["b"]}]}, "variables", "defined twice"),
-        ({"rows": [{"panels": [{"queries": [{"expr": "up"}],
-                                "thresholds": {"steps": [{"color": "red", "value": 5}, {"color": "g", "value": 1}]}}]}]},
-         "rows.0.panels.0.thresholds.steps", "increasing order"),
+        (
+            {"rows": [{"panels": [{"queries": [{"expr": "up"}], "colour": "red"}]}]},
+            "rows.0.panels.0.colour",
+            "Extra inputs",
+        ),
+        (
+            {
+                "rows": [
+                    {
+                        "panels": [
+                            {"id": 1, "queries": [{"expr": "up"}]},
+                            {"id": 1, "queries": [{"expr": "up"}]},
+                        ]
+                    }
+                ]
+            },
+            "",
+            "panel id 1 is used twice",
+        ),
+        (
+            {"variables": [{"name": "x", "type": "interval", "options": ["fast"]}]},
+            "variables.0.options",
+            "not a valid duration",
+        ),
+        (
+            {
+                "variables": [
+                    {"name": "x", "type": "custom", "options": ["a"]},
+                    {"name": "x", "type": "custom", "options": ["b"]},
+                ]
+            },
+            "variables",
+            "defined twice",
+        ),
+        (
+            {
+                "rows": [
+                    {
+                        "panels": [
+                            {
+                                "queries": [{"expr": "up"}],
+                                "thresholds": {
+                                    "steps": [{"color": "red", "value": 5}, {"color": "g", "value": 1}]
+                                },
+                            }
+                        ]
+                    }
+                ]
+            },
+            "rows.0.panels.0.thresholds.steps",
+            "increasing order",
+        ),
     ],
 )
 def test_bad_values_are_reported_with_their_field(patch: dict[str, object], field: str, message: str) -> None:
     data = {"uid": "x", "title": "X", **patch}
     with pytest.raises(DashboardFileError) as info:
         parse_dashboard(yaml.safe_dump(data), "dash.yml")
-    assert any(e.field == field and message in e.message and e.path == "dash.yml" for e in info.value.errors), \
-        info.value.errors
+    assert any(
+        e.field == field and message in e.message and e.path == "dash.yml" for e in info.value.errors
+    ), info.value.errors
 
 
 def test_invalid_yaml_names_the_line() -> None:
@@ -83,12 +129,17 @@ def test_invalid_yaml_names_the_line() -> None:
 
 def test_a_bad_file_does_not_stop_the_others(tmp_path: Path) -> None:
     (tmp_path / "good.yml").write_text(GOOD)
-    (tmp_path / "bad.yml").write_text("uid: bad\ntitle: Bad\nrows: [{panels: [{unit: nope, queries: [{expr: up}]}]}]\n")
+    (tmp_path / "bad.yml").write_text(
+        "uid: bad\ntitle: Bad\nrows: [{panels: [{unit: nope, queries: [{expr: up}]}]}]\n"
+    )
     (tmp_path / "dupe.yaml").write_text("uid: svc\ntitle: Again\n")
     (tmp_path / "notes.txt").write_text("ignored")
     loaded = load_dirs([tmp_path])
     assert list(loaded.dashboards) == ["svc"]
-    assert sorted(Path(e.path).name for e in loaded.errors) == ["bad.yml", "good.yml"]  # good.yml sorted after dupe
+    assert sorted(Path(e.path).name for e in loaded.errors) == [
+        "bad.yml",
+        "good.yml",
+    ]  # good.yml sorted after dupe
     assert any("already used" in e.message for e in loaded.errors)
 
 
@@ -113,7 +164,14 @@ def test_the_catalog_reloads_changed_files(tmp_path: Path) -> None:
 def test_every_built_in_dashboard_loads() -> None:
     loaded = load_dirs([BUILTIN_DIR])
     assert loaded.errors == []
-    assert set(loaded.dashboards) == {"service-overview", "errors", "cache", "database", "infrastructure",
-                                      "business", "watchkeeper"}
+    assert set(loaded.dashboards) == {
+        "service-overview",
+        "errors",
+        "cache",
+        "database",
+        "infrastructure",
+        "business",
+        "watchkeeper",
+    }
     for d in loaded.dashboards.values():
         assert isinstance(d, Dashboard) and d.panels()

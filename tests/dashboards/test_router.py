@@ -24,14 +24,24 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def test_home_lists_and_searches_dashboards(client: TestClient) -> None:
     page = client.get("/dashboards")
     assert page.status_code == 200
-    for uid in ("service-overview", "errors", "cache", "database", "infrastructure", "business", "watchkeeper"):
+    for uid in (
+        "service-overview",
+        "errors",
+        "cache",
+        "database",
+        "infrastructure",
+        "business",
+        "watchkeeper",
+    ):
         assert f'href="/d/{uid}/' in page.text
     found = client.get("/dashboards", params={"q": "cache"}).text
     assert 'href="/d/cache/cache"' in found and 'href="/d/errors/' not in found
 
 
 def test_home_reports_files_that_did_not_load(client: TestClient, tmp_path: Path) -> None:
-    (tmp_path / "broken.yml").write_text("uid: broken\ntitle: B\nrows: [{panels: [{unit: lightyears, queries: [{expr: up}]}]}]\n")
+    (tmp_path / "broken.yml").write_text(
+        "uid: broken\ntitle: B\nrows: [{panels: [{unit: lightyears, queries: [{expr: up}]}]}]\n"
+    )
     page = client.get("/dashboards").text
     assert "did not load" in page and "broken.yml" in page and "rows.0.panels.0.unit" in page
     assert client.get("/api/dashboards").json()["errors"][0]["field"] == "rows.0.panels.0.unit"
@@ -42,10 +52,12 @@ def test_dashboard_page_renders_panels_variables_and_local_plotly(client: TestCl
     assert page.status_code == 200
     html = page.text
     assert html.count('class="panel ') == 10
-    assert '/static/wk/plotly-2.35.3.min.js?v=' in html and "cdn" not in html.lower()
+    assert "/static/wk/plotly-2.35.3.min.js?v=" in html and "cdn" not in html.lower()
     assert '<option value="/players" selected>' in html and '<option value="/login" selected>' in html
     assert '<option value="/search">' in html
-    config = json.loads(html.split('<script type="application/json" id="wk-config">')[1].split("</script>")[0])
+    config = json.loads(
+        html.split('<script type="application/json" id="wk-config">')[1].split("</script>")[0]
+    )
     assert config["uid"] == "service-overview" and len(config["panels"]) == 10
 
 
@@ -89,14 +101,18 @@ def test_stat_gauge_table_and_heatmap_shapes(client: TestClient) -> None:
 
 def test_panel_csv_download(client: TestClient) -> None:
     r = client.get("/d/cache/panels/2.csv")
-    assert r.headers["content-type"].startswith("text/csv") and "attachment" in r.headers["content-disposition"]
+    assert (
+        r.headers["content-type"].startswith("text/csv") and "attachment" in r.headers["content-disposition"]
+    )
     header, first = r.text.splitlines()[:2]
     assert header == "time,discovery,player,session,statistics"
     assert first.endswith(tuple("0123456789")) and first[:4].isdigit()
 
 
 def test_query_errors_are_shown_per_panel(client: TestClient, tmp_path: Path) -> None:
-    (tmp_path / "bad.yml").write_text("uid: bad-query\ntitle: Bad query\nrows: [{panels: [{queries: [{expr: 'sum(('}]}]}]\n")
+    (tmp_path / "bad.yml").write_text(
+        "uid: bad-query\ntitle: Bad query\nrows: [{panels: [{queries: [{expr: 'sum(('}]}]}]\n"
+    )
     data = client.get("/d/bad-query/panels/1.json").json()
     assert data["errors"] and data["errors"][0].startswith("A: ")
     assert client.get("/d/bad-query/panels/99.json").status_code == 404
@@ -105,9 +121,11 @@ def test_query_errors_are_shown_per_panel(client: TestClient, tmp_path: Path) ->
 def test_query_annotations_merge_consecutive_steps(client: TestClient, tmp_path: Path) -> None:
     (tmp_path / "ann.yml").write_text(
         "uid: ann\ntitle: Ann\nannotations:\n"
-        "  - {name: burst, expr: 'sum(rate(http_requests_total{route=\"/discovery\", status=\"500\"}[2m])) > 0.5',"
+        "  - {name: burst,\n"
+        '     expr: \'sum(rate(http_requests_total{route="/discovery", status="500"}[2m])) > 0.5\','
         " title: 'errors burst'}\n"
-        "rows: [{panels: [{queries: [{expr: up}]}]}]\n")
+        "rows: [{panels: [{queries: [{expr: up}]}]}]\n"
+    )
     regions = client.get("/d/ann/annotations.json", params={"width": "300"}).json()["regions"]
     assert 1 <= len(regions) <= 3
     assert all(r["end_ms"] >= r["start_ms"] and r["text"] == "errors burst" for r in regions)
@@ -116,7 +134,9 @@ def test_query_annotations_merge_consecutive_steps(client: TestClient, tmp_path:
 def test_variables_json_resolves_chained_variables(client: TestClient) -> None:
     data = client.get("/d/service-overview/variables.json", params={"var-job": "core-api"}).json()
     job, route = data["variables"]
-    assert job["options"] == ["core-api"] and "/players" in route["options"] and route["selected"] == ["$__all"]
+    assert (
+        job["options"] == ["core-api"] and "/players" in route["options"] and route["selected"] == ["$__all"]
+    )
     # a value that is not an option falls back to the default (here: All), as in Grafana
     data = client.get("/d/service-overview/variables.json", params={"var-job": "nope"}).json()
     assert data["variables"][0]["selected"] == ["$__all"]
@@ -126,9 +146,13 @@ def test_a_variable_query_sees_the_variables_before_it(client: TestClient, tmp_p
     (tmp_path / "chain.yml").write_text(
         "uid: chain\ntitle: Chain\nvariables:\n"
         "  - {name: cache, type: custom, options: [session, player]}\n"
-        "  - {name: result, type: query, query: 'label_values(cache_requests_total{cache=\"$cache\", result!=\"miss\"}, result)'}\n"
-        "rows: [{panels: [{queries: [{expr: up}]}]}]\n")
-    (cache, result) = client.get("/d/chain/variables.json", params={"var-cache": "player"}).json()["variables"]
+        "  - {name: result, type: query,\n"
+        '     query: \'label_values(cache_requests_total{cache="$cache", result!="miss"}, result)\'}\n'
+        "rows: [{panels: [{queries: [{expr: up}]}]}]\n"
+    )
+    (cache, result) = client.get("/d/chain/variables.json", params={"var-cache": "player"}).json()[
+        "variables"
+    ]
     assert cache["selected"] == ["player"] and result["options"] == ["hit"]
 
 
@@ -155,8 +179,10 @@ def test_import_refuses_what_it_cannot_convert(client: TestClient) -> None:
 def test_explore_query_returns_graph_and_table(client: TestClient) -> None:
     page = client.get("/explore", params={"expr": "up"})
     assert page.status_code == 200 and "explore-form" in page.text
-    data = client.get("/explore/query.json", params={"expr": "sum by (cache) (rate(cache_requests_total[5m]))",
-                                                      "from": "now-1h", "step": "5m"}).json()
+    data = client.get(
+        "/explore/query.json",
+        params={"expr": "sum by (cache) (rate(cache_requests_total[5m]))", "from": "now-1h", "step": "5m"},
+    ).json()
     assert data["graph"]["step_ms"] == 300_000 and len(data["graph"]["series"]) == 4
     assert len(data["graph"]["series"][0]["x"]) in (12, 13)
     assert data["table"]["columns"] == ["cache", "Value"]
@@ -171,39 +197,73 @@ def test_static_files_are_cached_and_compressed(client: TestClient) -> None:
 
 
 def test_unwired_pages_explain_themselves(client: TestClient) -> None:
-    for path, text in (("/alerts", "not connected"), ("/silences", "not connected"),
-                       ("/targets", "scrape manager is not running"), ("/rules", "not connected")):
+    for path, text in (
+        ("/alerts", "not connected"),
+        ("/silences", "not connected"),
+        ("/targets", "scrape manager is not running"),
+        ("/rules", "not connected"),
+    ):
         page = client.get(path)
         assert page.status_code == 200 and text in page.text, path
 
 
 class _Fakes:
     def alerts(self) -> list[AlertView]:
-        return [AlertView("HighErrorRate", "firing", (("alertname", "HighErrorRate"), ("route", "/a")),
-                          (("summary", "5xx above 5%"),), 1_700_000_000_000, 0.07),
-                AlertView("SlowDB", "pending", (("alertname", "SlowDB"),), (), 1_700_000_000_000, 0.9)]
+        return [
+            AlertView(
+                "HighErrorRate",
+                "firing",
+                (("alertname", "HighErrorRate"), ("route", "/a")),
+                (("summary", "5xx above 5%"),),
+                1_700_000_000_000,
+                0.07,
+            ),
+            AlertView("SlowDB", "pending", (("alertname", "SlowDB"),), (), 1_700_000_000_000, 0.9),
+        ]
 
     def history(self, limit: int) -> list[AlertTransitionView]:
-        return [AlertTransitionView("HighErrorRate", (("route", "/a"),), "pending", "firing", 1_700_000_000_000, 0.07)]
+        return [
+            AlertTransitionView(
+                "HighErrorRate", (("route", "/a"),), "pending", "firing", 1_700_000_000_000, 0.07
+            )
+        ]
 
     def silences(self) -> list[SilenceView]:
         return [SilenceView("s1", '{alertname="SlowDB"}', 1, 2, "ana", "maintenance")]
 
     def targets(self) -> list[TargetView]:
-        return [TargetView("core-api", "http://app-1:8000/metrics", "up"),
-                TargetView("core-api", "http://app-2:8000/metrics", "down", last_error="connection refused")]
+        return [
+            TargetView("core-api", "http://app-1:8000/metrics", "up"),
+            TargetView("core-api", "http://app-2:8000/metrics", "down", last_error="connection refused"),
+        ]
 
     def rule_groups(self) -> list[RuleGroupView]:
-        return [RuleGroupView("api", "rules/api.yml", 30.0,
-                              (RuleView("HighErrorRate", "alerting", "job:errors:ratio > 0.05", "ok", "firing"),))]
+        return [
+            RuleGroupView(
+                "api",
+                "rules/api.yml",
+                30.0,
+                (RuleView("HighErrorRate", "alerting", "job:errors:ratio > 0.05", "ok", "firing"),),
+            )
+        ]
 
 
 def test_wired_pages_show_their_data() -> None:
     fakes = _Fakes()
     storage = Storage.open(data_dir=None)
     app = FastAPI()
-    app.include_router(dashboards_router(lambda: None, lambda: storage, DashboardOptions(  # type: ignore[arg-type,return-value]
-        get_alerts=lambda: fakes, get_silences=lambda: fakes, get_targets=lambda: fakes, get_rules=lambda: fakes)))
+    app.include_router(
+        dashboards_router(
+            lambda: None,
+            lambda: storage,
+            DashboardOptions(  # type: ignore[arg-type,return-value]
+                get_alerts=lambda: fakes,
+                get_silences=lambda: fakes,
+                get_targets=lambda: fakes,
+                get_rules=lambda: fakes,
+            ),
+        )
+    )
     c = TestClient(app)
     alerts = c.get("/alerts").text
     assert "HighErrorRate" in alerts and "5xx above 5%" in alerts and "pending → firing" in alerts

@@ -35,7 +35,7 @@ def test_builtins_and_longest_names_first() -> None:
 
 
 def test_unknown_variables_are_left_visible() -> None:
-    assert interpolate("up{job=\"$nope\"}", {}) == "up{job=\"$nope\"}"
+    assert interpolate('up{job="$nope"}', {}) == 'up{job="$nope"}'
 
 
 def test_formats() -> None:
@@ -52,8 +52,12 @@ def test_escape_regex_value_for_a_promql_string() -> None:
 
 @pytest.mark.parametrize(
     ("template", "expected"),
-    [("{{route}} {{ status }}", "/a 500"), ("{{missing}}x", "x"), ("", '{route="/a", status="500"}'),
-     ("__auto", '{route="/a", status="500"}')],
+    [
+        ("{{route}} {{ status }}", "/a 500"),
+        ("{{missing}}x", "x"),
+        ("", '{route="/a", status="500"}'),
+        ("__auto", '{route="/a", status="500"}'),
+    ],
 )
 def test_series_names(template: str, expected: str) -> None:
     assert series_name(template, (("route", "/a"), ("status", "500"))) == expected

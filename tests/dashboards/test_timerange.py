@@ -43,7 +43,9 @@ def test_parse_time(text: str, round_up: bool, expected: int) -> None:
 
 
 def test_rounding_follows_the_time_zone() -> None:
-    start_of_day_paris = int(dt.datetime(2026, 3, 18, tzinfo=dt.timezone(dt.timedelta(hours=1))).timestamp() * 1000)
+    start_of_day_paris = int(
+        dt.datetime(2026, 3, 18, tzinfo=dt.timezone(dt.timedelta(hours=1))).timestamp() * 1000
+    )
     assert parse_time("now/d", NOW, "Europe/Paris") == start_of_day_paris
 
 
@@ -69,7 +71,9 @@ def test_resolve_range_refuses_an_empty_range() -> None:
         (365 * 86_400_000, 10, 1000, 365 * 86_400_000 // 10),  # past the nice steps: whole seconds
     ],
 )
-def test_pick_step_is_about_one_point_per_pixel(range_ms: int, width: int, min_step: int, expected: int) -> None:
+def test_pick_step_is_about_one_point_per_pixel(
+    range_ms: int, width: int, min_step: int, expected: int
+) -> None:
     assert pick_step_ms(range_ms, width_px=width, min_step_ms=min_step) == expected
     assert range_ms / pick_step_ms(range_ms, width_px=width, min_step_ms=min_step) <= 11_000
 

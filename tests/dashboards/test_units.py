@@ -53,7 +53,9 @@ def test_format_value(value: float | None, unit: str, decimals: int | None, expe
         ("reqps", 100.0, 1.0, " req/s"),
     ],
 )
-def test_axis_scale_picks_one_unit_for_the_axis(unit: str, max_abs: float, factor: float, suffix: str) -> None:
+def test_axis_scale_picks_one_unit_for_the_axis(
+    unit: str, max_abs: float, factor: float, suffix: str
+) -> None:
     scale = axis_scale(unit, max_abs)
     assert scale.factor == pytest.approx(factor)
     assert scale.suffix == suffix

@@ -32,8 +32,18 @@ from watchkeeper.tsdb.storage import Storage
 
 STEP_MS = 15_000
 INSTANCES = ("app-1:8000", "app-2:8000", "app-3:8000")
-ROUTES = ("/players/{id}", "/players", "/sessions/{id}", "/sessions", "/discovery", "/statistics/{id}",
-          "/health", "/login", "/logout", "/search")
+ROUTES = (
+    "/players/{id}",
+    "/players",
+    "/sessions/{id}",
+    "/sessions",
+    "/discovery",
+    "/statistics/{id}",
+    "/health",
+    "/login",
+    "/logout",
+    "/search",
+)
 STATUSES = ("200", "201", "404", "500")
 REGIONS = ("eu-west", "us-east", "ap-south")
 BUCKETS = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf")
@@ -75,7 +85,9 @@ class _Builder:
         self.add(f"{name}_sum", count * median_s * 1.3, **labels)
 
 
-def build(now_ms: int, hours: float = 6.0, seed: int = 7, step_ms: int = STEP_MS) -> tuple[np.ndarray, list[Labels], np.ndarray]:
+def build(
+    now_ms: int, hours: float = 6.0, seed: int = 7, step_ms: int = STEP_MS
+) -> tuple[np.ndarray, list[Labels], np.ndarray]:
     """Timestamps, labels of every series and a (series, time) value matrix."""
     start = now_ms - int(hours * 3_600_000)
     times = np.arange(start - start % step_ms, now_ms, step_ms, dtype=np.int64)
@@ -88,22 +100,49 @@ def build(now_ms: int, hours: float = 6.0, seed: int = 7, step_ms: int = STEP_MS
             method = "POST" if route in ("/sessions", "/login") else "GET"
             for status, share in zip(STATUSES, (0.9, 0.05, 0.04, 0.01), strict=True):
                 burst = 0.7 if status == "500" and route == "/discovery" else None
-                b.add("http_requests_total", b.counter(base * share, burst), method=method, route=route,
-                      status=status, region=region, **common)
-            b.histogram("http_request_duration_seconds", b.counter(base), 0.02 * (1 + r % 4), method=method,
-                        route=route, region=region, **common)
-            b.add("http_exceptions_total", b.counter(0.01 if r == 4 else 0.0005), route=route,
-                  exception="TimeoutError" if r == 4 else "ValueError", **common)
+                b.add(
+                    "http_requests_total",
+                    b.counter(base * share, burst),
+                    method=method,
+                    route=route,
+                    status=status,
+                    region=region,
+                    **common,
+                )
+            b.histogram(
+                "http_request_duration_seconds",
+                b.counter(base),
+                0.02 * (1 + r % 4),
+                method=method,
+                route=route,
+                region=region,
+                **common,
+            )
+            b.add(
+                "http_exceptions_total",
+                b.counter(0.01 if r == 4 else 0.0005),
+                route=route,
+                exception="TimeoutError" if r == 4 else "ValueError",
+                **common,
+            )
         b.add("http_requests_in_progress", b.gauge(12, 4), method="GET", **common)
         for c, cache in enumerate(CACHES):
             hit = 0.95 - 0.04 * c
             b.add("cache_requests_total", b.counter(30 * hit), cache=cache, result="hit", **common)
             b.add("cache_requests_total", b.counter(30 * (1 - hit)), cache=cache, result="miss", **common)
             for op in ("get", "set"):
-                b.histogram("cache_operation_duration_seconds", b.counter(10), 0.0008, cache=cache, op=op, **common)
-            b.add("cache_errors_total", b.counter(0.001), cache=cache, op="get", error="TimeoutError", **common)
-        for op, table, med in (("select", "players", 0.004), ("select", "sessions", 0.006),
-                               ("insert", "sessions", 0.01), ("update", "players", 0.012)):
+                b.histogram(
+                    "cache_operation_duration_seconds", b.counter(10), 0.0008, cache=cache, op=op, **common
+                )
+            b.add(
+                "cache_errors_total", b.counter(0.001), cache=cache, op="get", error="TimeoutError", **common
+            )
+        for op, table, med in (
+            ("select", "players", 0.004),
+            ("select", "sessions", 0.006),
+            ("insert", "sessions", 0.01),
+            ("update", "players", 0.012),
+        ):
             b.histogram("db_query_duration_seconds", b.counter(15), med, operation=op, table=table, **common)
             b.add("db_errors_total", b.counter(0.002), operation=op, error="OperationalError", **common)
         for state, level in (("in_use", 6.0), ("idle", 4.0), ("overflow", 0.5)):
@@ -137,8 +176,15 @@ def build(now_ms: int, hours: float = 6.0, seed: int = 7, step_ms: int = STEP_MS
     b.add("watchkeeper_chunks_written_total", b.counter(12), **wk)
     b.histogram("watchkeeper_wal_fsync_duration_seconds", b.counter(5), 0.002, **wk)
     for handler in ("/api/v1/query_range", "/api/v1/write"):
-        b.histogram("watchkeeper_http_request_duration_seconds", b.counter(10), 0.01, handler=handler,
-                    method="POST", code="200", **wk)
+        b.histogram(
+            "watchkeeper_http_request_duration_seconds",
+            b.counter(10),
+            0.01,
+            handler=handler,
+            method="POST",
+            code="200",
+            **wk,
+        )
     return times, b.labels, np.vstack(b.values)
 
 
@@ -165,8 +211,9 @@ def make_app(storage: Storage, dashboards_dir: Path | None = None, **options: ob
 
     dirs = (BUILTIN_DIR, dashboards_dir) if dashboards_dir else (BUILTIN_DIR,)
     app.include_router(query_router(lambda: engine, lambda: storage))
-    app.include_router(dashboards_router(lambda: engine, lambda: storage,
-                                         DashboardOptions(dirs=dirs, **options)))  # type: ignore[arg-type]
+    app.include_router(
+        dashboards_router(lambda: engine, lambda: storage, DashboardOptions(dirs=dirs, **options))
+    )  # type: ignore[arg-type]
     return app
 
 
@@ -180,7 +227,9 @@ def free_port() -> int:
 def serve(app: FastAPI) -> Iterator[str]:
     """Run ``app`` on a real uvicorn on 127.0.0.1 (a thread); yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

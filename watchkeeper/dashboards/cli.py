@@ -20,12 +20,16 @@ from watchkeeper.dashboards.grafana import GrafanaImportError, convert
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="watchkeeper dashboards import",
-                                     description="Convert a Grafana dashboard JSON file to watchkeeper YAML.")
+    parser = argparse.ArgumentParser(
+        prog="watchkeeper dashboards import",
+        description="Convert a Grafana dashboard JSON file to watchkeeper YAML.",
+    )
     parser.add_argument("file", type=Path, help="Grafana dashboard JSON ('-' for stdin)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", type=Path, help="write the YAML to this file")
-    where.add_argument("--out-dir", type=Path, help="write <uid>.yml into this directory (the dashboards dir)")
+    where.add_argument(
+        "--out-dir", type=Path, help="write <uid>.yml into this directory (the dashboards dir)"
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing file")
     return parser
 

@@ -25,13 +25,33 @@ from watchkeeper.dashboards.units import css_color, normalize_unit
 from watchkeeper.errors import ConfigError
 
 PANEL_TYPES = {
-    "timeseries": "timeseries", "graph": "timeseries", "barchart": "timeseries", "trend": "timeseries",
-    "stat": "stat", "singlestat": "stat", "gauge": "gauge", "bargauge": "bargauge", "table": "table",
-    "table-old": "table", "heatmap": "heatmap", "text": "text",
+    "timeseries": "timeseries",
+    "graph": "timeseries",
+    "barchart": "timeseries",
+    "trend": "timeseries",
+    "stat": "stat",
+    "singlestat": "stat",
+    "gauge": "gauge",
+    "bargauge": "bargauge",
+    "table": "table",
+    "table-old": "table",
+    "heatmap": "heatmap",
+    "text": "text",
 }
-REDUCERS = {"lastNotNull": "last", "last": "last", "firstNotNull": "first", "first": "first", "mean": "mean",
-            "max": "max", "min": "min", "sum": "sum", "count": "count", "avg": "mean", "current": "last",
-            "total": "sum"}
+REDUCERS = {
+    "lastNotNull": "last",
+    "last": "last",
+    "firstNotNull": "first",
+    "first": "first",
+    "mean": "mean",
+    "max": "max",
+    "min": "min",
+    "sum": "sum",
+    "count": "count",
+    "avg": "mean",
+    "current": "last",
+    "total": "sum",
+}
 _PANEL_IGNORED = ("transformations", "repeat", "libraryPanel", "timeFrom", "timeShift", "maxDataPoints")
 
 
@@ -59,12 +79,18 @@ def _unwrap(data: Any) -> dict[str, Any]:
     if api_version.startswith("dashboard.grafana.app/"):
         spec = data.get("spec")
         if not isinstance(spec, dict) or "elements" in spec or api_version.split("/")[-1].startswith("v2"):
-            raise GrafanaImportError("the V2 dashboard resource model (elements + layout) is not supported; "
-                                     "export the dashboard with the classic JSON model")
+            raise GrafanaImportError(
+                "the V2 dashboard resource model (elements + layout) is not supported; "
+                "export the dashboard with the classic JSON model"
+            )
         return spec
     if isinstance(data.get("dashboard"), dict) and "panels" not in data and "rows" not in data:
         return dict(data["dashboard"])
     return data
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _text(value: Any) -> str:
@@ -108,15 +134,28 @@ class _Converter:
             out["timezone"] = "utc"
         tooltip = g.get("graphTooltip")
         out["graph_tooltip"] = {0: "none", 1: "crosshair", 2: "tooltip"}.get(
-            tooltip if isinstance(tooltip, int) else 0, "none")
+            tooltip if isinstance(tooltip, int) else 0, "none"
+        )
         templating = g.get("templating")
-        variables = [v for v in (self.variable(item) for item in
-                                 (templating.get("list") or [] if isinstance(templating, dict) else [])) if v]
+        variables = [
+            v
+            for v in (
+                self.variable(item)
+                for item in (templating.get("list") or [] if isinstance(templating, dict) else [])
+            )
+            if v
+        ]
         if variables:
             out["variables"] = variables
         annotations = g.get("annotations")
-        anns = [a for a in (self.annotation(item) for item in
-                            (annotations.get("list") or [] if isinstance(annotations, dict) else [])) if a]
+        anns = [
+            a
+            for a in (
+                self.annotation(item)
+                for item in (annotations.get("list") or [] if isinstance(annotations, dict) else [])
+            )
+            if a
+        ]
         if anns:
             out["annotations"] = anns
         links = [lk for lk in (self.link(item) for item in g.get("links") or []) if lk]
@@ -130,7 +169,11 @@ class _Converter:
             out["rows"] = []
         if g.get("__requires") or g.get("__inputs"):
             for req in g.get("__requires") or []:
-                if isinstance(req, dict) and req.get("type") == "datasource" and req.get("id") != "prometheus":
+                if (
+                    isinstance(req, dict)
+                    and req.get("type") == "datasource"
+                    and req.get("id") != "prometheus"
+                ):
                     self.warn(f"requires data source {req.get('id')!r}: its queries are not imported")
         return out
 
@@ -192,8 +235,10 @@ class _Converter:
                     converted = self.panel(p)
                     if converted:
                         panels.append(converted)
-            entry: dict[str, Any] = {"title": _text(row.get("title")) if row.get("showTitle") else "",
-                                     "panels": panels}
+            entry: dict[str, Any] = {
+                "title": _text(row.get("title")) if row.get("showTitle") else "",
+                "panels": panels,
+            }
             if row.get("collapse"):
                 entry["collapsed"] = True
             out.append(entry)
@@ -227,7 +272,7 @@ class _Converter:
             if p.get(key):
                 self.warn(f"{name}: {key} is not supported (ignored)")
         if ptype == "text":
-            options = p.get("options") if isinstance(p.get("options"), dict) else {}
+            options = _dict(p.get("options"))
             content = _text(options.get("content")) or _text(p.get("content"))
             mode = options.get("mode") or p.get("mode") or "markdown"
             if mode == "html":
@@ -292,7 +337,7 @@ class _Converter:
         fc = p.get("fieldConfig")
         if not isinstance(fc, dict):
             return
-        d = fc.get("defaults") if isinstance(fc.get("defaults"), dict) else {}
+        d = _dict(fc.get("defaults"))
         self.unit(d.get("unit"), out, name)
         if isinstance(d.get("decimals"), int):
             out["decimals"] = max(0, min(10, d["decimals"]))
@@ -302,7 +347,7 @@ class _Converter:
         thresholds = self.thresholds(d.get("thresholds"))
         if thresholds:
             out["thresholds"] = thresholds
-        custom = d.get("custom") if isinstance(d.get("custom"), dict) else {}
+        custom = _dict(d.get("custom"))
         draw = custom.get("drawStyle")
         if draw == "bars":
             out["style"] = "bars"
@@ -337,27 +382,34 @@ class _Converter:
     def thresholds(self, t: Any) -> dict[str, Any] | None:
         if not isinstance(t, dict) or not isinstance(t.get("steps"), list):
             return None
-        steps = []
+        steps: list[dict[str, Any]] = []
         for s in t["steps"]:
             if isinstance(s, dict) and isinstance(s.get("color"), str):
                 value = s.get("value")
-                steps.append({"color": css_color(s["color"]),
-                              "value": float(value) if isinstance(value, int | float) else None})
+                steps.append(
+                    {
+                        "color": css_color(s["color"]),
+                        "value": float(value) if isinstance(value, int | float) else None,
+                    }
+                )
         if not steps:
             return None
-        steps = [steps[0]] + sorted((s for s in steps[1:] if s["value"] is not None), key=lambda s: s["value"])
+        steps = [
+            steps[0],
+            *sorted((s for s in steps[1:] if s["value"] is not None), key=lambda s: s["value"]),
+        ]
         out: dict[str, Any] = {"steps": steps}
         if t.get("mode") == "percentage":
             out["mode"] = "percentage"
         return out
 
     def options(self, p: dict[str, Any], out: dict[str, Any]) -> None:
-        options = p.get("options") if isinstance(p.get("options"), dict) else {}
-        reduce = options.get("reduceOptions") if isinstance(options.get("reduceOptions"), dict) else {}
+        options = _dict(p.get("options"))
+        reduce = _dict(options.get("reduceOptions"))
         calcs = reduce.get("calcs") or []
         if calcs and isinstance(calcs[0], str) and calcs[0] in REDUCERS:
             out["reduce"] = REDUCERS[calcs[0]]
-        legend = options.get("legend") if isinstance(options.get("legend"), dict) else {}
+        legend = _dict(options.get("legend"))
         if legend.get("showLegend") is False or legend.get("displayMode") == "hidden":
             out["legend"] = {"show": False}
         elif legend.get("placement") == "right":
@@ -394,7 +446,8 @@ class _Converter:
         if values and len(colors) >= len(values) + 1:
             try:
                 steps = [{"color": colors[0], "value": None}] + [
-                    {"color": c, "value": float(v)} for c, v in zip(colors[1:], values, strict=False)]
+                    {"color": c, "value": float(v)} for c, v in zip(colors[1:], values, strict=False)
+                ]
                 out["thresholds"] = {"steps": steps}
             except ValueError:
                 self.warn(f"{name}: thresholds {p.get('thresholds')!r} not understood")
@@ -417,7 +470,7 @@ class _Converter:
             out["label"] = str(v["label"])
         if v.get("hide") == 2:
             out["hide"] = True
-        current = v.get("current") if isinstance(v.get("current"), dict) else {}
+        current = _dict(v.get("current"))
         cur = current.get("value")
         default = [str(c) for c in (cur if isinstance(cur, list) else [cur] if cur else [])]
         default = ["$__all" if c == "$__all" else c for c in default]
@@ -429,8 +482,10 @@ class _Converter:
                 self.warn(f"variable {vname!r}: empty query (skipped)")
                 return None
             if not _is_prometheus(v.get("datasource")):
-                self.warn(f"variable {vname!r}: data source {_ds_name(v.get('datasource'))!r} is not "
-                          "Prometheus (skipped)")
+                self.warn(
+                    f"variable {vname!r}: data source {_ds_name(v.get('datasource'))!r} is not "
+                    "Prometheus (skipped)"
+                )
                 return None
             out.update(type="query", query=text)
             if v.get("regex"):
@@ -463,7 +518,7 @@ class _Converter:
         else:
             self.warn(f"variable {vname!r}: type {vtype!r} is not supported (skipped)")
             return None
-        if default and default != ["$__all"] or default == ["$__all"] and out.get("include_all"):
+        if (default and default != ["$__all"]) or (default == ["$__all"] and out.get("include_all")):
             out["default"] = default
         return out
 
@@ -481,8 +536,9 @@ class _Converter:
         name = _text(a.get("name")) or "annotations"
         if a.get("builtIn") == 1:
             return {"name": "Alerts", "source": "alerts", "enabled": a.get("enable", True) is not False}
-        expr = _text(a.get("expr")) or _text((a.get("target") or {}).get("expr")
-                                              if isinstance(a.get("target"), dict) else "")
+        expr = _text(a.get("expr")) or _text(
+            (a.get("target") or {}).get("expr") if isinstance(a.get("target"), dict) else ""
+        )
         if not expr or not _is_prometheus(a.get("datasource")):
             self.warn(f"annotation {name!r}: only Prometheus query annotations are imported (skipped)")
             return None
@@ -514,7 +570,7 @@ class _Converter:
 
 
 def _grid(p: dict[str, Any]) -> tuple[int, int, int, int]:
-    g = p.get("gridPos") if isinstance(p.get("gridPos"), dict) else {}
+    g = _dict(p.get("gridPos"))
 
     def num(key: str, default: int) -> int:
         v = g.get(key, default)
@@ -531,7 +587,11 @@ def _is_prometheus(ds: Any) -> bool:
     if isinstance(ds, dict):
         dtype = ds.get("type")
         uid = str(ds.get("uid", ""))
-        return dtype in (None, "prometheus") or uid.startswith("$") or dtype == "datasource" and uid == "grafana"
+        return (
+            dtype in (None, "prometheus")
+            or uid.startswith("$")
+            or (dtype == "datasource" and uid == "grafana")
+        )
     return False
 
 

@@ -49,8 +49,11 @@ class DashboardFileError(ValueError):
 
 def _location(loc: tuple[int | str, ...]) -> str:
     # discriminated unions add the tag ("query") to the location: keep only the data's path
-    parts = [str(p) for p in loc if not (isinstance(p, str) and p in
-                                        ("query", "custom", "interval", "constant", "textbox"))]
+    parts = [
+        str(p)
+        for p in loc
+        if not (isinstance(p, str) and p in ("query", "custom", "interval", "constant", "textbox"))
+    ]
     return ".".join(parts)
 
 
@@ -105,8 +108,13 @@ def load_dirs(dirs: Sequence[Path]) -> Loaded:
                 errors.extend(exc.errors)
                 continue
             if dashboard.uid in seen_here:
-                errors.append(FileError(str(path), "uid", f"uid {dashboard.uid!r} is already used by "
-                                                          f"{seen_here[dashboard.uid]}"))
+                errors.append(
+                    FileError(
+                        str(path),
+                        "uid",
+                        f"uid {dashboard.uid!r} is already used by {seen_here[dashboard.uid]}",
+                    )
+                )
                 continue
             seen_here[dashboard.uid] = path
             dashboards[dashboard.uid] = dashboard
@@ -141,7 +149,11 @@ class Catalog:
     def refresh(self, *, force: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
-            if not force and self._signature is not None and now - self._checked < self.check_interval_seconds:
+            if (
+                not force
+                and self._signature is not None
+                and now - self._checked < self.check_interval_seconds
+            ):
                 return
             self._checked = now
             sig = _signature(self.dirs)

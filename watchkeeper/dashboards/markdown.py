@@ -38,7 +38,9 @@ def render(source: str) -> Markup:
             blocks.append("<p>" + " ".join(_inline(p) for p in paragraph) + "</p>")
             paragraph.clear()
         if items:
-            blocks.append(f"<{list_tag}>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + f"</{list_tag}>")
+            blocks.append(
+                f"<{list_tag}>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + f"</{list_tag}>"
+            )
             items.clear()
 
     i = 0

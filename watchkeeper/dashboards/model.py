@@ -7,7 +7,7 @@ tags: [sdk, red]
 time: {from: now-6h, to: now}
 refresh: 30s
 variables:
-  - {name: route, type: query, query: 'label_values(http_requests_total, route)', multi: true, include_all: true}
+  - {name: route, type: query, query: 'label_values(http_requests_total, route)', multi: true}
 rows:
   - title: Traffic
     panels:
@@ -157,7 +157,7 @@ class QueryVariable(_Model):
     name: str
     label: str = ""
     query: str = Field(min_length=1)
-    """``label_values([selector,] label)``, ``label_names()``, ``metrics(regex)`` or ``query_result(expr)``."""
+    """``label_values([selector,] label)``, ``label_names()``, ``metrics(regex)``, ``query_result(expr)``."""
     regex: str = ""
     multi: bool = False
     include_all: bool = False
@@ -312,7 +312,9 @@ class Dashboard(_Model):
 
 
 def slugify(title: str) -> str:
-    """>>> slugify("Service overview (RED)")
+    """A URL slug of a title.
+
+    >>> slugify("Service overview (RED)")
     'service-overview-red'
     """
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "dashboard"

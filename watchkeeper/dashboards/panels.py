@@ -11,6 +11,7 @@ axis unit, long series downsampled to the panel's pixel width). The same runs gi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -53,19 +54,20 @@ class QueryContext:
         rate_ms = max(step_ms + self.scrape_interval_ms, 4 * self.scrape_interval_ms)
         range_ms = self.range.duration_ms
         return {
-            "__interval": format_duration(step_ms), "__interval_ms": str(step_ms),
-            "__rate_interval": format_duration(rate_ms), "__rate_interval_ms": str(rate_ms),
-            "__range": format_duration(range_ms), "__range_s": str(range_ms // 1000),
+            "__interval": format_duration(step_ms),
+            "__interval_ms": str(step_ms),
+            "__rate_interval": format_duration(rate_ms),
+            "__rate_interval_ms": str(rate_ms),
+            "__range": format_duration(range_ms),
+            "__range_s": str(range_ms // 1000),
             "__range_ms": str(range_ms),
         }
 
     def step_ms(self, panel: Panel) -> int:
         min_step = self.scrape_interval_ms
         if panel.min_interval:
-            try:
+            with contextlib.suppress(ValueError):  # a bad $variable value: keep the scrape interval
                 min_step = parse_duration(interpolate(panel.min_interval, self.variables))
-            except ValueError:
-                pass
         return pick_step_ms(self.range.duration_ms, width_px=self.width_px, min_step_ms=min_step)
 
 
@@ -85,15 +87,26 @@ class QueryRun:
     error: str | None = None
 
 
-def run_expr(engine: QueryEngine, expr: str, ctx: QueryContext, step_ms: int, *, instant: bool = False,
-             ref: str = "A", legend: str = "", fmt: str = "time_series") -> QueryRun:
+def run_expr(
+    engine: QueryEngine,
+    expr: str,
+    ctx: QueryContext,
+    step_ms: int,
+    *,
+    instant: bool = False,
+    ref: str = "A",
+    legend: str = "",
+    fmt: str = "time_series",
+) -> QueryRun:
     run = QueryRun(ref, legend, expr, instant, fmt, step_ms)
     started = time.perf_counter()
     try:
         if instant:
             result = engine.instant(expr, ctx.range.end_ms)
         else:
-            start = ctx.range.start_ms - ctx.range.start_ms % step_ms  # aligned steps: stable points on refresh
+            start = (
+                ctx.range.start_ms - ctx.range.start_ms % step_ms
+            )  # aligned steps: stable points on refresh
             result = engine.range(expr, start, ctx.range.end_ms, step_ms)
         run.series = list(result.series) if result.result_type in ("vector", "matrix", "scalar") else []
         run.warnings = list(result.warnings)
@@ -112,12 +125,23 @@ def run_panel(engine: QueryEngine, panel: Panel, ctx: QueryContext) -> list[Quer
             continue
         expr = interpolate(q.expr, ctx.variables, builtins)
         instant = q.instant or (panel.type == "table" and q.format == "table")
-        runs.append(run_expr(engine, expr, ctx, step, instant=instant, ref=q.ref or chr(65 + i % 26),
-                             legend=q.legend, fmt=q.format))
+        runs.append(
+            run_expr(
+                engine,
+                expr,
+                ctx,
+                step,
+                instant=instant,
+                ref=q.ref or chr(65 + i % 26),
+                legend=q.legend,
+                fmt=q.format,
+            )
+        )
     return runs
 
 
 # --- reductions and colours ----------------------------------------------------------------------
+
 
 def reduce_values(values: F64, how: str) -> float | None:
     finite = values[~np.isnan(values)]
@@ -138,8 +162,9 @@ def reduce_values(values: F64, how: str) -> float | None:
     return float(finite.sum())
 
 
-def threshold_color(value: float | None, thresholds: Thresholds, lo: float | None = None,
-                    hi: float | None = None) -> str | None:
+def threshold_color(
+    value: float | None, thresholds: Thresholds, lo: float | None = None, hi: float | None = None
+) -> str | None:
     """The colour of the highest step at or below ``value`` (percentage mode: of min..max)."""
     if value is None or not thresholds.steps:
         return None
@@ -159,6 +184,7 @@ def _json_floats(values: F64) -> list[float | None]:
 
 
 # --- shaping -------------------------------------------------------------------------------------
+
 
 def _named(runs: Sequence[QueryRun]) -> list[tuple[str, Labels, ResultSeries, QueryRun]]:
     out = []
@@ -181,15 +207,30 @@ def _timeseries(panel: Panel, runs: Sequence[QueryRun], ctx: QueryContext) -> di
         x = s.timestamps_ms.astype(np.float64)
         y = s.values.astype(np.float64)
         x, y = minmax_downsample(x, y, max(ctx.width_px // 2, 1))
-        series.append({"name": name, "labels": dict(labels), "ref": run.ref,
-                       "x": [int(t) for t in x.tolist()], "y": _json_floats(y * scale.factor)})
-    out: dict[str, Any] = {"series": series, "style": panel.style, "stack": panel.stack,
-                           "legend": {"show": panel.legend.show, "placement": panel.legend.placement},
-                           "min": panel.min, "max": panel.max,
-                           "axis": {"suffix": scale.suffix, "tickformat": scale.tickformat, "factor": scale.factor}}
+        series.append(
+            {
+                "name": name,
+                "labels": dict(labels),
+                "ref": run.ref,
+                "x": [int(t) for t in x.tolist()],
+                "y": _json_floats(y * scale.factor),
+            }
+        )
+    out: dict[str, Any] = {
+        "series": series,
+        "style": panel.style,
+        "stack": panel.stack,
+        "legend": {"show": panel.legend.show, "placement": panel.legend.placement},
+        "min": panel.min,
+        "max": panel.max,
+        "axis": {"suffix": scale.suffix, "tickformat": scale.tickformat, "factor": scale.factor},
+    }
     if panel.thresholds.show:
-        out["threshold_lines"] = [{"value": st.value * scale.factor, "color": css_color(st.color)}
-                                  for st in panel.thresholds.steps if st.value is not None]
+        out["threshold_lines"] = [
+            {"value": st.value * scale.factor, "color": css_color(st.color)}
+            for st in panel.thresholds.steps
+            if st.value is not None
+        ]
     return out
 
 
@@ -198,7 +239,9 @@ def _reduced(panel: Panel, runs: Sequence[QueryRun]) -> dict[str, Any]:
     for name, labels, s, _ in _named(runs):
         v = reduce_values(s.values, panel.reduce)
         entry: dict[str, Any] = {
-            "name": name, "labels": dict(labels), "value": v,
+            "name": name,
+            "labels": dict(labels),
+            "value": v,
             "text": format_value(v, panel.unit, panel.decimals),
             "color": threshold_color(v, panel.thresholds, panel.min, panel.max),
         }
@@ -233,8 +276,13 @@ def _table(panel: Panel, runs: Sequence[QueryRun]) -> dict[str, Any]:
         cells: list[Any] = [row["labels"].get(n, "") for n in label_names]
         for ref in refs:
             v = row["values"].get(ref)
-            cells.append({"value": v, "text": format_value(v, panel.unit, panel.decimals),
-                          "color": threshold_color(v, panel.thresholds, panel.min, panel.max)})
+            cells.append(
+                {
+                    "value": v,
+                    "text": format_value(v, panel.unit, panel.decimals),
+                    "color": threshold_color(v, panel.thresholds, panel.min, panel.max),
+                }
+            )
         table_rows.append(cells)
     return {"columns": [*label_names, *value_cols], "rows": table_rows}
 
@@ -267,20 +315,39 @@ def _heatmap(panel: Panel, runs: Sequence[QueryRun]) -> dict[str, Any]:
     counts = np.diff(np.nan_to_num(grid), axis=0, prepend=0.0).clip(min=0.0)
     counts[np.isnan(grid)] = np.nan
     labels = [format_value(b, panel.unit) if math.isfinite(b) else "+Inf" for b in bounds]
-    return {"heatmap": {"x": [int(t) for t in times.tolist()], "y": labels,
-                        "z": [_json_floats(row) for row in counts]}}
+    return {
+        "heatmap": {
+            "x": [int(t) for t in times.tolist()],
+            "y": labels,
+            "z": [_json_floats(row) for row in counts],
+        }
+    }
 
 
 def panel_json(panel: Panel, runs: Sequence[QueryRun], ctx: QueryContext) -> dict[str, Any]:
     """The JSON a panel draws from; see the module docstring."""
     step = ctx.step_ms(panel)
     out: dict[str, Any] = {
-        "id": panel.id, "type": panel.type, "unit": panel.unit,
-        "start_ms": ctx.range.start_ms, "end_ms": ctx.range.end_ms, "step_ms": step,
-        "queries": [{"ref": r.ref, "expr": r.expr, "instant": r.instant, "step_ms": r.step_ms,
-                     "duration_ms": round(r.duration_ms, 2), "series": len(r.series),
-                     "points": int(sum(len(s.values) for s in r.series)), "warnings": r.warnings,
-                     "error": r.error} for r in runs],
+        "id": panel.id,
+        "type": panel.type,
+        "unit": panel.unit,
+        "start_ms": ctx.range.start_ms,
+        "end_ms": ctx.range.end_ms,
+        "step_ms": step,
+        "queries": [
+            {
+                "ref": r.ref,
+                "expr": r.expr,
+                "instant": r.instant,
+                "step_ms": r.step_ms,
+                "duration_ms": round(r.duration_ms, 2),
+                "series": len(r.series),
+                "points": int(sum(len(s.values) for s in r.series)),
+                "warnings": r.warnings,
+                "error": r.error,
+            }
+            for r in runs
+        ],
         "errors": [f"{r.ref}: {r.error}" for r in runs if r.error],
     }
     if panel.type == "timeseries":
@@ -320,6 +387,7 @@ def panel_csv(panel: Panel, runs: Sequence[QueryRun]) -> str:
 
 # --- annotations ---------------------------------------------------------------------------------
 
+
 def query_annotation_regions(run: QueryRun, annotation: Annotation) -> list[dict[str, Any]]:
     """Regions where an annotation query is non-zero: consecutive steps merge into one region."""
     regions = []
@@ -331,6 +399,13 @@ def query_annotation_regions(run: QueryRun, annotation: Annotation) -> list[dict
         starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
         text = series_name(annotation.title, s.labels) if annotation.title else annotation.name
         for a, b in zip(starts, ends, strict=True):
-            regions.append({"start_ms": int(s.timestamps_ms[a]), "end_ms": int(s.timestamps_ms[b]),
-                            "text": text, "color": css_color(annotation.color), "source": annotation.name})
+            regions.append(
+                {
+                    "start_ms": int(s.timestamps_ms[a]),
+                    "end_ms": int(s.timestamps_ms[b]),
+                    "text": text,
+                    "color": css_color(annotation.color),
+                    "source": annotation.name,
+                }
+            )
     return regions

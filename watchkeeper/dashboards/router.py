@@ -1,9 +1,10 @@
 """The dashboards web UI and its JSON endpoints, as one FastAPI router.
 
 >>> app.include_router(dashboards_router(state.require_engine, state.require_storage,
-...                                      DashboardOptions(dirs=(BUILTIN_DIR, Path("dashboards")))))  # doctest: +SKIP
+...     DashboardOptions(dirs=(BUILTIN_DIR, Path("dashboards")))))  # doctest: +SKIP
 
-Pages: ``/dashboards`` (list and search), ``/d/<uid>/<slug>?from=&to=&refresh=&var-x=&theme=&kiosk&viewPanel=``,
+Pages: ``/dashboards`` (list and search),
+``/d/<uid>/<slug>?from=&to=&refresh=&var-x=&theme=&kiosk&viewPanel=``,
 ``/explore``, ``/alerts``, ``/silences``, ``/targets``, ``/rules``. JSON: ``/d/<uid>/panels/<id>.json``
 (and ``.csv``), ``/d/<uid>/annotations.json``, ``/d/<uid>/variables.json``, ``/explore/query.json``,
 ``/api/dashboards``, ``/api/dashboards/<uid>``, ``POST /api/dashboards/import``. Static files (Plotly
@@ -55,10 +56,20 @@ STATIC_DIR = Path(__file__).parent / "static"
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 PLOTLY_FILE = "plotly-2.35.3.min.js"
 REFRESH_CHOICES = ("5s", "10s", "30s", "1m", "5m", "15m", "30m", "1h", "2h", "1d")
-QUICK_RANGES = (("Last 5 minutes", "now-5m"), ("Last 15 minutes", "now-15m"), ("Last 1 hour", "now-1h"),
-                ("Last 3 hours", "now-3h"), ("Last 6 hours", "now-6h"), ("Last 12 hours", "now-12h"),
-                ("Last 24 hours", "now-24h"), ("Last 2 days", "now-2d"), ("Last 7 days", "now-7d"),
-                ("Last 30 days", "now-30d"), ("Today", "now/d"), ("This week", "now/w"))
+QUICK_RANGES = (
+    ("Last 5 minutes", "now-5m"),
+    ("Last 15 minutes", "now-15m"),
+    ("Last 1 hour", "now-1h"),
+    ("Last 3 hours", "now-3h"),
+    ("Last 6 hours", "now-6h"),
+    ("Last 12 hours", "now-12h"),
+    ("Last 24 hours", "now-24h"),
+    ("Last 2 days", "now-2d"),
+    ("Last 7 days", "now-7d"),
+    ("Last 30 days", "now-30d"),
+    ("Today", "now/d"),
+    ("This week", "now/w"),
+)
 MAX_WIDTH_PX = 4000
 
 GetEngine = Callable[[], QueryEngine]
@@ -111,14 +122,16 @@ class _Static:
 
 
 def _environment(static: _Static) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True
+    )
     env.globals["static"] = static.url
     env.globals["plotly_url"] = static.url(PLOTLY_FILE)
     env.filters["labels"] = format_labels
     env.filters["markdown"] = markdown.render
-    env.filters["fmt_ms"] = lambda ms: (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + " UTC"
-                                        if ms else "–")
+    env.filters["fmt_ms"] = lambda ms: (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + " UTC" if ms else "–"
+    )
     env.filters["fmt_value"] = format_value
     return env
 
@@ -170,8 +183,9 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"status": "error", "error": message}, status_code=status)
 
 
-def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
-                      options: DashboardOptions | None = None) -> APIRouter:
+def dashboards_router(
+    get_engine: GetEngine, get_storage: GetStore, options: DashboardOptions | None = None
+) -> APIRouter:
     """The dashboards UI; ``get_engine``/``get_storage`` may raise while the store opens (the
     app's exception handler answers 503)."""
     opts = options or DashboardOptions()
@@ -190,11 +204,14 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
     def time_range(view: _View) -> Range:
         return resolve_range(view.from_, view.to, opts.now_ms(), view.tz)
 
-    def context_for(dashboard: Dashboard, request: Request) -> tuple[_View, Range, QueryContext,
-                                                                      list[ResolvedVariable]]:
+    def context_for(
+        dashboard: Dashboard, request: Request
+    ) -> tuple[_View, Range, QueryContext, list[ResolvedVariable]]:
         view = _view(request, dashboard, opts.min_refresh_ms)
         rng = time_range(view)
-        resolved, values = resolve(dashboard, view.requested, store=get_storage(), engine=get_engine(), rng=rng)
+        resolved, values = resolve(
+            dashboard, view.requested, store=get_storage(), engine=get_engine(), rng=rng
+        )
         ctx = QueryContext(rng, _width(request), opts.scrape_interval_ms, values)
         return view, rng, ctx, resolved
 
@@ -208,19 +225,36 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
         dashboards = catalog.all()
         if q:
             needle = q.lower()
-            dashboards = [d for d in dashboards if needle in d.title.lower() or needle in d.uid
-                          or any(needle in t.lower() for t in d.tags)]
+            dashboards = [
+                d
+                for d in dashboards
+                if needle in d.title.lower() or needle in d.uid or any(needle in t.lower() for t in d.tags)
+            ]
         if tag:
             dashboards = [d for d in dashboards if tag in d.tags]
         tags = sorted({t for d in catalog.all() for t in d.tags})
-        return page("home.html", request, dashboards=dashboards, q=q, tag=tag, tags=tags, errors=catalog.errors,
-                    dirs=[str(d) for d in catalog.dirs], title="Dashboards")
+        return page(
+            "home.html",
+            request,
+            dashboards=dashboards,
+            q=q,
+            tag=tag,
+            tags=tags,
+            errors=catalog.errors,
+            dirs=[str(d) for d in catalog.dirs],
+            title="Dashboards",
+        )
 
     async def dashboard_page(request: Request, uid: str, slug: str = "") -> Response:
         dashboard = catalog.get(uid)
         if dashboard is None:
-            return page("not_found.html", request, status=404, title="Not found",
-                        message=f"No dashboard with uid {uid!r}.")
+            return page(
+                "not_found.html",
+                request,
+                status=404,
+                title="Not found",
+                message=f"No dashboard with uid {uid!r}.",
+            )
         if slug != dashboard.slug:
             query = f"?{request.url.query}" if request.url.query else ""
             return RedirectResponse(f"/d/{uid}/{dashboard.slug}{query}", status_code=302)
@@ -230,26 +264,47 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
             return page("not_found.html", request, status=400, title="Bad time range", message=str(exc))
         links = _links(dashboard, view, resolved, catalog.all())
         config = {
-            "uid": dashboard.uid, "slug": dashboard.slug,
-            "panels": [{"id": p.id, "type": p.type, "title": p.title, "collapsed": row.collapsed}
-                       for row in dashboard.rows for p in row.panels],
-            "time": {"from": view.from_, "to": view.to}, "default_time": {"from": dashboard.time.from_,
-                                                                         "to": dashboard.time.to},
-            "refresh": view.refresh, "min_refresh_ms": opts.min_refresh_ms,
-            "graph_tooltip": dashboard.graph_tooltip, "timezone": view.tz or dashboard.timezone,
+            "uid": dashboard.uid,
+            "slug": dashboard.slug,
+            "panels": [
+                {"id": p.id, "type": p.type, "title": p.title, "collapsed": row.collapsed}
+                for row in dashboard.rows
+                for p in row.panels
+            ],
+            "time": {"from": view.from_, "to": view.to},
+            "default_time": {"from": dashboard.time.from_, "to": dashboard.time.to},
+            "refresh": view.refresh,
+            "min_refresh_ms": opts.min_refresh_ms,
+            "graph_tooltip": dashboard.graph_tooltip,
+            "timezone": view.tz or dashboard.timezone,
             "annotations": any(a.enabled for a in dashboard.annotations),
             "variables": [v.name for v in resolved if v.type != "constant"],
             "view_panel": view.view_panel,
         }
-        return page("dashboard.html", request, title=dashboard.title, dashboard=dashboard, view=view, rng=rng,
-                    variables=resolved, links=links, config=config, ALL=ALL, quick_ranges=QUICK_RANGES,
-                    refresh_choices=REFRESH_CHOICES)
+        return page(
+            "dashboard.html",
+            request,
+            title=dashboard.title,
+            dashboard=dashboard,
+            view=view,
+            rng=rng,
+            variables=resolved,
+            links=links,
+            config=config,
+            ALL=ALL,
+            quick_ranges=QUICK_RANGES,
+            refresh_choices=REFRESH_CHOICES,
+        )
 
     @router.get("/explore", response_class=HTMLResponse)
     async def explore(request: Request) -> HTMLResponse:
         q = request.query_params
-        config = {"expr": q.get("expr", ""), "time": {"from": q.get("from", "now-1h"), "to": q.get("to", "now")},
-                  "step": q.get("step", ""), "min_refresh_ms": opts.min_refresh_ms}
+        config = {
+            "expr": q.get("expr", ""),
+            "time": {"from": q.get("from", "now-1h"), "to": q.get("to", "now")},
+            "step": q.get("step", ""),
+            "min_refresh_ms": opts.min_refresh_ms,
+        }
         return page("explore.html", request, title="Explore", config=config, quick_ranges=QUICK_RANGES)
 
     @router.get("/alerts", response_class=HTMLResponse)
@@ -257,16 +312,28 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
         provider = opts.get_alerts()
         alerts = list(provider.alerts()) if provider else []
         history = list(provider.history(100)) if provider else []
-        return page("alerts.html", request, title="Alerts", wired=provider is not None,
-                    firing=[a for a in alerts if a.state == "firing"],
-                    pending=[a for a in alerts if a.state == "pending"], history=history)
+        return page(
+            "alerts.html",
+            request,
+            title="Alerts",
+            wired=provider is not None,
+            firing=[a for a in alerts if a.state == "firing"],
+            pending=[a for a in alerts if a.state == "pending"],
+            history=history,
+        )
 
     @router.get("/silences", response_class=HTMLResponse)
     async def silences_page(request: Request) -> HTMLResponse:
         provider = opts.get_silences()
         silences = list(provider.silences()) if provider else []
-        return page("silences.html", request, title="Silences", wired=provider is not None, silences=silences,
-                    prefill=request.query_params.get("matchers", ""))
+        return page(
+            "silences.html",
+            request,
+            title="Silences",
+            wired=provider is not None,
+            silences=silences,
+            prefill=request.query_params.get("matchers", ""),
+        )
 
     @router.get("/targets", response_class=HTMLResponse)
     async def targets_page(request: Request) -> HTMLResponse:
@@ -292,7 +359,7 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
         if panel is None or panel.type == "text":
             return _error(404, f"dashboard {uid!r} has no query panel {panel_id}")
         try:
-            _view_, _rng, ctx, _resolved = context_for(dashboard, request)
+            _, _rng, ctx, _resolved = context_for(dashboard, request)
         except TimeError as exc:
             return _error(400, str(exc))
         started = time.perf_counter()
@@ -308,8 +375,11 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
         panel, runs, ctx, _query_ms = out
         body = panel_json(panel, runs, ctx)
         body["server_ms"] = round((time.perf_counter() - started) * 1000, 2)
-        return Response(json.dumps(body, allow_nan=False, separators=(",", ":")), media_type="application/json",
-                        headers={"Cache-Control": "no-store"})
+        return Response(
+            json.dumps(body, allow_nan=False, separators=(",", ":")),
+            media_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     @router.get("/d/{uid}/panels/{panel_id}.csv")
     async def panel_csv_download(request: Request, uid: str, panel_id: int) -> Response:
@@ -318,15 +388,18 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
             return out
         panel, runs, _ctx, _query_ms = out
         filename = f"{uid}-panel-{panel_id}.csv"
-        return Response(panel_csv(panel, runs), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+        return Response(
+            panel_csv(panel, runs),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
 
     def _annotations(uid: str, request: Request) -> JSONResponse:
         dashboard = catalog.get(uid)
         if dashboard is None:
             return _error(404, f"no dashboard with uid {uid!r}")
         try:
-            _view_, rng, ctx, _resolved = context_for(dashboard, request)
+            _, rng, ctx, _resolved = context_for(dashboard, request)
         except TimeError as exc:
             return _error(400, str(exc))
         regions: list[dict[str, Any]] = []
@@ -339,9 +412,15 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
                 provider = opts.get_alerts()
                 for alert in provider.alerts() if provider else []:
                     if alert.state == "firing" and alert.active_at_ms <= rng.end_ms:
-                        regions.append({"start_ms": max(alert.active_at_ms, rng.start_ms), "end_ms": rng.end_ms,
-                                        "text": f"{alert.name} {format_labels(alert.labels)}",
-                                        "color": annotation.color, "source": annotation.name})
+                        regions.append(
+                            {
+                                "start_ms": max(alert.active_at_ms, rng.start_ms),
+                                "end_ms": rng.end_ms,
+                                "text": f"{alert.name} {format_labels(alert.labels)}",
+                                "color": annotation.color,
+                                "source": annotation.name,
+                            }
+                        )
                 continue
             expr = interpolate(annotation.expr, ctx.variables, ctx.builtins(step))
             run = run_expr(get_engine(), expr, ctx, step)
@@ -359,11 +438,17 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
         if dashboard is None:
             return _error(404, f"no dashboard with uid {uid!r}")
         try:
-            _view_, _rng, _ctx, resolved = context_for(dashboard, request)
+            _, _rng, _ctx, resolved = context_for(dashboard, request)
         except TimeError as exc:
             return _error(400, str(exc))
-        return JSONResponse({"variables": [{"name": v.name, "options": v.options, "selected": v.selected,
-                                            "error": v.error} for v in resolved]})
+        return JSONResponse(
+            {
+                "variables": [
+                    {"name": v.name, "options": v.options, "selected": v.selected, "error": v.error}
+                    for v in resolved
+                ]
+            }
+        )
 
     @router.get("/d/{uid}/variables.json")
     async def variables(request: Request, uid: str) -> JSONResponse:
@@ -403,11 +488,15 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
     # --- dashboards API --------------------------------------------------------------------------
     @router.get("/api/dashboards")
     async def list_dashboards() -> JSONResponse:
-        return JSONResponse({
-            "dashboards": [{"uid": d.uid, "title": d.title, "tags": d.tags, "url": f"/d/{d.uid}/{d.slug}"}
-                           for d in catalog.all()],
-            "errors": [{"path": e.path, "field": e.field, "message": e.message} for e in catalog.errors],
-        })
+        return JSONResponse(
+            {
+                "dashboards": [
+                    {"uid": d.uid, "title": d.title, "tags": d.tags, "url": f"/d/{d.uid}/{d.slug}"}
+                    for d in catalog.all()
+                ],
+                "errors": [{"path": e.path, "field": e.field, "message": e.message} for e in catalog.errors],
+            }
+        )
 
     @router.get("/api/dashboards/{uid}")
     async def get_dashboard(uid: str) -> Response:
@@ -446,8 +535,15 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
             path.write_text(text, encoding="utf-8")
             catalog.refresh(force=True)
             saved = str(path)
-        return JSONResponse({"dashboard": dump(dashboard), "yaml": text, "warnings": result.warnings,
-                             "url": f"/d/{dashboard.uid}/{dashboard.slug}", "saved": saved})
+        return JSONResponse(
+            {
+                "dashboard": dump(dashboard),
+                "yaml": text,
+                "warnings": result.warnings,
+                "url": f"/d/{dashboard.uid}/{dashboard.slug}",
+                "saved": saved,
+            }
+        )
 
     @router.get("/static/wk/{name}", include_in_schema=False)
     async def static_file(name: str, request: Request) -> Response:
@@ -460,8 +556,9 @@ def dashboards_router(get_engine: GetEngine, get_storage: GetStore,
     return router
 
 
-def _links(dashboard: Dashboard, view: _View, resolved: list[ResolvedVariable],
-           everything: list[Dashboard]) -> list[dict[str, Any]]:
+def _links(
+    dashboard: Dashboard, view: _View, resolved: list[ResolvedVariable], everything: list[Dashboard]
+) -> list[dict[str, Any]]:
     out = []
     for link in dashboard.links:
         params: list[tuple[str, str]] = []
@@ -470,11 +567,22 @@ def _links(dashboard: Dashboard, view: _View, resolved: list[ResolvedVariable],
         if link.include_vars:
             params += [(f"var-{v.name}", s) for v in resolved for s in v.selected]
         query = urlencode(params)
-        targets = ([(link.title or link.url, link.url)] if link.url else
-                   [(d.title, f"/d/{d.uid}/{d.slug}") for d in everything
-                    if d.uid != dashboard.uid and set(link.tags) & set(d.tags)])
+        targets = (
+            [(link.title or link.url, link.url)]
+            if link.url
+            else [
+                (d.title, f"/d/{d.uid}/{d.slug}")
+                for d in everything
+                if d.uid != dashboard.uid and set(link.tags) & set(d.tags)
+            ]
+        )
         for title, url in targets:
             sep = "&" if "?" in url else "?"
-            out.append({"title": title, "url": url + (sep + query if query else ""),
-                        "target_blank": link.target_blank})
+            out.append(
+                {
+                    "title": title,
+                    "url": url + (sep + query if query else ""),
+                    "target_blank": link.target_blank,
+                }
+            )
     return out

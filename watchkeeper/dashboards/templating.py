@@ -89,6 +89,7 @@ def series_name(template: str, labels: Labels) -> str:
 
 # --- variable queries ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class VariableQuery:
     """A parsed variable query: ``kind`` is label_values, label_names, metrics or query_result."""
@@ -104,7 +105,9 @@ _QUERY_RE = re.compile(r"^\s*(label_values|label_names|metrics|query_result)\s*\
 
 
 def parse_variable_query(text: str) -> VariableQuery:
-    """>>> parse_variable_query('label_values(up{job="a"}, instance)')
+    """Parse a Grafana Prometheus variable query.
+
+    >>> parse_variable_query('label_values(up{job="a"}, instance)')
     VariableQuery(kind='label_values', selector='up{job="a"}', label='instance', regex='', expr='')
     """
     m = _QUERY_RE.match(text)

@@ -26,8 +26,31 @@ _FIXED_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 8
 #: the steps panels use, as Grafana rounds intervals: the smallest of these >= range / width
 NICE_STEPS_MS = tuple(
     parse_duration(d)
-    for d in ("1s", "2s", "5s", "10s", "15s", "20s", "30s", "1m", "2m", "5m", "10m", "15m", "20m", "30m",
-              "1h", "2h", "3h", "6h", "12h", "1d", "2d", "7d", "30d")
+    for d in (
+        "1s",
+        "2s",
+        "5s",
+        "10s",
+        "15s",
+        "20s",
+        "30s",
+        "1m",
+        "2m",
+        "5m",
+        "10m",
+        "15m",
+        "20m",
+        "30m",
+        "1h",
+        "2h",
+        "3h",
+        "6h",
+        "12h",
+        "1d",
+        "2d",
+        "7d",
+        "30d",
+    )
 )
 MAX_POINTS = 11_000
 
@@ -48,8 +71,23 @@ def zone(name: str | None) -> dt.tzinfo:
 def _add_months(when: dt.datetime, months: int) -> dt.datetime:
     index = when.year * 12 + when.month - 1 + months
     year, month = divmod(index, 12)
-    day = min(when.day, [31, 29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28, 31, 30, 31,
-                         30, 31, 31, 30, 31, 30, 31][month])
+    day = min(
+        when.day,
+        [
+            31,
+            29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28,
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ][month],
+    )
     return when.replace(year=year, month=month + 1, day=day)
 
 
@@ -67,8 +105,9 @@ def _round(when: dt.datetime, unit: str, up: bool) -> dt.datetime:
     elif unit == "M":
         start = when.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     elif unit == "Q":
-        start = when.replace(month=(when.month - 1) // 3 * 3 + 1, day=1, hour=0, minute=0, second=0,
-                             microsecond=0)
+        start = when.replace(
+            month=(when.month - 1) // 3 * 3 + 1, day=1, hour=0, minute=0, second=0, microsecond=0
+        )
     else:  # y
         start = when.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
     if not up:
@@ -110,7 +149,9 @@ def parse_time(text: str, now_ms: int, tz: str | None = None, *, round_up: bool 
     try:
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise TimeError(f"cannot parse time {text!r} (examples: now-6h, now/d, 2026-01-01T00:00:00Z)") from None
+        raise TimeError(
+            f"cannot parse time {text!r} (examples: now-6h, now/d, 2026-01-01T00:00:00Z)"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone(tz))
     return round(parsed.timestamp() * 1000)
@@ -141,7 +182,7 @@ def pick_step_ms(range_ms: int, *, width_px: int, min_step_ms: int) -> int:
     for nice in NICE_STEPS_MS:
         if nice >= raw:
             return nice
-    return int(math.ceil(raw / 1000)) * 1000
+    return math.ceil(raw / 1000) * 1000
 
 
 def format_duration(ms: int) -> str:

@@ -19,9 +19,25 @@ import math
 from dataclasses import dataclass
 
 # time units as seconds
-_TIME_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_TIME_STEPS = (("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0),
-               ("d", 86400.0))
+_TIME_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+_TIME_STEPS = (
+    ("ns", 1e-9),
+    ("µs", 1e-6),
+    ("ms", 1e-3),
+    ("s", 1.0),
+    ("min", 60.0),
+    ("h", 3600.0),
+    ("d", 86400.0),
+)
 _IEC = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 _SI_BYTES = ("B", "kB", "MB", "GB", "TB", "PB")
 _SI = ("", "k", "M", "G", "T", "P")
@@ -29,19 +45,47 @@ _SI_SMALL = (("m", 1e-3), ("µ", 1e-6), ("n", 1e-9))
 
 #: unit id -> suffix for plain (SI-scaled) units
 _SUFFIX = {
-    "short": "", "none": "", "reqps": " req/s", "rps": " req/s", "ops": " ops/s", "wps": " wr/s",
-    "rps_read": " rd/s", "cps": " c/s", "percent": "%", "hertz": " Hz", "celsius": " °C",
-    "conn": " conn", "bits": "b", "bps": "b/s", "pps": " p/s",
+    "short": "",
+    "none": "",
+    "reqps": " req/s",
+    "rps": " req/s",
+    "ops": " ops/s",
+    "wps": " wr/s",
+    "rps_read": " rd/s",
+    "cps": " c/s",
+    "percent": "%",
+    "hertz": " Hz",
+    "celsius": " °C",
+    "conn": " conn",
+    "bits": "b",
+    "bps": "b/s",
+    "pps": " p/s",
 }
-_BYTES = {"bytes": (_IEC, 1024.0, ""), "decbytes": (_SI_BYTES, 1000.0, ""),
-          "Bps": (_SI_BYTES, 1000.0, "/s"), "binBps": (_IEC, 1024.0, "/s"), "kbytes": (_IEC, 1024.0, "")}
+_BYTES = {
+    "bytes": (_IEC, 1024.0, ""),
+    "decbytes": (_SI_BYTES, 1000.0, ""),
+    "Bps": (_SI_BYTES, 1000.0, "/s"),
+    "binBps": (_IEC, 1024.0, "/s"),
+    "kbytes": (_IEC, 1024.0, ""),
+}
 
 KNOWN_UNITS = frozenset({*_TIME_SECONDS, *_SUFFIX, *_BYTES, "percentunit", "dtdurations"})
 
 #: Grafana unit ids that mean the same as one of ours
-ALIASES = {"decbits": "bits", "deckbytes": "decbytes", "currencyUSD": "suffix: $", "µs": "us",
-           "dtdurationms": "ms", "dtdurations": "s", "iops": "ops", "opm": "ops", "reqpm": "reqps",
-           "percent0": "percent", "pct": "percent", "lengthm": "suffix: m"}
+ALIASES = {
+    "decbits": "bits",
+    "deckbytes": "decbytes",
+    "currencyUSD": "suffix: $",
+    "µs": "us",
+    "dtdurationms": "ms",
+    "dtdurations": "s",
+    "iops": "ops",
+    "opm": "ops",
+    "reqpm": "reqps",
+    "percent0": "percent",
+    "pct": "percent",
+    "lengthm": "suffix: m",
+}
 
 
 def is_known_unit(unit: str) -> bool:
@@ -89,7 +133,7 @@ def format_value(value: float | None, unit: str = "short", decimals: int | None 
         return "+Inf" if value > 0 else "-Inf"
     unit = ALIASES.get(unit, unit)
     if unit.startswith("suffix:"):
-        return _num(value, decimals) + unit[len("suffix:"):]
+        return _num(value, decimals) + unit[len("suffix:") :]
     if unit in _TIME_SECONDS:
         seconds = value * _TIME_SECONDS[unit]
         if seconds == 0:
@@ -129,7 +173,7 @@ def axis_scale(unit: str, max_abs: float) -> AxisScale:
     if not math.isfinite(max_abs):
         max_abs = 0.0
     if unit.startswith("suffix:"):
-        return AxisScale(1.0, unit[len("suffix:"):], "~s")
+        return AxisScale(1.0, unit[len("suffix:") :], "~s")
     if unit in _TIME_SECONDS:
         seconds = max_abs * _TIME_SECONDS[unit]
         name, size = "s", 1.0
@@ -157,8 +201,14 @@ def axis_scale(unit: str, max_abs: float) -> AxisScale:
 
 #: Grafana's named colours (the base shades), for thresholds imported from Grafana
 NAMED_COLORS = {
-    "green": "#73bf69", "red": "#f2495c", "orange": "#ff9830", "yellow": "#fade2a", "blue": "#5794f2",
-    "purple": "#b877d9", "text": "#ccccdc", "transparent": "transparent",
+    "green": "#73bf69",
+    "red": "#f2495c",
+    "orange": "#ff9830",
+    "yellow": "#fade2a",
+    "blue": "#5794f2",
+    "purple": "#b877d9",
+    "text": "#ccccdc",
+    "transparent": "transparent",
 }
 
 
@@ -167,6 +217,6 @@ def css_color(color: str) -> str:
     base = color
     for prefix in ("super-light-", "light-", "semi-dark-", "dark-"):
         if base.startswith(prefix):
-            base = base[len(prefix):]
+            base = base[len(prefix) :]
             break
     return NAMED_COLORS.get(base, color)

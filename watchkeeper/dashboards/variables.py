@@ -35,7 +35,9 @@ MAX_OPTIONS = 1000
 class MetadataStore(Protocol):
     def label_names(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]: ...
 
-    def label_values(self, name: str, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]: ...
+    def label_values(
+        self, name: str, matchers: Sequence[Matcher], start_ms: int, end_ms: int
+    ) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +66,14 @@ def _matchers(selector: str) -> list[Matcher]:
     return list(expr.matchers)
 
 
-def _options(var: QueryVariable, values: Mapping[str, VarValue], store: MetadataStore, engine: QueryEngine,
-             rng: Range) -> list[str]:
-    builtins = {"__range": format_duration(rng.duration_ms), "__range_s": str(rng.duration_ms // 1000),
-                "__range_ms": str(rng.duration_ms)}
+def _options(
+    var: QueryVariable, values: Mapping[str, VarValue], store: MetadataStore, engine: QueryEngine, rng: Range
+) -> list[str]:
+    builtins = {
+        "__range": format_duration(rng.duration_ms),
+        "__range_s": str(rng.duration_ms // 1000),
+        "__range_ms": str(rng.duration_ms),
+    }
     q = parse_variable_query(interpolate(var.query, values, builtins))
     if q.kind == "label_values":
         found = store.label_values(q.label, _matchers(q.selector), rng.start_ms, rng.end_ms)
@@ -82,7 +88,8 @@ def _options(var: QueryVariable, values: Mapping[str, VarValue], store: Metadata
         found = []
         for s in result.series:
             value = s.values[-1] if len(s.values) else float("nan")
-            found.append(f"{format_labels(s.labels)} {value:g} {int(s.timestamps_ms[-1]) if len(s.timestamps_ms) else ''}".strip())
+            stamp = str(int(s.timestamps_ms[-1])) if len(s.timestamps_ms) else ""
+            found.append(f"{format_labels(s.labels)} {value:g} {stamp}".strip())
     found = apply_regex(found, var.regex)
     if var.sort == "alpha":
         found = sorted(found)
@@ -96,8 +103,9 @@ def _numeric_key(text: str) -> tuple[float, str]:
     return (float(m.group(0)) if m else float("inf"), text)
 
 
-def _select(requested: list[str], options: list[str], default: list[str], multi: bool,
-            include_all: bool) -> list[str]:
+def _select(
+    requested: list[str], options: list[str], default: list[str], multi: bool, include_all: bool
+) -> list[str]:
     for candidate in (requested, default):
         if not candidate:
             continue
@@ -129,12 +137,29 @@ def resolve(
     return resolved, values
 
 
-def _resolve_one(var: Variable, requested: list[str], values: Mapping[str, VarValue], store: MetadataStore,
-                 engine: QueryEngine, rng: Range) -> tuple[ResolvedVariable, VarValue]:
+def _resolve_one(
+    var: Variable,
+    requested: list[str],
+    values: Mapping[str, VarValue],
+    store: MetadataStore,
+    engine: QueryEngine,
+    rng: Range,
+) -> tuple[ResolvedVariable, VarValue]:
     if isinstance(var, ConstantVariable):
         text = requested[0] if requested and var.type == "textbox" else var.value
-        return (ResolvedVariable(var.name, var.label or var.name, var.type, [], [text], False, False,
-                                 var.hide or var.type == "constant"), VarValue((text,), regex=False))
+        return (
+            ResolvedVariable(
+                var.name,
+                var.label or var.name,
+                var.type,
+                [],
+                [text],
+                False,
+                False,
+                var.hide or var.type == "constant",
+            ),
+            VarValue((text,), regex=False),
+        )
     error = None
     if isinstance(var, QueryVariable):
         try:
@@ -153,8 +178,12 @@ def _resolve_one(var: Variable, requested: list[str], values: Mapping[str, VarVa
         value = VarValue(tuple(options), regex=True, all_value=all_value or ".*")
     else:
         value = VarValue(tuple(selected), regex=multi or include_all)
-    return (ResolvedVariable(var.name, var.label or var.name, var.type, options, selected, multi, include_all,
-                             var.hide, error), value)
+    return (
+        ResolvedVariable(
+            var.name, var.label or var.name, var.type, options, selected, multi, include_all, var.hide, error
+        ),
+        value,
+    )
 
 
 def requested_from_query(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
