@@ -186,3 +186,41 @@ def test_self_metrics(env: Env) -> None:
     assert f'watchkeeper_rule_group_iterations_total{{rule_group="{key}"}} 1.0' in text
     assert f'watchkeeper_rule_evaluation_failures_total{{rule_group="{key}"}} 1.0' in text
     assert 'watchkeeper_alerts{alertname="A",state="firing"} 1.0' in text
+
+
+def test_output_is_written_once_per_group_unless_a_later_rule_reads_it(env: Env) -> None:
+    from watchkeeper.rules.evaluation import GroupRuntime, engine_query, evaluate_group
+    from watchkeeper.rules.manager import StoreWriter
+    from watchkeeper.rules.model import parse_rule_file
+
+    class CountingWriter(StoreWriter):
+        calls = 0
+
+        def write(self, samples: object, ts_ms: int) -> None:
+            CountingWriter.calls += 1
+            super().write(samples, ts_ms)  # type: ignore[arg-type]
+
+    text = """
+groups:
+  - name: independent
+    rules:
+      - {alert: A, expr: vector(1)}
+      - {alert: B, expr: vector(2)}
+      - {record: c, expr: vector(3)}
+  - name: dependent
+    rules:
+      - {record: d, expr: vector(4)}
+      - {alert: E, expr: d > 1}
+      - {alert: F, expr: '{job="x"}'}
+"""
+    groups, errors = parse_rule_file(text, "f.yml")
+    assert errors == []
+    writer = CountingWriter(env.storage)
+    query = engine_query(env.engine)
+    evaluate_group(groups[0], GroupRuntime(), ts_ms=0, query=query, writer=writer)
+    assert CountingWriter.calls == 1
+    CountingWriter.calls = 0
+    evaluate_group(groups[1], GroupRuntime(), ts_ms=0, query=query, writer=writer)
+    # flushed before E (reads d) and before F (a selector without a fixed name); F wrote nothing
+    assert CountingWriter.calls == 2
+    assert env.query("ALERTS", 0)[-1][0]["alertname"] == "E"

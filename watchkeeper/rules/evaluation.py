@@ -13,6 +13,7 @@ nothing (its alerts are cleared) and reports the error.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from watchkeeper.errors import EvalError, WatchkeeperError
-from watchkeeper.labels import METRIC_NAME, Labels, from_dict, without
-from watchkeeper.promql.ast import Expr
+from watchkeeper.labels import METRIC_NAME, Labels, MatchOp, from_dict, without
+from watchkeeper.promql.ast import Expr, VectorSelector
+from watchkeeper.promql.promqltest import walk
 from watchkeeper.rules.model import AlertingRule, RecordingRule, Rule, RuleGroup, rule_key
 from watchkeeper.rules.state import AlertState, Transition, step_alert
 from watchkeeper.rules.template import expand_or_error
@@ -106,21 +108,28 @@ def evaluate_group(
     at_ms = ts_ms - offset
     result = GroupResult()
     started = time.perf_counter()
+    # Output is buffered and written in one append (one WAL sync) per group, except that the buffer
+    # is flushed before a rule that may read what is in it: later rules see earlier rules' output.
+    buffer: list[tuple[Labels, float]] = []
+    buffered_names: set[str] = set()
     for rule in group.rules:
         key = rule_key(rule)
         health = runtime.health.setdefault(key, RuleHealth())
         rule_started = time.perf_counter()
         try:
+            if buffer and _may_read(rule, buffered_names):
+                writer.write(buffer, at_ms)
+                buffer, buffered_names = [], set()
             if isinstance(rule, RecordingRule):
                 samples = _record(rule, query(rule.ast, at_ms), group.limit)
             else:
                 samples = _alert(rule, group, runtime, key, ts_ms, at_ms, query, opts, result)
-            writer.write(samples, at_ms)
             result.samples_written += len(samples)
             current = {labels for labels, _ in samples}
             stale = runtime.series.get(key, set()) - current
-            if stale:
-                writer.write([(labels, STALE_NAN) for labels in sorted(stale)], at_ms)
+            buffer += samples
+            buffer += [(labels, STALE_NAN) for labels in sorted(stale)]
+            buffered_names.update(_name(labels) for labels in current | stale)
             runtime.series[key] = current
             health.health, health.last_error = "ok", ""
         except WatchkeeperError as exc:
@@ -130,10 +139,40 @@ def evaluate_group(
             log.warning("rule %s of group %s failed: %s", rule.name, group.name, exc)
         health.last_evaluation_ms = ts_ms
         health.evaluation_seconds = time.perf_counter() - rule_started
+    if buffer:
+        writer.write(buffer, at_ms)
     runtime.last_evaluation_ms = ts_ms
     runtime.evaluation_seconds = time.perf_counter() - started
     runtime.iterations += 1
     return result
+
+
+def _name(labels: Labels) -> str:
+    for k, v in labels:
+        if k == METRIC_NAME:
+            return v
+    return ""
+
+
+@functools.lru_cache(maxsize=65_536)
+def _selected_names(rule: Rule) -> frozenset[str] | None:
+    """Metric names the rule's expression can read, or None when it can read anything (a selector
+    without a fixed name, or ``query`` in its templates)."""
+    if isinstance(rule, AlertingRule) and any("query" in text for _, text in rule.labels + rule.annotations):
+        return None
+    names: set[str] = set()
+    for node in walk(rule.ast):
+        if isinstance(node, VectorSelector):
+            fixed = [m.value for m in node.matchers if m.name == METRIC_NAME and m.op is MatchOp.EQUAL]
+            if not fixed:
+                return None
+            names.add(fixed[0])
+    return frozenset(names)
+
+
+def _may_read(rule: Rule, buffered_names: set[str]) -> bool:
+    names = _selected_names(rule)
+    return names is None or not names.isdisjoint(buffered_names)
 
 
 def _record(
