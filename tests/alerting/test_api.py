@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from watchkeeper.alerting.api import alertmanager_router
 from watchkeeper.alerting.config import AlertingConfig
 from watchkeeper.alerting.dispatcher import Dispatcher
+
+from .conftest import FakeService
 
 NOW = 1_795_867_200_000  # 2026-11-28T12:00:00Z
 
@@ -24,7 +27,7 @@ class Clock:
 
 
 @pytest.fixture
-def setup(sqlite_engine, service) -> Iterator[tuple[TestClient, Dispatcher, Clock]]:
+def setup(sqlite_engine: sa.Engine, service: FakeService) -> Iterator[tuple[TestClient, Dispatcher, Clock]]:
     cfg = AlertingConfig.model_validate(
         {
             "route": {
@@ -58,7 +61,7 @@ def setup(sqlite_engine, service) -> Iterator[tuple[TestClient, Dispatcher, Cloc
     d.close()
 
 
-def test_post_alerts_then_list_and_group(setup):
+def test_post_alerts_then_list_and_group(setup: tuple[TestClient, Dispatcher, Clock]) -> None:
     client, d, clock = setup
     r = client.post(
         "/api/v2/alerts",
@@ -103,12 +106,14 @@ def test_post_alerts_then_list_and_group(setup):
         ([{"labels": {"a": "b"}, "startsAt": "2026-11-28T12:00:00Z", "endsAt": "2026-11-28T11:00:00Z"}], 400),
     ],
 )
-def test_post_alerts_validation(setup, body, status):
+def test_post_alerts_validation(
+    setup: tuple[TestClient, Dispatcher, Clock], body: object, status: int
+) -> None:
     client, _, _ = setup
     assert client.post("/api/v2/alerts", json=body).status_code == status
 
 
-def test_silence_lifecycle(setup):
+def test_silence_lifecycle(setup: tuple[TestClient, Dispatcher, Clock]) -> None:
     client, d, clock = setup
     client.post("/api/v2/alerts", json=[{"labels": {"alertname": "Down", "instance": "a"}}])
     r = client.post(
@@ -155,12 +160,14 @@ def test_silence_lifecycle(setup):
         {"matchers": [{"name": "a", "value": "b"}], "endsAt": "2026-11-28T11:00:00Z"},
     ],
 )
-def test_bad_silences_are_refused(setup, body):
+def test_bad_silences_are_refused(setup: tuple[TestClient, Dispatcher, Clock], body: object) -> None:
     client, _, _ = setup
     assert client.post("/api/v2/silences", json=body).status_code == 400
 
 
-def test_receiver_test_sends_each_native_payload(setup, service):
+def test_receiver_test_sends_each_native_payload(
+    setup: tuple[TestClient, Dispatcher, Clock], service: FakeService
+) -> None:
     client, _, _ = setup
     r = client.post("/api/v2/receivers/chat/test")
     assert r.status_code == 200, r.text
@@ -181,7 +188,9 @@ def test_receiver_test_sends_each_native_payload(setup, service):
     assert paths["/webhook"]["version"] == "4" and len(paths["/webhook"]["alerts"]) == 3
 
 
-def test_receiver_test_reports_failures_and_unknown_receivers(setup, service):
+def test_receiver_test_reports_failures_and_unknown_receivers(
+    setup: tuple[TestClient, Dispatcher, Clock], service: FakeService
+) -> None:
     client, _, _ = setup
     r = client.post("/api/v2/receivers/broken/test")
     assert r.status_code == 502
@@ -198,14 +207,16 @@ def test_receiver_test_reports_failures_and_unknown_receivers(setup, service):
     assert client.post("/api/v2/receivers/nope/test").status_code == 404
 
 
-def test_receiver_test_with_own_alerts(setup, service):
+def test_receiver_test_with_own_alerts(
+    setup: tuple[TestClient, Dispatcher, Clock], service: FakeService
+) -> None:
     client, _, _ = setup
     r = client.post("/api/v2/receivers/ops/test", json={"alerts": [{"labels": {"alertname": "Mine"}}]})
     assert r.status_code == 200
     assert service.delivered[0].json()["alerts"][0]["labels"] == {"alertname": "Mine"}
 
 
-def test_status_and_receivers(setup):
+def test_status_and_receivers(setup: tuple[TestClient, Dispatcher, Clock]) -> None:
     client, _, _ = setup
     assert [r["name"] for r in client.get("/api/v2/receivers").json()] == ["ops", "db", "chat", "broken"]
     assert client.get("/api/v2/status").json()["cluster"]["status"] == "disabled"

@@ -3,6 +3,9 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from watchkeeper.alerting.cli import test_notify_main as notify_main
 
@@ -22,7 +25,7 @@ receivers:
 """
 
 
-def run(tmp_path: Path, text: str, *args: str) -> tuple[int, object]:
+def run(tmp_path: Path, text: str, *args: str) -> tuple[int, Any]:
     cfg = tmp_path / "am.yml"
     cfg.write_text(text)
     out = io.StringIO()
@@ -30,7 +33,7 @@ def run(tmp_path: Path, text: str, *args: str) -> tuple[int, object]:
     return code, json.loads(out.getvalue()) if out.getvalue() else None
 
 
-def test_renders_every_receiver_without_sending(tmp_path):
+def test_renders_every_receiver_without_sending(tmp_path: Path) -> None:
     code, rendered = run(tmp_path, AM)
     assert code == 0
     assert [r["integration"] for r in rendered] == [
@@ -46,12 +49,12 @@ def test_renders_every_receiver_without_sending(tmp_path):
     assert rendered[3]["url"] == "https://api.telegram.org/bot<redacted>/sendMessage"  # token not printed
 
 
-def test_routes_labels_first(tmp_path):
+def test_routes_labels_first(tmp_path: Path) -> None:
     code, rendered = run(tmp_path, AM, "--labels", "alertname=Down,severity=page")
     assert code == 0 and {r["receiver"] for r in rendered} == {"pager"}
 
 
-def test_watchkeeper_yml_alerting_section_and_own_alerts(tmp_path):
+def test_watchkeeper_yml_alerting_section_and_own_alerts(tmp_path: Path) -> None:
     alerts = tmp_path / "alerts.json"
     alerts.write_text(json.dumps([{"labels": {"alertname": "Mine"}, "annotations": {"summary": "<hi>"}}]))
     wk = "alerting:\n" + "\n".join("  " + line for line in AM.splitlines())
@@ -60,7 +63,9 @@ def test_watchkeeper_yml_alerting_section_and_own_alerts(tmp_path):
     assert "&lt;hi&gt;" in rendered[1]["payload"]["text"]
 
 
-def test_template_error_exits_1_and_config_error_2(tmp_path, capsys):
+def test_template_error_exits_1_and_config_error_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = AM.replace('title: "{{ .Status | upper }}"', 'title: "{{ .Status | nosuchfilter }}"')
     code, rendered = run(tmp_path, bad, "--receiver", "pager")
     assert code == 1 and "nosuchfilter" in rendered[0]["error"]

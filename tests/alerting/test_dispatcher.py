@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -46,17 +47,17 @@ def alert(name: str = "Down", start: int = 0, end: int | None = None, **labels: 
     )
 
 
-def sent(engine: sa.Engine) -> list[dict]:
+def sent(engine: sa.Engine) -> list[dict[str, Any]]:
     """Every notification in the outbox, as webhook bodies (oldest first)."""
     with engine.connect() as conn:
         return [json.loads(i.notification) for i in store.list_items(conn)]
 
 
-def summary(body: dict) -> tuple[str, list[tuple[str, str]]]:
+def summary(body: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     return body["status"], [(a["labels"].get("instance", ""), a["status"]) for a in body["alerts"]]
 
 
-def test_group_wait_then_group_interval_then_repeat(engine):
+def test_group_wait_then_group_interval_then_repeat(engine: sa.Engine) -> None:
     d = dispatcher(engine)
     d.receive([alert(instance="a")], now_ms=0)
     assert d.tick(29 * S) == 0
@@ -81,7 +82,7 @@ def test_group_wait_then_group_interval_then_repeat(engine):
     }
 
 
-def test_resolved_is_notified_promptly_not_at_group_interval(sqlite_engine):
+def test_resolved_is_notified_promptly_not_at_group_interval(sqlite_engine: sa.Engine) -> None:
     d = dispatcher(sqlite_engine)
     d.receive([alert(instance="a"), alert(instance="b")], now_ms=0)
     assert d.tick(30 * S) == 1
@@ -95,7 +96,7 @@ def test_resolved_is_notified_promptly_not_at_group_interval(sqlite_engine):
     assert d.tick(20 * M) == 0 and d.groups() == []  # the group is gone
 
 
-def test_resolved_wait_delays_the_resolution_flush(sqlite_engine):
+def test_resolved_wait_delays_the_resolution_flush(sqlite_engine: sa.Engine) -> None:
     d = dispatcher(sqlite_engine, route={"resolved_wait": "10s"})
     d.receive([alert(instance="a")], now_ms=0)
     d.tick(30 * S)
@@ -104,7 +105,7 @@ def test_resolved_wait_delays_the_resolution_flush(sqlite_engine):
     assert d.tick(110 * S) == 1
 
 
-def test_alert_not_resent_resolves_after_resolve_timeout(sqlite_engine):
+def test_alert_not_resent_resolves_after_resolve_timeout(sqlite_engine: sa.Engine) -> None:
     d = dispatcher(sqlite_engine, **{"global": {"resolve_timeout": "2m"}})
     d.receive([alert(instance="a")], now_ms=0)
     d.tick(30 * S)
@@ -114,7 +115,7 @@ def test_alert_not_resent_resolves_after_resolve_timeout(sqlite_engine):
     assert summary(sent(sqlite_engine)[-1]) == ("resolved", [("a", "resolved")])
 
 
-def test_fired_and_resolved_within_group_wait_sends_nothing(sqlite_engine):
+def test_fired_and_resolved_within_group_wait_sends_nothing(sqlite_engine: sa.Engine) -> None:
     d = dispatcher(sqlite_engine)
     d.receive([alert(instance="a")], now_ms=0)
     d.receive([alert(instance="a", end=10 * S)], now_ms=10 * S)
@@ -122,7 +123,7 @@ def test_fired_and_resolved_within_group_wait_sends_nothing(sqlite_engine):
     assert sent(sqlite_engine) == []
 
 
-def test_send_resolved_false_sends_only_firing(sqlite_engine):
+def test_send_resolved_false_sends_only_firing(sqlite_engine: sa.Engine) -> None:
     d = dispatcher(
         sqlite_engine,
         receivers=[
@@ -136,7 +137,7 @@ def test_send_resolved_false_sends_only_firing(sqlite_engine):
     assert [summary(b) for b in sent(sqlite_engine)] == [("firing", [("a", "firing"), ("b", "firing")])]
 
 
-def test_restart_on_the_same_database_sends_nothing_twice(engine):
+def test_restart_on_the_same_database_sends_nothing_twice(engine: sa.Engine) -> None:
     d = dispatcher(engine)
     firing = [alert(instance="a"), alert(instance="b")]
     d.receive(firing, now_ms=0)
@@ -155,7 +156,7 @@ def test_restart_on_the_same_database_sends_nothing_twice(engine):
     assert len(set(keys)) == 2
 
 
-def test_silenced_alerts_are_not_notified_until_the_silence_expires(sqlite_engine):
+def test_silenced_alerts_are_not_notified_until_the_silence_expires(sqlite_engine: sa.Engine) -> None:
     d = dispatcher(sqlite_engine)
     d.put_silence(
         Silence.create(
@@ -177,7 +178,7 @@ def test_silenced_alerts_are_not_notified_until_the_silence_expires(sqlite_engin
     assert summary(sent(sqlite_engine)[-1]) == ("firing", [("a", "firing"), ("b", "firing")])
 
 
-def test_silences_persist_across_dispatchers(sqlite_engine):
+def test_silences_persist_across_dispatchers(sqlite_engine: sa.Engine) -> None:
     d = dispatcher(sqlite_engine)
     s = Silence.create(
         [{"name": "instance", "value": "b"}],
@@ -192,7 +193,7 @@ def test_silences_persist_across_dispatchers(sqlite_engine):
     assert [x.state(now_ms=11 * S) for x in dispatcher(sqlite_engine).silences()] == ["expired"]
 
 
-def test_inhibited_alerts_are_not_notified(sqlite_engine):
+def test_inhibited_alerts_are_not_notified(sqlite_engine: sa.Engine) -> None:
     d = dispatcher(
         sqlite_engine,
         inhibit_rules=[
@@ -220,7 +221,7 @@ def test_inhibited_alerts_are_not_notified(sqlite_engine):
     assert names == [("eu", ["NodeDown"]), ("us", ["HighLatency"])]
 
 
-def test_mute_time_interval_suppresses_notifications(sqlite_engine):
+def test_mute_time_interval_suppresses_notifications(sqlite_engine: sa.Engine) -> None:
     sat = 1_795_867_200_000  # 2026-11-28T12:00Z, a Saturday; tickets are muted at weekends
     d = dispatcher(
         sqlite_engine,
@@ -233,7 +234,7 @@ def test_mute_time_interval_suppresses_notifications(sqlite_engine):
     assert d.tick(sat + 2 * M) == 1
 
 
-def test_continue_sends_to_every_matching_route(sqlite_engine):
+def test_continue_sends_to_every_matching_route(sqlite_engine: sa.Engine) -> None:
     d = dispatcher(
         sqlite_engine,
         route={
@@ -256,7 +257,7 @@ def test_continue_sends_to_every_matching_route(sqlite_engine):
     assert sorted(b["receiver"] for b in sent(sqlite_engine)) == ["db", "db", "ops"]
 
 
-def test_reload_keeps_the_notification_log(sqlite_engine):
+def test_reload_keeps_the_notification_log(sqlite_engine: sa.Engine) -> None:
     d = dispatcher(sqlite_engine)
     d.receive([alert(instance="a")], now_ms=0)
     d.tick(30 * S)
@@ -266,7 +267,7 @@ def test_reload_keeps_the_notification_log(sqlite_engine):
 
 
 @pytest.mark.parametrize("n_alerts", [1000])
-def test_many_alerts_one_flush(sqlite_engine, n_alerts):
+def test_many_alerts_one_flush(sqlite_engine: sa.Engine, n_alerts: int) -> None:
     d = dispatcher(sqlite_engine, route={"group_by": ["alertname"]})
     d.receive([alert(instance=str(i)) for i in range(n_alerts)], now_ms=0)
     assert d.tick(30 * S) == 1

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -122,7 +123,7 @@ def _close_client() -> Iterator[None]:
     _client.close()
 
 
-def post(base: str, alerts: list[dict]) -> None:
+def post(base: str, alerts: list[dict[str, Any]]) -> None:
     _client.post(f"{base}/api/v2/alerts", json=alerts).raise_for_status()
 
 
@@ -152,7 +153,9 @@ TICKET_US = {"labels": {"alertname": "ApiSlow", "cluster": "us", "severity": "ti
 NOISE = {"labels": {"alertname": "Noise", "cluster": "us", "severity": "ticket"}}
 
 
-def test_routed_grouped_inhibited_silenced_and_resolved_promptly(sqlite_engine, service):
+def test_routed_grouped_inhibited_silenced_and_resolved_promptly(
+    sqlite_engine: sa.Engine, service: FakeService
+) -> None:
     with running(config(service.url), sqlite_engine) as base:
         now = time.time()
         _client.post(
@@ -188,7 +191,7 @@ def test_routed_grouped_inhibited_silenced_and_resolved_promptly(sqlite_engine, 
     assert first < 1.0 and resolved < 1.0
 
 
-def test_restart_keeps_firing_and_sends_nothing_twice(sqlite_engine, service):
+def test_restart_keeps_firing_and_sends_nothing_twice(sqlite_engine: sa.Engine, service: FakeService) -> None:
     cfg = config(service.url)
     with running(cfg, sqlite_engine) as base:
         post(base, [PAGE])
@@ -205,7 +208,7 @@ def test_restart_keeps_firing_and_sends_nothing_twice(sqlite_engine, service):
 
 @pytest.mark.redis
 @pytest.mark.postgres
-def test_leader_failover_sends_no_duplicate(postgres_url, redis_url, service):
+def test_leader_failover_sends_no_duplicate(postgres_url: str, redis_url: str, service: FakeService) -> None:
     engine = make_engine(postgres_url)
     migrate(engine)
     cfg = config(service.url)

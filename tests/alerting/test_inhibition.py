@@ -18,7 +18,7 @@ def alert(ends_at_ms: int | None = None, **labels: str) -> Alert:
     return Alert(from_dict(labels), (), 0, ends_at_ms)
 
 
-def test_equal_labels_must_agree():
+def test_equal_labels_must_agree() -> None:
     crit = alert(alertname="NodeDown", severity="critical", cluster="eu", zone="a")
     assert inhibited_by(
         alert(severity="warning", cluster="eu", zone="a").labels, [RULE], [crit], now_ms=1
@@ -28,7 +28,7 @@ def test_equal_labels_must_agree():
     )
 
 
-def test_missing_label_equals_empty():
+def test_missing_label_equals_empty() -> None:
     crit = alert(severity="critical", cluster="eu")  # no zone
     assert inhibited_by(alert(severity="warning", cluster="eu").labels, [RULE], [crit], now_ms=1)
     assert not inhibited_by(
@@ -36,14 +36,14 @@ def test_missing_label_equals_empty():
     )
 
 
-def test_resolved_source_does_not_inhibit():
+def test_resolved_source_does_not_inhibit() -> None:
     crit = alert(ends_at_ms=10, severity="critical", cluster="eu")
     target = alert(severity="warning", cluster="eu").labels
     assert inhibited_by(target, [RULE], [crit], now_ms=5)
     assert not inhibited_by(target, [RULE], [crit], now_ms=10)
 
 
-def test_alert_matching_both_sides_cannot_inhibit_itself():
+def test_alert_matching_both_sides_cannot_inhibit_itself() -> None:
     rule = InhibitRule.from_config(
         InhibitRuleConfig(source_matchers=['team="db"'], target_matchers=['team="db"'])
     )

@@ -15,6 +15,8 @@ from watchkeeper.alerting.model import Alert
 from watchkeeper.alerting.runner import DispatcherRunner
 from watchkeeper.labels import from_dict
 
+from .conftest import FakeService
+
 S = 1000
 M = 60 * S
 
@@ -46,7 +48,9 @@ def states(engine: sa.Engine) -> list[str]:
         return [i.state for i in store.list_items(conn)]
 
 
-def test_receiver_failing_n_times_then_succeeding_gets_everything_once(engine, service):
+def test_receiver_failing_n_times_then_succeeding_gets_everything_once(
+    engine: sa.Engine, service: FakeService
+) -> None:
     d = make(engine, service.url)
     service.fail(3)
     d.receive([alert("A")], now_ms=0)
@@ -74,7 +78,7 @@ def test_receiver_failing_n_times_then_succeeding_gets_everything_once(engine, s
     )
 
 
-def test_backoff_grows_exponentially_with_jitter(sqlite_engine, service):
+def test_backoff_grows_exponentially_with_jitter(sqlite_engine: sa.Engine, service: FakeService) -> None:
     d = make(sqlite_engine, service.url, initial_backoff="2s", max_backoff="30s")
     service.fail(6)
     d.receive([alert("A")], now_ms=0)
@@ -97,7 +101,7 @@ def test_backoff_grows_exponentially_with_jitter(sqlite_engine, service):
     assert len(service.delivered) == 1
 
 
-def test_retry_after_is_honoured(sqlite_engine, service):
+def test_retry_after_is_honoured(sqlite_engine: sa.Engine, service: FakeService) -> None:
     d = make(sqlite_engine, service.url)
     service.fail(1, status=429, headers={"Retry-After": "120"})
     d.receive([alert("A")], now_ms=0)
@@ -110,7 +114,7 @@ def test_retry_after_is_honoured(sqlite_engine, service):
     assert len(service.delivered) == 1
 
 
-def test_discord_style_retry_after_in_the_body(sqlite_engine, service):
+def test_discord_style_retry_after_in_the_body(sqlite_engine: sa.Engine, service: FakeService) -> None:
     d = make(sqlite_engine, service.url)
     service.fail(1, status=429, body=b'{"message": "You are being rate limited.", "retry_after": 30.5}')
     d.receive([alert("A")], now_ms=0)
@@ -122,7 +126,9 @@ def test_discord_style_retry_after_in_the_body(sqlite_engine, service):
     assert len(service.delivered) == 1
 
 
-def test_dead_letter_after_max_attempts_raises_an_alert(sqlite_engine, service):
+def test_dead_letter_after_max_attempts_raises_an_alert(
+    sqlite_engine: sa.Engine, service: FakeService
+) -> None:
     d = make(sqlite_engine, service.url, max_attempts=3)
     service.fail(100)
     d.receive([alert("A")], now_ms=0)
@@ -143,7 +149,7 @@ def test_dead_letter_after_max_attempts_raises_an_alert(sqlite_engine, service):
     assert states(sqlite_engine)[0] == "sent"
 
 
-def test_permanent_4xx_goes_straight_to_dead_letter(sqlite_engine, service):
+def test_permanent_4xx_goes_straight_to_dead_letter(sqlite_engine: sa.Engine, service: FakeService) -> None:
     d = make(sqlite_engine, service.url)
     service.fail(1, status=400, body=b'{"embeds": ["BASE_TYPE_MAX_LENGTH"]}')
     d.receive([alert("A")], now_ms=0)
@@ -154,7 +160,9 @@ def test_permanent_4xx_goes_straight_to_dead_letter(sqlite_engine, service):
         assert "BASE_TYPE_MAX_LENGTH" in (store.list_items(conn)[0].last_error or "")
 
 
-def test_ten_minute_outage_loses_nothing_and_duplicates_nothing(engine, service):
+def test_ten_minute_outage_loses_nothing_and_duplicates_nothing(
+    engine: sa.Engine, service: FakeService
+) -> None:
     d = make(engine, service.url, max_backoff="2m")
     service.fail(100_000)
     now = 0
@@ -185,7 +193,9 @@ def test_ten_minute_outage_loses_nothing_and_duplicates_nothing(engine, service)
     assert set(states(engine)) == {"sent"}
 
 
-def test_restart_resumes_pending_and_resends_nothing_acknowledged(engine, service):
+def test_restart_resumes_pending_and_resends_nothing_acknowledged(
+    engine: sa.Engine, service: FakeService
+) -> None:
     d = make(engine, service.url)
     d.receive([alert("A"), alert("B")], now_ms=0)
     d.tick(0)
@@ -200,7 +210,7 @@ def test_restart_resumes_pending_and_resends_nothing_acknowledged(engine, servic
     assert [r.json()["alerts"][0]["labels"]["alertname"] for r in service.delivered] == ["B"]
 
 
-def test_leases_keep_two_workers_from_sending_the_same_item(engine, service):
+def test_leases_keep_two_workers_from_sending_the_same_item(engine: sa.Engine, service: FakeService) -> None:
     d1, d2 = make(engine, service.url), make(engine, service.url)
     d1.receive([alert(f"A{i}") for i in range(10)], now_ms=0)
     d1.tick(0)
@@ -211,7 +221,9 @@ def test_leases_keep_two_workers_from_sending_the_same_item(engine, service):
     assert len(d2.deliver(11 * S)) == 10  # lease over: the second worker takes them
 
 
-def test_runner_delivers_within_a_second_and_resolved_promptly(sqlite_engine, service):
+def test_runner_delivers_within_a_second_and_resolved_promptly(
+    sqlite_engine: sa.Engine, service: FakeService
+) -> None:
     d = make(sqlite_engine, service.url)
     runner = DispatcherRunner(d)
     runner.start()
@@ -234,7 +246,9 @@ def test_runner_delivers_within_a_second_and_resolved_promptly(sqlite_engine, se
     print(f"time to notify: firing {first * 1000:.0f} ms, resolved {resolved * 1000:.0f} ms")
 
 
-def test_latency_histogram_starts_when_the_alert_arrived_not_at_starts_at(sqlite_engine, service):
+def test_latency_histogram_starts_when_the_alert_arrived_not_at_starts_at(
+    sqlite_engine: sa.Engine, service: FakeService
+) -> None:
     d = make(sqlite_engine, service.url)
     # a `for: 10m` alert: active since 0, firing (and sent here) at 10 minutes
     d.receive([alert("A", start=0)], now_ms=10 * M)
@@ -254,7 +268,7 @@ def test_latency_histogram_starts_when_the_alert_arrived_not_at_starts_at(sqlite
     )
 
 
-def test_delivered_history_is_kept_for_the_retention(sqlite_engine, service):
+def test_delivered_history_is_kept_for_the_retention(sqlite_engine: sa.Engine, service: FakeService) -> None:
     d = make(sqlite_engine, service.url, retention="1d")
     d.receive([alert("A", start=0, end=M)], now_ms=0)  # fires and resolves in the first minute
     d.receive([alert("B", start=0)], now_ms=0)

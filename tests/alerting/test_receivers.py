@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from email import message_from_bytes
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 
@@ -54,9 +55,10 @@ def group(n: int, *, summary: str = "disk <90%> & rising", resolved: int = 0) ->
     )
 
 
-def payload(req: object) -> dict:
+def payload(req: object) -> dict[str, Any]:
     assert isinstance(req, HttpRequest) and req.headers["Content-Type"] == "application/json"
-    return req.payload()
+    result: dict[str, Any] = req.payload()
+    return result
 
 
 # --- Slack ---------------------------------------------------------------------------------------
@@ -65,7 +67,7 @@ def payload(req: object) -> dict:
 @pytest.mark.parametrize(
     ("n", "sections", "more"), [(1, 1, None), (49, 49, None), (50, 48, 2), (500, 48, 452)]
 )
-def test_slack_block_kit_within_50_blocks(n, sections, more):
+def test_slack_block_kit_within_50_blocks(n: int, sections: int, more: int | None) -> None:
     p = payload(slack.render(SlackConfig(api_url="http://x", channel="#ops"), group(n)))
     blocks = p["blocks"]
     assert len(blocks) <= 50 and p["channel"] == "#ops"
@@ -83,13 +85,13 @@ def test_slack_block_kit_within_50_blocks(n, sections, more):
         }
 
 
-def test_slack_escapes_mrkdwn_control_characters():
+def test_slack_escapes_mrkdwn_control_characters() -> None:
     p = payload(slack.render(SlackConfig(api_url="http://x"), group(1)))
     text = p["blocks"][1]["text"]["text"]
     assert "disk &lt;90%&gt; &amp; rising" in text and "<http://wk/graph?g=0|source>" in text
 
 
-def test_slack_long_texts_are_cut():
+def test_slack_long_texts_are_cut() -> None:
     p = payload(slack.render(SlackConfig(api_url="http://x", title="T" * 500), group(2, summary="x" * 5000)))
     assert len(p["blocks"][0]["text"]["text"]) == 150 and p["blocks"][0]["text"]["text"].endswith("…")
     assert all(len(b["text"]["text"]) <= 3000 for b in p["blocks"][1:])
@@ -98,7 +100,7 @@ def test_slack_long_texts_are_cut():
 # --- Teams (Workflows) --------------------------------------------------------------------------------
 
 
-def test_teams_workflows_adaptive_card():
+def test_teams_workflows_adaptive_card() -> None:
     p = payload(
         teams.render(MSTeamsV2Config(webhook_url="https://prod.logic.azure.com/x"), group(3, resolved=1))
     )
@@ -158,7 +160,7 @@ _AC14_PROPS = {
 _AC14_COLORS = {"default", "dark", "light", "accent", "good", "warning", "attention"}
 
 
-def _check_card(card: dict) -> None:
+def _check_card(card: dict[str, Any]) -> None:
     assert set(card) <= _AC14_PROPS["AdaptiveCard"]
     for element in [*card["body"], *card.get("actions", [])]:
         assert set(element) <= _AC14_PROPS[element["type"]], element
@@ -181,7 +183,7 @@ def _check_card(card: dict) -> None:
 
 
 @pytest.mark.parametrize("n", [1, 3, 1000])
-def test_teams_card_uses_only_adaptive_card_1_4_properties(n):
+def test_teams_card_uses_only_adaptive_card_1_4_properties(n: int) -> None:
     _check_card(
         payload(teams.render(MSTeamsV2Config(webhook_url="https://x"), group(n, resolved=1)))["attachments"][
             0
@@ -189,7 +191,7 @@ def test_teams_card_uses_only_adaptive_card_1_4_properties(n):
     )
 
 
-def test_teams_card_stays_under_the_message_size_limit():
+def test_teams_card_stays_under_the_message_size_limit() -> None:
     req = teams.render(MSTeamsV2Config(webhook_url="https://x"), group(1000))
     assert len(req.body) <= teams.MAX_PAYLOAD_BYTES
     assert payload(req)["attachments"][0]["content"]["body"][-1]["text"].endswith("more alerts")
@@ -199,7 +201,7 @@ def test_teams_card_stays_under_the_message_size_limit():
 
 
 @pytest.mark.parametrize("n", [1, 30, 2000])
-def test_discord_embed_limits(n):
+def test_discord_embed_limits(n: int) -> None:
     cfg = DiscordConfig(webhook_url="http://x", title="T" * 3000, username="watchkeeper")
     p = payload(discord.render(cfg, group(n, summary="y" * 1500)))
     (embed,) = p["embeds"]
@@ -211,7 +213,7 @@ def test_discord_embed_limits(n):
     assert embed["color"] == discord.COLOR_FIRING and embed["timestamp"] == "2026-11-28T12:00:00.000Z"
 
 
-def test_discord_custom_text_is_cut_to_fit():
+def test_discord_custom_text_is_cut_to_fit() -> None:
     cfg = DiscordConfig(
         webhook_url="http://x", text="{% for a in Alerts %}{{ a.Labels.instance }} {% endfor %}" * 50
     )
@@ -239,7 +241,7 @@ class _TagChecker(HTMLParser):
 
 
 @pytest.mark.parametrize("n", [1, 5000])
-def test_telegram_html_escaped_and_within_4096(n):
+def test_telegram_html_escaped_and_within_4096(n: int) -> None:
     cfg = TelegramConfig(bot_token="123:abc", chat_id=-100, message_thread_id=7)
     req = telegram.render(cfg, group(n, summary="<script>alert(1)</script> & <b"))
     p = payload(req)
@@ -259,7 +261,7 @@ def test_telegram_html_escaped_and_within_4096(n):
 # --- Mattermost, webhook ------------------------------------------------------------------------------
 
 
-def test_mattermost_markdown_post():
+def test_mattermost_markdown_post() -> None:
     p = payload(
         mattermost.render(MattermostConfig(webhook_url="http://x", channel="town-square"), group(3000))
     )
@@ -267,7 +269,7 @@ def test_mattermost_markdown_post():
     assert len(p["text"]) <= 16_383
 
 
-def test_webhook_is_alertmanager_version_4():
+def test_webhook_is_alertmanager_version_4() -> None:
     p = payload(webhook.render(WebhookConfig(url="http://x", max_alerts=2), group(3, resolved=1)))
     assert set(p) == {
         "version",
@@ -301,7 +303,7 @@ def test_webhook_is_alertmanager_version_4():
 # --- templates ----------------------------------------------------------------------------------------
 
 
-def test_template_override_with_alertmanager_names():
+def test_template_override_with_alertmanager_names() -> None:
     cfg = SlackConfig(
         api_url="http://x",
         title="{{ .Status | upper }} {{ .GroupLabels.alertname }}",
@@ -315,7 +317,7 @@ def test_template_override_with_alertmanager_names():
 @pytest.mark.parametrize(
     "source", ["{{ ''.__class__.__mro__ }}", "{{ Alerts.__init__.__globals__ }}", "{% if %}"]
 )
-def test_templates_are_sandboxed(source):
+def test_templates_are_sandboxed(source: str) -> None:
     with pytest.raises(NotificationError):
         render(source, group(1))
 
@@ -367,7 +369,7 @@ def smtp_server() -> Iterator[tuple[str, list[tuple[str, list[str], bytes]]]]:
         server.server_close()
 
 
-def test_email_over_smtp(smtp_server):
+def test_email_over_smtp(smtp_server: tuple[str, list[tuple[str, list[str], bytes]]]) -> None:
     host, received = smtp_server
     cfg = EmailConfig.model_validate(
         {"to": "a@example.com, b@example.com", "from": "wk@example.com", "smarthost": host}
@@ -381,13 +383,15 @@ def test_email_over_smtp(smtp_server):
     msg = message_from_bytes(data)
     assert msg["Subject"] == "[FIRING:2] DiskFull (page)"
     parts = {
-        p.get_content_type(): p.get_payload(decode=True).decode() for p in msg.walk() if not p.is_multipart()
+        p.get_content_type(): bytes(p.get_payload(decode=True)).decode()
+        for p in msg.walk()
+        if not p.is_multipart()
     }
     assert "disk <90%> & rising on host-0" in parts["text/plain"]
     assert "disk &lt;90%&gt; &amp; rising on host-0" in parts["text/html"]
 
 
-def test_sample_notification_renders_for_every_receiver():
+def test_sample_notification_renders_for_every_receiver() -> None:
     n = sample_notification("ops", now_ms=NOW)
     for req in (
         slack.render(SlackConfig(api_url="http://x"), n),

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from watchkeeper.alerting.config import AlertingConfig, parse_matcher, parse_matchers
-from watchkeeper.alerting.routing import build_routes, group_key, match_routes
+from watchkeeper.alerting.routing import Route, build_routes, group_key, match_routes
 from watchkeeper.errors import ConfigError
 from watchkeeper.labels import MatchOp, from_dict
 
@@ -39,7 +39,7 @@ receivers:
 
 
 @pytest.fixture
-def tree():
+def tree() -> Route:
     return build_routes(AlertingConfig.from_yaml(TREE).route)
 
 
@@ -56,11 +56,11 @@ def tree():
         ({"env": "prod"}, ["prod"]),  # a missing label is "" and != "info"
     ],
 )
-def test_routing_tree_picks_receivers(tree, labels, receivers):
+def test_routing_tree_picks_receivers(tree: Route, labels: dict[str, str], receivers: list[str]) -> None:
     assert [r.receiver for r in match_routes(tree, from_dict(labels))] == receivers
 
 
-def test_children_inherit_group_by_and_timings(tree):
+def test_children_inherit_group_by_and_timings(tree: Route) -> None:
     db = tree.children[0]
     pager = db.children[0]
     assert pager.group_by == ("alertname", "cluster")
@@ -72,7 +72,7 @@ def test_children_inherit_group_by_and_timings(tree):
     assert db.group_wait_ms == 30_000
 
 
-def test_group_by_dots_groups_by_every_label(tree):
+def test_group_by_dots_groups_by_every_label(tree: Route) -> None:
     frontline = tree.children[1]
     a = from_dict({"team": "web", "instance": "a"})
     b = from_dict({"team": "web", "instance": "b"})
@@ -85,7 +85,7 @@ def test_group_by_dots_groups_by_every_label(tree):
     )
 
 
-def test_matcher_syntax():
+def test_matcher_syntax() -> None:
     m = parse_matcher('name =~ "a\\"b.*"')
     assert (m.op, m.name, m.value) == (MatchOp.REGEX, "name", 'a"b.*')
     assert parse_matcher("env!=prod").op is MatchOp.NOT_EQUAL
@@ -117,6 +117,6 @@ def test_matcher_syntax():
         ),
     ],
 )
-def test_config_errors_are_readable(text, message):
+def test_config_errors_are_readable(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         AlertingConfig.from_yaml(text)

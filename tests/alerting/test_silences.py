@@ -6,7 +6,7 @@ from watchkeeper.alerting.silences import Silence, silenced_by
 from watchkeeper.labels import from_dict
 
 
-def make(matchers, start=1000, end=5000, now=0):
+def make(matchers: list[dict[str, object]], start: int = 1000, end: int = 5000, now: int = 0) -> Silence:
     return Silence.create(
         matchers, starts_at_ms=start, ends_at_ms=end, created_by="t", comment="c", now_ms=now
     )
@@ -26,13 +26,14 @@ def make(matchers, start=1000, end=5000, now=0):
         ),
     ],
 )
-def test_silence_matchers(matcher, labels, hit):
+def test_silence_matchers(matcher: dict[str, object], labels: dict[str, str], hit: bool) -> None:
     # a silence needs one matcher that does not match "" (Alertmanager's rule), hence env="prod"
-    matchers = [matcher] if matcher.get("isEqual", True) else [matcher, {"name": "env", "value": "prod"}]
+    env: dict[str, object] = {"name": "env", "value": "prod"}
+    matchers = [matcher] if matcher.get("isEqual", True) else [matcher, env]
     assert make(matchers).matches(from_dict(labels)) is hit
 
 
-def test_states_and_expiry():
+def test_states_and_expiry() -> None:
     s = make([{"name": "job", "value": "api"}])
     labels = from_dict({"job": "api"})
     assert [s.state(now_ms=t) for t in (999, 1000, 4999, 5000)] == ["pending", "active", "active", "expired"]
@@ -54,6 +55,6 @@ def test_states_and_expiry():
         ([{"name": "job", "value": "[", "isRegex": True}], 0, 10, "regular expression"),
     ],
 )
-def test_invalid_silences(matchers, start, end, message):
+def test_invalid_silences(matchers: list[dict[str, object]], start: int, end: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make(matchers, start, end, now=0)

@@ -64,16 +64,16 @@ def spec(**kw: object) -> TimeIntervalSpec:
         ),
     ],
 )
-def test_time_interval_fields(fields, instant, inside):
+def test_time_interval_fields(fields: dict[str, object], instant: int, inside: bool) -> None:
     assert in_spec(spec(**fields), instant) is inside
 
 
-def test_wrapping_ranges_are_refused_as_in_alertmanager():
+def test_wrapping_ranges_are_refused_as_in_alertmanager() -> None:
     with pytest.raises(ValueError, match="month range"):
         spec(months=["december:february"])
 
 
-def test_mute_and_active_intervals():
+def test_mute_and_active_intervals() -> None:
     night = TimeIntervalConfig(
         name="night", time_intervals=[spec(times=[{"start_time": "00:00", "end_time": "06:00"}])]
     )
