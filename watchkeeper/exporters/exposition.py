@@ -14,6 +14,7 @@ import gzip
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+import anyio.to_thread
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -59,6 +60,12 @@ class MetricsEndpoint:
         self._registry = registry
         self._factory = registry_factory
 
+    def _render(self, accept: str, accept_encoding: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        registry = self._factory() if self._factory is not None else self._registry
+        if registry is None:
+            raise RuntimeError("no registry to render")
+        return render(registry, accept=accept, accept_encoding=accept_encoding)
+
     async def __call__(
         self,
         scope: MutableMapping[str, Any],
@@ -73,9 +80,9 @@ class MetricsEndpoint:
             elif lowered == b"accept-encoding":
                 accept_encoding = value.decode("latin-1")
         try:
-            registry = self._factory() if self._factory is not None else self._registry
-            assert registry is not None
-            status, headers, body = render(registry, accept=accept, accept_encoding=accept_encoding)
+            # Collecting can read many files (multiprocess mode) or call slow custom collectors:
+            # keep it off the event loop.
+            status, headers, body = await anyio.to_thread.run_sync(self._render, accept, accept_encoding)
         except Exception as exc:
             dropped("metrics.render", exc)
             status, headers, body = (
