@@ -41,7 +41,8 @@ class Env:
 
     def query(self, q: str, t_ms: int) -> list[tuple[dict[str, str], float]]:
         res = self.engine.instant(q, t_ms)
-        return sorted((dict(s.labels), float(s.values[0])) for s in res.series)
+        rows = sorted((s.labels, float(s.values[0])) for s in res.series)
+        return [(dict(labels), value) for labels, value in rows]
 
     def raw(self, labels: Labels, end_ms: int) -> tuple[list[int], np.ndarray]:
 
