@@ -258,6 +258,17 @@ def test_telegram_html_escaped_and_within_4096(n: int) -> None:
         assert p["text"].rstrip().endswith("more alerts")
 
 
+def test_emoji_count_twice_towards_telegram_and_discord_limits() -> None:
+    from watchkeeper.alerting.receivers.base import utf16_len
+
+    n = group(3000, summary="🔥" * 40)
+    text = payload(telegram.render(TelegramConfig(bot_token="1:x", chat_id=1), n))["text"]
+    assert 4000 < utf16_len(text) <= 4096
+    embed = payload(discord.render(DiscordConfig(webhook_url="http://x", title="🔥" * 300), n))["embeds"][0]
+    assert utf16_len(embed["title"]) <= 256 and utf16_len(embed["description"]) <= 4096
+    assert discord.embed_size(embed) <= 6000
+
+
 # --- Mattermost, webhook ------------------------------------------------------------------------------
 
 

@@ -60,27 +60,55 @@ class Integration:
         return f"{self.receiver}/{self.kind}/{self.index}"
 
 
-def truncate(text: str, limit: int) -> str:
-    """At most ``limit`` characters, an ellipsis marking the cut."""
-    if len(text) <= limit:
+Measure = Callable[[str], int]
+
+
+def utf16_len(text: str) -> int:
+    """Length in UTF-16 code units: what Telegram (and JavaScript-side limits) count; an emoji is 2.
+
+    >>> len("🔴 up"), utf16_len("🔴 up")
+    (4, 5)
+    """
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+
+
+def truncate(text: str, limit: int, measure: Measure = len) -> str:
+    """At most ``limit`` (as ``measure`` counts), an ellipsis marking the cut.
+
+    >>> truncate("abcdef", 4), truncate("🔴🔴🔴", 4, utf16_len)
+    ('abc…', '🔴…')
+    """
+    if measure(text) <= limit:
         return text
-    return text[: max(limit - 1, 0)] + ELLIPSIS if limit > 0 else ""
+    if limit <= 0:
+        return ""
+    budget = limit - measure(ELLIPSIS)
+    if measure is len:
+        return text[: max(budget, 0)] + ELLIPSIS
+    size, end = 0, 0
+    for end, c in enumerate(text):  # noqa: B007 - end is used after the loop
+        size += measure(c)
+        if size > budget:
+            break
+    return text[:end] + ELLIPSIS
 
 
-def fit_lines(lines: Sequence[str], limit: int, *, more: Callable[[int], str], sep: str = "\n") -> str:
+def fit_lines(
+    lines: Sequence[str], limit: int, *, more: Callable[[int], str], sep: str = "\n", measure: Measure = len
+) -> str:
     """Whole lines joined while they fit in ``limit``, then a ``more(n_left)`` line that fits too."""
     out: list[str] = []
     size = 0
     for i, line in enumerate(lines):
-        add = len(line) + (len(sep) if out else 0)
+        add = measure(line) + (measure(sep) if out else 0)
         tail = more(len(lines) - i - 1) if i < len(lines) - 1 else ""
-        reserve = len(sep) + len(tail) if tail else 0
+        reserve = measure(sep) + measure(tail) if tail else 0
         if size + add + reserve > limit:
             footer = more(len(lines) - i)
-            if size + len(sep) + len(footer) > limit:
-                footer = truncate(footer, max(limit - size - len(sep), 0))
+            if size + measure(sep) + measure(footer) > limit:
+                footer = truncate(footer, max(limit - size - measure(sep), 0), measure)
             if not out:
-                return truncate(line, limit)
+                return truncate(line, limit, measure)
             return sep.join([*out, footer]) if footer else sep.join(out)
         out.append(line)
         size += add
