@@ -479,3 +479,21 @@ def test_bucket_boundaries_match_prometheus_client() -> None:
         )
         == 2
     )
+
+
+def test_bound_series_are_reused_across_requests(registry: CollectorRegistry) -> None:
+    """One cached series per (method, status, route): FastAPI's per-route objects are stable."""
+    from watchkeeper.exporters.middleware import MetricsMiddleware
+
+    app = make_app(registry)
+    with TestClient(app) as client:
+        for i in range(1, 101):
+            client.get(f"/api/v2/things/{i}")
+            client.get(f"/items/{i}")
+            client.get(f"/sub/hello/{i}")
+            client.get(f"/missing/{i}")
+        layer = app.middleware_stack
+        while not isinstance(layer, MetricsMiddleware):
+            layer = layer.app  # type: ignore[union-attr]
+        assert len(layer._series) == 4
+    assert requests_total(registry, "GET", "/api/v2/things/{thing}", "200") == 100
