@@ -1,6 +1,7 @@
 """Rule evaluation cost: 1,000 alerting rules over 10,000 series, in groups, on this machine.
 
-    python bench/rules_eval.py [--rules 1000] [--series 10000] [--groups 10] [--rounds 3]
+    python bench/rules_eval.py [--rules 1000] [--series 10000] [--groups 10] [--rounds 3] [--quiet]
+                               [--persistent]
 
 10,000 series (100 metrics x 100 instances, 15 s scrapes over the last 10 minutes) in the
 in-memory store; 1,000 alerting rules of four common shapes (threshold on a selector, ``rate``
@@ -17,6 +18,7 @@ what counts.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -85,10 +87,13 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quiet", action="store_true", help="thresholds that never fire (the common case)")
+    parser.add_argument("--persistent", action="store_true",
+                        help="a store on disk (WAL fsync on every append) instead of in memory")
     args = parser.parse_args()
 
     now_ms = 1_800_000_000_000
-    storage = Storage.open(data_dir=None, retention_ms=2**62)
+    data_dir = Path(tempfile.mkdtemp(prefix="wk-rules-bench-")) if args.persistent else None
+    storage = Storage.open(data_dir=data_dir, retention_ms=2**62)
     started = time.perf_counter()
     samples = load(storage, args.series, now_ms)
     elapsed = time.perf_counter() - started
@@ -122,6 +127,8 @@ def main() -> None:
           f"({median / len(groups) * 1000:.0f} ms per group of {args.rules // len(groups)}); "
           f"fits in 15 s: {'yes' if median < 15 else 'NO'}")
     storage.close()
+    if data_dir is not None:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
