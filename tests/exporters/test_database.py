@@ -72,3 +72,19 @@ def test_queries_pool_errors_and_slow_log(postgres_url: str, caplog: pytest.LogC
     slow = [r.getMessage() for r in caplog.records if r.name == "watchkeeper.exporters.slow_query"]
     assert len(slow) == 1
     assert "pg_sleep" in slow[0] and "hunter2" not in slow[0] and "secret-name" not in slow[0]
+
+
+def test_two_engines_on_one_registry_share_the_query_metrics() -> None:
+    registry = CollectorRegistry()
+    first = sa.create_engine("sqlite://")
+    second = sa.create_engine("sqlite://")
+    assert instrument_sqlalchemy(first, registry=registry) is instrument_sqlalchemy(second, registry=registry)
+    for engine in (first, second):
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    assert (
+        registry.get_sample_value(
+            "db_query_duration_seconds_count", {"operation": "select", "table": "unknown"}
+        )
+        == 2
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import weakref
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -92,6 +93,21 @@ class DatabaseMetrics:
         child.observe(duration_seconds)
 
 
+_per_registry: weakref.WeakKeyDictionary[CollectorRegistry, DatabaseMetrics] = weakref.WeakKeyDictionary()
+
+
+def _metrics_for(registry: CollectorRegistry | None) -> DatabaseMetrics:
+    """One metric set per registry, so a second engine does not register the names twice.
+    (``db_pool_connections`` then shows the pool of the engine instrumented last.)"""
+    from prometheus_client import REGISTRY
+
+    key = REGISTRY if registry is None else registry
+    found = _per_registry.get(key)
+    if found is None:
+        found = _per_registry[key] = DatabaseMetrics(key)
+    return found
+
+
 _START_KEY = "watchkeeper_query_start"
 
 
@@ -113,7 +129,7 @@ def instrument_sqlalchemy(
     """Attach metric event hooks to a SQLAlchemy ``Engine`` (or ``AsyncEngine``); returns the metrics."""
     from sqlalchemy import event
 
-    db = metrics or DatabaseMetrics(registry)
+    db = metrics or _metrics_for(registry)
     sync_engine = getattr(engine, "sync_engine", engine)
     classified: dict[str, tuple[str, str]] = {}
 
