@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.dashboards.workload import make_app, seed, serve
+from tests.dashboards.conftest import storage  # noqa: F401  (the same seeded store as the unit tests)
+from tests.dashboards.workload import make_app, serve
 from watchkeeper.tsdb.storage import Storage
 
 CHROMIUM = "/usr/bin/chromium"
@@ -47,10 +47,8 @@ def _require_browser() -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(storage: Storage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
     _require_browser()
-    storage = Storage.open(data_dir=None)
-    seed(storage, (int(time.time() * 1000) // 60_000) * 60_000, hours=6, step_ms=60_000)
     dashboards_dir = tmp_path_factory.mktemp("dashboards")
     app = make_app(
         storage,
@@ -61,7 +59,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     with serve(app) as base:
         yield base
-    storage.close()
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import math
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -119,14 +121,15 @@ def run_expr(
 def run_panel(engine: QueryEngine, panel: Panel, ctx: QueryContext) -> list[QueryRun]:
     step = ctx.step_ms(panel)
     builtins = ctx.builtins(step)
-    runs = []
+    jobs = []
     for i, q in enumerate(panel.queries):
         if q.hide:
             continue
         expr = interpolate(q.expr, ctx.variables, builtins)
         instant = q.instant or (panel.type == "table" and q.format == "table")
-        runs.append(
-            run_expr(
+        jobs.append(
+            functools.partial(
+                run_expr,
                 engine,
                 expr,
                 ctx,
@@ -137,7 +140,11 @@ def run_panel(engine: QueryEngine, panel: Panel, ctx: QueryContext) -> list[Quer
                 fmt=q.format,
             )
         )
-    return runs
+    if len(jobs) <= 1:
+        return [job() for job in jobs]
+    # the engine's NumPy kernels release the GIL: a panel's queries overlap on several cores
+    with ThreadPoolExecutor(max_workers=min(len(jobs), 4), thread_name_prefix="panel-query") as pool:
+        return list(pool.map(lambda job: job(), jobs))
 
 
 # --- reductions and colours ----------------------------------------------------------------------

@@ -246,6 +246,7 @@ def dashboards_router(
         )
 
     async def dashboard_page(request: Request, uid: str, slug: str = "") -> Response:
+        started = time.perf_counter()
         dashboard = catalog.get(uid)
         if dashboard is None:
             return page(
@@ -281,7 +282,7 @@ def dashboards_router(
             "variables": [v.name for v in resolved if v.type != "constant"],
             "view_panel": view.view_panel,
         }
-        return page(
+        response = page(
             "dashboard.html",
             request,
             title=dashboard.title,
@@ -295,6 +296,8 @@ def dashboards_router(
             quick_ranges=QUICK_RANGES,
             refresh_choices=REFRESH_CHOICES,
         )
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+        return response
 
     @router.get("/explore", response_class=HTMLResponse)
     async def explore(request: Request) -> HTMLResponse:
@@ -374,11 +377,12 @@ def dashboards_router(
             return out
         panel, runs, ctx, _query_ms = out
         body = panel_json(panel, runs, ctx)
-        body["server_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        text = json.dumps(body, allow_nan=False, separators=(",", ":"))
+        server_ms = (time.perf_counter() - started) * 1000
         return Response(
-            json.dumps(body, allow_nan=False, separators=(",", ":")),
+            text.removesuffix("}") + f',"server_ms":{server_ms:.2f}}}',
             media_type="application/json",
-            headers={"Cache-Control": "no-store"},
+            headers={"Cache-Control": "no-store", "Server-Timing": f"app;dur={server_ms:.2f}"},
         )
 
     @router.get("/d/{uid}/panels/{panel_id}.csv")

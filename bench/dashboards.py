@@ -1,0 +1,98 @@
+"""Server time of dashboard pages and panel data over 6 h of the benchmark workload.
+
+Targets (issue 7): a dashboard page's HTML in < 100 ms server time; each panel's data in < 300 ms.
+
+The workload (tests/dashboards/workload.py): every metric the built-in dashboards query, 3 app
+instances x 10 routes x 4 statuses, histograms with 12 buckets, caches, database, host, Redis,
+PostgreSQL, business and self-metrics: ~1,240 series, 15 s samples over 6 h (~1.8 M samples), in
+an in-memory Storage. The app (dashboards router + Prometheus API) runs on a real uvicorn on
+127.0.0.1; times are the server's own (``Server-Timing: app;dur=``), requests one at a time, each
+panel at a width of 700 px (a half-width panel on a 1400 px screen), ``from=now-6h``.
+
+    python bench/dashboards.py [--repeat 5] [--width 700] [--hours 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.dashboards.workload import make_app, seed, serve
+from watchkeeper.dashboards.loader import BUILTIN_DIR, load_dirs
+from watchkeeper.tsdb.storage import Storage
+
+PAGE_TARGET_MS, PANEL_TARGET_MS = 100.0, 300.0
+
+
+def server_ms(response: httpx.Response) -> float:
+    return float(response.headers["server-timing"].split("dur=")[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--width", type=int, default=700)
+    parser.add_argument("--hours", type=float, default=6.0)
+    args = parser.parse_args()
+
+    storage = Storage.open(data_dir=None)
+    started = time.perf_counter()
+    samples = seed(storage, int(time.time() * 1000), hours=args.hours)
+    print(
+        f"workload: {storage.num_series} series, {samples:,} samples over {args.hours:g} h "
+        f"(seeded in {time.perf_counter() - started:.1f} s)"
+    )
+    dashboards = sorted(load_dirs([BUILTIN_DIR]).dashboards.values(), key=lambda d: d.uid)
+    params = {"from": f"now-{args.hours:g}h", "to": "now", "width": str(args.width)}
+    slow_panels, page_medians, panel_medians = [], [], []
+    with serve(make_app(storage)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        client.get("/dashboards")
+        print(f"\n{'dashboard':18} {'page ms (median/max)':>22}   panels: median ms per panel (max)")
+        for d in dashboards:
+            page_times = [
+                server_ms(client.get(f"/d/{d.uid}/{d.slug}", params=params)) for _ in range(args.repeat)
+            ]
+            page_medians.append(statistics.median(page_times))
+            cells = []
+            for p in d.panels():
+                if p.type == "text":
+                    continue
+                times = []
+                for _ in range(args.repeat):
+                    r = client.get(f"/d/{d.uid}/panels/{p.id}.json", params=params)
+                    r.raise_for_status()
+                    times.append(server_ms(r))
+                median = statistics.median(times)
+                panel_medians.append(median)
+                cells.append(f"{p.id}:{median:.0f}({max(times):.0f})")
+                if median > PANEL_TARGET_MS:
+                    slow_panels.append((d.uid, p.id, p.title, median))
+            print(
+                f"{d.uid:18} {statistics.median(page_times):10.1f} / {max(page_times):7.1f}",
+                "  ",
+                " ".join(cells),
+            )
+    print(
+        f"\npages:  median {statistics.median(page_medians):.1f} ms, worst {max(page_medians):.1f} ms "
+        f"(target < {PAGE_TARGET_MS:.0f} ms)"
+    )
+    print(
+        f"panels: median {statistics.median(panel_medians):.1f} ms, p90 "
+        f"{statistics.quantiles(panel_medians, n=10)[-1]:.1f} ms, worst {max(panel_medians):.1f} ms "
+        f"(target < {PANEL_TARGET_MS:.0f} ms); {len(slow_panels)} of {len(panel_medians)} over target"
+    )
+    for uid, pid, title, ms in slow_panels:
+        print(f"  over target: {uid} panel {pid} {title!r}: {ms:.0f} ms")
+    storage.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
