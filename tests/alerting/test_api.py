@@ -220,3 +220,26 @@ def test_status_and_receivers(setup: tuple[TestClient, Dispatcher, Clock]) -> No
     client, _, _ = setup
     assert [r["name"] for r in client.get("/api/v2/receivers").json()] == ["ops", "db", "chat", "broken"]
     assert client.get("/api/v2/status").json()["cluster"]["status"] == "disabled"
+
+
+def test_notification_history_and_requeue(
+    setup: tuple[TestClient, Dispatcher, Clock], service: FakeService
+) -> None:
+    client, d, clock = setup
+    service.fail(1, status=400, body=b"bad payload")
+    client.post("/api/v2/alerts", json=[{"labels": {"alertname": "Down"}}])
+    d.tick(clock.now)
+    d.deliver(clock.now)
+    (item,) = client.get("/api/v2/notifications").json()
+    assert (item["receiver"], item["integration"], item["state"], item["status"]) == (
+        "ops",
+        "ops/webhook/0",
+        "dead",
+        "firing",
+    )
+    assert item["attempts"] == 1 and item["lastStatus"] == 400 and "bad payload" in item["lastError"]
+    assert client.get("/api/v2/notifications", params={"state": "sent"}).json() == []
+    assert client.post("/api/v2/notifications/requeue", params={"receiver": "ops"}).json() == {"requeued": 1}
+    d.deliver(clock.now)
+    (item,) = client.get("/api/v2/notifications").json()
+    assert item["state"] == "sent" and item["sentAt"] == "2026-11-28T12:00:00.000Z"

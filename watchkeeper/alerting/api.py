@@ -11,6 +11,7 @@ to every integration of a receiver and returns each answer. The app mounts it:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -242,6 +243,38 @@ def alertmanager_router(
         except KeyError:
             raise HTTPException(404, f"silence {silence_id} not found") from None
         return JSONResponse(None, status_code=200)
+
+    @router.get("/notifications")
+    def notifications(
+        state: list[str] = Query(default=[]),  # noqa: B008 - FastAPI's idiom
+        receiver: str | None = None,
+        limit: int = Query(default=100, ge=1, le=1000),
+    ) -> list[dict[str, Any]]:
+        """watchkeeper extension: the notification history with each target's result."""
+        items = get_dispatcher().notifications(states=state or None, receiver=receiver, limit=limit)
+        return [
+            {
+                "id": i.id,
+                "receiver": i.receiver,
+                "integration": i.integration,
+                "groupKey": i.group_key,
+                "status": json.loads(i.notification)["status"],
+                "state": i.state,
+                "attempts": i.attempts,
+                "createdAt": rfc3339(i.created_at_ms),
+                "sentAt": rfc3339(i.sent_at_ms) if i.sent_at_ms is not None else None,
+                "nextAttemptAt": rfc3339(i.next_attempt_ms) if i.state == "pending" else None,
+                "lastStatus": i.last_status,
+                "lastError": i.last_error,
+                "idempotencyKey": i.idempotency_key,
+            }
+            for i in items
+        ]
+
+    @router.post("/notifications/requeue")
+    def requeue(receiver: str | None = None) -> dict[str, int]:
+        """watchkeeper extension: retry the dead-lettered notifications (of one receiver)."""
+        return {"requeued": get_dispatcher().requeue_dead(now_ms=clock(), receiver=receiver)}
 
     @router.post("/receivers/{name}/test")
     def test_receiver(name: str, body: Any = Body(default=None)) -> JSONResponse:  # noqa: B008

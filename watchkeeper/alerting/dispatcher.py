@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from watchkeeper.alerting import store
 from watchkeeper.alerting.config import AlertingConfig, TimeIntervalConfig, duration_ms
-from watchkeeper.alerting.delivery import DeliveryResult, send
+from watchkeeper.alerting.delivery import DeliveryResult, http_client, send
 from watchkeeper.alerting.grouping import AggregationGroup, LogEntry, needs_update
 from watchkeeper.alerting.inhibition import Inhibitor, InhibitRule
 from watchkeeper.alerting.metrics import AlertingMetrics
@@ -90,7 +90,7 @@ class Dispatcher:
         self._changed_ms: dict[str, int] = {}
         self.wakeup = threading.Event()
         """Set when something may be due earlier than the runner expects (new alerts, resolutions)."""
-        self._client = client or httpx.Client(follow_redirects=False)
+        self._client = client or http_client()
         self._apply(config)
         self.outbox = Outbox(
             engine, config.outbox, self.integration, metrics=self.metrics, client=self._client
@@ -353,6 +353,22 @@ class Dispatcher:
                 {"integration": integ.name, "ok": result.ok, "status": result.status, "response": result.body}
             )
         return out
+
+    # --- notification history ------------------------------------------------------------------
+
+    def notifications(
+        self, *, states: Sequence[str] | None = None, receiver: str | None = None, limit: int = 100
+    ) -> list[store.OutboxItem]:
+        """The newest notifications with their delivery state (pending, sent, dead) and last answer."""
+        with self._engine.connect() as conn:
+            return store.list_items(conn, states=states, receiver=receiver, limit=limit, newest_first=True)
+
+    def requeue_dead(self, *, now_ms: int, receiver: str | None = None) -> int:
+        """Give dead-lettered notifications a new round of attempts (after fixing the receiver)."""
+        with self._engine.begin() as conn:
+            n = store.requeue_dead(conn, now_ms=now_ms, receiver=receiver)
+        self.wakeup.set()
+        return n
 
     # --- silences --------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from watchkeeper.alerting import store
 from watchkeeper.alerting.config import OutboxConfig, duration_ms
-from watchkeeper.alerting.delivery import DeliveryResult, send
+from watchkeeper.alerting.delivery import DeliveryResult, http_client, send
 from watchkeeper.alerting.metrics import AlertingMetrics
 from watchkeeper.alerting.notification import Notification
 from watchkeeper.alerting.receivers import Integration
@@ -63,7 +63,7 @@ class Outbox:
         self.config = config
         self._integration = integration
         self._metrics = metrics
-        self._client = client or httpx.Client(follow_redirects=False)
+        self._client = client or http_client()
         self._rng = rng or random.Random()
 
     def close(self) -> None:

@@ -308,10 +308,22 @@ def mark_failed(
     )
 
 
-def list_items(conn: sa.Connection, *, states: Iterable[str] | None = None) -> list[OutboxItem]:
-    q = sa.select(outbox_table).order_by(outbox_table.c.id)
+def list_items(
+    conn: sa.Connection,
+    *,
+    states: Iterable[str] | None = None,
+    receiver: str | None = None,
+    limit: int | None = None,
+    newest_first: bool = False,
+) -> list[OutboxItem]:
+    t = outbox_table
+    q = sa.select(t).order_by(t.c.id.desc() if newest_first else t.c.id)
     if states is not None:
-        q = q.where(outbox_table.c.state.in_(list(states)))
+        q = q.where(t.c.state.in_(list(states)))
+    if receiver is not None:
+        q = q.where(t.c.receiver == receiver)
+    if limit is not None:
+        q = q.limit(limit)
     return [_item(r) for r in conn.execute(q).mappings()]
 
 
