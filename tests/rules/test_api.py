@@ -58,6 +58,9 @@ def test_rules(env: Env, tmp_path: Path) -> None:
     (alert_only,) = only_alerts["data"]["groups"][0]["rules"]
     assert alert_only["name"] == "Down" and "alerts" not in alert_only
     assert client.get("/api/v1/rules", params={"rule_name[]": "nope"}).json()["data"]["groups"] == []
+    paged = client.get("/api/v1/rules", params={"match[]": '{severity="page"}'}).json()["data"]["groups"]
+    assert [r["name"] for r in paged[0]["rules"]] == ["Down"]
+    assert client.get("/api/v1/rules", params={"match[]": "{"}).status_code == 400
     bad = client.get("/api/v1/rules", params={"type": "x"})
     assert bad.status_code == 400 and bad.json()["errorType"] == "bad_data"
 

@@ -19,8 +19,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from watchkeeper.errors import QueryError
-from watchkeeper.labels import Labels
-from watchkeeper.promql.api import BadData, error_response, parse_time_ms
+from watchkeeper.labels import Labels, Matcher
+from watchkeeper.promql.api import BadData, error_response, parse_selector, parse_time_ms
 from watchkeeper.promql.formatting import format_go_float
 from watchkeeper.rules.evaluation import GroupRuntime, RuleHealth
 from watchkeeper.rules.manager import RuleManager
@@ -67,8 +67,16 @@ def _rule_state(alerts: Sequence[AlertState]) -> str:
     return "pending" if State.PENDING in states else "inactive"
 
 
+def _matches(labels: Labels, selectors: Sequence[Sequence[Matcher]]) -> bool:
+    """Prometheus' ``match[]`` for rules: the rule's configured labels satisfy one selector."""
+    if not selectors:
+        return True
+    values = dict(labels)
+    return any(all(m.matches(values.get(m.name, "")) for m in sel) for sel in selectors)
+
+
 def _group_json(group: RuleGroup, runtime: GroupRuntime, *, kind: str | None, names: set[str],
-                exclude_alerts: bool) -> dict[str, Any] | None:
+                exclude_alerts: bool, selectors: Sequence[Sequence[Matcher]] = ()) -> dict[str, Any] | None:
     rules: list[dict[str, Any]] = []
     for rule in group.rules:
         if kind == "alert" and not isinstance(rule, AlertingRule):
@@ -76,6 +84,8 @@ def _group_json(group: RuleGroup, runtime: GroupRuntime, *, kind: str | None, na
         if kind == "record" and isinstance(rule, AlertingRule):
             continue
         if names and rule.name not in names:
+            continue
+        if not _matches(rule.labels, selectors):
             continue
         key = rule_key(rule)
         health = runtime.health.get(key, RuleHealth())
@@ -99,7 +109,7 @@ def _group_json(group: RuleGroup, runtime: GroupRuntime, *, kind: str | None, na
         if entry["lastError"] is None:
             del entry["lastError"]
         rules.append(entry)
-    if (kind or names) and not rules:
+    if (kind or names or selectors) and not rules:
         return None
     return {
         "name": group.name, "file": group.file, "rules": rules, "interval": group.interval_ms / 1000,
@@ -116,10 +126,15 @@ def rules_data(
     group_names: Sequence[str] = (),
     files: Sequence[str] = (),
     exclude_alerts: bool = False,
+    match: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The ``data`` of ``GET /api/v1/rules``."""
     if kind not in (None, "", "alert", "record"):
         raise BadData(f'unsupported type "{kind}"')
+    try:
+        selectors = [parse_selector(m) for m in match]
+    except QueryError as exc:
+        raise BadData(f'invalid parameter "match[]": {exc}') from exc
     groups = []
     for group in manager.groups:
         if group_names and group.name not in group_names:
@@ -127,7 +142,7 @@ def rules_data(
         if files and group.file not in files:
             continue
         g = _group_json(group, manager.runtime(group.key), kind=kind or None, names=set(rule_names),
-                        exclude_alerts=exclude_alerts)
+                        exclude_alerts=exclude_alerts, selectors=selectors)
         if g is not None:
             groups.append(g)
     return {"groups": groups}
@@ -160,6 +175,7 @@ def rules_router(get_manager: Callable[[], RuleManager]) -> APIRouter:
                 get_manager(), kind=q.get("type"), rule_names=q.getlist("rule_name[]"),
                 group_names=q.getlist("rule_group[]"), files=q.getlist("file[]"),
                 exclude_alerts=q.get("exclude_alerts", "false").lower() == "true",
+                match=q.getlist("match[]"),
             )
         except QueryError as exc:
             return error_response(exc)
