@@ -117,7 +117,8 @@ def main() -> None:
         print(f"{inst:4d} instances: {run['series']:7d} series, {run['samples']:>10,d} samples, "
               f"RSS growth {run['rss_growth_bytes'] / 2**20:8.1f} MiB "
               f"(mid-chunk {run['rss_growth_mid_chunk_bytes'] / 2**20:.1f} MiB), "
-              f"DB {run['db_file_bytes'] / 2**20:7.1f} MiB = {run['db_bytes_per_sample']:.3f} B/sample, "
+              f"DB {run['db_file_bytes'] / 2**20:7.1f} MiB = {run['db_bytes_per_sample']:.3f} B/sample "
+              f"(+ WAL {run['other_data_dir_bytes'] / run['samples']:.3f} B/sample), "
               f"{run['samples_per_second']:,.0f} samples/s inside Storage.append", flush=True)
     if len(runs) >= 2:
         small, large = runs[0], runs[-1]

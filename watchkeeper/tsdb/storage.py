@@ -18,8 +18,8 @@ group-commit fsync. When it returns, the samples survive ``kill -9``.
 **Persistence.** Cut chunks go to a FIFO queue; a background *persister* thread commits them to
 the database in batches (one transaction for up to 20 000 chunks), so the append path never waits
 on SQL. Queued chunks are visible to `select` until committed. The persister also checkpoints
-the WAL when it has grown past a threshold: start a new segment, write the live series and every
-open head sample into it, commit everything cut before, then delete the older segments. At open,
+the WAL when it has grown past a threshold: start a new segment, write every open head sample into
+it, commit everything cut (and every series created) before, then delete the older segments. At open,
 series and per-series time bounds come from the database, then the WAL is replayed (samples at or
 before a series' newest persisted sample are dropped, so a replay never duplicates a chunk).
 
@@ -110,7 +110,6 @@ class Storage:
         self._index = SeriesIndex()
         self._head = Head(out_of_order_window_ms=out_of_order_window_ms)
         self._queue = _Queue()
-        self._persisted = np.zeros(0, dtype=np.bool_)  # slot -> labels row in the database
         self._max_ts = _NO_TS
         self._rejected = dict.fromkeys((*REASONS, "unknown_series"), 0)
         self.chunks_written_total = 0
@@ -155,7 +154,6 @@ class Storage:
         for sid, enc in self._store.load_series():
             self._index.add(sid, decode_labels(enc))
         self._grow()
-        self._persisted[: self._index.num_slots] = True
         ids, lo, hi = self._store.series_bounds()
         slots = self._index.slots_of(ids)
         known = slots >= 0
@@ -184,10 +182,6 @@ class Storage:
     def _grow(self) -> None:
         n = self._index.num_slots
         self._head.ensure_capacity(n)
-        if n > len(self._persisted):
-            grown = np.zeros(self._head.capacity, dtype=np.bool_)
-            grown[: len(self._persisted)] = self._persisted
-            self._persisted = grown
 
     # --- writes ----------------------------------------------------------------------------------
 
@@ -314,19 +308,18 @@ class Storage:
         return self._wal.bytes_since_checkpoint > max(self.checkpoint_bytes, 2 * self._last_snapshot_bytes)
 
     def _checkpoint(self) -> None:
-        """Start a new WAL segment holding series + open head samples; drop older segments."""
+        """Start a new WAL segment holding the open head samples; drop the older segments.
+
+        Series are not rewritten: the older segments are only deleted once every series created
+        before the rotation is committed to the database, where `_load` finds them."""
         wal = self._wal
         if wal is None:
             return
         with self._lock:
             target = self._queue.enqueued
             segment = wal.rotate()
-            live = np.flatnonzero(self._index.live[: self._index.num_slots])
             ids = self._index.ids
             position = 0
-            for i in range(0, len(live), 50_000):
-                part = live[i : i + 50_000].tolist()
-                position = wal.log_series([int(ids[s]) for s in part], [self._index.labels(s) for s in part])
             for slots, ts, vals in self._head.snapshot():
                 position = wal.log_samples(ids[slots], ts, vals)
             self._last_snapshot_bytes = wal.bytes_since_checkpoint
