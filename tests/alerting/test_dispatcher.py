@@ -156,6 +156,21 @@ def test_restart_on_the_same_database_sends_nothing_twice(engine: sa.Engine) -> 
     assert len(set(keys)) == 2
 
 
+def test_resolution_during_a_restart_is_still_notified(engine: sa.Engine) -> None:
+    d = dispatcher(engine)
+    d.receive([alert(instance="a")], now_ms=0)
+    assert d.tick(30 * S) == 1
+    d.close()
+    d2 = dispatcher(engine)  # the alert resolved while watchkeeper was down
+    d2.receive([alert(instance="a", end=M)], now_ms=2 * M)
+    assert d2.tick(2 * M) == 1
+    assert summary(sent(engine)[-1]) == ("resolved", [("a", "resolved")])
+    d2.receive([alert(instance="a", end=M)], now_ms=3 * M)  # Prometheus re-sends resolved alerts
+    assert d2.tick(3 * M) == 0 and d2.tick(30 * M) == 0
+    d2.receive([alert("Other", end=M)], now_ms=3 * M)  # never announced firing: nothing to resolve
+    assert d2.tick(4 * M) == 0
+
+
 def test_silenced_alerts_are_not_notified_until_the_silence_expires(sqlite_engine: sa.Engine) -> None:
     d = dispatcher(sqlite_engine)
     d.put_silence(

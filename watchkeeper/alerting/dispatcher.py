@@ -155,8 +155,8 @@ class Dispatcher:
                 key = group_key(route, alert.labels)
                 group = self._groups.get(key)
                 if group is None:
-                    if alert.is_resolved(now_ms=now_ms):
-                        continue  # Alertmanager drops a resolved alert that has no group
+                    # also for a resolved alert: after a restart, its group may have announced it firing
+                    # (the notification log knows; a resolved alert never announced sends nothing)
                     group = AggregationGroup.new(key, route, route.group_labels(alert.labels), now_ms=now_ms)
                     self._groups[key] = group
                 group.insert(alert, now_ms=now_ms)
