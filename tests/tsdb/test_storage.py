@@ -236,15 +236,19 @@ def test_select_while_appending_sees_consistent_series(opener: Opener) -> None:
 
 
 CRASH_SCRIPT = """
-import os, signal, sys
+import os, signal, sys, time
 import numpy as np
 from pathlib import Path
 from watchkeeper.labels import from_dict
 from watchkeeper.tsdb.storage import Storage
 store = Storage.open(data_dir=Path(sys.argv[1]), database_url=sys.argv[2] or None)
+store.checkpoint_bytes = 20_000  # checkpoints (and deleted segments) before the crash
 refs = store.series_refs([from_dict({"__name__": "m", "i": str(i)}) for i in range(30)])
 for k in range(250):
     store.append(refs, np.full(30, k * 1000), np.full(30, float(k)))
+deadline = time.monotonic() + 30
+while store._wal.segments()[0] == 1 and time.monotonic() < deadline:  # the persister checkpoints
+    time.sleep(0.01)
 print("acked", flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -256,6 +260,7 @@ def test_kill_9_loses_nothing_acknowledged_and_survives_a_torn_tail(opener: Open
     cmd = [sys.executable, "-c", textwrap.dedent(CRASH_SCRIPT), str(tmp_path / "data"), url or ""]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL and "acked" in proc.stdout, proc.stderr
+    assert "00000001" not in {p.name for p in (tmp_path / "data" / "wal").iterdir()}  # checkpointed
     segs = sorted((tmp_path / "data" / "wal").iterdir())
     with segs[-1].open("ab") as f:  # a record torn by the crash: header says 1000 bytes, 3 follow
         f.write((1000).to_bytes(4, "little") + b"\0\0\0\0\x02abc")
