@@ -9,8 +9,9 @@ except one ``bytes``. An open chunk is up to ``chunk_samples`` (120) samples, ke
 * **frozen segments**: each time the tail fills it is encoded with `encode_chunk` and appended to
   ``frozen[s]`` (about 1 byte a sample instead of 12).
 
-So a series costs ~0.5 KiB of head memory whatever the fill level of its chunk, instead of the
-1.4 KiB a raw 120-sample row would take. The price is two extra (small) encodes per chunk; when the
+So a series costs 480 bytes of raw tail plus its frozen segments (~1-2 bytes a sample, at most
+80 samples) whatever the fill level of its chunk, instead of the 1440 bytes a raw 120-sample row
+would take. The price is two extra (small) encodes per chunk; when the
 chunk is cut, its frozen segments are decoded together with those of every other series cut in the
 same batch (one `decode_concat`) and the whole chunk is encoded once more.
 
