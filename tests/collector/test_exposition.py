@@ -151,3 +151,9 @@ def test_escaped_label_values_round_trip(labels: dict[str, str], value: float) -
     exp = parse_exposition(f"m{{{body}}} {value!r}\n")
     s = exp.samples[0]
     assert dict(s.labels[1:]) == labels and s.value == value
+
+
+def test_known_series_are_not_parsed_again() -> None:
+    exp = parse_exposition('x{a="1"} 5\ny 6\nz{b="2"} 7\n', known={'x{a="1"}', "y"})
+    assert [(s.key, s.labels, s.value) for s in exp.samples] == [
+        ('x{a="1"}', (), 5.0), ("y", (), 6.0), ('z{b="2"}', (("__name__", "z"), ("b", "2")), 7.0)]

@@ -27,11 +27,12 @@ import hashlib
 import ipaddress
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
 
 from watchkeeper.errors import IngestError, LimitExceeded
 
@@ -171,6 +172,16 @@ class IngestAuth:
                     series[h] = now_seconds
             if tenant.samples_per_second is not None:
                 tenant._tokens -= len(keys)
+
+
+def write_dependency(auth: IngestAuth) -> Callable[[Request], Tenant]:
+    """A FastAPI dependency refusing requests without write access, for routes outside
+    `collector_router` (remote-write): ``include_router(r, dependencies=[Depends(write_dependency(a))])``."""
+
+    def require_write(request: Request) -> Tenant:
+        return auth.authorize(request.headers.get("authorization"))
+
+    return require_write
 
 
 def _digest(token: str) -> bytes:

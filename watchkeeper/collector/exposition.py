@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 from watchkeeper.errors import DecodeError
@@ -55,11 +56,16 @@ class Exposition:
 
 
 def parse_exposition(
-    text: str, *, openmetrics: bool = False, cache: dict[str, Pairs] | None = None
+    text: str, *, openmetrics: bool = False, cache: dict[str, Pairs] | None = None,
+    known: Container[str] = (),
 ) -> Exposition:
     """Parse a whole exposition body. OpenMetrics bodies must end with ``# EOF``; their
     timestamps are seconds (text format: milliseconds) and their ``_created`` series of counters,
-    histograms and summaries are skipped (Prometheus does the same by default)."""
+    histograms and summaries are skipped (Prometheus does the same by default).
+
+    A line whose series text is in `known` is not parsed beyond its value: its sample has empty
+    `labels` (the caller knows them by `key`). The scrape manager passes its own per-target map,
+    so it keeps no parsed label tuples (which would cost the garbage collector time)."""
     out = Exposition()
     samples = out.samples
     types = out.types
@@ -86,9 +92,9 @@ def parse_exposition(
             line = line.lstrip(" \t")
             if line.startswith("#"):
                 continue
-        sample = _sample(line, lineno, openmetrics, cache)
-        if openmetrics and sample.labels[0][1].endswith("_created"):
-            base = sample.labels[0][1][: -len("_created")]
+        sample = _sample(line, lineno, openmetrics, cache, known)
+        if openmetrics and sample.key.split("{", 1)[0].rstrip().endswith("_created"):
+            base = sample.key.split("{", 1)[0].rstrip()[: -len("_created")]
             if types.get(base) in _CREATED_OF:
                 continue
         samples.append(sample)
@@ -118,7 +124,9 @@ def _comment(line: str, lineno: int, out: Exposition, openmetrics: bool) -> None
         out.help[name] = parts[2] if len(parts) > 2 else ""
 
 
-def _sample(line: str, lineno: int, openmetrics: bool, cache: dict[str, Pairs]) -> ExpositionSample:
+def _sample(
+    line: str, lineno: int, openmetrics: bool, cache: dict[str, Pairs], known: Container[str]
+) -> ExpositionSample:
     brace = line.find("{")
     labels: Pairs | None = None
     if brace == -1:
@@ -126,7 +134,7 @@ def _sample(line: str, lineno: int, openmetrics: bool, cache: dict[str, Pairs]) 
         if end == -1:
             raise DecodeError(f"line {lineno}: expected a value after the metric name: {line[:120]!r}")
         key = line[:end]
-        labels = cache.get(key)
+        labels = () if key in known else cache.get(key)
         if labels is None:
             if _NAME.fullmatch(key) is None:
                 raise DecodeError(f"line {lineno}: invalid metric name {key[:120]!r}")
@@ -136,7 +144,7 @@ def _sample(line: str, lineno: int, openmetrics: bool, cache: dict[str, Pairs]) 
         close = line.rfind("}")
         if close > brace and "#" not in line[close:]:  # no exemplar: the series ends at the last }
             key = line[: close + 1]
-            labels = cache.get(key)
+            labels = () if key in known else cache.get(key)
         if labels is None:
             labels, end = _parse_series(line, brace, lineno)
             key = line[:end]

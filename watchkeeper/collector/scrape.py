@@ -61,9 +61,10 @@ class SampleLimitExceeded(IngestError):
 
 @dataclass(slots=True)
 class TargetState:
-    """Per-target memory across scrapes: parse and label caches, the series of the last scrape."""
+    """Per-target memory across scrapes: series text -> final label bytes (None: dropped by
+    relabelling), and the series of the last scrape. Only str and bytes: nothing for the garbage
+    collector to traverse."""
 
-    parse_cache: dict[str, Pairs] = field(default_factory=dict)
     series: dict[str, bytes | None] = field(default_factory=dict)  # series text -> final label bytes
     previous: set[bytes] = field(default_factory=set)
 
@@ -92,8 +93,7 @@ def process_scrape(
     `SampleLimitExceeded`; `state.previous` is updated only on success."""
     if len(state.series) > 4 * max(len(state.previous), 1000):
         state.series.clear()
-        state.parse_cache.clear()
-    exposition = parse_exposition(text, openmetrics=openmetrics, cache=state.parse_cache)
+    exposition = parse_exposition(text, openmetrics=openmetrics, cache={}, known=state.series)
     batch = SampleBatch()
     current: set[bytes] = set()
     series = state.series
