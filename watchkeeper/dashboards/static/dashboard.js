@@ -98,7 +98,8 @@
     } else {
       layout.legend = { orientation: "h", x: 0, y: -0.22, yanchor: "top" };
     }
-    layout.hovermode = cfg.graph_tooltip === "tooltip" ? "x unified" : "closest";
+    // Fx.hover({xval}) from another panel only draws in an x hover mode
+    layout.hovermode = { tooltip: "x unified", crosshair: "x", none: "closest" }[cfg.graph_tooltip] || "x";
     layout.shapes = annotationShapes().concat((data.threshold_lines || []).map(function (t) {
       return { type: "line", xref: "paper", x0: 0, x1: 1, y0: t.value, y1: t.value,
                line: { color: t.color, dash: "dash", width: 1 } };
@@ -243,7 +244,10 @@
       var errors = data.errors || [];
       var warnings = [];
       (data.queries || []).forEach(function (q) { warnings = warnings.concat(q.warnings || []); });
+      var empty = (data.series && !data.series.length) || (data.values && !data.values.length) ||
+        (data.rows && !data.rows.length) || data.heatmap === null;
       if (errors.length) setStatus(el, "⚠ error", true, errors.join("\n"));
+      else if (empty) setStatus(el, "No data", false, "The queries returned no series for this range");
       else if (warnings.length) setStatus(el, "ⓘ", false, warnings.join("\n"));
       else setStatus(el, "");
     });
