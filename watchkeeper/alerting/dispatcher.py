@@ -416,7 +416,7 @@ class Dispatcher:
         return match_routes(self.route, alert.labels)
 
     def close(self) -> None:
-        self._client.close()
+        self.outbox.close()
 
 
 def _changed_at(

@@ -8,6 +8,7 @@ so a restart (a new worker on the same database) repeats nothing acknowledged. T
 ``idempotency_key`` goes out as the ``Idempotency-Key`` header.
 
 >>> import random
+from concurrent.futures import ThreadPoolExecutor
 >>> [backoff_ms(n, initial_ms=1000, max_ms=60_000, rng=random.Random(0)) for n in (1, 2, 3, 10)]
 [922, 1844, 3688, 55332]
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -44,6 +46,7 @@ class Outcome:
     item: store.OutboxItem
     result: DeliveryResult
     dead: bool
+    next_attempt_ms: int | None
 
 
 class Outbox:
@@ -65,16 +68,45 @@ class Outbox:
         self._metrics = metrics
         self._client = client or http_client()
         self._rng = rng or random.Random()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="alerting-send")
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self._client.close()
 
     def deliver_due(self, now_ms: int, *, clock: Callable[[], int] | None = None) -> list[Outcome]:
-        """Send every item due at ``now_ms``; ``clock`` (if given) stamps the acknowledgements."""
+        """Send every item due at ``now_ms``; ``clock`` (if given) stamps the acknowledgements.
+
+        Integrations are served in parallel (a receiver timing out does not hold the others back),
+        each in order; after a retryable failure the integration's other items wait for the same
+        next attempt instead of each knocking on a service that is down.
+        """
         timeout_ms = duration_ms(self.config.request_timeout)
         with self._engine.begin() as conn:
             items = store.claim_due(conn, now_ms=now_ms, lease_ms=timeout_ms * 3 + 5000)
-        return [self._deliver(item, now_ms if clock is None else clock()) for item in items]
+        by_integration: dict[str, list[store.OutboxItem]] = {}
+        for item in items:
+            by_integration.setdefault(item.integration, []).append(item)
+        queues = list(by_integration.values())
+        if len(queues) <= 1:
+            return [o for q in queues for o in self._deliver_queue(q, now_ms, clock)]
+        futures = [self._pool.submit(self._deliver_queue, q, now_ms, clock) for q in queues]
+        return [o for f in futures for o in f.result()]
+
+    def _deliver_queue(
+        self, items: list[store.OutboxItem], now_ms: int, clock: Callable[[], int] | None
+    ) -> list[Outcome]:
+        out = []
+        for i, item in enumerate(items):
+            outcome = self._deliver(item, now_ms if clock is None else clock())
+            out.append(outcome)
+            if not outcome.result.ok and not outcome.result.permanent and outcome.next_attempt_ms is not None:
+                rest = [x.id for x in items[i + 1 :]]
+                if rest:
+                    with self._engine.begin() as conn:
+                        store.release(conn, rest, next_attempt_ms=outcome.next_attempt_ms)
+                break
+        return out
 
     def _deliver(self, item: store.OutboxItem, now_ms: int) -> Outcome:
         integ = self._integration(item.integration)
@@ -104,7 +136,7 @@ class Outbox:
             if item.first_active_at_ms is not None:
                 latency = max(now_ms - item.first_active_at_ms, 0) / 1000
                 self._metrics.latency.labels(receiver=item.receiver).observe(latency)
-            return Outcome(item, result, dead=False)
+            return Outcome(item, result, dead=False, next_attempt_ms=None)
         attempt = item.attempts + 1
         dead = result.permanent or attempt >= self.config.max_attempts
         delay = backoff_ms(
@@ -130,7 +162,7 @@ class Outbox:
                 attempt,
                 error,
             )
-        return Outcome(item, result, dead=dead)
+        return Outcome(item, result, dead=dead, next_attempt_ms=None if dead else now_ms + delay)
 
     def next_due_ms(self) -> int | None:
         t = store.outbox_table

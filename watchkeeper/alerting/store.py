@@ -308,6 +308,16 @@ def mark_failed(
     )
 
 
+def release(conn: sa.Connection, item_ids: Sequence[int], *, next_attempt_ms: int) -> None:
+    """Give back leased items unattempted, to be tried at ``next_attempt_ms``."""
+    t = outbox_table
+    conn.execute(
+        sa.update(t)
+        .where(t.c.id.in_(list(item_ids)))
+        .values(lease_until_ms=None, next_attempt_ms=next_attempt_ms)
+    )
+
+
 def list_items(
     conn: sa.Connection,
     *,
