@@ -8,7 +8,6 @@ so a restart (a new worker on the same database) repeats nothing acknowledged. T
 ``idempotency_key`` goes out as the ``Idempotency-Key`` header.
 
 >>> import random
-from concurrent.futures import ThreadPoolExecutor
 >>> [backoff_ms(n, initial_ms=1000, max_ms=60_000, rng=random.Random(0)) for n in (1, 2, 3, 10)]
 [922, 1844, 3688, 55332]
 """
