@@ -9,7 +9,7 @@ import json
 import math
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,14 @@ def serve_plain(app: Starlette) -> Any:
     return cm()
 
 
+async def until(condition: Callable[[], bool], timeout_seconds: float = 15) -> None:
+    """Wait (without blocking the scrape loops) until `condition()` holds."""
+    deadline = time.monotonic() + timeout_seconds
+    while not await asyncio.to_thread(condition):
+        assert time.monotonic() < deadline, "condition did not hold in time"
+        await asyncio.sleep(0.05)
+
+
 def test_scrapes_into_a_running_server(tmp_path: Path, fake_target: tuple[FakeTarget, str]) -> None:
     fake, address = fake_target
     sd_file = tmp_path / "targets.json"
@@ -220,9 +228,8 @@ def test_scrapes_into_a_running_server(tmp_path: Path, fake_target: tuple[FakeTa
             holder["m"] = manager
             await manager.start()
             try:
-                await asyncio.sleep(1.0)
-                assert await asyncio.to_thread(values, url, "up") == {
-                    f"instance={address},job=app": 1.0, f"instance={address},job=filed,via=file": 0.0}
+                await until(lambda: values(url, "up") == {
+                    f"instance={address},job=app": 1.0, f"instance={address},job=filed,via=file": 0.0})
                 got = await asyncio.to_thread(values, url, "app_requests_total")
                 assert got == {f"code=200,instance={address},job=app": 7.0}
                 assert await asyncio.to_thread(values, url, "go_gc") == {}
@@ -240,20 +247,17 @@ def test_scrapes_into_a_running_server(tmp_path: Path, fake_target: tuple[FakeTa
                                                "lastScrapeDuration", "scrapeInterval", "scrapeTimeout"}
                 # a series that disappears goes stale at once
                 fake.body = 'app_requests_total{code="200"} 9\n'
-                await asyncio.sleep(0.8)
-                assert await asyncio.to_thread(values, url, "app_temp") == {}
+                await until(lambda: values(url, "app_temp") == {})
+                assert values(url, "app_requests_total") == {f"code=200,instance={address},job=app": 9.0}
                 # a failing target: up 0, its series stale
                 fake.status = 500
-                await asyncio.sleep(0.8)
-                up = await asyncio.to_thread(values, url, 'up{job="app"}')
-                assert up == {f"instance={address},job=app": 0}
+                await until(lambda: values(url, 'up{job="app"}') == {f"instance={address},job=app": 0})
                 assert await asyncio.to_thread(values, url, "app_requests_total") == {}
                 t = manager.targets_api(state="active", scrape_pool="app")["activeTargets"][0]
                 assert "500" in t["lastError"]
                 # the file_sd target goes away: its up series goes stale
                 sd_file.write_text("[]")
-                await asyncio.sleep(0.6)
-                assert await asyncio.to_thread(values, url, 'up{job="filed"}') == {}
+                await until(lambda: values(url, 'up{job="filed"}') == {})
                 assert manager.targets_api(scrape_pool="filed")["activeTargets"] == []
             finally:
                 await manager.stop()
@@ -274,7 +278,10 @@ def test_self_scrape_of_a_fresh_server(tmp_path: Path) -> None:
             manager = ScrapeManager([cfg], state.require_ingester)
             holder["m"] = manager
             await manager.start()
-            await asyncio.sleep(0.7)
+            deadline = time.monotonic() + 15
+            while manager.targets_api()["activeTargets"][0]["health"] != "up":
+                assert time.monotonic() < deadline, manager.targets_api()
+                await asyncio.sleep(0.05)
             await manager.stop()
 
         asyncio.run(scenario())
