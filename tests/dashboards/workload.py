@@ -149,7 +149,7 @@ def build(
             b.add("db_pool_connections", b.gauge(level, 2), state=state, **common)
         node = {"job": "node", "instance": inst}
         for mode, share in (("idle", 0.6), ("user", 0.25), ("system", 0.1), ("iowait", 0.05)):
-            b.add("node_cpu_seconds_total", b.counter(2 * share), mode=mode, cpu="0", **node)
+            b.add("node_cpu_seconds_total", b.counter(share), mode=mode, cpu="0", **node)
         b.add("node_memory_MemTotal_bytes", np.full(len(times), 8e9), **node)
         b.add("node_memory_MemAvailable_bytes", b.gauge(3e9, 3e8), **node)
         b.add("node_network_receive_bytes_total", b.counter(2e6), device="eth0", **node)

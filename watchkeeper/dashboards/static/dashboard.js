@@ -164,7 +164,7 @@
     data.values.forEach(function (v, i) {
       var domain = { x: [i / n + 0.02, (i + 1) / n - 0.02], y: [0.15, 1] };
       traces.push({ type: "indicator", mode: "gauge", value: v.value === null ? data.min : v.value, domain: domain,
-        gauge: { axis: { range: range, visible: true, tickfont: { size: 9 } }, bar: { color: v.color || css("--accent"), thickness: 0.6 },
+        gauge: { axis: { range: range, visible: true, showticklabels: false, ticks: "" }, bar: { color: v.color || css("--accent"), thickness: 0.6 },
                  bgcolor: "rgba(0,0,0,0)", borderwidth: 0, steps: steps } });
       notes.push({ text: "<b>" + v.text + "</b>" + (n > 1 ? "<br>" + v.name : ""), x: (i + 0.5) / n, y: 0.12, xref: "paper", yref: "paper",
                    showarrow: false, font: { size: 16, color: v.color || css("--fg") } });
