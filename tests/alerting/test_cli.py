@@ -66,8 +66,10 @@ def test_watchkeeper_yml_alerting_section_and_own_alerts(tmp_path: Path) -> None
 def test_template_error_exits_1_and_config_error_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bad = AM.replace('title: "{{ .Status | upper }}"', 'title: "{{ .Status | nosuchfilter }}"')
+    bad = AM.replace('title: "{{ .Status | upper }}"', 'title: "{{ 1 / 0 }}"')  # compiles, fails to render
     code, rendered = run(tmp_path, bad, "--receiver", "pager")
-    assert code == 1 and "nosuchfilter" in rendered[0]["error"]
+    assert code == 1 and "ZeroDivisionError" in rendered[0]["error"]
+    code, _ = run(tmp_path, AM.replace("| upper", "| nosuchfilter"))  # refused when the config loads
+    assert code == 2 and "No filter named 'nosuchfilter'" in capsys.readouterr().err
     code, _ = run(tmp_path, "route: {receiver: nope}\nreceivers: []")
     assert code == 2 and "undefined receiver" in capsys.readouterr().err

@@ -106,6 +106,11 @@ def test_matcher_syntax() -> None:
         ("route: {receiver: a, group_wait: soon}\nreceivers: [{name: a}]", "not a valid duration"),
         ("route: {receiver: a}\nreceivers: [{name: a}, {name: a}]", "duplicate receiver"),
         (
+            "route: {receiver: a}\nreceivers: [{name: a, slack_configs: "
+            "[{api_url: x, title: '{{ .Status | nope }}'}]}]",
+            "No filter named 'nope'",
+        ),
+        (
             "route: {receiver: a}\nreceivers: [{name: a}]\ntime_intervals: [{name: n, time_intervals: "
             "[{weekdays: [funday]}]}]",
             "funday",

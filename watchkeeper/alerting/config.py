@@ -34,8 +34,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from watchkeeper.alerting.templating import check as check_template
 from watchkeeper.alerting.timeintervals import validate_spec
-from watchkeeper.errors import ConfigError
+from watchkeeper.errors import ConfigError, NotificationError
 from watchkeeper.labels import Matcher
 
 _DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
@@ -210,6 +211,16 @@ class _ReceiverBase(_Model):
     """Template overriding the title (Jinja2 sandbox; see `templating`)."""
     text: str | None = None
     """Template overriding the body text."""
+
+    @field_validator("title", "text")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_template(value)
+            except NotificationError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
 
 class SlackConfig(_ReceiverBase):

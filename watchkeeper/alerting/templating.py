@@ -86,8 +86,8 @@ def render(source: str, n: Notification, *, strict: bool = False) -> str:
     """Render an override template; errors (syntax, sandbox) become `NotificationError`."""
     try:
         return str(_compile(source, strict).render(template_data(n)))
-    except TemplateError as exc:
-        raise NotificationError(f"template {source[:60]!r}: {exc}") from exc
+    except Exception as exc:  # a user's template may fail in any way (1/0, bad index): never crash a send
+        raise NotificationError(f"template {source[:60]!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def check(source: str) -> None:
