@@ -1,0 +1,167 @@
+"""Remote-write ingest, watchkeeper against Prometheus, on the shared side-by-side harness.
+
+    python bench/ingest.py [--instances 10 100] [--minutes 120] [--shared ../shared/bench]
+
+For each scale: starts `watchkeeper serve` on a fresh temporary data dir, runs
+``sidebyside.py --no-queries`` (which starts a real Prometheus, sends it the workload, then sends the
+same requests to watchkeeper, one request at a time), and prints both ingest rates, the server's
+resident memory before and after, and -- after a graceful shutdown (SIGTERM) -- the bytes on disk per
+sample. The last line gives resident memory per additional active series between the two scales.
+Needs `prometheus` on PATH (Debian: apt-get install prometheus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run_scale(instances: int, minutes: int, shared: Path, extra_env: dict[str, str]) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="wk-bench-"))
+    data = tmp / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **extra_env}
+    log = (tmp / "server.log").open("wb")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "watchkeeper.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            "--retention",
+            "30d",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"watchkeeper did not become ready; see {tmp / 'server.log'}")
+        rss_before = rss_bytes(server.pid)
+        report_path = tmp / "report.json"
+        subprocess.run(
+            [
+                sys.executable,
+                str(shared / "sidebyside.py"),
+                "--minutes",
+                str(minutes),
+                "--instances",
+                str(instances),
+                "--no-queries",
+                "--port",
+                str(free_port()),
+                "--project-url",
+                url,
+                "--json",
+                str(report_path),
+            ],
+            check=True,
+        )
+        report = json.loads(report_path.read_text())
+        rss_after = rss_bytes(server.pid)
+        status = httpx.get(url + "/api/v1/status/tsdb", timeout=600).json()["data"]
+        server.send_signal(signal.SIGTERM)
+        shutdown_started = time.monotonic()
+        server.wait(600)
+        shutdown_s = time.monotonic() - shutdown_started
+        on_disk = dir_bytes(data)
+        samples = report["samples"]
+        targets = report["targets"]
+        return {
+            "instances": instances,
+            "series": report["series"],
+            "samples": samples,
+            "prometheus_samples_per_s": targets["prometheus"]["ingest_samples_per_s"],
+            "watchkeeper_samples_per_s": targets["watchkeeper"]["ingest_samples_per_s"],
+            "watchkeeper_write_errors": targets["watchkeeper"]["write_errors"],
+            "rss_before_mib": rss_before / 2**20,
+            "rss_after_mib": rss_after / 2**20,
+            "rss_after_bytes": rss_after,
+            "head_series": status["headStats"]["numSeries"],
+            "shutdown_s": shutdown_s,
+            "bytes_on_disk": on_disk,
+            "bytes_per_sample": on_disk / samples,
+        }
+    finally:
+        if server.poll() is None:
+            server.kill()
+        log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--minutes", type=int, default=120)
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "bench")
+    parser.add_argument(
+        "--no-fsync", action="store_true", help="WATCHKEEPER_WAL_FSYNC=false (not the default)"
+    )
+    args = parser.parse_args()
+    env = {"WATCHKEEPER_WAL_FSYNC": "false"} if args.no_fsync else {}
+    results = []
+    for n in args.instances:
+        r = run_scale(n, args.minutes, args.shared, env)
+        results.append(r)
+        print(
+            f"instances={n} series={r['series']} samples={r['samples']}: "
+            f"prometheus {r['prometheus_samples_per_s']:,.0f} samples/s, "
+            f"watchkeeper {r['watchkeeper_samples_per_s']:,.0f} samples/s "
+            f"(ratio {r['watchkeeper_samples_per_s'] / r['prometheus_samples_per_s']:.2f}, "
+            f"errors {r['watchkeeper_write_errors']}); "
+            f"RSS {r['rss_before_mib']:.0f} -> {r['rss_after_mib']:.0f} MiB; "
+            f"after SIGTERM ({r['shutdown_s']:.1f} s) {r['bytes_on_disk'] / 2**20:.1f} MiB on disk = "
+            f"{r['bytes_per_sample']:.3f} bytes/sample",
+            flush=True,
+        )
+    if len(results) >= 2:
+        lo, hi = results[0], results[-1]
+        per_series = (hi["rss_after_bytes"] - lo["rss_after_bytes"]) / (hi["series"] - lo["series"])
+        print(f"resident memory per additional active series: {per_series:,.0f} bytes")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
