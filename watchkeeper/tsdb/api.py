@@ -28,7 +28,10 @@ class StatsStore(Protocol):
 
 
 def _top(counter: Counter[str], limit: int) -> list[dict[str, Any]]:
-    return [{"name": k, "value": v} for k, v in heapq.nlargest(limit, counter.items(), key=lambda kv: (kv[1], kv[0]))]
+    return [
+        {"name": k, "value": v}
+        for k, v in heapq.nlargest(limit, counter.items(), key=lambda kv: (kv[1], kv[0]))
+    ]
 
 
 def tsdb_status(store: StatsStore, limit: int = 10) -> dict[str, Any]:
