@@ -243,3 +243,22 @@ def test_notification_history_and_requeue(
     d.deliver(clock.now)
     (item,) = client.get("/api/v2/notifications").json()
     assert item["state"] == "sent" and item["sentAt"] == "2026-11-28T12:00:00.000Z"
+
+
+def test_prometheus_style_body_with_nanosecond_timestamps(
+    setup: tuple[TestClient, Dispatcher, Clock],
+) -> None:
+    client, _, _ = setup
+    body = [
+        {
+            "labels": {"alertname": "X", "job": "api"},
+            "annotations": {},
+            "startsAt": "2026-11-28T11:58:00.123456789Z",
+            "endsAt": "2026-11-28T12:04:00.123456789+00:00",
+            "generatorURL": "http://prom:9090/graph?g0.expr=up+%3D%3D+0&g0.tab=1",
+        }
+    ]
+    assert client.post("/api/v2/alerts", json=body).status_code == 200
+    (alert,) = client.get("/api/v2/alerts").json()
+    assert (alert["startsAt"], alert["endsAt"]) == ("2026-11-28T11:58:00.123Z", "2026-11-28T12:04:00.123Z")
+    assert alert["generatorURL"].endswith("g0.tab=1")

@@ -241,3 +241,21 @@ def test_leader_failover_sends_no_duplicate(postgres_url: str, redis_url: str, s
         engine.dispose()
     print(f"\nleader failover: resolved sent {takeover * 1000:.0f} ms after the leader died (lease 600 ms)")
     assert takeover < 2.0
+
+
+def test_unreachable_redis_fails_open_or_closed_as_configured() -> None:
+    assert RedisLease("redis://127.0.0.1:1/0", lease_ms=600).renew() is True  # every replica dispatches
+    closed = RedisLease("redis://127.0.0.1:1/0", lease_ms=600, fail_open=False)
+    assert closed.renew() is False and not closed.is_leader()
+
+
+@pytest.mark.redis
+def test_lease_is_exclusive_and_expires(redis_url: str) -> None:
+    a = RedisLease(redis_url, lease_ms=300, instance_id="a")
+    b = RedisLease(redis_url, lease_ms=300, instance_id="b")
+    assert a.renew() and not b.renew()
+    assert a.renew() and not b.renew()  # renewal keeps it
+    time.sleep(0.35)  # a stopped renewing
+    assert b.renew() and not a.renew() and not a.is_leader()
+    b.release()
+    assert a.renew()

@@ -82,6 +82,7 @@ class RedisLease:
         lease_ms: int = 15_000,
         instance_id: str | None = None,
         client: Any = None,
+        fail_open: bool = True,
     ) -> None:
         import redis  # optional dependency: only with a redis_url
 
@@ -89,6 +90,7 @@ class RedisLease:
         self.key = key
         self.lease_ms = lease_ms
         self.instance_id = instance_id or uuid.uuid4().hex
+        self.fail_open = fail_open
         self._valid_until = 0.0
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)
@@ -100,9 +102,16 @@ class RedisLease:
         started = time.monotonic()
         try:
             ok = bool(self._renew(keys=[self.key], args=[self.instance_id, self.lease_ms]))
-        except Exception as exc:  # Redis unreachable: step down rather than risk two leaders
-            log.warning("leader lease renewal failed: %s", exc)
-            ok = False
+        except Exception as exc:
+            # Redis unreachable: with fail_open every replica dispatches (as Alertmanager's cluster
+            # does on a partition); the shared notification log, the unique outbox keys and the row
+            # leases still keep a notification from being written or sent twice
+            log.warning(
+                "leader lease renewal failed (%s): %s",
+                "acting as leader" if self.fail_open else "stepping down",
+                exc,
+            )
+            ok = self.fail_open
         if ok:
             # act as leader for 2/3 of the lease, measured from before the call
             self._valid_until = started + self.lease_ms * 2 / 3 / 1000
