@@ -290,7 +290,32 @@ def test_far_future_samples_are_refused_and_do_not_poison_the_store(server: str)
     year_2500_ms = 16_725_225_600_000
     r = httpx.post(server + "/api/v1/push", json=[
         {"metric": "future_m", "value": 1, "timestamp_ms": year_2500_ms}, {"metric": "now_m", "value": 2}])
-    assert r.status_code == 400 and "in the future: 1 samples rejected" in r.text and "1 samples accepted" in r.text
+    assert r.status_code == 400
+    assert "in the future: 1 samples rejected" in r.text and "1 samples accepted" in r.text
     r = httpx.post(server + "/api/v1/push", json=[{"metric": "later_m", "value": 3}])
     assert r.status_code == 204, r.text
     assert values(server, "now_m") == {"": 2.0} and values(server, "later_m") == {"": 3.0}
+
+
+def test_write_request_fast_and_general_encodings_agree_bit_exactly() -> None:
+    from watchkeeper.collector.push import SampleBatch
+    from watchkeeper.collector.remote_write import decode_write_request, parse_labels
+    from watchkeeper.tsdb.reader import STALE_NAN
+
+    def batch(timestamps: list[int]) -> SampleBatch:
+        b = SampleBatch()
+        for i, ts in enumerate(timestamps):
+            b.add((("__name__", "m"), ("i", str(i)), ("long", "x" * (i * 9000))), ts,
+                  [1.5, STALE_NAN, -0.0, float("inf")][i % 4])
+        return b
+
+    now = 1_795_000_000_000
+    fast = batch([now, now + 1, now + 2])  # the last label set is 18 KiB: general path
+    assert fast.write_request() == fast._write_request_slow()
+    small = batch([now, now + 1])
+    assert small.write_request() == small._write_request_slow()
+    d = decode_write_request(small.write_request())
+    assert d.values.view(np.uint64).tolist()[1] == 0x7FF0000000000002
+    assert dict(parse_labels(d.keys[0]))["i"] == "0"
+    odd = batch([5, -1])  # timestamps outside the 6-byte varint range
+    assert decode_write_request(odd.write_request()).timestamps_ms.tolist() == [5, -1]

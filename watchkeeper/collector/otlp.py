@@ -27,6 +27,7 @@ response's ``partial_success``.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import re
@@ -200,6 +201,7 @@ def attribute_value(value: AnyValue) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=4096)
 def format_float(value: float) -> str:
     """Go's ``strconv.FormatFloat(v, 'f', -1, 64)``, as Prometheus prints ``le`` and ``quantile``."""
     if math.isinf(value):

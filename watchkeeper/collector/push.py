@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import cramjam
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from watchkeeper.collector.exposition import Exposition, parse_exposition
@@ -94,7 +95,37 @@ class SampleBatch:
         return len(self.keys)
 
     def write_request(self) -> bytes:
-        """The uncompressed WriteRequest, one TimeSeries per sample (value, then timestamp)."""
+        """The uncompressed WriteRequest, one TimeSeries per sample (value, then timestamp).
+
+        Vectorised for the common case -- every timestamp a 6-byte varint (1971 to 2109) and label
+        bytes under 16 KiB -- which is also the remote-write decoder's fast path."""
+        n = len(self.keys)
+        ts = np.array(self.timestamps_ms, dtype=np.int64)
+        if n and int(ts.min()) >= 1 << 35 and int(ts.max()) < 1 << 42:
+            m = np.empty((n, 18), dtype=np.uint8)
+            m[:, 0] = 0x12
+            m[:, 1] = 16
+            m[:, 2] = 0x09
+            m[:, 3:11] = np.array(self.values, dtype="<f8").view(np.uint8).reshape(n, 8)
+            m[:, 11] = 0x10
+            u = ts.view(np.uint64)
+            for i in range(6):
+                m[:, 12 + i] = ((u >> np.uint64(7 * i)) & np.uint64(0x7F)) | np.uint64(0x80 if i < 5 else 0)
+            rows = m.tobytes()
+            frames = _FRAMES
+            try:
+                parts = [
+                    piece
+                    for i, key in enumerate(self.keys)
+                    for piece in (frames[len(key)], key, rows[18 * i : 18 * i + 18])
+                ]
+            except IndexError:  # a label set over 16 KiB: the general path below
+                pass
+            else:
+                return b"".join(parts)
+        return self._write_request_slow()
+
+    def _write_request_slow(self) -> bytes:
         parts: list[bytes] = []
         add = parts.append
         pack = _DOUBLE.pack
@@ -104,6 +135,9 @@ class SampleBatch:
             add(b"\x0a" + _varint(len(body)) + body)
         return b"".join(parts)
 
+
+#: field 1 tag and length of a TimeSeries with label bytes of length i and one canonical sample
+_FRAMES = [b"\x0a" + _varint(i + 18) for i in range(1 << 14)]
 
 _label_cache: dict[Pairs, bytes] = {}
 _label_cache_lock = threading.Lock()
