@@ -137,10 +137,8 @@ class Dispatcher:
         if alert.ends_at_ms is None:
             alert = alert.resolved(at_ms=now_ms + self._resolve_timeout_ms)
         old = self._alerts.get(alert.fingerprint)
-        if old is None or old.is_resolved(now_ms=now_ms):
-            # when watchkeeper learnt it fires or resolved: where the latency histogram starts
-            self._changed_ms[alert.fingerprint] = now_ms
-        elif alert.is_resolved(now_ms=now_ms):
+        if old is None or old.is_resolved(now_ms=now_ms) != alert.is_resolved(now_ms=now_ms):
+            # when watchkeeper learnt that it fires or resolved: where the latency histogram starts
             self._changed_ms[alert.fingerprint] = now_ms
         if old is not None and not old.is_resolved(now_ms=now_ms) and old.starts_at_ms < alert.starts_at_ms:
             alert = Alert(
