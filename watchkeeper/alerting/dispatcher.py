@@ -319,7 +319,8 @@ class Dispatcher:
                 {
                     "summary": f"Notifications to {o.item.integration} are being dropped",
                     "description": f"Gave up after {o.item.attempts + 1} attempts: "
-                    f"HTTP {o.result.status}: {o.result.body[:300]}",
+                    + (f"HTTP {o.result.status}: " if o.result.status is not None else "")
+                    + o.result.body[:300],
                 }
             ),
             starts_at_ms=now_ms,
