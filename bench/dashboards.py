@@ -2,7 +2,7 @@
 
 Targets (issue 7): a dashboard page's HTML in < 100 ms server time; each panel's data in < 300 ms.
 
-The workload (tests/dashboards/workload.py): every metric the built-in dashboards query, 3 app
+The workload (watchkeeper/dashboards/sample.py): every metric the built-in dashboards query, 3 app
 instances x 10 routes x 4 statuses, histograms with 12 buckets, caches, database, host, Redis,
 PostgreSQL, business and self-metrics: ~1,240 series, 15 s samples over 6 h (~1.8 M samples), in
 an in-memory Storage. The app (dashboards router + Prometheus API) runs on a real uvicorn on
@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.dashboards.workload import make_app, seed, serve
 from watchkeeper.dashboards.loader import BUILTIN_DIR, load_dirs
+from watchkeeper.dashboards.sample import make_app, seed, serve
 from watchkeeper.tsdb.storage import Storage
 
 PAGE_TARGET_MS, PANEL_TARGET_MS = 100.0, 300.0

@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.dashboards.conftest import storage  # noqa: F401  (the same seeded store as the unit tests)
-from tests.dashboards.workload import make_app, serve
-from watchkeeper.tsdb.storage import Storage
+from watchkeeper.dashboards.sample import make_app, serve, shared_storage
+
+from .pagewatch import PageWatch
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -28,7 +27,6 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).parent / "screenshots"
 
 
 def _require_browser() -> None:
@@ -47,8 +45,9 @@ def _require_browser() -> None:
 
 
 @pytest.fixture(scope="session")
-def server(storage: Storage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _require_browser()
+    storage = shared_storage(hours=6, step_ms=60_000)  # the unit tests' store when both run
     dashboards_dir = tmp_path_factory.mktemp("dashboards")
     app = make_app(
         storage,
@@ -69,34 +68,6 @@ def browser(server: str) -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         b.close()
-
-
-class PageWatch:
-    """Console errors, page errors and every request URL of one page."""
-
-    def __init__(self, page: Any, base: str) -> None:
-        self.page, self.base = page, base
-        self.errors: list[str] = []
-        self.requests: list[str] = []
-        page.on(
-            "console",
-            lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None,
-        )
-        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
-        page.on("request", lambda r: self.requests.append(r.url))
-
-    def outside_requests(self) -> list[str]:
-        return [
-            u
-            for u in self.requests
-            if not (
-                u.startswith(("http://127.0.0.1:", "http://localhost:")) or u.startswith(("data:", "blob:"))
-            )
-        ]
-
-    def screenshot(self, name: str) -> None:
-        SCREENSHOTS.mkdir(exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture

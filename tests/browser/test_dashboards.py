@@ -12,8 +12,9 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from tests.browser.conftest import PageWatch
 from watchkeeper.dashboards.loader import BUILTIN_DIR, load_dirs
+
+from .pagewatch import PageWatch
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.dashboards.workload import make_app
 from watchkeeper.dashboards.providers import (
     AlertTransitionView,
     AlertView,
@@ -16,6 +15,7 @@ from watchkeeper.dashboards.providers import (
     TargetView,
 )
 from watchkeeper.dashboards.router import DashboardOptions, dashboards_router
+from watchkeeper.dashboards.sample import make_app
 from watchkeeper.tsdb.storage import Storage
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,14 +1,19 @@
-"""A synthetic workload with every metric the built-in dashboards query, and a server that serves it.
+"""Sample data with every metric the built-in dashboards query, and a server that shows it.
 
 ``seed(storage, now_ms, hours=6)`` appends 15 s samples for the SDK's HTTP, cache, database and
 business metrics, host/Redis/PostgreSQL exporters and watchkeeper's self-metrics (3 instances,
-10 routes, 3 regions: about 1,600 series, 2.3 M samples for 6 h). ``serve(...)`` runs the
-dashboards router + the Prometheus query API on a real uvicorn on 127.0.0.1 in a thread.
-Used by the browser tests and ``bench/dashboards.py``.
+10 routes, 3 regions: about 1,240 series, 1.8 M samples for 6 h). ``make_app`` composes the
+dashboards router with the Prometheus query API over an in-memory store; ``serve`` runs an app on
+a real uvicorn on 127.0.0.1 in a thread. The browser tests and ``bench/dashboards.py`` use these;
+a person can look at the UI without any other component:
+
+    python -m watchkeeper.dashboards.sample --port 9471     # then open http://127.0.0.1:9471/
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import socket
 import threading
 import time
@@ -16,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import uvicorn
@@ -74,7 +80,8 @@ class _Builder:
 
     def gauge(self, level: float, spread: float) -> np.ndarray:
         walk = np.cumsum(self.rng.normal(0, spread / 10, len(self.times)))
-        return np.clip(level + walk - walk.mean(), 0, None)
+        out: np.ndarray = np.clip(level + walk - walk.mean(), 0, None)
+        return out
 
     def histogram(self, name: str, count: np.ndarray, median_s: float, **labels: str) -> None:
         for le in BUCKETS:
@@ -200,7 +207,15 @@ def seed(storage: Storage, now_ms: int, hours: float = 6.0, step_ms: int = STEP_
     return int(values.size)
 
 
-def make_app(storage: Storage, dashboards_dir: Path | None = None, **options: object) -> FastAPI:
+@functools.cache
+def shared_storage(hours: float = 6.0, step_ms: int = 60_000) -> Storage:
+    """One seeded in-memory store per process (test sessions share it), ending at the current minute."""
+    storage = Storage.open(data_dir=None)
+    seed(storage, (int(time.time() * 1000) // 60_000) * 60_000, hours=hours, step_ms=step_ms)
+    return storage
+
+
+def make_app(storage: Storage, dashboards_dir: Path | None = None, **options: Any) -> FastAPI:
     """The dashboards router + Prometheus query API over ``storage`` (what app.py will compose)."""
     engine = Engine(storage)
     app = FastAPI()
@@ -213,7 +228,7 @@ def make_app(storage: Storage, dashboards_dir: Path | None = None, **options: ob
     app.include_router(query_router(lambda: engine, lambda: storage))
     app.include_router(
         dashboards_router(lambda: engine, lambda: storage, DashboardOptions(dirs=dirs, **options))
-    )  # type: ignore[arg-type]
+    )
     return app
 
 
@@ -242,3 +257,20 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m watchkeeper.dashboards.sample", description=__doc__)
+    parser.add_argument("--port", type=int, default=9471)
+    parser.add_argument("--hours", type=float, default=6.0)
+    parser.add_argument("--dashboards-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    storage = Storage.open(data_dir=None)
+    samples = seed(storage, int(time.time() * 1000), hours=args.hours)
+    print(f"{storage.num_series} series, {samples:,} samples; http://127.0.0.1:{args.port}/")
+    uvicorn.run(make_app(storage, args.dashboards_dir), host="127.0.0.1", port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
