@@ -1,0 +1,307 @@
+"""The reference core API end to end through its ASGI app: endpoints, cache, rate limit, metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
+
+from watchkeeper.demo import CoreApiSettings, coreapi_app
+
+HOUR_MS = 3_600_000
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> str | None:
+    if request.param == "memory":
+        return None
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+def make_client(tmp_path: Path, redis_url: str | None = None, **overrides: object) -> TestClient:
+    settings = CoreApiSettings(
+        database_url=f"sqlite:///{tmp_path}/core.db",
+        redis_url=redis_url,
+        **overrides,  # type: ignore[arg-type]
+    )
+    return TestClient(coreapi_app(settings, registry=CollectorRegistry()))
+
+
+@pytest.fixture
+def client(tmp_path: Path, backend: str | None) -> Iterator[TestClient]:
+    with make_client(tmp_path, backend) as c:
+        yield c
+
+
+def player(client: TestClient, name: str = "alice", region: str = "eu-west") -> int:
+    r = client.post("/players", json={"name": name, "region": region, "skill": 1200})
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def session(client: TestClient, host: int, **fields: object) -> dict[str, object]:
+    body = {
+        "title": "5-a-side",
+        "sport": "football",
+        "region": "eu-west",
+        "host_id": host,
+        "starts_at_ms": int(time.time() * 1000) + HOUR_MS,
+        "lat": 48.85,
+        "lon": 2.35,
+        "max_players": 3,
+    }
+    body.update(fields)
+    r = client.post("/sessions", json=body)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def test_players_sessions_join_leave_and_statistics(client: TestClient) -> None:
+    alice, bob = player(client, "alice"), player(client, "bob")
+    s = session(client, alice)
+    assert s["players"] == [{"id": alice, "name": "alice"}] and s["player_count"] == 1
+
+    joined = client.post(f"/sessions/{s['id']}/join", json={"player_id": bob}).json()
+    assert [p["id"] for p in joined["players"]] == [alice, bob] and joined["player_count"] == 2
+    assert client.post(f"/sessions/{s['id']}/join", json={"player_id": bob}).status_code == 409
+
+    stats = client.get(f"/players/{bob}/statistics").json()
+    assert stats["sessions_joined"] == 1 and stats["by_sport"] == {"football": 1}
+    assert stats["upcoming_sessions"] == 1 and stats["sessions_hosted"] == 0
+
+    left = client.post(f"/sessions/{s['id']}/leave", json={"player_id": bob}).json()
+    assert left["player_count"] == 1
+    assert client.get(f"/players/{bob}/statistics").json()["sessions_joined"] == 0
+    assert client.post(f"/sessions/{s['id']}/leave", json={"player_id": bob}).status_code == 404
+
+
+def test_a_full_session_refuses_a_join(client: TestClient) -> None:
+    ids = [player(client, f"p{i}") for i in range(4)]
+    s = session(client, ids[0], max_players=2)
+    assert client.post(f"/sessions/{s['id']}/join", json={"player_id": ids[1]}).status_code == 200
+    r = client.post(f"/sessions/{s['id']}/join", json={"player_id": ids[2]})
+    assert r.status_code == 409 and "full" in r.json()["detail"]
+
+
+def test_discovery_by_sport_region_time_and_distance(client: TestClient) -> None:
+    host = player(client)
+    now = int(time.time() * 1000)
+    paris = session(client, host, starts_at_ms=now + HOUR_MS)
+    session(client, host, sport="tennis", starts_at_ms=now + HOUR_MS)
+    lyon = session(client, host, lat=45.76, lon=4.84, starts_at_ms=now + 5 * HOUR_MS)
+    session(client, host, region="us-east", lat=40.7, lon=-74.0)
+
+    def ids(**params: str | int) -> list[object]:
+        r = client.get("/discovery", params=params)
+        assert r.status_code == 200, r.text
+        return [row["id"] for row in r.json()]
+
+    assert ids(sport="football", region="eu-west") == [paris["id"], lyon["id"]]
+    assert ids(sport="football", region="eu-west", starts_after_ms=now + 2 * HOUR_MS) == [lyon["id"]]
+    near = client.get("/discovery", params={"lat": 48.86, "lon": 2.34, "radius_km": 50, "sport": "football"})
+    assert [row["id"] for row in near.json()] == [paris["id"]] and near.json()[0]["distance_km"] < 2
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/players", {"name": "x", "region": "mars"}),
+        ("/players", {"name": "", "region": "eu-west"}),
+        ("/players", {"name": "x", "region": "eu-west", "admin": True}),
+        (
+            "/sessions",
+            {
+                "title": "t",
+                "sport": "chess",
+                "region": "eu-west",
+                "host_id": 1,
+                "starts_at_ms": 1,
+                "lat": 0,
+                "lon": 0,
+            },
+        ),
+        (
+            "/sessions",
+            {
+                "title": "t",
+                "sport": "tennis",
+                "region": "eu-west",
+                "host_id": 1,
+                "starts_at_ms": 1,
+                "lat": 95,
+                "lon": 0,
+            },
+        ),
+    ],
+)
+def test_invalid_input_is_refused_with_422(tmp_path: Path, path: str, body: dict[str, object]) -> None:
+    with make_client(tmp_path) as client:
+        assert client.post(path, json=body).status_code == 422
+        assert client.get("/discovery", params={"radius_km": -1}).status_code == 422
+        assert client.get("/players/999").status_code == 404
+
+
+def test_reads_are_cached_and_writes_invalidate(client: TestClient) -> None:
+    alice, bob = player(client, "alice"), player(client, "bob")
+    s = session(client, alice)
+    sid = s["id"]
+    assert client.get(f"/sessions/{sid}").headers["x-cache"] == "hit"  # written on create
+    assert client.get(f"/players/{bob}").headers["x-cache"] == "hit"
+    assert (
+        client.get("/discovery", params={"sport": "football", "region": "eu-west"}).headers["x-cache"]
+        == "miss"
+    )
+    same = client.get("/discovery", params={"region": "eu-west", "sport": "football", "limit": 20})
+    assert same.headers["x-cache"] == "hit", "params are normalised: order and defaults do not matter"
+    assert client.get(f"/players/{alice}/statistics").headers["x-cache"] == "miss"
+    assert client.get(f"/players/{alice}/statistics").headers["x-cache"] == "hit"
+
+    # a session update invalidates the session, its discovery keys and its players' statistics
+    client.patch(f"/sessions/{sid}", json={"title": "renamed"})
+    got = client.get(f"/sessions/{sid}")
+    assert got.headers["x-cache"] == "miss" and got.json()["title"] == "renamed"
+    disc = client.get("/discovery", params={"sport": "football", "region": "eu-west"})
+    assert disc.headers["x-cache"] == "miss" and disc.json()[0]["title"] == "renamed"
+    assert client.get(f"/players/{alice}/statistics").headers["x-cache"] == "miss"
+
+    # moving the session to another region invalidates the new region's discovery as well
+    assert client.get("/discovery", params={"region": "us-east"}).json() == []
+    client.patch(f"/sessions/{sid}", json={"region": "us-east"})
+    assert [r["id"] for r in client.get("/discovery", params={"region": "us-east"}).json()] == [sid]
+
+    # a player change invalidates the player and the sessions showing it
+    client.patch(f"/players/{alice}", json={"name": "alicia"})
+    assert client.get(f"/players/{alice}").json()["name"] == "alicia"
+    assert client.get(f"/sessions/{sid}").json()["players"][0]["name"] == "alicia"
+
+    # a join is visible at once in the session and in the joiner's statistics
+    client.get(f"/players/{bob}/statistics")
+    client.post(f"/sessions/{sid}/join", json={"player_id": bob})
+    assert client.get(f"/sessions/{sid}").json()["player_count"] == 2
+    assert client.get(f"/players/{bob}/statistics").json()["sessions_joined"] == 1
+
+
+def test_redis_keys_carry_the_documented_ttls(tmp_path: Path, redis_url: str) -> None:
+    import redis
+
+    with make_client(tmp_path, redis_url) as client:
+        alice = player(client)
+        sid = session(client, alice)["id"]
+        client.get("/discovery", params={"sport": "football"})
+        client.get(f"/players/{alice}/statistics")
+    r = redis.Redis.from_url(redis_url)
+    try:
+        keys = [k if isinstance(k, bytes) else k.encode() for k in r.keys("*")]
+        ttls = {k.decode().split(":")[0]: r.ttl(k) for k in keys if b"tags" not in k}
+        assert 290 <= r.ttl(f"session:{sid}") <= 300
+        assert 590 <= r.ttl(f"player:{alice}") <= 600
+        assert 110 <= ttls["discovery"] <= 120 and 50 <= ttls["statistics"] <= 60
+        assert b"discovery:limit=20&sport=football" in r.keys("discovery:*")
+    finally:
+        r.close()
+
+
+def test_the_cache_warms_at_start_and_can_be_switched_off(tmp_path: Path) -> None:
+    with make_client(tmp_path, seed_players=50) as client:
+        assert client.get("/sessions/1").headers["x-cache"] == "hit"
+        assert (
+            client.get("/discovery", params={"sport": "tennis", "region": "eu-west"}).headers["x-cache"]
+            == "hit"
+        )
+    with make_client(tmp_path, cache_enabled=False) as client:
+        assert client.get("/sessions/1").headers["x-cache"] == "miss"
+        assert client.get("/sessions/1").headers["x-cache"] == "miss"
+
+
+def test_rate_limit_headers_then_429_with_retry_after(tmp_path: Path, backend: str | None) -> None:
+    with make_client(tmp_path, backend, rate_limit_requests=3, rate_limit_window_seconds=30) as client:
+        remaining = []
+        for _ in range(3):
+            r = client.get("/discovery", headers={"x-api-key": "k1"})
+            assert r.status_code == 200 and r.headers["x-ratelimit-limit"] == "3"
+            remaining.append(r.headers["x-ratelimit-remaining"])
+            assert 1 <= int(r.headers["x-ratelimit-reset"]) <= 30
+        assert remaining == ["2", "1", "0"]
+        refused = client.get("/discovery", headers={"x-api-key": "k1"})
+        assert refused.status_code == 429
+        assert (
+            1 <= int(refused.headers["retry-after"]) <= 30 and refused.headers["x-ratelimit-remaining"] == "0"
+        )
+        assert client.get("/discovery", headers={"x-api-key": "k2"}).status_code == 200, "per client"
+        assert client.get("/metrics").status_code == 200, "the scrape is never limited"
+    with make_client(tmp_path, backend, rate_limit_enabled=False) as client:
+        r = client.get("/discovery")
+        assert r.status_code == 200 and "x-ratelimit-limit" not in r.headers
+
+
+def test_sliding_window_frees_a_slot_when_the_oldest_request_leaves() -> None:
+    import asyncio
+
+    from watchkeeper.demo.ratelimit import MemoryLimiter
+
+    now = [1000.0]
+    limiter = MemoryLimiter(limit=2, window_seconds=10, clock=lambda: now[0])
+
+    async def run() -> list[bool]:
+        out = [(await limiter.hit("c")).allowed]
+        now[0] += 5
+        out += [(await limiter.hit("c")).allowed, (await limiter.hit("c")).allowed]
+        now[0] += 5.001  # the first request left the window, the second has not
+        out += [(await limiter.hit("c")).allowed, (await limiter.hit("c")).allowed]
+        return out
+
+    assert asyncio.run(run()) == [True, True, False, True, False]
+
+
+def test_gzip_is_switchable(tmp_path: Path) -> None:
+    with make_client(tmp_path, seed_players=100) as client:
+        r = client.get("/discovery", params={"limit": 100}, headers={"accept-encoding": "gzip"})
+        assert r.headers["content-encoding"] == "gzip" and len(r.json()) == 100
+    with make_client(tmp_path, gzip_enabled=False) as client:
+        r = client.get("/discovery", params={"limit": 100}, headers={"accept-encoding": "gzip"})
+        assert "content-encoding" not in r.headers
+
+
+def test_metrics_are_exposed(client: TestClient) -> None:
+    alice, bob = player(client, "alice"), player(client, "bob")
+    sid = session(client, alice, region="ap-south")["id"]
+    client.post(f"/sessions/{sid}/join", json={"player_id": bob})
+    client.get(f"/sessions/{sid}")  # the join invalidated it: a miss, then a hit
+    client.get(f"/sessions/{sid}")
+    client.get("/discovery", params={"lat": 1, "lon": 2, "radius_km": 5})
+    text = client.get("/metrics").text
+    expected = [
+        'http_requests_total{method="GET",route="/sessions/{session_id}",status="200"} 2.0',
+        'cache_requests_total{cache="session",result="hit"} 1.0',
+        'coreapi_session_joins_total{region="ap-south",sport="football"} 1.0',
+        'coreapi_sessions_created_total{region="ap-south",sport="football"} 1.0',
+        'coreapi_players_registered_total{region="eu-west"} 2.0',
+        'coreapi_feature_used_total{feature="discovery_by_distance",region="any"} 1.0',
+        'coreapi_active_sessions{region="ap-south"} 1.0',
+        'db_query_duration_seconds_count{operation="insert",table="session_players"}',
+    ]
+    for line in expected:
+        assert line in text, line
+
+
+def test_without_instrumentation_there_is_no_metrics_endpoint(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    settings = CoreApiSettings(database_url=f"sqlite:///{tmp_path}/core.db", instrument=False)
+    with TestClient(coreapi_app(settings, registry=registry)) as client:
+        assert client.get("/metrics").status_code == 404
+        assert b"http_requests_total" not in generate_latest(registry)
+
+
+def test_injected_faults_only_when_enabled(tmp_path: Path) -> None:
+    with make_client(tmp_path, fault_injection=True) as client:
+        assert client.get("/discovery", headers={"x-demo-fault": "error"}).status_code == 500
+        started = time.monotonic()
+        assert client.get("/discovery", headers={"x-demo-latency-ms": "200"}).status_code == 200
+        assert time.monotonic() - started >= 0.2
+    with make_client(tmp_path) as client:
+        assert client.get("/discovery", headers={"x-demo-fault": "error"}).status_code == 200

@@ -1,0 +1,357 @@
+"""The reference core API: players, game sessions, discovery and statistics.
+
+```python
+from watchkeeper.demo import CoreApiSettings, coreapi_app
+app = coreapi_app(CoreApiSettings(database_url="sqlite:///./data/coreapi.db", redis_url=None))
+```
+
+Reads go cache first (`ApiCache`); a hit returns the cached JSON bytes untouched. Database work
+runs in worker threads. Middleware, outermost first: the SDK's metrics, rate limiting, gzip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import sqlalchemy as sa
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+from starlette.middleware.gzip import GZipMiddleware
+
+from watchkeeper.demo import repository as repo
+from watchkeeper.demo.cache import ApiCache, CacheBackend, MemoryBackend, RedisBackend
+from watchkeeper.demo.ratelimit import Limiter, MemoryLimiter, RateLimitMiddleware, RedisLimiter
+from watchkeeper.demo.schemas import Membership, PlayerIn, PlayerPatch, SessionIn, SessionPatch
+from watchkeeper.demo.settings import REGIONS, SPORTS, CoreApiSettings, Region, Sport
+from watchkeeper.exporters import (
+    BusinessMetrics,
+    CacheMetrics,
+    ExportConfig,
+    instrument,
+    instrument_sqlalchemy,
+)
+
+log = logging.getLogger("watchkeeper.demo")
+T = TypeVar("T")
+WARM_LIMIT = 500
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+@dataclass
+class Metrics:
+    """The core API's business metrics (by region, as the product team reads them)."""
+
+    active_sessions: Any
+    sessions_created: Any
+    joins: Any
+    players_registered: Any
+    business: BusinessMetrics
+
+    @classmethod
+    def on(cls, registry: CollectorRegistry) -> Metrics:
+        b = BusinessMetrics(registry)
+        return cls(
+            active_sessions=b.gauge(
+                "coreapi_active_sessions", "Open game sessions", ("region",), multiprocess_mode="max"
+            ),  # every worker sets the DB's count
+            sessions_created=b.counter(
+                "coreapi_sessions_created", "Game sessions created", ("sport", "region")
+            ),
+            joins=b.counter("coreapi_session_joins", "Players joining a game session", ("sport", "region")),
+            players_registered=b.counter("coreapi_players_registered", "Players registered", ("region",)),
+            business=b,
+        )
+
+    def feature(self, feature: str, region: str | None) -> None:
+        self.business.event("coreapi_feature_used", feature=feature, region=region or "any")
+
+
+@dataclass
+class CoreApi:
+    settings: CoreApiSettings
+    engine: sa.Engine
+    cache: ApiCache
+    metrics: Metrics
+    registry: CollectorRegistry
+    redis: Any = None
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(lambda: fn(self.engine, *args, **kwargs))
+
+
+def coreapi_app(
+    settings: CoreApiSettings | None = None, *, registry: CollectorRegistry | None = None
+) -> FastAPI:
+    """Build the core API; tables are created (and seeded, if asked) at start-up."""
+    settings = settings or CoreApiSettings()
+    registry = registry if registry is not None else CollectorRegistry()
+    app = FastAPI(title="core API", docs_url="/docs", redoc_url=None, lifespan=_lifespan)
+    # instrument first: in multiprocess mode it must switch prometheus-client over before any metric exists
+    if settings.instrument:
+        instrument(
+            app, registry=registry, export=ExportConfig(multiprocess_dir=settings.metrics_multiprocess_dir)
+        )
+    engine = repo.make_engine(settings.database_url)
+    if settings.instrument:
+        instrument_sqlalchemy(engine, registry=registry, slow_query_seconds=settings.slow_query_seconds)
+    cache_metrics = CacheMetrics(registry)
+    redis_client: Any = None
+    backend: CacheBackend
+    if settings.redis_url:
+        backend = RedisBackend(settings.redis_url, cache_metrics)
+        redis_client = backend.client
+    else:
+        backend = MemoryBackend(cache_metrics)
+    core = CoreApi(
+        settings, engine, ApiCache(backend, settings), Metrics.on(registry), registry, redis_client
+    )
+    app.state.core = core
+
+    if settings.gzip_enabled:
+        app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_minimum_size_bytes)
+    if settings.rate_limit_enabled:
+        limiter: Limiter
+        if redis_client is not None:
+            limiter = RedisLimiter(
+                redis_client,
+                limit=settings.rate_limit_requests,
+                window_seconds=settings.rate_limit_window_seconds,
+            )
+        else:
+            limiter = MemoryLimiter(
+                limit=settings.rate_limit_requests, window_seconds=settings.rate_limit_window_seconds
+            )
+        app.add_middleware(RateLimitMiddleware, limiter=limiter)
+    if settings.fault_injection:
+        app.middleware("http")(_faults)
+
+    @app.exception_handler(repo.CoreApiError)
+    async def _domain_error(request: Request, exc: repo.CoreApiError) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    _routes(app, core)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory: ``uvicorn --factory watchkeeper.demo.api:app_from_env`` (``COREAPI_*``)."""
+    return coreapi_app(CoreApiSettings())
+
+
+async def _faults(request: Request, call_next: Callable[[Request], Any]) -> Response:
+    latency = request.headers.get("x-demo-latency-ms")
+    if latency and latency.isdigit():
+        await asyncio.sleep(min(int(latency), 30_000) / 1000)
+    if request.headers.get("x-demo-fault") == "error":
+        return JSONResponse({"detail": "injected fault"}, status_code=500)
+    response: Response = await call_next(request)
+    return response
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    core: CoreApi = app.state.core
+    await anyio.to_thread.run_sync(repo.create_schema, core.engine)
+    if core.settings.seed_players:
+        await core.db(repo.seed, num_players=core.settings.seed_players, now_ms=now_ms())
+    if core.settings.cache_enabled and core.settings.cache_warming:
+        started = time.monotonic()
+        count = await warm(core)
+        log.info("cache warmed", extra={"entries": count, "seconds": round(time.monotonic() - started, 3)})
+    refresher = asyncio.create_task(_refresh_active_sessions(core))
+    try:
+        yield
+    finally:
+        refresher.cancel()
+        await core.cache.close()
+        core.engine.dispose()
+
+
+async def _refresh_active_sessions(core: CoreApi, interval_seconds: float = 15.0) -> None:
+    while True:
+        try:
+            counts = await core.db(repo.active_sessions_by_region)
+            for region, n in counts.items():
+                core.metrics.active_sessions.set(n, region=region)
+        except Exception:
+            log.exception("cannot count active sessions")
+        await asyncio.sleep(interval_seconds)
+
+
+async def warm(core: CoreApi) -> int:
+    """Load the hot set: the soonest open sessions, the first players, the default discovery per
+    sport and region. Returns the number of entries written."""
+    sids, pids = await core.db(repo.warm_ids, limit=WARM_LIMIT)
+    count = 0
+    for sid in sids:
+        await core.cache.put(
+            core.cache.session_key(sid), _json(await core.db(repo.get_session, sid)), core.cache.session_ttl
+        )
+        count += 1
+    for pid in pids:
+        await core.cache.put(
+            core.cache.player_key(pid), _json(await core.db(repo.get_player, pid)), core.cache.player_ttl
+        )
+        count += 1
+    for sport in SPORTS:
+        for region in REGIONS:
+            q = repo.DiscoveryQuery.normalised(sport=sport, region=region)
+            await core.cache.put_discovery(q, _json(await core.db(repo.discover, q, now_ms=now_ms())))
+            count += 1
+    return count
+
+
+def _cached(body: bytes) -> Response:
+    return Response(body, media_type="application/json", headers={"x-cache": "hit"})
+
+
+def _fresh(body: bytes, status_code: int = 200) -> Response:
+    return Response(body, status_code=status_code, media_type="application/json", headers={"x-cache": "miss"})
+
+
+def _routes(app: FastAPI, core: CoreApi) -> None:
+    cache, metrics = core.cache, core.metrics
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/players", status_code=201)
+    async def create_player(body: PlayerIn) -> Response:
+        row = await core.db(
+            repo.create_player, name=body.name, region=body.region, skill=body.skill, now_ms=now_ms()
+        )
+        metrics.players_registered.inc(region=body.region)
+        data = _json(row)
+        await cache.put(cache.player_key(row["id"]), data, cache.player_ttl)
+        return _fresh(data, 201)
+
+    @app.get("/players/{player_id}")
+    async def get_player(player_id: int) -> Response:
+        key = cache.player_key(player_id)
+        hit = await cache.get(key)
+        if hit is not None:
+            return _cached(hit)
+        data = _json(await core.db(repo.get_player, player_id))
+        await cache.put(key, data, cache.player_ttl)
+        return _fresh(data)
+
+    @app.patch("/players/{player_id}")
+    async def update_player(player_id: int, body: PlayerPatch) -> Response:
+        changes = body.model_dump(exclude_none=True)
+        row, session_ids = await core.db(repo.update_player, player_id, changes, now_ms=now_ms())
+        await cache.player_changed(player_id, session_ids)
+        metrics.feature("profile_update", row["region"])
+        return _fresh(_json(row))
+
+    @app.get("/players/{player_id}/statistics")
+    async def player_statistics(player_id: int) -> Response:
+        key = cache.statistics_key(player_id)
+        hit = await cache.get(key)
+        if hit is not None:
+            return _cached(hit)
+        data = _json(await core.db(repo.statistics, player_id, now_ms=now_ms()))
+        await cache.put(key, data, cache.statistics_ttl)
+        return _fresh(data)
+
+    @app.post("/sessions", status_code=201)
+    async def create_session(body: SessionIn) -> Response:
+        row = await core.db(repo.create_session, body.model_dump(), now_ms=now_ms())
+        await cache.session_changed(row["id"], [(row["sport"], row["region"])], [body.host_id])
+        metrics.sessions_created.inc(sport=row["sport"], region=row["region"])
+        metrics.active_sessions.inc(region=row["region"])
+        data = _json(row)
+        await cache.put(cache.session_key(row["id"]), data, cache.session_ttl)
+        return _fresh(data, 201)
+
+    @app.get("/sessions/{session_id}")
+    async def get_session(session_id: int) -> Response:
+        key = cache.session_key(session_id)
+        hit = await cache.get(key)
+        if hit is not None:
+            return _cached(hit)
+        data = _json(await core.db(repo.get_session, session_id))
+        await cache.put(key, data, cache.session_ttl)
+        return _fresh(data)
+
+    async def _changed(before: dict[str, Any], after: dict[str, Any]) -> None:
+        players = {p["id"] for p in before["players"]} | {p["id"] for p in after["players"]}
+        await cache.session_changed(
+            after["id"],
+            {(before["sport"], before["region"]), (after["sport"], after["region"])},
+            sorted(players),
+        )
+
+    @app.patch("/sessions/{session_id}")
+    async def update_session(session_id: int, body: SessionPatch) -> Response:
+        before, after = await core.db(
+            repo.update_session, session_id, body.model_dump(exclude_none=True), now_ms=now_ms()
+        )
+        await _changed(before, after)
+        metrics.feature("session_update", after["region"])
+        return _fresh(_json(after))
+
+    @app.post("/sessions/{session_id}/join")
+    async def join(session_id: int, body: Membership) -> Response:
+        row = await core.db(repo.join_session, session_id, body.player_id, now_ms=now_ms())
+        await _changed(row, row)
+        metrics.joins.inc(sport=row["sport"], region=row["region"])
+        return _fresh(_json(row))
+
+    @app.post("/sessions/{session_id}/leave")
+    async def leave(session_id: int, body: Membership) -> Response:
+        row = await core.db(repo.leave_session, session_id, body.player_id, now_ms=now_ms())
+        await _changed(row, row)
+        await cache.backend.delete([cache.statistics_key(body.player_id)])
+        return _fresh(_json(row))
+
+    @app.get("/discovery")
+    async def discovery(
+        sport: Sport | None = None,
+        region: Region | None = None,
+        starts_after_ms: int | None = Query(None, gt=0),
+        starts_before_ms: int | None = Query(None, gt=0),
+        lat: float | None = Query(None, ge=-90, le=90),
+        lon: float | None = Query(None, ge=-180, le=180),
+        radius_km: float | None = Query(None, gt=0, le=500),
+        limit: int = Query(20, ge=1, le=100),
+    ) -> Response:
+        q = repo.DiscoveryQuery.normalised(
+            sport=sport,
+            region=region,
+            starts_after_ms=starts_after_ms,
+            starts_before_ms=starts_before_ms,
+            lat=lat,
+            lon=lon,
+            radius_km=radius_km,
+            limit=limit,
+        )
+        if q.radius_km is not None:
+            metrics.feature("discovery_by_distance", region)
+        if q.starts_after_ms is not None or q.starts_before_ms is not None:
+            metrics.feature("discovery_by_time", region)
+        hit = await cache.get(q.cache_key)
+        if hit is not None:
+            return _cached(hit)
+        data = _json(await core.db(repo.discover, q, now_ms=now_ms()))
+        await cache.put_discovery(q, data)
+        return _fresh(data)
+
+    _ = random  # the fault middleware's randomness lives in the traffic generator
