@@ -101,8 +101,10 @@ def collector_router(
                 f"unsupported Content-Type {content_type[:60]!r}: "
                 "send application/x-protobuf or application/json"
             )
-        message = await anyio.to_thread.run_sync(decode_otlp, body, as_json)
-        result = converter.convert(message, now_ms=int(clock() * 1000))
+        now_ms = int(clock() * 1000)
+        result = await anyio.to_thread.run_sync(
+            lambda: converter.convert(decode_otlp(body, as_json), now_ms=now_ms)
+        )
         await append(ingester, tenant, result.batch)
         payload, media = otlp_response(result.rejected, result.message(), as_json)
         return Response(payload, media_type=media)
@@ -113,7 +115,8 @@ def collector_router(
     @router.post("/api/v1/push", status_code=204, response_class=Response)
     async def json_push(request: Request) -> Response:
         ingester, tenant, body = await body_of(request)
-        batch = parse_json_push(body, now_ms=int(clock() * 1000))
+        now_ms = int(clock() * 1000)
+        batch = await anyio.to_thread.run_sync(lambda: parse_json_push(body, now_ms=now_ms))
         await append(ingester, tenant, batch)
         return Response(status_code=204)
 
@@ -126,8 +129,10 @@ def collector_router(
             if not eq or not name:
                 raise DecodeError(f"extra_label must be name=value, got {item[:80]!r}")
             extra[name] = value
-        batch = parse_import(
-            body, request.headers.get("content-type", ""), now_ms=int(clock() * 1000), extra=extra
+        content_type = request.headers.get("content-type", "")
+        now_ms = int(clock() * 1000)
+        batch = await anyio.to_thread.run_sync(
+            lambda: parse_import(body, content_type, now_ms=now_ms, extra=extra)
         )
         await append(ingester, tenant, batch)
         return Response(status_code=204)
@@ -147,8 +152,10 @@ def collector_router(
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecodeError(f"body is not valid UTF-8 (byte {exc.start})") from None
-        exposition = parse_exposition(text)
-        batch = groups.push(group, exposition, replace_all=request.method == "PUT", now_ms=now_ms)
+        replace_all = request.method == "PUT"
+        batch = await anyio.to_thread.run_sync(
+            lambda: groups.push(group, parse_exposition(text), replace_all=replace_all, now_ms=now_ms)
+        )
         await append(ingester, tenant, batch)
         return Response(status_code=200)
 
