@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from watchkeeper.alerting.config import InhibitRuleConfig
-from watchkeeper.alerting.inhibition import InhibitRule, inhibited_by
+from watchkeeper.alerting.inhibition import Inhibitor, InhibitRule, inhibited_by
 from watchkeeper.alerting.model import Alert
 from watchkeeper.labels import from_dict
 
@@ -41,6 +41,22 @@ def test_resolved_source_does_not_inhibit() -> None:
     target = alert(severity="warning", cluster="eu").labels
     assert inhibited_by(target, [RULE], [crit], now_ms=5)
     assert not inhibited_by(target, [RULE], [crit], now_ms=10)
+
+
+def test_is_inhibited_agrees_with_inhibited_by() -> None:
+    both = InhibitRule.from_config(
+        InhibitRuleConfig(source_matchers=['team="db"'], target_matchers=['team=~"db|web"'])
+    )
+    alerts = [
+        alert(alertname=n, team=t, cluster=c) for n in "AB" for t in ("db", "web") for c in ("eu", "us")
+    ]
+    alerts += [
+        alert(severity="critical", cluster="eu"),
+        alert(ends_at_ms=1, severity="critical", cluster="us"),
+    ]
+    inhibitor = Inhibitor([RULE, both], alerts, now_ms=5)
+    for target in [*alerts, alert(severity="warning", cluster="eu"), alert(severity="warning", cluster="us")]:
+        assert inhibitor.is_inhibited(target.labels) == bool(inhibitor.inhibited_by(target.labels)), target
 
 
 def test_alert_matching_both_sides_cannot_inhibit_itself() -> None:

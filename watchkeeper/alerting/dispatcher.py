@@ -210,7 +210,7 @@ class Dispatcher:
             return False
         if self._inhibitor is None:  # built at most once per tick, only when a group is flushed
             self._inhibitor = Inhibitor(self._inhibit_rules, self._alerts.values(), now_ms=now_ms)
-        return bool(self._inhibitor.inhibited_by(alert.labels))
+        return self._inhibitor.is_inhibited(alert.labels)
 
     def _write(self, candidates: list[_Candidate], now_ms: int) -> int:
         try:

@@ -66,6 +66,20 @@ class Inhibitor:
                     key = tuple(get(a.labels, name) for name in rule.equal)
                     index.setdefault(key, []).append((a.fingerprint, _all_match(rule.target, a.labels)))
 
+    def is_inhibited(self, labels: Labels) -> bool:
+        """Whether some firing source inhibits ``labels`` (stops at the first)."""
+        for rule, index in zip(self._rules, self._index, strict=True):
+            if not _all_match(rule.target, labels):
+                continue
+            sources = index.get(tuple(get(labels, name) for name in rule.equal), ())
+            if not sources:
+                continue
+            if not _all_match(rule.source, labels) or any(
+                not matches_target for _, matches_target in sources
+            ):
+                return True
+        return False
+
     def inhibited_by(self, labels: Labels) -> list[str]:
         found: set[str] = set()
         for rule, index in zip(self._rules, self._index, strict=True):
