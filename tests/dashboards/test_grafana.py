@@ -180,3 +180,17 @@ def test_panel_ids_stay_unique_when_grafana_omits_them() -> None:
     }
     ids = [p.id for p in convert(g).dashboard.panels()]
     assert len(set(ids)) == 3 and 1 in ids
+
+
+def test_script_links_are_not_imported() -> None:
+    g = {
+        "title": "t",
+        "links": [
+            {"type": "link", "title": "x", "url": "javascript:alert(1)"},
+            {"type": "link", "title": "ok", "url": "/d/other"},
+        ],
+        "panels": [],
+    }
+    result = convert(g)
+    assert [lk.url for lk in result.dashboard.links] == ["/d/other"]
+    assert any("javascript:alert(1)" in w for w in result.warnings)

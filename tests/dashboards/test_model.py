@@ -51,6 +51,7 @@ def test_dump_round_trips_through_yaml() -> None:
     ("patch", "field", "message"),
     [
         ({"uid": "Not OK"}, "uid", "uid must match"),
+        ({"links": [{"url": "javascript:alert(1)"}]}, "links.0.url", "must be http(s)"),
         ({"refresh": "soon"}, "refresh", "not a valid duration"),
         (
             {"rows": [{"panels": [{"unit": "parsecs", "queries": [{"expr": "up"}]}]}]},

@@ -560,6 +560,9 @@ class _Converter:
             out["tags"] = [t for t in lk.get("tags") or [] if isinstance(t, str)]
         else:
             out["url"] = _text(lk.get("url"))
+            if out["url"] and not re.match(r"^(https?://|mailto:|/|\?|#|\.)", out["url"], re.IGNORECASE):
+                self.warn(f"link {out['title']!r}: url {out['url']!r} is not http(s) or relative (skipped)")
+                return None
         if lk.get("keepTime"):
             out["keep_time"] = True
         if lk.get("includeVars"):

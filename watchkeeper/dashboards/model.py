@@ -235,6 +235,14 @@ class Link(_Model):
     include_vars: bool = False
     target_blank: bool = False
 
+    @field_validator("url")
+    @classmethod
+    def _safe_url(cls, url: str) -> str:
+        # links come from imported JSON too: only web, mail and relative URLs (no javascript:)
+        if url and not re.match(r"^(https?://|mailto:|/|\?|#|\.)", url, re.IGNORECASE):
+            raise ValueError("a link url must be http(s)://, mailto:, or relative (/, ?, #, .)")
+        return url
+
 
 class Dashboard(_Model):
     uid: str
