@@ -219,7 +219,11 @@ def test_receiver_test_with_own_alerts(
 def test_status_and_receivers(setup: tuple[TestClient, Dispatcher, Clock]) -> None:
     client, _, _ = setup
     assert [r["name"] for r in client.get("/api/v2/receivers").json()] == ["ops", "db", "chat", "broken"]
-    assert client.get("/api/v2/status").json()["cluster"]["status"] == "disabled"
+    status = client.get("/api/v2/status").json()
+    assert status["cluster"]["status"] == "disabled"
+    original = status["config"]["original"]
+    assert "receiver: ops" in original and "bot_token: <secret>" in original
+    assert "1:x" not in original and "/slack" not in original  # tokens and webhook paths hidden
 
 
 def test_notification_history_and_requeue(

@@ -43,10 +43,12 @@ def test_renders_every_receiver_without_sending(tmp_path: Path) -> None:
         "pager/telegram/0",
     ]
     slack = rendered[0]
-    assert slack["url"].startswith("https://hooks.slack.com/") and len(slack["payload"]["blocks"]) <= 50
+    assert slack["url"] == "https://hooks.slack.com/<secret>" and len(slack["payload"]["blocks"]) <= 50
     assert rendered[1]["subject"].startswith("[FIRING:2] TestAlert") and "text/html" in rendered[1]["parts"]
     assert rendered[2]["payload"]["embeds"][0]["title"] == "FIRING"
-    assert rendered[3]["url"] == "https://api.telegram.org/bot<redacted>/sendMessage"  # token not printed
+    assert rendered[3]["url"] == "https://api.telegram.org/<secret>"  # the bot token is not printed
+    code, shown = run(tmp_path, AM, "--receiver", "pager", "--show-secrets")
+    assert shown[1]["url"] == "https://api.telegram.org/bot123:secret/sendMessage"
 
 
 def test_routes_labels_first(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import yaml
 from fastapi import APIRouter, Body, HTTPException, Query
 from fastapi.responses import JSONResponse
 
@@ -118,7 +119,7 @@ def alertmanager_router(
         return {
             "cluster": {"status": "disabled", "peers": []},
             "versionInfo": {"version": "watchkeeper"},
-            "config": {"original": d.config.model_dump_json(by_alias=True, exclude_defaults=True)},
+            "config": {"original": yaml.safe_dump(d.config.redacted(), sort_keys=False)},
         }
 
     @router.get("/receivers")

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any, TextIO
 
-from watchkeeper.alerting.config import AlertingConfig
+from watchkeeper.alerting.config import AlertingConfig, redact_url
 from watchkeeper.alerting.dispatcher import sample_notification
 from watchkeeper.alerting.model import Alert
 from watchkeeper.alerting.notification import Notification, parse_rfc3339
@@ -32,18 +31,12 @@ from watchkeeper.alerting.runner import wall_ms
 from watchkeeper.errors import ConfigError, NotificationError
 from watchkeeper.labels import from_dict
 
-_TOKEN_RE = re.compile(r"/bot[^/]+/")
-
-
-def _redact(url: str) -> str:
-    return _TOKEN_RE.sub("/bot<redacted>/", url)
-
 
 def _text(payload: object) -> str:
     return payload.decode(errors="replace") if isinstance(payload, bytes) else str(payload)
 
 
-def _render_one(integ_render: Any, n: Notification) -> dict[str, Any]:
+def _render_one(integ_render: Any, n: Notification, *, show_secrets: bool) -> dict[str, Any]:
     req = integ_render(n)
     if isinstance(req, EmailRequest):
         msg = message_from_bytes(req.message)
@@ -60,7 +53,7 @@ def _render_one(integ_render: Any, n: Notification) -> dict[str, Any]:
             "parts": parts,
         }
     return {
-        "url": _redact(req.url),
+        "url": req.url if show_secrets else redact_url(req.url),
         "headers": req.headers,
         "payload": req.payload(),
         "size_bytes": len(req.body),
@@ -90,6 +83,7 @@ def render_all(
     labels: dict[str, str] | None = None,
     alerts: Sequence[Alert] | None = None,
     now_ms: int,
+    show_secrets: bool = False,
 ) -> tuple[list[dict[str, Any]], bool]:
     """Rendered payloads per integration and whether all rendered; routing decides when ``labels`` given."""
     targets: list[tuple[str, Notification]] = []
@@ -135,7 +129,7 @@ def render_all(
         for integ in integrations(receiver_cfg):
             entry: dict[str, Any] = {"receiver": name, "integration": integ.name}
             try:
-                entry.update(_render_one(integ.render, n))
+                entry.update(_render_one(integ.render, n, show_secrets=show_secrets))
             except NotificationError as exc:
                 ok = False
                 entry["error"] = str(exc)
@@ -160,6 +154,7 @@ def test_notify_main(argv: Sequence[str] | None = None, *, stdout: TextIO | None
     parser.add_argument(
         "--alerts", type=Path, help="JSON array of alerts (POST /api/v2/alerts body) to render"
     )
+    parser.add_argument("--show-secrets", action="store_true", help="print webhook URLs and tokens in full")
     args = parser.parse_args(argv)
     now = wall_ms()
     try:
@@ -168,7 +163,14 @@ def test_notify_main(argv: Sequence[str] | None = None, *, stdout: TextIO | None
         if args.labels is not None:
             labels = dict(p.split("=", 1) for p in args.labels.split(",") if "=" in p)
         alerts = _alerts_from_file(args.alerts, now) if args.alerts else None
-        rendered, ok = render_all(cfg, receiver=args.receiver, labels=labels, alerts=alerts, now_ms=now)
+        rendered, ok = render_all(
+            cfg,
+            receiver=args.receiver,
+            labels=labels,
+            alerts=alerts,
+            now_ms=now,
+            show_secrets=args.show_secrets,
+        )
     except (ConfigError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

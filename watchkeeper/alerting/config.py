@@ -120,6 +120,32 @@ def _check_duration(value: str | None) -> str | None:
     return value
 
 
+_SECRET_FIELDS = {"auth_password", "bot_token"}
+_URL_FIELDS = {"api_url", "webhook_url", "url"}
+
+
+def redact_url(url: str) -> str:
+    """Keep scheme and host, hide the rest: webhook URLs *are* the secret (Slack, Discord, Teams).
+
+    >>> redact_url("https://hooks.slack.com/services/T0/B0/XYZ"), redact_url("not a url")
+    ('https://hooks.slack.com/<secret>', '<secret>')
+    """
+    m = re.match(r"^([a-z][a-z0-9+.-]*://[^/?#]+)", url, re.I)
+    return f"{m.group(1)}/<secret>" if m else "<secret>"
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, key) for v in value]
+    if key in _SECRET_FIELDS and value:
+        return "<secret>"
+    if key in _URL_FIELDS and isinstance(value, str):
+        return redact_url(value)
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -345,6 +371,11 @@ class AlertingConfig(_Model):
 
     def all_time_intervals(self) -> list[TimeIntervalConfig]:
         return [*self.time_intervals, *self.mute_time_intervals]
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as YAML-ready data, passwords, tokens and webhook URLs hidden."""
+        data: dict[str, Any] = _redact(self.model_dump(mode="json", by_alias=True, exclude_defaults=True))
+        return data
 
     def receiver(self, name: str) -> ReceiverConfig:
         for r in self.receivers:
