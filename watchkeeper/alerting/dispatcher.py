@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -97,6 +98,7 @@ class Dispatcher:
         )
         with engine.connect() as conn:
             self._silences = {s.id: s for s in store.load_silences(conn)}
+        self.metrics.watch_alerts(self._alert_counts)
 
     # --- configuration ---------------------------------------------------------------------------
 
@@ -116,6 +118,12 @@ class Dispatcher:
             self.outbox.config = config.outbox
             self._groups.clear()
             self._route_all(list(self._alerts.values()), now_ms)
+
+    def _alert_counts(self) -> dict[str, int]:
+        now_ms = time.time_ns() // 1_000_000  # scrape time (the only clock read here)
+        with self._lock:
+            firing = sum(1 for a in self._alerts.values() if not a.is_resolved(now_ms=now_ms))
+            return {"firing": firing, "resolved": len(self._alerts) - firing}
 
     def integration(self, name: str) -> Integration | None:
         return self._by_name.get(name)

@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -42,4 +45,18 @@ class AlertingMetrics:
         self.pending = Gauge(
             "watchkeeper_notifications_pending", "Outbox items not yet delivered.", registry=r
         )
-        self.alerts = Gauge("watchkeeper_alerts", "Alerts held by the dispatcher.", ("state",), registry=r)
+
+    def watch_alerts(self, counts: Callable[[], dict[str, int]]) -> None:
+        """``watchkeeper_alerts{state}`` read from the dispatcher at scrape time."""
+        self.registry.register(_AlertsCollector(counts))
+
+
+class _AlertsCollector:
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("watchkeeper_alerts", "Alerts held by the dispatcher.", labels=["state"])
+        for state, n in sorted(self._counts().items()):
+            family.add_metric([state], n)
+        yield family
