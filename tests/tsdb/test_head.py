@@ -130,7 +130,10 @@ def test_snapshot_and_capacity_growth() -> None:
     head.append(np.array([4999, 0]), np.array([7, 2]), arr(7, 2))
     ((slots, ts, vals),) = head.snapshot()
     assert sorted(zip(slots.tolist(), ts.tolist(), vals.tolist(), strict=True)) == [
-        (0, 1, 1.0), (0, 2, 2.0), (4999, 7, 7.0)]
+        (0, 1, 1.0),
+        (0, 2, 2.0),
+        (4999, 7, 7.0),
+    ]
     assert head.time_bounds() == (1, 7)
 
 

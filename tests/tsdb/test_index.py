@@ -119,8 +119,15 @@ def test_listings(idx: SeriesIndex) -> None:
 
 @pytest.mark.parametrize(
     ("pattern", "alts", "prefix"),
-    [("a|b|c", ["a", "b", "c"], None), ("a.*", None, "a"), (".*", None, ""), ("a|b.*", None, None),
-     ("a\\.b", None, None), ("x", ["x"], None), ("", [""], None)],
+    [
+        ("a|b|c", ["a", "b", "c"], None),
+        ("a.*", None, "a"),
+        (".*", None, ""),
+        ("a|b.*", None, None),
+        ("a\\.b", None, None),
+        ("x", ["x"], None),
+        ("", [""], None),
+    ],
 )
 def test_regex_fast_path_detection(pattern: str, alts: list[str] | None, prefix: str | None) -> None:
     assert literal_alternatives(pattern) == alts

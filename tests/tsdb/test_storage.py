@@ -44,8 +44,9 @@ def series(n: int, name: str = "m") -> list[tuple[tuple[str, str], ...]]:
     return [from_dict({"__name__": name, "i": str(i), "par": str(i % 2)}) for i in range(n)]
 
 
-def fill(store: Storage, n_series: int, steps: int, *, step_ms: int = 15_000,
-         start_ms: int = 0) -> np.ndarray:
+def fill(
+    store: Storage, n_series: int, steps: int, *, step_ms: int = 15_000, start_ms: int = 0
+) -> np.ndarray:
     refs = store.series_refs(series(n_series))
     for k in range(steps):
         res = store.append(refs, np.full(n_series, start_ms + k * step_ms), np.arange(n_series) + k * 0.5)
@@ -138,14 +139,20 @@ def test_rejections_are_counted(opener: Opener) -> None:
     store = opener(retention_ms=HOUR)
     refs = store.series_refs(series(2))
     store.append(refs, [2 * HOUR, 2 * HOUR], [1.0, 1.0])
-    res = store.append(np.concatenate([refs, refs, refs, [12345]]),
-                       [HOUR - 1, 2 * HOUR, 2 * HOUR + 1, 2 * HOUR, 2 * HOUR - 1, 2 * HOUR - 2, 3 * HOUR],
-                       [1.0, 2.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    res = store.append(
+        np.concatenate([refs, refs, refs, [12345]]),
+        [HOUR - 1, 2 * HOUR, 2 * HOUR + 1, 2 * HOUR, 2 * HOUR - 1, 2 * HOUR - 2, 3 * HOUR],
+        [1.0, 2.0, 1.0, 1.0, 0.0, 0.0, 0.0],
+    )
     assert res.accepted == 2
     assert res.rejected == {"out_of_order": 2, "duplicate": 1, "too_old": 1, "unknown_series": 1}
     st = store.stats()
-    assert (st.rejected_out_of_order_total, st.rejected_duplicate_total, st.rejected_too_old_total,
-            st.rejected_unknown_series_total) == (2, 1, 1, 1)
+    assert (
+        st.rejected_out_of_order_total,
+        st.rejected_duplicate_total,
+        st.rejected_too_old_total,
+        st.rejected_unknown_series_total,
+    ) == (2, 1, 1, 1)
 
 
 def test_retention_deletes_chunks_and_empty_series(opener: Opener) -> None:
