@@ -220,7 +220,15 @@ def test_status_and_receivers(setup: tuple[TestClient, Dispatcher, Clock]) -> No
     client, _, _ = setup
     assert [r["name"] for r in client.get("/api/v2/receivers").json()] == ["ops", "db", "chat", "broken"]
     status = client.get("/api/v2/status").json()
-    assert status["cluster"]["status"] == "disabled"
+    assert status["cluster"]["status"] == "disabled" and status["uptime"] == "2026-11-28T12:00:00.000Z"
+    assert set(status["versionInfo"]) == {
+        "version",
+        "revision",
+        "branch",
+        "buildUser",
+        "buildDate",
+        "goVersion",
+    }
     original = status["config"]["original"]
     assert "receiver: ops" in original and "bot_token: <secret>" in original
     assert "1:x" not in original and "/slack" not in original  # tokens and webhook paths hidden

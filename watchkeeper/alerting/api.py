@@ -11,8 +11,10 @@ to every integration of a receiver and returns each answer. The app mounts it:
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -112,14 +114,24 @@ def alertmanager_router(
 ) -> APIRouter:
     """The ``/api/v2`` routes; ``get_dispatcher`` raises (e.g. 503) when alerting is not ready."""
     router = APIRouter(prefix="/api/v2", tags=["alerting"])
+    started_ms = clock()
 
     @router.get("/status")
     def status() -> dict[str, Any]:
         d = get_dispatcher()
+        # every field Alertmanager's OpenAPI spec marks required: amtool validates the answer
         return {
-            "cluster": {"status": "disabled", "peers": []},
-            "versionInfo": {"version": "watchkeeper"},
+            "cluster": {"name": "", "status": "disabled", "peers": []},
+            "versionInfo": {
+                "version": _version(),
+                "revision": "",
+                "branch": "",
+                "buildUser": "",
+                "buildDate": "",
+                "goVersion": f"python{sys.version_info.major}.{sys.version_info.minor}",
+            },
             "config": {"original": yaml.safe_dump(d.config.redacted(), sort_keys=False)},
+            "uptime": rfc3339(started_ms),
         }
 
     @router.get("/receivers")
@@ -291,6 +303,13 @@ def alertmanager_router(
         return JSONResponse({"receiver": name, "ok": ok, "results": results}, status_code=200 if ok else 502)
 
     return router
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("watchkeeper")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
 
 
 def _receiver_matches(pattern: str, name: str) -> bool:
