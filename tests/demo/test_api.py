@@ -233,7 +233,10 @@ def test_rate_limit_headers_then_429_with_retry_after(tmp_path: Path, backend: s
             1 <= int(refused.headers["retry-after"]) <= 30 and refused.headers["x-ratelimit-remaining"] == "0"
         )
         assert client.get("/discovery", headers={"x-api-key": "k2"}).status_code == 200, "per client"
-        assert client.get("/metrics").status_code == 200, "the scrape is never limited"
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200, "the scrape is never limited"
+        # refused before routing, so counted under the SDK's route for unrouted requests
+        assert 'http_requests_total{method="GET",route="__unmatched__",status="429"} 1.0' in metrics.text
     with make_client(tmp_path, backend, rate_limit_enabled=False) as client:
         r = client.get("/discovery")
         assert r.status_code == 200 and "x-ratelimit-limit" not in r.headers

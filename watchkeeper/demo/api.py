@@ -39,6 +39,7 @@ from watchkeeper.exporters import (
     ExportConfig,
     instrument,
     instrument_sqlalchemy,
+    multiprocess,
 )
 
 log = logging.getLogger("watchkeeper.demo")
@@ -103,15 +104,13 @@ def coreapi_app(
     settings = settings or CoreApiSettings()
     registry = registry if registry is not None else CollectorRegistry()
     app = FastAPI(title="core API", docs_url="/docs", redoc_url=None, lifespan=_lifespan)
-    # instrument first: in multiprocess mode it must switch prometheus-client over before any metric exists
-    if settings.instrument:
-        instrument(
-            app, registry=registry, export=ExportConfig(multiprocess_dir=settings.metrics_multiprocess_dir)
-        )
+    if settings.instrument and settings.metrics_multiprocess_dir is not None:
+        # before any metric exists: prometheus-client picks its value class at metric creation
+        multiprocess.enable(settings.metrics_multiprocess_dir)
     engine = repo.make_engine(settings.database_url)
     if settings.instrument:
         instrument_sqlalchemy(engine, registry=registry, slow_query_seconds=settings.slow_query_seconds)
-    cache_metrics = CacheMetrics(registry)
+    cache_metrics = CacheMetrics(registry) if settings.instrument else None
     redis_client: Any = None
     backend: CacheBackend
     if settings.redis_url:
@@ -141,6 +140,9 @@ def coreapi_app(
         app.add_middleware(RateLimitMiddleware, limiter=limiter)
     if settings.fault_injection:
         app.middleware("http")(_faults)
+    if settings.instrument:  # added last: outermost, so 429s, injected faults and gzip time are measured
+        export = ExportConfig(multiprocess_dir=settings.metrics_multiprocess_dir)
+        instrument(app, registry=registry, export=export)
 
     @app.exception_handler(repo.CoreApiError)
     async def _domain_error(request: Request, exc: repo.CoreApiError) -> Response:

@@ -43,7 +43,7 @@ class CacheBackend(Protocol):
 class MemoryBackend:
     """A dict with expiry times; counts hits and misses itself (Redis gets `instrument_redis`)."""
 
-    def __init__(self, metrics: CacheMetrics, *, clock: Any = time.monotonic) -> None:
+    def __init__(self, metrics: CacheMetrics | None, *, clock: Any = time.monotonic) -> None:
         self.metrics = metrics
         self.clock = clock
         self.values: dict[str, tuple[float, bytes]] = {}
@@ -54,7 +54,8 @@ class MemoryBackend:
         if entry is not None and entry[0] <= self.clock():
             del self.values[key]
             entry = None
-        self.metrics.result(prefix_name(key), entry is not None)
+        if self.metrics is not None:
+            self.metrics.result(prefix_name(key), entry is not None)
         return None if entry is None else entry[1]
 
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
@@ -83,14 +84,14 @@ class MemoryBackend:
 class RedisBackend:
     """redis.asyncio, measured by the SDK's `instrument_redis` (hits/misses by key prefix)."""
 
-    def __init__(self, url: str, metrics: CacheMetrics) -> None:
+    def __init__(self, url: str, metrics: CacheMetrics | None) -> None:
         import redis.asyncio as redis
 
         from watchkeeper.exporters import instrument_redis
 
-        self.client: Any = instrument_redis(
-            redis.Redis.from_url(url, max_connections=200, socket_timeout=5), metrics=metrics
-        )
+        self.client: Any = redis.Redis.from_url(url, max_connections=200, socket_timeout=5)
+        if metrics is not None:
+            instrument_redis(self.client, metrics=metrics)
 
     async def get(self, key: str) -> bytes | None:
         value = await self.client.get(key)
