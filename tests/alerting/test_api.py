@@ -134,6 +134,10 @@ def test_silence_lifecycle(setup: tuple[TestClient, Dispatcher, Clock]) -> None:
     (alert,) = client.get("/api/v2/alerts").json()
     assert alert["status"]["state"] == "suppressed" and alert["status"]["silencedBy"] == [sid]
     assert client.get("/api/v2/alerts", params={"silenced": "false"}).json() == []
+    assert client.get("/api/v2/alerts/groups", params={"silenced": "false"}).json() == []
+    assert len(client.get("/api/v2/alerts/groups", params={"active": "false"}).json()) == 1
+    assert [x["id"] for x in client.get("/api/v2/silences", params={"creator": "alice"}).json()] == [sid]
+    assert client.get("/api/v2/silences", params={"creator": "bob"}).json() == []
     assert d.tick(clock.now) == 0  # silenced: nothing sent
     # extend it (same id while active)
     r = client.post("/api/v2/silences", json={**got, "endsAt": "2026-11-28T16:00:00Z"})

@@ -176,7 +176,13 @@ def alertmanager_router(
         return JSONResponse(None, status_code=200)
 
     @router.get("/alerts/groups")
-    def groups(filter: list[str] = Query(default=[]), receiver: str | None = None) -> list[dict[str, Any]]:  # noqa: B008
+    def groups(
+        active: bool = True,
+        silenced: bool = True,
+        inhibited: bool = True,
+        filter: list[str] = Query(default=[]),  # noqa: B008 - FastAPI's idiom
+        receiver: str | None = None,
+    ) -> list[dict[str, Any]]:
         d, now = get_dispatcher(), clock()
         matchers = _filters(filter)
         statuses = {s.alert.fingerprint: s for s in d.alert_statuses(now_ms=now)}
@@ -189,6 +195,7 @@ def alertmanager_router(
                 for a in alerts
                 if a.fingerprint in statuses
                 and not a.is_resolved(now_ms=now)
+                and _shown(statuses[a.fingerprint], active, silenced, inhibited)
                 and all(m.matches(get(a.labels, m.name)) for m in matchers)
             ]
             if shown:
@@ -202,11 +209,16 @@ def alertmanager_router(
         return out
 
     @router.get("/silences")
-    def get_silences(filter: list[str] = Query(default=[])) -> list[dict[str, Any]]:  # noqa: B008
+    def get_silences(
+        filter: list[str] = Query(default=[]),  # noqa: B008 - FastAPI's idiom
+        creator: list[str] = Query(default=[]),  # noqa: B008
+    ) -> list[dict[str, Any]]:
         now = clock()
         wanted = _filters(filter)
         out = []
         for s in get_dispatcher().silences():
+            if creator and s.created_by not in creator:
+                continue
             if all(any(m.name == w.name and w.matches(m.value) for m in s.matchers) for w in wanted):
                 out.append(_silence_json(s, now))
         return out
@@ -303,6 +315,15 @@ def alertmanager_router(
         return JSONResponse({"receiver": name, "ok": ok, "results": results}, status_code=200 if ok else 502)
 
     return router
+
+
+def _shown(s: AlertStatus, active: bool, silenced: bool, inhibited: bool) -> bool:
+    """Alertmanager's ``active``/``silenced``/``inhibited`` query flags (each one excludes)."""
+    if s.silenced_by and not silenced:
+        return False
+    if s.inhibited_by and not inhibited:
+        return False
+    return active or s.state != "active"
 
 
 def _version() -> str:
