@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from watchkeeper.dashboards.sample import make_app, serve, shared_storage
 from .pagewatch import PageWatch
 
 CHROMIUM = "/usr/bin/chromium"
+REFERENCE_DIR = Path(__file__).parents[2] / "dashboards"  # the reference deployment's dashboards
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -52,6 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     app = make_app(
         storage,
         dashboards_dir=dashboards_dir,
+        extra_dirs=[REFERENCE_DIR],
         scrape_interval_ms=60_000,
         min_refresh_ms=1000,
         check_interval_seconds=0,

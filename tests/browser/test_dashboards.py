@@ -18,7 +18,8 @@ from .pagewatch import PageWatch
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-BUILTINS = sorted(load_dirs([BUILTIN_DIR]).dashboards.values(), key=lambda d: d.uid)
+REFERENCE_DIR = Path(__file__).parents[2] / "dashboards"
+BUILTINS = sorted(load_dirs([BUILTIN_DIR, REFERENCE_DIR]).dashboards.values(), key=lambda d: d.uid)
 GRAFANA_FIXTURE = Path(__file__).parents[1] / "dashboards" / "fixtures" / "grafana-api-service.json"
 
 ALL_RENDERED = """() => {

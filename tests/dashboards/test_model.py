@@ -176,3 +176,10 @@ def test_every_built_in_dashboard_loads() -> None:
     }
     for d in loaded.dashboards.values():
         assert isinstance(d, Dashboard) and d.panels()
+
+
+def test_the_reference_deployment_dashboards_load() -> None:
+    reference = Path(__file__).parents[2] / "dashboards"
+    loaded = load_dirs([reference])
+    assert loaded.errors == []
+    assert "core-api-business" in loaded.dashboards

@@ -17,7 +17,7 @@ import functools
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +168,28 @@ def build(
         b.add("sessions_created_total", b.counter(2 + i), region=region, **common)
         for f, feature in enumerate(("search", "dark_mode", "invite", "replay")):
             b.add("feature_used_total", b.counter(3 / (f + 1)), feature=feature, region=region, **common)
+        # the reference core API (watchkeeper/demo) names its business metrics coreapi_*
+        b.add("coreapi_active_sessions", b.gauge(120 + 60 * i, 15), region=region, **common)
+        b.add("coreapi_players_registered_total", b.counter(0.2 + 0.1 * i), region=region, **common)
+        for s_, sport in enumerate(("football", "tennis", "padel")):
+            b.add(
+                "coreapi_sessions_created_total",
+                b.counter(0.5 / (s_ + 1)),
+                sport=sport,
+                region=region,
+                **common,
+            )
+            b.add(
+                "coreapi_session_joins_total", b.counter(2.0 / (s_ + 1)), sport=sport, region=region, **common
+            )
+        for f, feature in enumerate(("discovery_by_distance", "discovery_by_time", "session_update")):
+            b.add(
+                "coreapi_feature_used_total",
+                b.counter(1.5 / (f + 1)),
+                feature=feature,
+                region=region,
+                **common,
+            )
     redis = {"job": "redis", "instance": "redis:6379"}
     b.add("redis_memory_used_bytes", b.gauge(3e8, 2e7), **redis)
     b.add("redis_memory_used_rss_bytes", b.gauge(3.5e8, 2e7), **redis)
@@ -215,7 +237,9 @@ def shared_storage(hours: float = 6.0, step_ms: int = 60_000) -> Storage:
     return storage
 
 
-def make_app(storage: Storage, dashboards_dir: Path | None = None, **options: Any) -> FastAPI:
+def make_app(
+    storage: Storage, dashboards_dir: Path | None = None, extra_dirs: Sequence[Path] = (), **options: Any
+) -> FastAPI:
     """The dashboards router + Prometheus query API over ``storage`` (what app.py will compose)."""
     engine = Engine(storage)
     app = FastAPI()
@@ -224,7 +248,7 @@ def make_app(storage: Storage, dashboards_dir: Path | None = None, **options: An
     async def _error(request: Request, exc: WatchkeeperError) -> JSONResponse:
         return JSONResponse({"status": "error", "error": str(exc)}, status_code=500)
 
-    dirs = (BUILTIN_DIR, dashboards_dir) if dashboards_dir else (BUILTIN_DIR,)
+    dirs = (BUILTIN_DIR, *extra_dirs, *([dashboards_dir] if dashboards_dir else []))
     app.include_router(query_router(lambda: engine, lambda: storage))
     app.include_router(
         dashboards_router(lambda: engine, lambda: storage, DashboardOptions(dirs=dirs, **options))
