@@ -109,14 +109,19 @@ class Budget:
     @property
     def exhaustion_ms(self) -> int | None:
         """When the remaining budget runs out at the current burn rate; None if it never does
-        (no burn, or, for calendar windows, not before the window ends). Already out: ``now``.
+        (no burn; a rolling window burning at most 1x, whose old errors leave as fast as new
+        ones come; for calendar windows, not before the period ends). Already out: ``now``.
 
-        Spending at burn rate ``b`` uses ``b / period`` of the budget per unit of time.
+        Spending at burn rate ``b`` uses ``b / period`` of the budget per unit of time (a linear
+        projection: it ignores errors leaving a rolling window, so it errs early, never late).
         """
         if self.remaining <= 0:
             return self.now_ms
         b = self.burn_rate_now
         if not b or b <= 0:
+            return None
+        rolling = self.end_ms <= self.now_ms
+        if rolling and b <= 1:
             return None
         period_ms = self.end_ms - self.start_ms
         at = self.now_ms + int(self.remaining * period_ms / b)

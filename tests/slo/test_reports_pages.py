@@ -1,0 +1,223 @@
+"""Reports (HTML, CSV, scheduled digest to a local chat receiver), pages and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from watchkeeper.labels import from_dict
+from watchkeeper.promql.engine import Engine
+from watchkeeper.slo.cli import slo_generate_main
+from watchkeeper.slo.config import ProbeConfig, SloConfig
+from watchkeeper.slo.probes import ProbeResult, result_samples
+from watchkeeper.slo.reports import build_report, digest_text, schedule_reports, to_csv
+from watchkeeper.slo.router import SloState, slo_router, write_rule_files
+from watchkeeper.tsdb.storage import Storage
+
+REPO = Path(__file__).parents[2]
+MIN = 60_000
+NOW = 1_800_000_000_000
+SPEC = """
+version: prometheus/v1
+service: checkout
+slos:
+  - name: availability
+    objective: 99.9
+    sli:
+      events:
+        error_query: sum(rate(http_requests_total{job="checkout",code=~"5.."}[{{.window}}]))
+        total_query: sum(rate(http_requests_total{job="checkout"}[{{.window}}]))
+    alerting: {name: CheckoutErrors}
+  - name: latency
+    objective: 99
+    sli:
+      events:
+        error_query: sum(rate(slow_total[{{.window}}]))
+        total_query: sum(rate(all_total[{{.window}}]))
+    alerting: {name: CheckoutSlow}
+"""
+
+
+def _record(store: Storage, name: str, slo_id: str, values: np.ndarray, ts: np.ndarray) -> None:
+    ref = store.series_refs([from_dict({"__name__": name, "sloth_id": slo_id, "sloth_window": "5m"})])
+    store.append(np.repeat(ref, len(ts)), ts, values)
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> SloState:
+    tmp_path = tmp_path_factory.mktemp("slo")
+    (tmp_path / "checkout.yml").write_text(SPEC)
+    config = SloConfig.model_validate({
+        "spec_files": ["*.yml"], "external_url": "http://wk.example",
+        "probes": [{"name": "api", "url": "http://10.1.2.3:8080/internal/health", "interval": "5m",
+                    "component": "Checkout API"}],
+        "maintenance": [{"name": "db upgrade", "start": "2027-01-15T04:00:00+00:00",
+                         "end": "2027-01-15T04:30:00+00:00"}],
+        "status_pages": [{"slug": "public", "title": "Shop status", "monitors": ["api"]}],
+        "reports": [
+            {"name": "weekly-slo", "kind": "slo", "schedule": "0 9 * * mon", "chat": {
+                "name": "chat", "slack_configs": [{"api_url": "http://placeholder"}]}},
+            {"name": "uptime", "kind": "uptime", "window": "30d"},
+            {"name": "business", "kind": "business", "window": "30d",
+             "kpis": [{"name": "signups", "query": "sum by (region) (signups)", "breakdown_by": "region"}]},
+        ],
+    })
+    store = Storage.open(data_dir=None, retention_ms=400 * 1440 * MIN)
+    # recorded 5m rates every 5 minutes for 10 days: checkout 10 req/s with 0.05% errors
+    ts = np.arange(NOW - 10 * 1440 * MIN, NOW + 1, 5 * MIN, dtype=np.int64)
+    _record(store, "slo:sli_total_events:rate5m", "checkout-availability", np.full(len(ts), 10.0), ts)
+    _record(store, "slo:sli_error_events:rate5m", "checkout-availability", np.full(len(ts), 0.005), ts)
+    # latency: 2% slow, objective 99%: overspent
+    _record(store, "slo:sli_total_events:rate5m", "checkout-latency", np.full(len(ts), 10.0), ts)
+    _record(store, "slo:sli_error_events:rate5m", "checkout-latency", np.full(len(ts), 0.2), ts)
+    # probe: up for the last 2 days except 08:30-08:40 (down) and a maintenance 08:00-08:30
+    cfg = config.probes[0]
+    batch: list[tuple[int, int, float]] = []
+    for t in range(NOW - 2 * 1440 * MIN, NOW + 1, 5 * MIN):
+        down = NOW - 2 * 3_600_000 <= t < NOW - 2 * 3_600_000 + 10 * MIN  # 10 min outage (2 probes)
+        r = ProbeResult(not down, 0.05, "status 503" if down else "", 503 if down else 200)
+        samples = result_samples(cfg, r)
+        refs = store.series_refs([lb for lb, _ in samples])
+        batch += [(int(ref), t, v) for ref, (_, v) in zip(refs, samples, strict=True)]
+    store.append(np.array([b[0] for b in batch]), np.array([b[1] for b in batch]), np.array([b[2] for b in batch]))
+    # business KPI gauges: now and 30 days ago
+    for region, before, after in (("eu", 100.0, 150.0), ("us", 200.0, 190.0)):
+        ref = store.series_refs([from_dict({"__name__": "signups", "region": region})])
+        store.append(np.repeat(ref, 2), np.array([NOW - 30 * 1440 * MIN, NOW]), np.array([before, after]))
+    return SloState.load(config, store=store, engine=Engine(store), base_dir=tmp_path, clock=lambda: NOW / 1000)
+
+
+def test_slo_report_digest_and_csv(state: SloState) -> None:
+    report = build_report(state.config.reports[0], store=state.store, engine=state.engine, specs=state.specs,
+                          slo=state.config, now_ms=NOW)
+    text = digest_text(report)
+    # 0.005 / 10 = 0.05% errors: 99.95% against 99.9%, half of the budget left
+    assert "Checkout availability met 99.95% against 99.9%; 50% of budget left." in text
+    assert "Checkout latency missed 98.00% against 99%; 0% of budget left (overspent by 100%)." in text
+    assert text.index("latency") < text.index("availability")  # riskiest first
+    assert text.endswith("Details: http://wk.example/slo")
+    rows = list(csv.DictReader(io.StringIO(to_csv(report))))
+    assert rows[1]["slo"] == "checkout-availability" and float(rows[1]["budget_left_percent"]) == 50.0
+
+
+def test_uptime_and_business_reports(state: SloState) -> None:
+    up = build_report(state.config.reports[1], store=state.store, engine=state.engine, specs=state.specs,
+                      slo=state.config, now_ms=NOW)
+    observed = 2 * 1440  # minutes with results (the last result covers 5 more minutes, past now: clipped)
+    counted = observed - 30  # the 04:00-04:30 maintenance is left out
+    assert up.rows[0][1] == pytest.approx(round((counted - 10) / counted * 100, 4))
+    assert "30m maintenance excluded" in up.sentences[0]
+    assert up.rows[0][6] == 1 and "1 outage, 10m down" in up.sentences[0]
+    assert "not observed" in up.sentences[0]  # the 28 days before the first probe are unknown, not up
+    biz = build_report(state.config.reports[2], store=state.store, engine=state.engine, specs=state.specs,
+                       slo=state.config, now_ms=NOW)
+    assert biz.rows[0][:5] == ["signups", "", 340.0, 300.0, 13.33]
+    assert biz.notes[0] == "Top mover: signups region=eu +50.0%"
+
+
+class _Chat:
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.event = threading.Event()
+
+
+@pytest.fixture
+def chat() -> Iterator[tuple[str, _Chat]]:
+    box = _Chat()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            box.received.append(json.loads(body))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            box.event.set()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", box
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_scheduled_digest_reaches_local_chat_receiver(state: SloState, chat: tuple[str, _Chat]) -> None:
+    url, box = chat
+    cfg = state.config.reports[0]
+    chat_cfg = cfg.chat.model_copy(update={"slack_configs": [cfg.chat.slack_configs[0].model_copy(  # type: ignore[union-attr]
+        update={"api_url": url})]})
+    config = state.config.model_copy(update={"reports": [cfg.model_copy(update={"chat": chat_cfg})]})
+    scheduler = BackgroundScheduler(timezone="UTC")
+    ids = schedule_reports(scheduler, config, store=state.store, engine=state.engine, specs=lambda: state.specs,
+                           clock=lambda: NOW / 1000)
+    assert ids == ["slo-report:weekly-slo"]
+    job = scheduler.get_job(ids[0])
+    assert str(job.trigger).startswith("cron[") and "day_of_week='mon'" in str(job.trigger)
+    scheduler.start()
+    try:
+        import datetime as dt
+        job.modify(next_run_time=dt.datetime.now(dt.UTC))  # run the scheduled job now
+        assert box.event.wait(10)
+    finally:
+        scheduler.shutdown()
+    payload = box.received[0]
+    assert "Checkout availability met 99.95% against 99.9%; 50% of budget left." in payload["text"]
+    assert payload["blocks"][0]["type"] == "header"
+
+
+def test_pages(state: SloState) -> None:
+    app = FastAPI()
+    app.include_router(slo_router(lambda: state))
+    client = TestClient(app)
+    page = client.get("/slo").text
+    assert page.index("checkout-latency") < page.index("checkout-availability")
+    assert "99.950%" in page and "50.0%" in page
+    detail = client.get("/slo/checkout-availability?window=month")
+    assert detail.status_code == 200 and "14.4x the budget" in detail.text and "calendar month" in detail.text
+    up = client.get("/uptime").text
+    assert "status 503" in up and "db upgrade" in up
+    public = client.get("/status/public").text
+    assert "Checkout API" in public and "10.1.2.3" not in public and "status 503" not in public
+    assert "outage on" in public
+    assert client.get("/status/nope").status_code == 404
+    csv_resp = client.get("/reports/uptime.csv")
+    assert csv_resp.headers["content-type"].startswith("text/csv") and csv_resp.text.startswith("monitor,")
+    assert "How this is counted" in client.get("/reports/business").text
+
+
+def test_cli_generate_and_reject(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert slo_generate_main([str(REPO / "rules/slo/checkout.yml")]) == 0
+    assert "sloth-slo-alerts-checkout-requests-availability" in capsys.readouterr().out
+    bad = tmp_path / "bad.yml"
+    bad.write_text(SPEC.replace("objective: 99\n", "objective: 10\n"))
+    assert slo_generate_main([str(bad)]) == 1
+    assert "can never fire" in capsys.readouterr().err
+    out = tmp_path / "rules.yml"
+    assert slo_generate_main(["--period", "28d", str(REPO / "rules/slo/checkout.yml"), "-o", str(out)]) == 0
+    assert "vector(28)" in out.read_text()
+
+
+def test_write_rule_files(state: SloState, tmp_path: Path) -> None:  # noqa: D103
+    paths = write_rule_files(state.specs, tmp_path / "gen")
+    assert sorted(p.name for p in paths) == ["checkout-availability.yml", "checkout-latency.yml"]
+    (tmp_path / "gen" / "stale.yml").write_text("groups: []")
+    write_rule_files(state.specs[:1], tmp_path / "gen")
+    assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == ["checkout-availability.yml"]
+    assert time.time() > 0
