@@ -383,6 +383,7 @@ def seed(engine: sa.Engine, *, num_players: int, now_ms: int, rng: random.Random
             ],
         )
         rows, members = [], []
+        week_ms = 7 * 86_400_000
         for sid in range(1, 2 * num_players + 1):
             host = rng.randint(1, num_players)
             region = REGIONS[sid % len(REGIONS)]
@@ -391,10 +392,11 @@ def seed(engine: sa.Engine, *, num_players: int, now_ms: int, rng: random.Random
                 {
                     "id": sid,
                     "title": f"game {sid}",
-                    "sport": SPORTS[sid % len(SPORTS)],
+                    "sport": SPORTS[(sid // len(REGIONS)) % len(SPORTS)],
                     "region": region,
                     "host_id": host,
-                    "starts_at_ms": now_ms + rng.randint(1, 7 * 24 * 60) * 60_000,
+                    # in start order, so the lowest ids are the sessions starting soonest
+                    "starts_at_ms": now_ms + sid * week_ms // (2 * num_players) + rng.randint(0, 59) * 1000,
                     "duration_minutes": 90,
                     "lat": clat + rng.uniform(-0.3, 0.3),
                     "lon": clon + rng.uniform(-0.3, 0.3),

@@ -1,0 +1,239 @@
+"""The reference core API under load: N simulated users on loopback for a bounded time.
+
+Starts the core API with uvicorn (``--workers 2``, uvloop + httptools, no access log) on a
+freshly seeded database, optionally watchkeeper scraping it (``watchkeeper.demo.cli
+--no-coreapi --no-traffic``), then runs `watchkeeper.demo.traffic` users (asyncio + httpx; a
+think time between actions, session popularity skewed towards the sessions starting soonest)
+and prints average/p50/p95/p99 latency, error rate, throughput and cache hit rate.
+
+    python bench/load_coreapi.py                                # 1000 users, 60 s, monitoring on and off
+    python bench/load_coreapi.py --users 200 --duration 20 --monitoring on
+    python bench/load_coreapi.py --redis-url none               # in-process caches (per worker)
+
+Monitoring **on**: the SDK instruments the app (multiprocess export over both workers, cache
+and database metrics) and watchkeeper scrapes ``/metrics`` every ``--scrape-interval``.
+Monitoring **off**: ``COREAPI_INSTRUMENT=false`` (no SDK middleware, no ``/metrics``) and no
+watchkeeper. The load generator shares the machine with the servers, so its own scheduling delay
+is part of the latency it reports; its CPU time is printed to show how much of the box it took.
+Errors are 5xx answers and requests with no answer; 4xx (a full session, a 429) are the API's
+expected refusals and are printed apart. Cache hit rate: ``X-Cache`` of cacheable GETs seen by
+the clients, and (monitoring on) ``cache_requests_total`` from the core API's ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from watchkeeper.demo import repository as repo
+from watchkeeper.demo.traffic import TrafficConfig, run_traffic
+
+CACHES = ("session", "player", "discovery", "statistics")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_seconds: float = 60) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+def cache_counts(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out = {"hit": 0.0, "miss": 0.0}
+    for m in re.finditer(r'^cache_requests_total\{cache="(\w+)",result="(hit|miss)"\} (\S+)$', text, re.M):
+        if m.group(1) in CACHES:
+            out[m.group(2)] += float(m.group(3))
+    return out
+
+
+def run_once(args: argparse.Namespace, monitoring: bool, work: Path) -> dict[str, Any]:
+    db_url = args.database_url or f"sqlite:///{work}/coreapi-{monitoring}.db"
+    engine = repo.make_engine(db_url)
+    repo.create_schema(engine)
+    repo.seed(engine, num_players=args.players, now_ms=int(time.time() * 1000))
+    engine.dispose()
+    redis_url = None if args.redis_url == "none" else args.redis_url
+    if redis_url:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        client.flushdb()
+        client.close()
+
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "COREAPI_DATABASE_URL": db_url,
+            "COREAPI_INSTRUMENT": str(monitoring).lower(),
+            "COREAPI_LOG_LEVEL": "warning",
+        }
+    )
+    if redis_url:
+        env["COREAPI_REDIS_URL"] = redis_url
+    if monitoring:
+        env["COREAPI_METRICS_MULTIPROCESS_DIR"] = str(work / f"metrics-{time.monotonic_ns()}")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        core = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "watchkeeper.demo.api:app_from_env",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+            ],
+            env=env,
+        )
+        procs.append(core)
+        wait_http(f"http://127.0.0.1:{port}/health", core)
+        wk_port = None
+        if monitoring:
+            wk_port = free_port()
+            wk = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "watchkeeper.demo.cli",
+                    "--no-coreapi",
+                    "--no-traffic",
+                    "--scrape-target",
+                    f"127.0.0.1:{port}",
+                    "--port",
+                    str(wk_port),
+                    "--data-dir",
+                    str(work / f"wk-{time.monotonic_ns()}"),
+                    "--scrape-interval",
+                    args.scrape_interval,
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            procs.append(wk)
+            wait_http(f"http://127.0.0.1:{wk_port}/-/ready", wk)
+        before = cache_counts(port) if monitoring else None
+        config = TrafficConfig(
+            f"http://127.0.0.1:{port}",
+            users=args.users,
+            duration_seconds=args.duration,
+            think_seconds=(args.think_min, args.think_max),
+            num_players=args.players,
+            num_sessions=2 * args.players,
+            ramp_up_seconds=args.ramp_up,
+        )
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        stats = asyncio.run(run_traffic(config))
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        summary = stats.summary()
+        summary["monitoring"] = "on" if monitoring else "off"
+        summary["generator_cpu_seconds"] = round(
+            (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), 1
+        )
+        if monitoring and before is not None and wk_port is not None:
+            after = cache_counts(port)
+            hits, misses = after["hit"] - before["hit"], after["miss"] - before["miss"]
+            summary["server_cache_hit_rate"] = round(hits / (hits + misses), 4) if hits + misses else None
+            up = httpx.get(
+                f"http://127.0.0.1:{wk_port}/api/v1/query",
+                params={"query": 'count_over_time(up{job="coreapi"}[10m])'},
+            ).json()
+            result = up["data"]["result"]
+            summary["watchkeeper_scrapes"] = int(float(result[0]["value"][1])) if result else 0
+        return summary
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load per run (default 60)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--monitoring", choices=("on", "off", "both"), default="both")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14", help="'none': in-process caches")
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file per run")
+    parser.add_argument("--players", type=int, default=2000, help="seeded players (sessions: 2x)")
+    parser.add_argument("--think-min", type=float, default=1.0)
+    parser.add_argument("--think-max", type=float, default=3.0)
+    parser.add_argument("--ramp-up", type=float, default=5.0, help="users start spread over this many s")
+    parser.add_argument("--scrape-interval", default="5s")
+    args = parser.parse_args()
+    modes = {"on": [True], "off": [False], "both": [True, False]}[args.monitoring]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="wk-load-") as tmp:
+        for monitoring in modes:
+            results.append(run_once(args, monitoring, Path(tmp)))
+            print(json.dumps(results[-1]), flush=True)
+    load = os.getloadavg()
+    print(
+        f"\n{args.users} users, {args.duration:.0f} s, {args.workers} workers, think {args.think_min}-"
+        f"{args.think_max} s, redis={args.redis_url}; load average now {load[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    header = (
+        "monitoring",
+        "requests",
+        "throughput_rps",
+        "avg_ms",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "error_rate",
+        "status_4xx",
+        "cache_hit_rate",
+        "server_cache_hit_rate",
+        "generator_cpu_seconds",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in results:
+        print("| " + " | ".join(str(r.get(h, "-")) for h in header) + " |")
+
+
+if __name__ == "__main__":
+    main()
