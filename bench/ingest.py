@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -131,6 +132,96 @@ def run_scale(instances: int, minutes: int, shared: Path, extra_env: dict[str, s
         log.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_interleaved(
+    instances: int, minutes: int, shared: Path, extra_env: dict[str, str], block: int
+) -> None:
+    """The same requests to Prometheus and watchkeeper, alternating blocks of `block` requests, so
+    both see the same background load on a shared machine; also the servers' CPU time per sample."""
+    sys.path.insert(0, str(shared))
+    import sidebyside  # type: ignore[import-not-found]
+    import workload  # type: ignore[import-not-found]
+
+    steps = minutes * 4
+    now_ms = (int(time.time()) // 15) * 15 * 1000
+    series = workload.app_series(instances)
+    workload.generate(series, now_ms - steps * 15_000, steps)
+    bodies = workload.write_requests(series)
+    total_samples = len(series) * steps
+    tmp = Path(tempfile.mkdtemp(prefix="wk-bench-"))
+    port = free_port()
+    wk_url = f"http://127.0.0.1:{port}"
+    log = (tmp / "server.log").open("wb")
+    wk = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "watchkeeper.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp / "data"),
+            "--retention",
+            "30d",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **extra_env},
+    )
+    prom, prom_dir = sidebyside.start_prometheus(free_port())
+    prom_url = next(a for a in prom.args if a.startswith("--web.listen-address=")).split("=", 1)[1]
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(wk_url + "/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        headers = {
+            "Content-Encoding": "snappy",
+            "Content-Type": "application/x-protobuf",
+            "X-Prometheus-Remote-Write-Version": "0.1.0",
+        }
+        targets = {
+            "prometheus": (f"http://{prom_url}/api/v1/write", prom.pid),
+            "watchkeeper": (wk_url + "/api/v1/write", wk.pid),
+        }
+        wall = dict.fromkeys(targets, 0.0)
+        errors = dict.fromkeys(targets, 0)
+        cpu0 = {name: cpu_seconds(pid) for name, (_, pid) in targets.items()}
+        clients = {name: httpx.Client(timeout=60) for name in targets}
+        for lo in range(0, len(bodies), block):
+            for name, (url, _) in targets.items():
+                t0 = time.perf_counter()
+                for b in bodies[lo : lo + block]:
+                    if clients[name].post(url, content=b, headers=headers).status_code >= 300:
+                        errors[name] += 1
+                wall[name] += time.perf_counter() - t0
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, (_, pid) in targets.items()}
+        for name in targets:
+            print(
+                f"interleaved instances={instances}: {name} {total_samples / wall[name]:,.0f} samples/s "
+                f"(errors {errors[name]}), server CPU {cpu[name] / total_samples * 1e6:.2f} us/sample",
+                flush=True,
+            )
+        print(f"ratio watchkeeper/prometheus {wall['prometheus'] / wall['watchkeeper']:.2f}")
+    finally:
+        wk.send_signal(signal.SIGTERM)
+        wk.wait(600)
+        prom.terminate()
+        prom.wait(30)
+        log.close()
+        shutil.rmtree(prom_dir, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, nargs="+", default=[10, 100])
@@ -139,8 +230,19 @@ def main() -> None:
     parser.add_argument(
         "--no-fsync", action="store_true", help="WATCHKEEPER_WAL_FSYNC=false (not the default)"
     )
+    parser.add_argument(
+        "--interleaved",
+        type=int,
+        metavar="BLOCK",
+        default=0,
+        help="instead of sidebyside.py: alternate blocks of BLOCK requests between the two servers",
+    )
     args = parser.parse_args()
     env = {"WATCHKEEPER_WAL_FSYNC": "false"} if args.no_fsync else {}
+    if args.interleaved:
+        for n in args.instances:
+            run_interleaved(n, args.minutes, args.shared, env, args.interleaved)
+        return
     results = []
     for n in args.instances:
         r = run_scale(n, args.minutes, args.shared, env)
