@@ -408,6 +408,31 @@ def test_sample_values_are_formatted_like_go(value: float, text: str) -> None:
     assert format_sample_value(value) == text
 
 
+@pytest.mark.parametrize("with_orjson", [True, False])
+def test_matrix_bodies_format_every_point_like_go(with_orjson: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Range results format all values of a series at once (orjson's or ``repr``'s shortest
+    digits, fixed up): the same text as ``format_sample_value`` point by point."""
+    from watchkeeper.promql import formatting
+
+    if not with_orjson:
+        monkeypatch.setattr(formatting, "_orjson", None)
+    elif formatting._orjson is None:
+        pytest.skip("orjson is not installed")
+    rng = np.random.default_rng(5)
+    special = [0.0, -0.0, 1.0, 100.0, 1e-6, 9.99e-7, 1e15, 1e16, 1e21, 9.99e20, 5e-324, 2.0**63,
+               math.nan, math.inf, -math.inf, 1 / 3, -2.5]  # fmt: skip
+    values = np.concatenate([special, rng.random(2000) * 10.0 ** rng.integers(-12, 24, 2000),
+                             np.round(rng.random(500) * 1000)])
+    times = np.arange(values.shape[0], dtype=np.int64) * 1500 - 3000
+    body = formatting.result_json(QueryResult("matrix", [ResultSeries((("a", "b"),), times, values)]))
+    points = ",".join(
+        f'[{format_timestamp(t)},"{format_sample_value(v)}"]'
+        for t, v in zip(times.tolist(), values.tolist(), strict=True)
+    )
+    assert body == f'{{"resultType":"matrix","result":[{{"metric":{{"a":"b"}},"values":[{points}]}}]}}'
+    assert formatting._value_texts(np.empty(0)) == []
+
+
 @pytest.mark.parametrize(
     ("ms", "text"),
     [(0, "0"), (4000, "4"), (1050, "1.050"), (1435781451781, "1435781451.781"), (-1500, "-1.500")],

@@ -482,3 +482,48 @@ def test_vectorised_functions_match_per_window_go_ports(name: str, seed: int) ->
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True), key
+
+
+@pytest.mark.parametrize("name", ["rate", "increase", "delta"])
+def test_rate_in_small_blocks_matches_go_ports(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rate`` works a block of series at a time: blocks of one row (and counter resets in some
+    of them only) give the same answers."""
+    from watchkeeper.promql import range_functions
+
+    monkeypatch.setattr(range_functions, "_RATE_BLOCK_CELLS", 1)
+    rng = np.random.default_rng(11)
+    ctx = ctx_at(*range(0, 600, 30))
+    data = []
+    for s in range(7):
+        times = np.sort(rng.choice(np.arange(0, 600, 4), size=int(rng.integers(0, 60)), replace=False))
+        values = np.cumsum(rng.integers(0, 9, size=times.shape[0])).astype(float)
+        if s % 3 == 0:
+            values[rng.random(times.shape[0]) < 0.1] = 0  # resets in some series only
+        data.append((from_dict({"s": str(s)}), list(zip(times.tolist(), values.tolist(), strict=True))))
+    rv = range_vector(data, ctx, 90)
+    out = call(name, [rv], ctx)
+    got = {
+        (lbls, j): out.values[i, j]
+        for i, lbls in enumerate(out.labels)
+        for j in range(ctx.steps)
+        if out.present[i, j]
+    }
+    expected = {}
+    for lbls, samples in data:
+        for j, end in enumerate((ctx.times_ms / 1000).tolist()):
+            window = [(t, v) for t, v in samples if end - 90 < t <= end]
+            value = _go_over_time(name, [t for t, _ in window], [v for _, v in window], end, 90)
+            if value is not None:
+                expected[(lbls, j)] = value
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-12), key
+    assert np.isnan(out.values[~out.present]).all()
+
+
+@pytest.mark.parametrize(("values", "negative"), [([-0.0, 0.0], True), ([0.0, -0.0], False), ([-0.0], True)])
+def test_max_over_time_keeps_the_first_of_tied_zeros(values: list[float], negative: bool) -> None:
+    """``-0`` and ``0`` compare equal: the first one stays (Go's ``>``), and prints as ``-0``."""
+    for name in ("max_over_time", "min_over_time"):
+        got = single(name, series(values), at=60, range_s=120)
+        assert got == 0 and math.copysign(1, got) == (-1 if negative else 1), name

@@ -104,6 +104,24 @@ def test_window_bounds_uniform_and_irregular_times_agree() -> None:
         assert (fast[i] == expected).all()
 
 
+@pytest.mark.parametrize("range_ms", [7, 21, 70, 400, 10])
+def test_window_bounds_from_one_extended_grid_agree_with_two_passes(range_ms: int) -> None:
+    """A range that is a multiple of the step (up to the query's length) takes both window
+    bounds from one pass over a grid extended backwards; others take two passes."""
+    rng = np.random.default_rng(2)
+    lengths = np.array([6, 0, 9, 1], dtype=np.int64)
+    ts = np.concatenate([np.sort(rng.choice(np.arange(-500, 200), n, replace=False)) for n in lengths])
+    ts = ts.astype(np.int64)
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    series_index = np.repeat(np.arange(4), lengths).astype(np.int64)
+    ends = np.arange(-60, 220, 7, dtype=np.int64)
+    lo, hi = selectors._windows(series_index, ts, offsets, ends, range_ms)
+    for i in range(4):
+        own = ts[offsets[i] : offsets[i + 1]]
+        assert (lo[i] == offsets[i] + np.searchsorted(own, ends - range_ms, side="right")).all()
+        assert (hi[i] == offsets[i] + np.searchsorted(own, ends, side="right")).all()
+
+
 def test_sample_limit() -> None:
     s = MemoryStore()
     s.add({"__name__": "m"}, list(range(0, 100_000, 1000)), [1.0] * 100)

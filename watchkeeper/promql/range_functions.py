@@ -56,12 +56,17 @@ class _Windows:
     @classmethod
     def of(cls, rv: RangeVector, only: Bool | None = None) -> _Windows:
         """All windows, or those where ``only`` (the others count as empty)."""
-        n_flat = (rv.hi - rv.lo).ravel() if only is None else np.where(only, rv.hi - rv.lo, 0).ravel()
+        return cls.between(rv.lo, rv.hi, only)
+
+    @classmethod
+    def between(cls, lo: I64, hi: I64, only: Bool | None = None) -> _Windows:
+        """The windows ``[lo, hi)`` (any shape; flattened), or those where ``only``."""
+        n_flat = (hi - lo).ravel() if only is None else np.where(only, hi - lo, 0).ravel()
         order = np.argsort(-n_flat, kind="stable")
         n = n_flat[order]
         longest = int(n[0]) if n.size else 0
         running = np.searchsorted(-n, -np.arange(longest), side="left")
-        return cls(order, rv.lo.ravel()[order], n, running)
+        return cls(order, lo.ravel()[order], n, running)
 
     def positions(self) -> Iterator[tuple[int, int, I64]]:
         """``(k, m, idx)``: the k-th sample index ``idx`` of each of the first m windows."""
@@ -78,20 +83,25 @@ class _Windows:
         return out.reshape(shape)
 
 
-def _result(rv: RangeVector, values: F64, present: Bool, *, keep_name: bool = False) -> StepVector:
+def _result(
+    rv: RangeVector, values: F64, present: Bool, *, keep_name: bool = False, clean: bool = False
+) -> StepVector:
     """The output vector; series never present are dropped. Only ``last_over_time`` and
-    ``first_over_time`` keep the metric name (and then inherit the input's drop flags)."""
-    rows = np.flatnonzero(present.any(axis=1))
+    ``first_over_time`` keep the metric name (and then inherit the input's drop flags).
+    ``clean``: ``values`` is already NaN wherever not ``present`` (and may be kept as is)."""
+    if not clean:
+        values = np.where(present, values, np.nan)
+    any_row = present.any(axis=1)
+    if bool(any_row.all()):  # the usual case: no copies
+        labels = list(rv.labels)
+        drop = rv.drop_name if keep_name and rv.drop_name is not None else np.full(len(labels), not keep_name)
+        return StepVector(labels, values, present, drop_name=drop)
+    rows = np.flatnonzero(any_row)
     if keep_name and rv.drop_name is not None:
         drop = rv.drop_name[rows]
     else:
         drop = np.full(rows.shape[0], not keep_name)
-    return StepVector(
-        [rv.labels[i] for i in rows.tolist()],
-        np.where(present, values, np.nan)[rows],
-        present[rows],
-        drop_name=drop,
-    )
+    return StepVector([rv.labels[i] for i in rows.tolist()], values[rows], present[rows], drop_name=drop)
 
 
 def _counts(rv: RangeVector) -> I64:
@@ -141,51 +151,98 @@ def _simple(fn: Callable[[RangeVector], tuple[F64, Bool]]) -> Impl:
 # --- rate, increase, delta, irate, idelta --------------------------------------------------------
 
 
+#: Cells (series x steps) of one block of ``rate``'s temporaries: small enough to stay in the CPU
+#: cache and to keep memory flat (90k series x 481 steps would otherwise need ~20 full-size
+#: temporaries, gigabytes), big enough that NumPy's per-call overhead does not matter.
+_RATE_BLOCK_CELLS = 1 << 16
+
+
 def _extrapolated_rate(rv: RangeVector, *, is_counter: bool, is_rate: bool) -> tuple[F64, Bool]:
     """Prometheus' ``extrapolatedRate``: needs two samples; extrapolates to the window edges
     when the first/last sample is within 1.1 average intervals of them (else half an interval),
-    and for counters never below zero."""
-    n = _counts(rv)
-    ok = n >= 2
-    first, last = rv.lo, rv.hi - 1
-    t0, t1 = _at(rv.timestamps_ms, first, ok), _at(rv.timestamps_ms, last, ok)
-    v0, v1 = _at(rv.values, first, ok), _at(rv.values, last, ok)
-    result = v1 - v0
-    if is_counter:
-        result = _with_reset_corrections(rv, ok, result)
-    range_end = rv.window_end_ms[None, :].astype(np.float64)
-    range_start = range_end - rv.range_ms
-    to_start = (t0 - range_start) / 1000
-    to_end = (range_end - t1) / 1000
-    sampled = (t1 - t0) / 1000
-    average = sampled / (n - 1)
-    threshold = average * 1.1
-    to_start = np.where(to_start >= threshold, average / 2, to_start)
-    if is_counter:
-        to_zero = np.where((result > 0) & (v0 >= 0), sampled * (v0 / result), to_start)
-        to_start = np.where(to_zero < to_start, to_zero, to_start)
-    to_end = np.where(to_end >= threshold, average / 2, to_end)
-    factor = (sampled + to_start + to_end) / sampled
-    if is_rate:
-        factor = factor / (rv.range_ms / 1000)
-    return result * factor, ok
+    and for counters never below zero (Prometheus 3.x order: the 1.1x threshold first, then the
+    zero point, prometheus/prometheus#13725). Values are NaN where the result is absent.
+
+    Computed a block of series at a time; counter resets are looked for once over all samples
+    and corrected only in the windows that hold one."""
+    shape = rv.lo.shape
+    values = np.full(shape, np.nan)
+    present = np.zeros(shape, dtype=bool)
+    total = int(rv.values.shape[0])
+    if total == 0 or values.size == 0:
+        return values, present
+    resets: I64 | None = None
+    if is_counter and total > 1:
+        drop = rv.values[1:] < rv.values[:-1]  # pairs across series never fall inside a window
+        if drop.any():
+            resets = np.zeros(total, dtype=np.int64)
+            np.cumsum(drop, out=resets[1:])
+    ends = rv.window_end_ms
+    range_seconds = rv.range_ms / 1000
+    rows = max(1, _RATE_BLOCK_CELLS // max(1, shape[1]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for a in range(0, shape[0], rows):
+            b = min(shape[0], a + rows)
+            lo, hi = rv.lo[a:b], rv.hi[a:b]
+            n = hi - lo
+            ok = n >= 2
+            if not ok.any():
+                continue
+            first = np.minimum(lo, total - 1)
+            last = hi - 1
+            np.clip(last, 0, total - 1, out=last)
+            t0, t1 = rv.timestamps_ms.take(first), rv.timestamps_ms.take(last)
+            v0 = rv.values.take(first)
+            result = rv.values.take(last)
+            result -= v0
+            if resets is not None:
+                has_reset = ok & (resets.take(last) > resets.take(first))
+                if has_reset.any():
+                    result = _with_reset_corrections(rv, lo, hi, has_reset, result)
+            # Integer milliseconds (exact), then seconds, as Prometheus' float64(ms) / 1000.
+            to_start = (t0 - (ends - rv.range_ms)[None, :]).astype(np.float64)
+            to_start /= 1000
+            to_end = (ends[None, :] - t1).astype(np.float64)
+            to_end /= 1000
+            t1 -= t0
+            sampled = t1.astype(np.float64)
+            sampled /= 1000
+            n -= 1
+            average = sampled / n
+            threshold = average * 1.1
+            half = average
+            half /= 2
+            np.copyto(to_start, half, where=to_start >= threshold)
+            if is_counter:
+                # durationToZero = sampled * (v0 / result) where the counter went up from >= 0
+                zero_ok = (result > 0) & (v0 >= 0)
+                v0 /= result
+                v0 *= sampled
+                np.copyto(to_start, v0, where=zero_ok & (v0 < to_start))
+            np.copyto(to_end, half, where=to_end >= threshold)
+            to_start += sampled
+            to_start += to_end
+            to_start /= sampled  # the factor
+            if is_rate:
+                to_start /= range_seconds
+            result *= to_start
+            result[~ok] = np.nan
+            values[a:b] = result
+            present[a:b] = ok
+    return values, present
 
 
-def _with_reset_corrections(rv: RangeVector, ok: Bool, result: F64) -> F64:
+def _with_reset_corrections(rv: RangeVector, lo: I64, hi: I64, has_reset: Bool, result: F64) -> F64:
     """``last - first`` plus the value before each counter reset, added in sample order as
     Prometheus does (prefix-sum differences would lose precision after a large reset); only the
-    windows that contain a reset are walked."""
-    cum = _pair_cumsum(rv.values, lambda prev, cur: (cur < prev).astype(np.float64))
-    has_reset = ok & (_at(cum, rv.hi - 1, ok) - _at(cum, rv.lo, ok) > 0)
-    if not has_reset.any():
-        return result
-    w = _Windows.of(rv, has_reset)
+    windows ``[lo, hi)`` where ``has_reset`` are walked."""
+    w = _Windows.between(lo, hi, has_reset)
     total = result.ravel()[w.order]
     for k, m, idx in w.positions():
         if k:
             prev, cur = rv.values[idx - 1], rv.values[idx]
             total[:m] += np.where(cur < prev, prev, 0.0)
-    return np.where(has_reset, w.unsort(total, rv.lo.shape), result)
+    return np.where(has_reset, w.unsort(total, lo.shape), result)
 
 
 def _non_counter_infos(rv: RangeVector, present: Bool, ctx: EvalContext) -> None:
@@ -207,7 +264,7 @@ def _rate_impl(*, is_counter: bool, is_rate: bool, check_name: bool) -> Impl:
         values, present = _extrapolated_rate(rv, is_counter=is_counter, is_rate=is_rate)
         if check_name:
             _non_counter_infos(rv, present, ctx)
-        return _result(rv, values, present)
+        return _result(rv, values, present, clean=True)
 
     return impl
 
@@ -332,8 +389,14 @@ def _compare_over_time(*, better: Callable[[F64, F64], Bool], timestamp: bool) -
     """``min/max_over_time`` and ``ts_of_min/max_over_time``: a sample replaces the best so far
     when ``better(cur, best)`` or the best is NaN, so NaN wins only when all samples are NaN."""
 
+    reduce = None if timestamp else (np.fmax if better is np.greater else np.fmin)
+
     def impl(args: list[Value], arg_exprs: list[Expr], ctx: EvalContext) -> Value:
         rv = _range(args)
+        if reduce is not None:
+            fast = _reduce_windows(rv, reduce)
+            if fast is not None:
+                return _result(rv, fast, _counts(rv) > 0, clean=True)
         w = _Windows.of(rv)
         best, best_ts = np.full(w.n.shape, np.nan), np.zeros(w.n.shape)
         for k, m, idx in w.positions():
@@ -345,6 +408,28 @@ def _compare_over_time(*, better: Callable[[F64, F64], Bool], timestamp: bool) -
         return _result(rv, w.unsort(result, rv.lo.shape), _counts(rv) > 0)
 
     return impl
+
+
+def _reduce_windows(rv: RangeVector, reduce: np.ufunc) -> F64 | None:
+    """``reduce`` (``np.fmax``/``np.fmin``) over every window with one ``reduceat``; NaN where a
+    window is empty. ``fmax`` skips NaN unless all are NaN, exactly the sequential rule above;
+    only ties between ``0`` and ``-0`` could come out differently, so with a ``-0`` sample this
+    returns None (the caller walks the windows)."""
+    values = rv.values
+    zeros = values == 0
+    if zeros.any() and bool(np.signbit(values[zeros]).any()):
+        return None
+    out = np.full(rv.lo.shape, np.nan)
+    nonempty = rv.hi > rv.lo
+    if not nonempty.any():
+        return out
+    lo, hi = rv.lo[nonempty], rv.hi[nonempty]
+    # Interleaved [lo0, hi0, lo1, hi1, ...]: the even results reduce the windows; a NaN sentinel
+    # makes ``hi == len(values)`` a valid index.
+    bounds = np.empty(2 * lo.shape[0], dtype=np.intp)
+    bounds[0::2], bounds[1::2] = lo, hi
+    out[nonempty] = reduce.reduceat(np.append(values, np.nan), bounds)[0::2]
+    return out
 
 
 def _linear_regression(rv: RangeVector, w: _Windows, origin_ms: F64) -> tuple[F64, F64]:

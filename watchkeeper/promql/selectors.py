@@ -190,6 +190,15 @@ def _windows(
     if n == 0 or steps == 0:
         empty: I64 = np.zeros((n, steps), dtype=np.int64)
         return empty, empty.copy()
+    step = _uniform_step(window_end_ms)
+    if step is not None and range_ms % step == 0 and range_ms // step <= steps:
+        # The window starts are the same grid shifted back by k steps: one pass over the
+        # samples for the extended grid gives both bounds.
+        k = range_ms // step
+        first = int(window_end_ms[0]) - range_ms
+        grid = np.arange(first, first + (steps + k) * step, step, dtype=np.int64)
+        both = count_le(series_index, timestamps, offsets, grid)
+        return both[:, :steps], both[:, k:]
     lo = count_le(series_index, timestamps, offsets, window_end_ms - range_ms)
     hi = count_le(series_index, timestamps, offsets, window_end_ms)
     return lo, hi
