@@ -23,20 +23,35 @@ from watchkeeper.tsdb.storage import Storage
 HOUR = 3_600_000
 
 
-def _ms(*args: int, tz: str = "UTC") -> int:
-    return int(dt.datetime(*args, tzinfo=ZoneInfo(tz)).timestamp() * 1000)  # type: ignore[misc]
+def _ms(y: int, mo: int, d: int, h: int = 0, mi: int = 0, tz: str = "UTC") -> int:
+    return int(dt.datetime(y, mo, d, h, mi, tzinfo=ZoneInfo(tz)).timestamp() * 1000)
 
 
-@pytest.mark.parametrize(("window", "now", "start", "end"), [
-    (Window.parse("month", "Europe/Paris"), _ms(2026, 3, 31, 23, 30, tz="Europe/Paris"),
-     _ms(2026, 3, 1, tz="Europe/Paris"), _ms(2026, 4, 1, tz="Europe/Paris")),
-    # 2026-03-31 22:30 UTC is already April in Paris
-    (Window.parse("month", "Europe/Paris"), _ms(2026, 3, 31, 22, 30),
-     _ms(2026, 4, 1, tz="Europe/Paris"), _ms(2026, 5, 1, tz="Europe/Paris")),
-    (Window.parse("quarter", "America/New_York"), _ms(2026, 12, 31, 12),
-     _ms(2026, 10, 1, tz="America/New_York"), _ms(2027, 1, 1, tz="America/New_York")),
-    (Window.parse("28d"), 100 * DAY_MS, 72 * DAY_MS, 100 * DAY_MS),
-])
+@pytest.mark.parametrize(
+    ("window", "now", "start", "end"),
+    [
+        (
+            Window.parse("month", "Europe/Paris"),
+            _ms(2026, 3, 31, 23, 30, tz="Europe/Paris"),
+            _ms(2026, 3, 1, tz="Europe/Paris"),
+            _ms(2026, 4, 1, tz="Europe/Paris"),
+        ),
+        # 2026-03-31 22:30 UTC is already April in Paris
+        (
+            Window.parse("month", "Europe/Paris"),
+            _ms(2026, 3, 31, 22, 30),
+            _ms(2026, 4, 1, tz="Europe/Paris"),
+            _ms(2026, 5, 1, tz="Europe/Paris"),
+        ),
+        (
+            Window.parse("quarter", "America/New_York"),
+            _ms(2026, 12, 31, 12),
+            _ms(2026, 10, 1, tz="America/New_York"),
+            _ms(2027, 1, 1, tz="America/New_York"),
+        ),
+        (Window.parse("28d"), 100 * DAY_MS, 72 * DAY_MS, 100 * DAY_MS),
+    ],
+)
 def test_window_bounds(window: Window, now: int, start: int, end: int) -> None:
     assert window.bounds(now) == (start, end)
 
@@ -67,18 +82,30 @@ def test_budget_from_raw_counters_with_reset_and_incident() -> None:
         return c
 
     store.append(np.repeat(refs, n), np.concatenate([ts, ts]), np.concatenate([counter(req), counter(err)]))
-    data = {s.labels[0][1]: s for s in store.select([Matcher(MatchOp.EQUAL, "__name__", "err_total")], 0,
-                                                   n * 900_000)}
-    data |= {s.labels[0][1]: s for s in store.select([Matcher(MatchOp.EQUAL, "__name__", "req_total")], 0,
-                                                    n * 900_000)}
+    data = {
+        s.labels[0][1]: s
+        for s in store.select([Matcher(MatchOp.EQUAL, "__name__", "err_total")], 0, n * 900_000)
+    }
+    data |= {
+        s.labels[0][1]: s
+        for s in store.select([Matcher(MatchOp.EQUAL, "__name__", "req_total")], 0, n * 900_000)
+    }
     start, end = Window.parse("30d").bounds(ts[-1])
     errors = counter_increase(data["err_total"].timestamps_ms, data["err_total"].values, start, end)
     total = counter_increase(data["req_total"].timestamps_ms, data["req_total"].values, start, end)
     # independent: the increments the test generated (the first sample is the baseline)
     assert errors == err[1:].sum() and total == req[1:].sum()
     last_hour = ts[-1] - HOUR
-    b = compute_budget(Decimal("99.9"), errors=errors, total=total, start_ms=start, end_ms=end, now_ms=end,
-                       short_errors=float(err[-4:].sum()), short_total=float(req[-4:].sum()))
+    b = compute_budget(
+        Decimal("99.9"),
+        errors=errors,
+        total=total,
+        start_ms=start,
+        end_ms=end,
+        now_ms=end,
+        short_errors=float(err[-4:].sum()),
+        short_total=float(req[-4:].sum()),
+    )
     ratio = err[1:].sum() / req[1:].sum()
     assert b.error_ratio == pytest.approx(ratio)
     assert b.remaining == pytest.approx(1 - ratio / 0.001)
@@ -91,13 +118,29 @@ def test_budget_from_raw_counters_with_reset_and_incident() -> None:
 
 def test_exhaustion_date() -> None:
     # 50% left of a 30-day budget, burning at 2x: the remaining half lasts 0.5 x 30d / 2 = 7.5 days
-    b = compute_budget(Decimal("99"), errors=50, total=10_000, start_ms=0, end_ms=30 * DAY_MS,
-                       now_ms=30 * DAY_MS, short_errors=20, short_total=1000)
+    b = compute_budget(
+        Decimal("99"),
+        errors=50,
+        total=10_000,
+        start_ms=0,
+        end_ms=30 * DAY_MS,
+        now_ms=30 * DAY_MS,
+        short_errors=20,
+        short_total=1000,
+    )
     assert b.remaining == pytest.approx(0.5)
     assert b.exhaustion_ms == 30 * DAY_MS + int(7.5 * DAY_MS)
     # calendar window: exhaustion after the period ends is "not this period"
-    c = compute_budget(Decimal("99"), errors=50, total=10_000, start_ms=0, end_ms=30 * DAY_MS,
-                       now_ms=25 * DAY_MS, short_errors=20, short_total=1000)
+    c = compute_budget(
+        Decimal("99"),
+        errors=50,
+        total=10_000,
+        start_ms=0,
+        end_ms=30 * DAY_MS,
+        now_ms=25 * DAY_MS,
+        short_errors=20,
+        short_total=1000,
+    )
     assert c.exhaustion_ms is None
     spent = compute_budget(Decimal("99"), errors=200, total=10_000, start_ms=0, end_ms=1, now_ms=1)
     assert spent.remaining < 0 and spent.exhaustion_ms == 1 and not spent.met

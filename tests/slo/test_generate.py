@@ -4,9 +4,8 @@ compared semantically: names, labels, windows, thresholds as numbers; and evalua
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,25 +37,52 @@ slos:
       annotations: {summary: "High error rate on 'myservice' requests responses"}
       page_alert: {labels: {severity: pageteam, routing_key: myteam}}
       ticket_alert: {labels: {severity: "slack", slack_channel: "#alerts-myteam"}}
-"""
+"""  # noqa: E501
 
 # What Sloth documents for it, as facts (values parsed from its generated YAML).
 SLOTH_WINDOWS = ["5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"]
-SLOTH_ID_LABELS = {"sloth_id": "myservice-requests-availability", "sloth_service": "myservice",
-                   "sloth_slo": "requests-availability"}
+SLOTH_ID_LABELS = {
+    "sloth_id": "myservice-requests-availability",
+    "sloth_service": "myservice",
+    "sloth_slo": "requests-availability",
+}
 SLOTH_SPEC_LABELS = {"owner": "myteam", "repo": "myorg/myservice", "tier": "2"}
-SLOTH_META = {"slo:objective:ratio": 0.9990000000000001, "slo:error_budget:ratio": 1 - 0.9990000000000001,
-              "slo:time_period:days": 30.0}
-SLOTH_META_RECORDS = ["slo:objective:ratio", "slo:error_budget:ratio", "slo:time_period:days",
-                      "slo:current_burn_rate:ratio", "slo:period_burn_rate:ratio",
-                      "slo:period_error_budget_remaining:ratio", "sloth_slo_info"]
+SLOTH_META = {
+    "slo:objective:ratio": 0.9990000000000001,
+    "slo:error_budget:ratio": 1 - 0.9990000000000001,
+    "slo:time_period:days": 30.0,
+}
+SLOTH_META_RECORDS = [
+    "slo:objective:ratio",
+    "slo:error_budget:ratio",
+    "slo:time_period:days",
+    "slo:current_burn_rate:ratio",
+    "slo:period_burn_rate:ratio",
+    "slo:period_error_budget_remaining:ratio",
+    "sloth_slo_info",
+]
 # (severity, [(short, long, factor)], labels) with threshold factor x 0.0009999999999999432
 SLOTH_ALERTS = [
-    ("page", [("5m", "1h", 14.4), ("30m", "6h", 6.0)],
-     {"category": "availability", "routing_key": "myteam", "severity": "pageteam", "sloth_severity": "page"}),
-    ("ticket", [("2h", "1d", 3.0), ("6h", "3d", 1.0)],
-     {"category": "availability", "severity": "slack", "slack_channel": "#alerts-myteam",
-      "sloth_severity": "ticket"}),
+    (
+        "page",
+        [("5m", "1h", 14.4), ("30m", "6h", 6.0)],
+        {
+            "category": "availability",
+            "routing_key": "myteam",
+            "severity": "pageteam",
+            "sloth_severity": "page",
+        },
+    ),
+    (
+        "ticket",
+        [("2h", "1d", 3.0), ("6h", "3d", 1.0)],
+        {
+            "category": "availability",
+            "severity": "slack",
+            "slack_channel": "#alerts-myteam",
+            "sloth_severity": "ticket",
+        },
+    ),
 ]
 SLOTH_BUDGET = 0.0009999999999999432
 REPO = Path(__file__).parents[2]
@@ -69,10 +95,15 @@ def _doc(spec: str) -> dict[str, Any]:
 def test_matches_sloth_recording_rules() -> None:
     doc = _doc(SLOTH_SPEC)
     names = [g["name"] for g in doc["groups"]]
-    assert names == [f"sloth-slo-{k}-myservice-requests-availability"
-                     for k in ("sli-recordings", "meta-recordings", "alerts")]
-    ratio = {r["labels"]["sloth_window"]: r for r in doc["groups"][0]["rules"]
-             if r["record"].startswith("slo:sli_error:ratio_rate")}
+    assert names == [
+        f"sloth-slo-{k}-myservice-requests-availability"
+        for k in ("sli-recordings", "meta-recordings", "alerts")
+    ]
+    ratio = {
+        r["labels"]["sloth_window"]: r
+        for r in doc["groups"][0]["rules"]
+        if r["record"].startswith("slo:sli_error:ratio_rate")
+    }
     assert sorted(ratio, key=SLOTH_WINDOWS.index) == SLOTH_WINDOWS
     for w, rule in ratio.items():
         assert rule["record"] == f"slo:sli_error:ratio_rate{w}"
@@ -117,10 +148,13 @@ def test_openslo_ratio_metric_and_28d_factors() -> None:
     assert errors == [] and groups
 
 
-@pytest.mark.parametrize(("objective", "reason"), [
-    ("10", "page alert 1h/5m needs an error ratio above 12.96"),   # slok/sloth#341
-    ("95", "page alert 1h/5m needs an error ratio above 0.72"),
-])
+@pytest.mark.parametrize(
+    ("objective", "reason"),
+    [
+        ("10", "page alert 1h/5m needs an error ratio above 12.96"),  # slok/sloth#341
+        ("95", "page alert 1h/5m needs an error ratio above 0.72"),
+    ],
+)
 def test_rejects_alerts_that_can_never_fire(objective: str, reason: str) -> None:
     text = SLOTH_SPEC.replace("objective: 99.9", f"objective: {objective}")
     if objective == "95":
@@ -131,16 +165,20 @@ def test_rejects_alerts_that_can_never_fire(objective: str, reason: str) -> None
     assert reason in str(exc.value) and "disable: true" in str(exc.value)
     # with the impossible alerts disabled it is accepted
     ok = text.replace("page_alert: {labels", "page_alert: {disable: true, labels").replace(
-        "ticket_alert: {labels", "ticket_alert: {disable: true, labels")
+        "ticket_alert: {labels", "ticket_alert: {disable: true, labels"
+    )
     assert [g["name"].split("-")[2] for g in _doc(ok)["groups"]] == ["sli", "meta"]
 
 
-@pytest.mark.parametrize(("old", "new", "reason"), [
-    ("objective: 99.9", "objective: 100", "budget is zero"),
-    ("[{{.window}}]))\n    alerting", "[5m]))\n    alerting", "has no {{.window}}"),
-    ('version: "prometheus/v1"', "version: prometheus/v2", "version must be prometheus/v1"),
-    ("objective: 99.9", "objective: lots", "not a number"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        ("objective: 99.9", "objective: 100", "budget is zero"),
+        ("[{{.window}}]))\n    alerting", "[5m]))\n    alerting", "has no {{.window}}"),
+        ('version: "prometheus/v1"', "version: prometheus/v2", "version must be prometheus/v1"),
+        ("objective: 99.9", "objective: lots", "not a number"),
+    ],
+)
 def test_rejects_invalid_specs(old: str, new: str, reason: str) -> None:
     assert old in SLOTH_SPEC
     with pytest.raises(SpecError, match=reason.replace("{", r"\{").replace("}", r"\}")):
@@ -154,7 +192,9 @@ MIN = 60_000
 
 def _store_counters(store: Storage, minutes: int, per_minute: list[tuple[int, int]]) -> tuple[int, int]:
     """http_requests_total by code, one sample a minute; returns (errors, total) appended."""
-    labels = [from_dict({"__name__": "http_requests_total", "job": "checkout", "code": c}) for c in ("200", "500")]
+    labels = [
+        from_dict({"__name__": "http_requests_total", "job": "checkout", "code": c}) for c in ("200", "500")
+    ]
     refs = store.series_refs(labels)
     ok = err = 0.0
     ts, vals, rr = [], [], []
@@ -169,7 +209,9 @@ def _store_counters(store: Storage, minutes: int, per_minute: list[tuple[int, in
     return int(err), int(err + ok)
 
 
-def _run_recordings(store: Storage, engine: Engine, rules: list[RecordingRule], end_ms: int, step_ms: int) -> None:
+def _run_recordings(
+    store: Storage, engine: Engine, rules: list[RecordingRule], end_ms: int, step_ms: int
+) -> None:
     """Evaluate recording rules in order over [step, end] (what the rules engine does every step)."""
     for rule in rules:
         res = engine.range(rule.expr, step_ms, end_ms, step_ms)
@@ -200,7 +242,10 @@ def _rules(spec_text: str) -> tuple[list[RecordingRule], list[AlertingRule]]:
     groups, errors = parse_rule_file(to_yaml(generate(parse_specs(spec_text))), "g.yml")
     assert errors == []
     rules = [r for g in groups for r in g.rules]
-    return ([r for r in rules if isinstance(r, RecordingRule)], [r for r in rules if isinstance(r, AlertingRule)])
+    return (
+        [r for r in rules if isinstance(r, RecordingRule)],
+        [r for r in rules if isinstance(r, AlertingRule)],
+    )
 
 
 def test_period_ratio_is_a_ratio_of_sums() -> None:
@@ -211,9 +256,19 @@ def test_period_ratio_is_a_ratio_of_sums() -> None:
     errors, total = _store_counters(store, minutes, traffic)
     engine = Engine(store)
     records, _ = _rules(_checkout_spec("1d", 0))
-    _run_recordings(store, engine, [r for r in records if r.name.endswith("5m") or r.name.endswith("1d")
-                                    or r.name.startswith("slo:") and "ratio_rate" not in r.name
-                                    and "events" not in r.name], minutes * MIN, 5 * MIN)
+    _run_recordings(
+        store,
+        engine,
+        [
+            r
+            for r in records
+            if r.name.endswith("5m")
+            or r.name.endswith("1d")
+            or (r.name.startswith("slo:") and "ratio_rate" not in r.name and "events" not in r.name)
+        ],
+        minutes * MIN,
+        5 * MIN,
+    )
     got = engine.instant('slo:sli_error:ratio_rate1d{sloth_window="1d"}', minutes * MIN).series[0].values[0]
     expected = errors / total  # independent: from the counters the test wrote
     mean_of_ratios = (720 * 0.001 + 720 * 0.1) / 1440

@@ -35,7 +35,7 @@ class _State:
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, type[_State]]]:
-    state = type("S", (_State,), {})
+    state: type[_State] = type("S", (_State,), {})
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -60,13 +60,21 @@ def server() -> Iterator[tuple[str, type[_State]]]:
 
 def test_uptime_with_incident_prober_gap_degraded_and_maintenance(server: tuple[str, type[_State]]) -> None:
     url, state = server
-    cfg = ProbeConfig(name="checkout", url=url + "/health", keyword='"ok"', degraded_after="50ms",
-                      interval="5m", timeout="2s")
+    cfg = ProbeConfig(
+        name="checkout",
+        url=url + "/health",
+        keyword='"ok"',
+        degraded_after="50ms",
+        interval="5m",
+        timeout="2s",
+    )
     t0 = 1_800_000_000_000  # 2027-01-15
     # maintenance from minute 130 to 150: the service is down then, and it must not count
-    maint = MaintenanceWindow(name="db upgrade",
-                              start=dt.datetime.fromtimestamp((t0 + 130 * MIN) / 1000, dt.UTC),
-                              end=dt.datetime.fromtimestamp((t0 + 150 * MIN) / 1000, dt.UTC))
+    maint = MaintenanceWindow(
+        name="db upgrade",
+        start=dt.datetime.fromtimestamp((t0 + 130 * MIN) / 1000, dt.UTC),
+        end=dt.datetime.fromtimestamp((t0 + 150 * MIN) / 1000, dt.UTC),
+    )
     store = Storage.open(data_dir=None)
     now = [0.0]
     manager = ProbeManager([cfg], store, clock=lambda: now[0])
@@ -87,36 +95,64 @@ def test_uptime_with_incident_prober_gap_degraded_and_maintenance(server: tuple[
     d = view.summaries[1].durations_ms
     # independent accounting, in minutes of the 3 hours:
     up = (60 - 0) + (130 - 120) + (180 - 150)  # healthy and fast
-    degraded = 120 - 90                          # answered, slower than 50 ms
-    down = 70 - 60                               # HTTP 500
-    unknown = 90 - 70                            # no probe ran
+    degraded = 120 - 90  # answered, slower than 50 ms
+    down = 70 - 60  # HTTP 500
+    unknown = 90 - 70  # no probe ran
     maintenance = 150 - 130
-    before = 24 * 60 - 180                        # the day before the first probe: nothing observed
+    before = 24 * 60 - 180  # the day before the first probe: nothing observed
     assert {k: v // MIN for k, v in d.items()} == {
-        "up": up, "degraded": degraded, "down": down, "unknown": unknown + before, "maintenance": maintenance}
+        "up": up,
+        "degraded": degraded,
+        "down": down,
+        "unknown": unknown + before,
+        "maintenance": maintenance,
+    }
     assert view.summaries[1].uptime == pytest.approx((up + degraded) / (up + degraded + down))
-    assert view.summaries[1].uptime != pytest.approx((up + degraded + unknown) / (up + degraded + down + unknown))
+    assert view.summaries[1].uptime != pytest.approx(
+        (up + degraded + unknown) / (up + degraded + down + unknown)
+    )
     [incident] = view.incidents
-    assert (incident.start_ms, incident.end_ms, incident.cause) == (t0 + 60 * MIN, t0 + 70 * MIN, "status 500")
+    assert (incident.start_ms, incident.end_ms, incident.cause) == (
+        t0 + 60 * MIN,
+        t0 + 70 * MIN,
+        "status 500",
+    )
     assert view.maintenance == [(t0 + 130 * MIN, t0 + 150 * MIN, "db upgrade")]
     assert view.state == "up"
     # the probe_* series are in the store, as blackbox_exporter names them
-    names = {dict(s.labels)["__name__"] for s in store.select([Matcher(MatchOp.EQUAL, "probe", "checkout")], 0, end)}
-    assert {"probe_success", "probe_duration_seconds", "probe_http_status_code", "probe_http_duration_seconds",
-            "probe_failure_info", "probe_degraded"} <= names
+    names = {
+        dict(s.labels)["__name__"]
+        for s in store.select([Matcher(MatchOp.EQUAL, "probe", "checkout")], 0, end)
+    }
+    assert {
+        "probe_success",
+        "probe_duration_seconds",
+        "probe_http_status_code",
+        "probe_http_duration_seconds",
+        "probe_failure_info",
+        "probe_degraded",
+    } <= names
 
 
-@pytest.mark.parametrize(("kwargs", "status", "body", "cause"), [
-    ({}, 200, "", ""),
-    ({}, 503, "", "status 503"),
-    ({"expected_status": [503]}, 503, "", ""),
-    ({"keyword": "ok"}, 200, "fine", "keyword 'ok' missing"),
-    ({"regex": r"version \d+"}, 200, "version 12", ""),
-    ({"regex": r"version \d+"}, 200, "version x", r"regex 'version \\d+' did not match"),
-    ({"json_path": "db.ok", "json_equals": True}, 200, '{"db": {"ok": false}}', "json db.ok is False, expected True"),
-    ({"json_path": "checks.0.ok", "json_equals": True}, 200, '{"checks": [{"ok": true}]}', ""),
-    ({"json_path": "db.ok"}, 200, "not json", "json db.ok missing"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "status", "body", "cause"),
+    [
+        ({}, 200, "", ""),
+        ({}, 503, "", "status 503"),
+        ({"expected_status": [503]}, 503, "", ""),
+        ({"keyword": "ok"}, 200, "fine", "keyword 'ok' missing"),
+        ({"regex": r"version \d+"}, 200, "version 12", ""),
+        ({"regex": r"version \d+"}, 200, "version x", r"regex 'version \\d+' did not match"),
+        (
+            {"json_path": "db.ok", "json_equals": True},
+            200,
+            '{"db": {"ok": false}}',
+            "json db.ok is False, expected True",
+        ),
+        ({"json_path": "checks.0.ok", "json_equals": True}, 200, '{"checks": [{"ok": true}]}', ""),
+        ({"json_path": "db.ok"}, 200, "not json", "json db.ok missing"),
+    ],
+)
 def test_response_conditions(kwargs: dict[str, Any], status: int, body: str, cause: str) -> None:
     cfg = ProbeConfig(name="x", url="http://x", **kwargs)
     assert check_response(cfg, status, body) == cause
@@ -146,9 +182,28 @@ def test_tcp_probe_up_and_down(server: tuple[str, type[_State]]) -> None:
 
 def test_https_certificate_expiry(tmp_path: Path) -> None:
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "10", "-subj",
-                    "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "10",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from watchkeeper.labels import from_dict
 from watchkeeper.promql.engine import Engine
 from watchkeeper.slo.cli import slo_generate_main
-from watchkeeper.slo.config import ProbeConfig, SloConfig
+from watchkeeper.slo.config import SloConfig
 from watchkeeper.slo.probes import ProbeResult, result_samples
 from watchkeeper.slo.reports import build_report, digest_text, schedule_reports, to_csv
 from watchkeeper.slo.router import SloState, slo_router, write_rule_files
@@ -60,21 +60,45 @@ def _record(store: Storage, name: str, slo_id: str, values: np.ndarray, ts: np.n
 def state(tmp_path_factory: pytest.TempPathFactory) -> SloState:
     tmp_path = tmp_path_factory.mktemp("slo")
     (tmp_path / "checkout.yml").write_text(SPEC)
-    config = SloConfig.model_validate({
-        "spec_files": ["*.yml"], "external_url": "http://wk.example",
-        "probes": [{"name": "api", "url": "http://10.1.2.3:8080/internal/health", "interval": "5m",
-                    "component": "Checkout API"}],
-        "maintenance": [{"name": "db upgrade", "start": "2027-01-15T04:00:00+00:00",
-                         "end": "2027-01-15T04:30:00+00:00"}],
-        "status_pages": [{"slug": "public", "title": "Shop status", "monitors": ["api"]}],
-        "reports": [
-            {"name": "weekly-slo", "kind": "slo", "schedule": "0 9 * * mon", "chat": {
-                "name": "chat", "slack_configs": [{"api_url": "http://placeholder"}]}},
-            {"name": "uptime", "kind": "uptime", "window": "30d"},
-            {"name": "business", "kind": "business", "window": "30d",
-             "kpis": [{"name": "signups", "query": "sum by (region) (signups)", "breakdown_by": "region"}]},
-        ],
-    })
+    config = SloConfig.model_validate(
+        {
+            "spec_files": ["*.yml"],
+            "external_url": "http://wk.example",
+            "probes": [
+                {
+                    "name": "api",
+                    "url": "http://10.1.2.3:8080/internal/health",
+                    "interval": "5m",
+                    "component": "Checkout API",
+                }
+            ],
+            "maintenance": [
+                {
+                    "name": "db upgrade",
+                    "start": "2027-01-15T04:00:00+00:00",
+                    "end": "2027-01-15T04:30:00+00:00",
+                }
+            ],
+            "status_pages": [{"slug": "public", "title": "Shop status", "monitors": ["api"]}],
+            "reports": [
+                {
+                    "name": "weekly-slo",
+                    "kind": "slo",
+                    "schedule": "0 9 * * mon",
+                    "chat": {"name": "chat", "slack_configs": [{"api_url": "http://placeholder"}]},
+                },
+                {"name": "uptime", "kind": "uptime", "window": "30d"},
+                {
+                    "name": "business",
+                    "kind": "business",
+                    "window": "30d",
+                    "kpis": [
+                        {"name": "signups", "query": "sum by (region) (signups)", "breakdown_by": "region"}
+                    ],
+                },
+            ],
+        }
+    )
     store = Storage.open(data_dir=None, retention_ms=400 * 1440 * MIN)
     # recorded 5m rates every 5 minutes for 10 days: checkout 10 req/s with 0.05% errors
     ts = np.arange(NOW - 10 * 1440 * MIN, NOW + 1, 5 * MIN, dtype=np.int64)
@@ -92,17 +116,27 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> SloState:
         samples = result_samples(cfg, r)
         refs = store.series_refs([lb for lb, _ in samples])
         batch += [(int(ref), t, v) for ref, (_, v) in zip(refs, samples, strict=True)]
-    store.append(np.array([b[0] for b in batch]), np.array([b[1] for b in batch]), np.array([b[2] for b in batch]))
+    store.append(
+        np.array([b[0] for b in batch]), np.array([b[1] for b in batch]), np.array([b[2] for b in batch])
+    )
     # business KPI gauges: now and 30 days ago
     for region, before, after in (("eu", 100.0, 150.0), ("us", 200.0, 190.0)):
         ref = store.series_refs([from_dict({"__name__": "signups", "region": region})])
         store.append(np.repeat(ref, 2), np.array([NOW - 30 * 1440 * MIN, NOW]), np.array([before, after]))
-    return SloState.load(config, store=store, engine=Engine(store), base_dir=tmp_path, clock=lambda: NOW / 1000)
+    return SloState.load(
+        config, store=store, engine=Engine(store), base_dir=tmp_path, clock=lambda: NOW / 1000
+    )
 
 
 def test_slo_report_digest_and_csv(state: SloState) -> None:
-    report = build_report(state.config.reports[0], store=state.store, engine=state.engine, specs=state.specs,
-                          slo=state.config, now_ms=NOW)
+    report = build_report(
+        state.config.reports[0],
+        store=state.store,
+        engine=state.engine,
+        specs=state.specs,
+        slo=state.config,
+        now_ms=NOW,
+    )
     text = digest_text(report)
     # 0.005 / 10 = 0.05% errors: 99.95% against 99.9%, half of the budget left
     assert "Checkout availability met 99.95% against 99.9%; 50% of budget left." in text
@@ -114,16 +148,28 @@ def test_slo_report_digest_and_csv(state: SloState) -> None:
 
 
 def test_uptime_and_business_reports(state: SloState) -> None:
-    up = build_report(state.config.reports[1], store=state.store, engine=state.engine, specs=state.specs,
-                      slo=state.config, now_ms=NOW)
+    up = build_report(
+        state.config.reports[1],
+        store=state.store,
+        engine=state.engine,
+        specs=state.specs,
+        slo=state.config,
+        now_ms=NOW,
+    )
     observed = 2 * 1440  # minutes with results (the last result covers 5 more minutes, past now: clipped)
     counted = observed - 30  # the 04:00-04:30 maintenance is left out
     assert up.rows[0][1] == pytest.approx(round((counted - 10) / counted * 100, 4))
     assert "30m maintenance excluded" in up.sentences[0]
     assert up.rows[0][6] == 1 and "1 outage, 10m down" in up.sentences[0]
     assert "not observed" in up.sentences[0]  # the 28 days before the first probe are unknown, not up
-    biz = build_report(state.config.reports[2], store=state.store, engine=state.engine, specs=state.specs,
-                       slo=state.config, now_ms=NOW)
+    biz = build_report(
+        state.config.reports[2],
+        store=state.store,
+        engine=state.engine,
+        specs=state.specs,
+        slo=state.config,
+        now_ms=NOW,
+    )
     assert biz.rows[0][:5] == ["signups", "", 340.0, 300.0, 13.33]
     assert biz.notes[0] == "Top mover: signups region=eu +50.0%"
 
@@ -161,18 +207,26 @@ def chat() -> Iterator[tuple[str, _Chat]]:
 def test_scheduled_digest_reaches_local_chat_receiver(state: SloState, chat: tuple[str, _Chat]) -> None:
     url, box = chat
     cfg = state.config.reports[0]
-    chat_cfg = cfg.chat.model_copy(update={"slack_configs": [cfg.chat.slack_configs[0].model_copy(  # type: ignore[union-attr]
-        update={"api_url": url})]})
+    assert cfg.chat is not None
+    slack = cfg.chat.slack_configs[0].model_copy(update={"api_url": url})
+    chat_cfg = cfg.chat.model_copy(update={"slack_configs": [slack]})
     config = state.config.model_copy(update={"reports": [cfg.model_copy(update={"chat": chat_cfg})]})
     scheduler = BackgroundScheduler(timezone="UTC")
-    ids = schedule_reports(scheduler, config, store=state.store, engine=state.engine, specs=lambda: state.specs,
-                           clock=lambda: NOW / 1000)
+    ids = schedule_reports(
+        scheduler,
+        config,
+        store=state.store,
+        engine=state.engine,
+        specs=lambda: state.specs,
+        clock=lambda: NOW / 1000,
+    )
     assert ids == ["slo-report:weekly-slo"]
     job = scheduler.get_job(ids[0])
     assert str(job.trigger).startswith("cron[") and "day_of_week='mon'" in str(job.trigger)
     scheduler.start()
     try:
         import datetime as dt
+
         job.modify(next_run_time=dt.datetime.now(dt.UTC))  # run the scheduled job now
         assert box.event.wait(10)
     finally:
@@ -214,7 +268,7 @@ def test_cli_generate_and_reject(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "vector(28)" in out.read_text()
 
 
-def test_write_rule_files(state: SloState, tmp_path: Path) -> None:  # noqa: D103
+def test_write_rule_files(state: SloState, tmp_path: Path) -> None:
     paths = write_rule_files(state.specs, tmp_path / "gen")
     assert sorted(p.name for p in paths) == ["checkout-availability.yml", "checkout-latency.yml"]
     (tmp_path / "gen" / "stale.yml").write_text("groups: []")

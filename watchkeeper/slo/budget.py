@@ -47,7 +47,9 @@ class Window:
 
     @property
     def label(self) -> str:
-        return f"rolling {self.days}d" if self.kind == "rolling" else f"calendar {self.kind} ({self.timezone})"
+        return (
+            f"rolling {self.days}d" if self.kind == "rolling" else f"calendar {self.kind} ({self.timezone})"
+        )
 
     def bounds(self, now_ms: int) -> tuple[int, int]:
         """(start_ms, end_ms) of the window containing ``now_ms``; rolling windows end at now."""
@@ -65,11 +67,11 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    objective: Decimal          # percent
+    objective: Decimal  # percent
     errors: float
     total: float
     start_ms: int
-    end_ms: int                 # end of the window (calendar: the end of the period, maybe future)
+    end_ms: int  # end of the window (calendar: the end of the period, maybe future)
     now_ms: int
     burn_rate_now: float | None  # over the short window given; None without traffic
 
@@ -130,8 +132,17 @@ class Budget:
         return at
 
 
-def compute_budget(objective: Decimal, *, errors: float, total: float, start_ms: int, end_ms: int,
-                   now_ms: int, short_errors: float | None = None, short_total: float | None = None) -> Budget:
+def compute_budget(
+    objective: Decimal,
+    *,
+    errors: float,
+    total: float,
+    start_ms: int,
+    end_ms: int,
+    now_ms: int,
+    short_errors: float | None = None,
+    short_total: float | None = None,
+) -> Budget:
     """A :class:`Budget` from event counts over the window and (optionally) a short recent window."""
     burn_now: float | None = None
     if short_total:
@@ -140,7 +151,9 @@ def compute_budget(objective: Decimal, *, errors: float, total: float, start_ms:
     return Budget(objective, errors, total, start_ms, end_ms, now_ms, burn_now)
 
 
-def counter_increase(timestamps_ms: npt.ArrayLike, values: npt.ArrayLike, start_ms: int, end_ms: int) -> float:
+def counter_increase(
+    timestamps_ms: npt.ArrayLike, values: npt.ArrayLike, start_ms: int, end_ms: int
+) -> float:
     """Exact increase of a counter between the samples in ``[start_ms, end_ms]`` (resets handled,
     no extrapolation, unlike ``increase()``): a reset counts the new value as the increase.
 

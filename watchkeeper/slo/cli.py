@@ -23,11 +23,13 @@ from watchkeeper.slo.generate import generate, to_yaml
 from watchkeeper.slo.spec import SpecError, load_spec_files
 
 
-def slo_generate_main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
-                      stderr: TextIO | None = None) -> int:
+def slo_generate_main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
     out, err = stdout or sys.stdout, stderr or sys.stderr
-    parser = argparse.ArgumentParser(prog="watchkeeper slo generate",
-                                     description="Generate Prometheus rules from Sloth/OpenSLO SLO specs.")
+    parser = argparse.ArgumentParser(
+        prog="watchkeeper slo generate", description="Generate Prometheus rules from Sloth/OpenSLO SLO specs."
+    )
     parser.add_argument("specs", nargs="+", type=Path, help="spec files (Sloth prometheus/v1 or OpenSLO v1)")
     parser.add_argument("-o", "--out", type=Path, help="write the rule file here instead of stdout")
     parser.add_argument("--period", default="30d", help="SLO period for specs that set none (28d, 30d)")

@@ -6,7 +6,8 @@
 ...                 "degraded_after": "800ms", "interval": "30s"}],
 ...     "maintenance": [{"name": "db upgrade", "weekdays": ["sun"], "at": "02:00", "duration": "1h",
 ...                      "timezone": "Europe/Paris"}],
-...     "reports": [{"name": "weekly-slo", "kind": "slo", "schedule": "0 9 * * mon", "receiver": "team-chat"}],
+...     "reports": [{"name": "weekly-slo", "kind": "slo", "schedule": "0 9 * * mon",
+...                  "receiver": "team-chat"}],
 ... })
 >>> cfg.probes[0].interval_ms, cfg.probes[0].degraded_after_seconds
 (30000, 0.8)

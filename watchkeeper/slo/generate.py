@@ -33,8 +33,15 @@ import yaml
 from watchkeeper.slo.spec import SloSpec, SpecError
 
 SHORT_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
-_WINDOW_HOURS = {"5m": Decimal(5) / 60, "30m": Decimal("0.5"), "1h": Decimal(1), "2h": Decimal(2),
-                 "6h": Decimal(6), "1d": Decimal(24), "3d": Decimal(72)}
+_WINDOW_HOURS = {
+    "5m": Decimal(5) / 60,
+    "30m": Decimal("0.5"),
+    "1h": Decimal(1),
+    "2h": Decimal(2),
+    "6h": Decimal(6),
+    "1d": Decimal(24),
+    "3d": Decimal(72),
+}
 _WINDOW_SECONDS = {"5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200}
 #: (severity, long window, short window, share of the period's budget the row consumes)
 ROWS: tuple[tuple[str, str, str, Decimal], ...] = (
@@ -58,9 +65,11 @@ class AlertRow:
     threshold: Decimal  # factor x error budget, the error ratio both windows must exceed
 
     def explain(self, period_days: int) -> str:
-        return (f"{self.severity}: error ratio above {fmt(self.threshold)} ({fmt(self.factor)}x the budget) "
-                f"over {self.long} and {self.short}: {fmt(self.budget_share * 100)}% of the "
-                f"{period_days}d budget spent in {self.long}")
+        return (
+            f"{self.severity}: error ratio above {fmt(self.threshold)} ({fmt(self.factor)}x the budget) "
+            f"over {self.long} and {self.short}: {fmt(self.budget_share * 100)}% of the "
+            f"{period_days}d budget spent in {self.long}"
+        )
 
 
 def fmt(d: Decimal) -> str:
@@ -92,12 +101,13 @@ def infeasible(spec: SloSpec) -> list[str]:
                 f"{spec.slo_id}: {row.severity} alert {row.long}/{row.short} needs an error ratio above "
                 f"{fmt(row.threshold)} ({fmt(row.factor)} x budget {fmt(spec.error_budget)}) but a ratio "
                 f"cannot exceed 1, so it can never fire; raise the objective above "
-                f"{fmt(100 - 100 / row.factor)}% or set {row.severity}_alert.disable: true")
+                f"{fmt(100 - 100 / row.factor)}% or set {row.severity}_alert.disable: true"
+            )
     return reasons
 
 
 def _selector(spec: SloSpec) -> str:
-    return (f'{{sloth_id="{spec.slo_id}", sloth_service="{spec.service}", sloth_slo="{spec.name}"}}')
+    return f'{{sloth_id="{spec.slo_id}", sloth_service="{spec.service}", sloth_slo="{spec.name}"}}'
 
 
 def _base_labels(spec: SloSpec) -> dict[str, str]:
@@ -116,10 +126,12 @@ def sli_rules(spec: SloSpec) -> list[dict[str, Any]]:
         labels = {**_base_labels(spec), "sloth_window": w}
         if spec.has_events:
             assert spec.error_query is not None and spec.total_query is not None
-            rules.append({"record": f"slo:sli_error_events:rate{w}", "expr": _q(spec.error_query, w),
-                          "labels": labels})
-            rules.append({"record": f"slo:sli_total_events:rate{w}", "expr": _q(spec.total_query, w),
-                          "labels": labels})
+            rules.append(
+                {"record": f"slo:sli_error_events:rate{w}", "expr": _q(spec.error_query, w), "labels": labels}
+            )
+            rules.append(
+                {"record": f"slo:sli_total_events:rate{w}", "expr": _q(spec.total_query, w), "labels": labels}
+            )
             expr = f"slo:sli_error_events:rate{w}{sel}\n/\nslo:sli_total_events:rate{w}{sel}"
         else:
             assert spec.error_ratio_query is not None
@@ -127,11 +139,15 @@ def sli_rules(spec: SloSpec) -> list[dict[str, Any]]:
         rules.append({"record": f"slo:sli_error:ratio_rate{w}", "expr": expr, "labels": labels})
     labels = {**_base_labels(spec), "sloth_window": period}
     if spec.has_events:
-        expr = (f"sum_over_time(slo:sli_error_events:rate5m{sel}[{period}])\n/ ignoring (sloth_window)\n"
-                f"sum_over_time(slo:sli_total_events:rate5m{sel}[{period}])")
+        expr = (
+            f"sum_over_time(slo:sli_error_events:rate5m{sel}[{period}])\n/ ignoring (sloth_window)\n"
+            f"sum_over_time(slo:sli_total_events:rate5m{sel}[{period}])"
+        )
     else:  # no counts: the only possible period ratio is Sloth's mean of 5m ratios (stated in docs)
-        expr = (f"sum_over_time(slo:sli_error:ratio_rate5m{sel}[{period}])\n/ ignoring (sloth_window)\n"
-                f"count_over_time(slo:sli_error:ratio_rate5m{sel}[{period}])")
+        expr = (
+            f"sum_over_time(slo:sli_error:ratio_rate5m{sel}[{period}])\n/ ignoring (sloth_window)\n"
+            f"count_over_time(slo:sli_error:ratio_rate5m{sel}[{period}])"
+        )
     rules.append({"record": f"slo:sli_error:ratio_rate{period}", "expr": expr, "labels": labels})
     return rules
 
@@ -145,26 +161,47 @@ def meta_rules(spec: SloSpec) -> list[dict[str, Any]]:
         {"record": "slo:objective:ratio", "expr": f"vector({fmt(spec.objective_ratio)})", "labels": base},
         {"record": "slo:error_budget:ratio", "expr": f"vector({fmt(spec.error_budget)})", "labels": base},
         {"record": "slo:time_period:days", "expr": f"vector({spec.period_days})", "labels": base},
-        {"record": "slo:current_burn_rate:ratio",
-         "expr": f"slo:sli_error:ratio_rate5m{sel}\n/ {on}\nslo:error_budget:ratio{sel}", "labels": base},
-        {"record": "slo:period_burn_rate:ratio",
-         "expr": f"slo:sli_error:ratio_rate{period}{sel}\n/ {on}\nslo:error_budget:ratio{sel}", "labels": base},
-        {"record": "slo:period_error_budget_remaining:ratio", "expr": f"1 - slo:period_burn_rate:ratio{sel}",
-         "labels": base},
-        {"record": "sloth_slo_info", "expr": "vector(1)",
-         "labels": {**base, "sloth_mode": "cli-gen-prom", "sloth_objective": fmt(spec.objective),
-                    "sloth_spec": spec.source, "sloth_version": GENERATOR}},
+        {
+            "record": "slo:current_burn_rate:ratio",
+            "expr": f"slo:sli_error:ratio_rate5m{sel}\n/ {on}\nslo:error_budget:ratio{sel}",
+            "labels": base,
+        },
+        {
+            "record": "slo:period_burn_rate:ratio",
+            "expr": f"slo:sli_error:ratio_rate{period}{sel}\n/ {on}\nslo:error_budget:ratio{sel}",
+            "labels": base,
+        },
+        {
+            "record": "slo:period_error_budget_remaining:ratio",
+            "expr": f"1 - slo:period_burn_rate:ratio{sel}",
+            "labels": base,
+        },
+        {
+            "record": "sloth_slo_info",
+            "expr": "vector(1)",
+            "labels": {
+                **base,
+                "sloth_mode": "cli-gen-prom",
+                "sloth_objective": fmt(spec.objective),
+                "sloth_spec": spec.source,
+                "sloth_version": GENERATOR,
+            },
+        },
     ]
 
 
 def _row_expr(spec: SloSpec, row: AlertRow) -> str:
     sel = _selector(spec)
     t = fmt(row.threshold)
-    parts = [f"max(slo:sli_error:ratio_rate{w}{sel} > {t}) without (sloth_window)" for w in (row.long, row.short)]
+    parts = [
+        f"max(slo:sli_error:ratio_rate{w}{sel} > {t}) without (sloth_window)" for w in (row.long, row.short)
+    ]
     if spec.min_events:
         seconds = _WINDOW_SECONDS[row.long]
-        parts.append(f"max(slo:sli_total_events:rate{row.long}{sel} * {seconds} >= {spec.min_events}) "
-                     "without (sloth_window)")
+        parts.append(
+            f"max(slo:sli_total_events:rate{row.long}{sel} * {seconds} >= {spec.min_events}) "
+            "without (sloth_window)"
+        )
     return "(\n    " + "\n    and\n    ".join(parts) + "\n)"
 
 
@@ -176,14 +213,23 @@ def alert_rules(spec: SloSpec) -> list[dict[str, Any]]:
             continue
         mine = [r for r in rows if r.severity == severity]
         expr = "\nor\n".join(_row_expr(spec, r) for r in mine)
-        title = (f"({severity}) {{{{$labels.sloth_service}}}} {{{{$labels.sloth_slo}}}} SLO error budget "
-                 "burn rate is too fast.")
-        rules.append({
-            "alert": spec.alert_name, "expr": expr,
-            "labels": {**spec.alert_labels, **alert.labels, "sloth_severity": severity},
-            "annotations": {"title": title, **spec.alert_annotations, **alert.annotations,
-                            "watchkeeper_windows": "; ".join(r.explain(spec.period_days) for r in mine)},
-        })
+        title = (
+            f"({severity}) {{{{$labels.sloth_service}}}} {{{{$labels.sloth_slo}}}} SLO error budget "
+            "burn rate is too fast."
+        )
+        rules.append(
+            {
+                "alert": spec.alert_name,
+                "expr": expr,
+                "labels": {**spec.alert_labels, **alert.labels, "sloth_severity": severity},
+                "annotations": {
+                    "title": title,
+                    **spec.alert_annotations,
+                    **alert.annotations,
+                    "watchkeeper_windows": "; ".join(r.explain(spec.period_days) for r in mine),
+                },
+            }
+        )
     return rules
 
 

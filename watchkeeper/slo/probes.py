@@ -14,7 +14,7 @@ No retries (blackbox_exporter's reasoning: retries hide failures). The checks th
 (:func:`check_response`) are pure and the manager is the only place that reads the clock:
 
 >>> manager = ProbeManager(config.probes, storage)          # doctest: +SKIP
->>> await manager.start()   # one task per probe, at its interval; manager.stop() ends them
+>>> await manager.start()  # one task per probe; manager.stop() ends them  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -112,8 +112,9 @@ async def probe_http(cfg: ProbeConfig, client: httpx.AsyncClient) -> ProbeResult
     cert: float | None = None
     try:
         async with asyncio.timeout(cfg.timeout_seconds):
-            async with client.stream(cfg.method, cfg.url, headers=cfg.headers, content=cfg.body,
-                                     extensions={"trace": trace}) as resp:
+            async with client.stream(
+                cfg.method, cfg.url, headers=cfg.headers, content=cfg.body, extensions={"trace": trace}
+            ) as resp:
                 cert = _cert_expiry(resp.extensions.get("network_stream"))
                 body = (await resp.aread()).decode(resp.encoding or "utf-8", errors="replace")
                 status = resp.status_code
@@ -173,8 +174,11 @@ def result_samples(cfg: ProbeConfig, r: ProbeResult) -> list[tuple[Labels, float
     def s(name: str, value: float, **extra: str) -> tuple[Labels, float]:
         return from_dict({**base, **extra, "__name__": name}), value
 
-    out = [s("probe_success", 1.0 if r.success else 0.0), s("probe_duration_seconds", r.duration_seconds),
-           s("probe_degraded", 1.0 if r.degraded else 0.0)]
+    out = [
+        s("probe_success", 1.0 if r.success else 0.0),
+        s("probe_duration_seconds", r.duration_seconds),
+        s("probe_degraded", 1.0 if r.degraded else 0.0),
+    ]
     if r.status_code is not None:
         out.append(s("probe_http_status_code", float(r.status_code)))
     out += [s("probe_http_duration_seconds", v, phase=k) for k, v in sorted(r.phases.items())]
@@ -191,8 +195,14 @@ class ProbeManager:
     ``storage`` needs ``series_refs(labels)`` and ``append(refs, timestamps_ms, values)``.
     """
 
-    def __init__(self, probes: Sequence[ProbeConfig], storage: Any, *, clock: Callable[[], float] = time.time,
-                 max_concurrency: int = 50) -> None:
+    def __init__(
+        self,
+        probes: Sequence[ProbeConfig],
+        storage: Any,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_concurrency: int = 50,
+    ) -> None:
         self.probes = list(probes)
         self.storage = storage
         self.clock = clock
@@ -209,9 +219,11 @@ class ProbeManager:
                 verify = ssl.create_default_context(cafile=cfg.ca_file)
             # one connection per probe run: keep-alive would hide connect/TLS time and failures
             self._clients[key] = httpx.AsyncClient(
-                verify=verify, follow_redirects=cfg.follow_redirects,
+                verify=verify,
+                follow_redirects=cfg.follow_redirects,
                 limits=httpx.Limits(max_keepalive_connections=0),
-                headers={"User-Agent": "watchkeeper-probe/0.1"})
+                headers={"User-Agent": "watchkeeper-probe/0.1"},
+            )
         return self._clients[key]
 
     async def run_probe(self, cfg: ProbeConfig) -> ProbeResult:
@@ -226,8 +238,12 @@ class ProbeManager:
         self.last[cfg.name] = result
         samples = result_samples(cfg, result)
         refs = self.storage.series_refs([lb for lb, _ in samples])
-        await asyncio.to_thread(self.storage.append, refs, np.full(len(samples), ts_ms, dtype=np.int64),
-                                np.array([v for _, v in samples], dtype=np.float64))
+        await asyncio.to_thread(
+            self.storage.append,
+            refs,
+            np.full(len(samples), ts_ms, dtype=np.int64),
+            np.array([v for _, v in samples], dtype=np.float64),
+        )
         return result
 
     async def run_once(self) -> dict[str, ProbeResult]:

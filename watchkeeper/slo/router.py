@@ -53,11 +53,19 @@ class SloState:
     clock: Callable[[], float] = time.time
 
     @classmethod
-    def load(cls, config: SloConfig, *, store: Any, engine: Any, base_dir: Path | None = None,
-             clock: Callable[[], float] = time.time) -> SloState:
+    def load(
+        cls,
+        config: SloConfig,
+        *,
+        store: Any,
+        engine: Any,
+        base_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> SloState:
         """Load the spec files (:class:`~watchkeeper.slo.spec.SpecError` lists every problem)."""
-        specs = load_spec_files(expand_patterns(config.spec_files, base_dir),
-                                default_period_days=config.default_period_days)
+        specs = load_spec_files(
+            expand_patterns(config.spec_files, base_dir), default_period_days=config.default_period_days
+        )
         generate(specs)  # reject unreachable alerts at start-up, not at the first page view
         return cls(config, store, engine, specs, clock)
 
@@ -89,9 +97,13 @@ def _static_url(name: str) -> str:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(TEMPLATES_DIR),
-                                    jinja2.FileSystemLoader(DASHBOARD_TEMPLATES)]),
-        autoescape=True, trim_blocks=True, lstrip_blocks=True)
+        loader=jinja2.ChoiceLoader(
+            [jinja2.FileSystemLoader(TEMPLATES_DIR), jinja2.FileSystemLoader(DASHBOARD_TEMPLATES)]
+        ),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.globals["static"] = _static_url
     env.globals["plotly_url"] = _static_url(PLOTLY_FILE)
     env.globals["objective"] = objective_text
@@ -117,7 +129,9 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
         tz = ZoneInfo(state.config.timezone)
 
         def when(ms: int | None) -> str:
-            return "" if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M %Z")
+            return (
+                "" if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M %Z")
+            )
 
         html = env.get_template(name).render(when=when, dur=_dur, theme=None, kiosk=False, **ctx)
         return HTMLResponse(html)
@@ -132,10 +146,21 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
         window = window_of(request, state)
         now = state.now_ms()
         views = await anyio.to_thread.run_sync(
-            lambda: sorted((slo_view(state.store, s, window, now_ms=now) for s in state.specs), key=lambda v: v.risk))
+            lambda: sorted(
+                (slo_view(state.store, s, window, now_ms=now) for s in state.specs), key=lambda v: v.risk
+            )
+        )
         key = window.kind if window.kind != "rolling" else f"{window.days}d"
-        return render("slo_list.html", title="SLOs", nav="/slo", views=views, window=key, windows=WINDOWS,
-                      window_label=window.label, method=SLO_METHOD)
+        return render(
+            "slo_list.html",
+            title="SLOs",
+            nav="/slo",
+            views=views,
+            window=key,
+            windows=WINDOWS,
+            window_label=window.label,
+            method=SLO_METHOD,
+        )
 
     @router.get("/slo/{slo_id}", response_class=HTMLResponse)
     async def slo_detail(slo_id: str, request: Request) -> Response:
@@ -148,27 +173,53 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
 
         def work() -> tuple[Any, tuple[list[int], list[float]]]:
             from watchkeeper.slo.views import budget_series
-            return slo_view(state.store, spec, window, now_ms=now), budget_series(state.store, spec, window, now_ms=now)
+
+            return slo_view(state.store, spec, window, now_ms=now), budget_series(
+                state.store, spec, window, now_ms=now
+            )
 
         view, (bx, by) = await anyio.to_thread.run_sync(work)
         burn = [(w, v) for w, v in view.burn_rates.items() if v is not None]
-        return render("slo_detail.html", title=spec.slo_id, nav="/slo", view=view, budget_x=bx, budget_y=by,
-                      burn_x=[w for w, _ in burn], burn_y=[v for _, v in burn], method=SLO_METHOD)
+        return render(
+            "slo_detail.html",
+            title=spec.slo_id,
+            nav="/slo",
+            view=view,
+            budget_x=bx,
+            budget_y=by,
+            burn_x=[w for w, _ in burn],
+            burn_y=[v for _, v in burn],
+            method=SLO_METHOD,
+        )
 
     @router.get("/uptime", response_class=HTMLResponse)
     async def uptime(request: Request) -> HTMLResponse:
         state = get_state()
         now = state.now_ms()
-        monitors = await anyio.to_thread.run_sync(lambda: [
-            monitor_view(state.store, p, maintenance=state.config.maintenance, now_ms=now)
-            for p in state.config.probes])
-        incidents = sorted(((m.cfg.name, i) for m in monitors for i in m.incidents), key=lambda x: -x[1].start_ms)
-        maintenance = sorted({(m.cfg.name, a, b, what) for m in monitors for a, b, what in m.maintenance},
-                             key=lambda x: -x[1])
+        monitors = await anyio.to_thread.run_sync(
+            lambda: [
+                monitor_view(state.store, p, maintenance=state.config.maintenance, now_ms=now)
+                for p in state.config.probes
+            ]
+        )
+        incidents = sorted(
+            ((m.cfg.name, i) for m in monitors for i in m.incidents), key=lambda x: -x[1].start_ms
+        )
+        maintenance = sorted(
+            {(m.cfg.name, a, b, what) for m in monitors for a, b, what in m.maintenance}, key=lambda x: -x[1]
+        )
         latency = [{"name": m.cfg.name, "x": m.latency[0], "y": m.latency[1]} for m in monitors]
-        return render("uptime.html", title="Uptime", nav="/uptime", monitors=monitors, ranges=RANGES_DAYS,
-                      incidents=incidents[:100], maintenance=maintenance[:50], latency=latency,
-                      method=UPTIME_METHOD)
+        return render(
+            "uptime.html",
+            title="Uptime",
+            nav="/uptime",
+            monitors=monitors,
+            ranges=RANGES_DAYS,
+            incidents=incidents[:100],
+            maintenance=maintenance[:50],
+            latency=latency,
+            method=UPTIME_METHOD,
+        )
 
     @router.get("/status/{slug}", response_class=HTMLResponse)
     async def status_page(slug: str) -> Response:
@@ -178,8 +229,11 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
             return PlainTextResponse("not found\n", status_code=404)
         now = state.now_ms()
         probes = [p for p in state.config.probes if not page.monitors or p.name in page.monitors]
-        views = await anyio.to_thread.run_sync(lambda: [
-            monitor_view(state.store, p, maintenance=state.config.maintenance, now_ms=now) for p in probes])
+        views = await anyio.to_thread.run_sync(
+            lambda: [
+                monitor_view(state.store, p, maintenance=state.config.maintenance, now_ms=now) for p in probes
+            ]
+        )
         tz = ZoneInfo(state.config.timezone)
 
         def day(ms: int) -> str:
@@ -191,18 +245,39 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
         components, incidents, states = [], [], []
         for v in views:
             start = now - 90 * 86_400_000
-            bars = [(d, u, f"{day(d)}: " + ("no data" if u is None else f"{u * 100:.2f}%"))
-                    for d, u, _ in daily_bars(v.timeline, start, 90)]
+            bars = [
+                (d, u, f"{day(d)}: " + ("no data" if u is None else f"{u * 100:.2f}%"))
+                for d, u, _ in daily_bars(v.timeline, start, 90)
+            ]
             components.append({"name": v.cfg.display_name, "uptime": v.summaries[90].uptime, "bars": bars})
             states.append(v.state)
-            incidents += [(v.cfg.display_name, minute(i.start_ms), _dur(i.duration_ms), i.end_ms is None)
-                          for i in v.incidents]
-        overall = ("down" if "down" in states else "degraded" if "degraded" in states
-                   else "unknown" if states and all(s == "unknown" for s in states) else "up")
-        upcoming = sorted({(w.name, minute(a)) for w in state.config.maintenance
-                           for a, _ in w.occurrences(now, now + 7 * 86_400_000)})
-        html = env.get_template("status.html").render(page=page, components=components, overall=overall,
-                                                      incidents=incidents[::-1][:50], maintenance=upcoming)
+            incidents += [
+                (v.cfg.display_name, minute(i.start_ms), _dur(i.duration_ms), i.end_ms is None)
+                for i in v.incidents
+            ]
+        overall = (
+            "down"
+            if "down" in states
+            else "degraded"
+            if "degraded" in states
+            else "unknown"
+            if states and all(s == "unknown" for s in states)
+            else "up"
+        )
+        upcoming = sorted(
+            {
+                (w.name, minute(a))
+                for w in state.config.maintenance
+                for a, _ in w.occurrences(now, now + 7 * 86_400_000)
+            }
+        )
+        html = env.get_template("status.html").render(
+            page=page,
+            components=components,
+            overall=overall,
+            incidents=incidents[::-1][:50],
+            maintenance=upcoming,
+        )
         return HTMLResponse(html, headers={"Cache-Control": "public, max-age=30"})
 
     @router.get("/reports/{name}.csv")
@@ -211,10 +286,21 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
         cfg = next((r for r in state.config.reports if r.name == name), None)
         if cfg is None:
             return PlainTextResponse("not found\n", status_code=404)
-        report = await anyio.to_thread.run_sync(lambda: build_report(
-            cfg, store=state.store, engine=state.engine, specs=state.specs, slo=state.config, now_ms=state.now_ms()))
-        return Response(to_csv(report), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+        report = await anyio.to_thread.run_sync(
+            lambda: build_report(
+                cfg,
+                store=state.store,
+                engine=state.engine,
+                specs=state.specs,
+                slo=state.config,
+                now_ms=state.now_ms(),
+            )
+        )
+        return Response(
+            to_csv(report),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
 
     @router.get("/reports/{name}", response_class=HTMLResponse)
     async def report_html(name: str) -> Response:
@@ -222,8 +308,16 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
         cfg = next((r for r in state.config.reports if r.name == name), None)
         if cfg is None:
             return PlainTextResponse("not found\n", status_code=404)
-        report = await anyio.to_thread.run_sync(lambda: build_report(
-            cfg, store=state.store, engine=state.engine, specs=state.specs, slo=state.config, now_ms=state.now_ms()))
+        report = await anyio.to_thread.run_sync(
+            lambda: build_report(
+                cfg,
+                store=state.store,
+                engine=state.engine,
+                specs=state.specs,
+                slo=state.config,
+                now_ms=state.now_ms(),
+            )
+        )
         return render("report.html", title=report.title, nav="/reports", report=report)
 
     return router

@@ -156,8 +156,9 @@ def load_spec_files(paths: list[Path], *, default_period_days: int = 30) -> list
     errors: list[str] = []
     for path in paths:
         try:
-            specs += parse_specs(path.read_text(encoding="utf-8"), str(path),
-                                 default_period_days=default_period_days)
+            specs += parse_specs(
+                path.read_text(encoding="utf-8"), str(path), default_period_days=default_period_days
+            )
         except OSError as exc:
             errors.append(f"{path}: {exc.strerror or exc}")
         except SpecError as exc:
@@ -222,8 +223,10 @@ def _parse_sloth(doc: Any, filename: str, errors: list[str], default_period_days
             if not ratio_q:
                 errors.append(f"{where}: sli.raw needs error_ratio_query")
         else:
-            errors.append(f"{where}: sli needs events (error_query, total_query) or raw (error_ratio_query);"
-                          " plugins are not supported")
+            errors.append(
+                f"{where}: sli needs events (error_query, total_query) or raw (error_ratio_query);"
+                " plugins are not supported"
+            )
         alerting = raw.get("alerting") or {}
         if not isinstance(alerting, dict):
             errors.append(f"{where}: alerting must be a mapping")
@@ -236,21 +239,29 @@ def _parse_sloth(doc: Any, filename: str, errors: list[str], default_period_days
                 errors.append(f"{where}: min_events must be an integer")
         if objective is None:
             continue
-        out.append(SloSpec(
-            service=service, name=name, objective=objective,
-            error_query=str(error_q) if error_q else None, total_query=str(total_q) if total_q else None,
-            error_ratio_query=str(ratio_q) if ratio_q else None,
-            description=str(raw.get("description") or ""),
-            labels={**labels, **_str_map(raw.get("labels"), f"{where}.labels", errors)},
-            alert_name=str(alerting.get("name") or ""),
-            alert_labels=_str_map(alerting.get("labels"), f"{where}.alerting.labels", errors),
-            alert_annotations=_str_map(alerting.get("annotations"), f"{where}.alerting.annotations", errors),
-            page=_alert(alerting.get("page_alert"), f"{where}.alerting.page_alert", errors),
-            ticket=_alert(alerting.get("ticket_alert"), f"{where}.alerting.ticket_alert", errors),
-            period_days=_period_days(raw.get("period", doc.get("period", f"{default_period_days}d")),
-                                     where, errors),
-            min_events=min_events,
-        ))
+        out.append(
+            SloSpec(
+                service=service,
+                name=name,
+                objective=objective,
+                error_query=str(error_q) if error_q else None,
+                total_query=str(total_q) if total_q else None,
+                error_ratio_query=str(ratio_q) if ratio_q else None,
+                description=str(raw.get("description") or ""),
+                labels={**labels, **_str_map(raw.get("labels"), f"{where}.labels", errors)},
+                alert_name=str(alerting.get("name") or ""),
+                alert_labels=_str_map(alerting.get("labels"), f"{where}.alerting.labels", errors),
+                alert_annotations=_str_map(
+                    alerting.get("annotations"), f"{where}.alerting.annotations", errors
+                ),
+                page=_alert(alerting.get("page_alert"), f"{where}.alerting.page_alert", errors),
+                ticket=_alert(alerting.get("ticket_alert"), f"{where}.alerting.ticket_alert", errors),
+                period_days=_period_days(
+                    raw.get("period", doc.get("period", f"{default_period_days}d")), where, errors
+                ),
+                min_events=min_events,
+            )
+        )
     return out
 
 
@@ -272,10 +283,14 @@ def _metric_query(raw: Any, counter: bool) -> str | None:
     return f"sum(rate({query}[{{{{.window}}}}]))"
 
 
-def _parse_openslo(docs: list[Any], filename: str, errors: list[str], default_period_days: int
-                   ) -> list[SloSpec]:
-    slis = {str(d.get("metadata", {}).get("name")): d.get("spec") or {}
-            for d in docs if isinstance(d, dict) and d.get("kind") == "SLI"}
+def _parse_openslo(
+    docs: list[Any], filename: str, errors: list[str], default_period_days: int
+) -> list[SloSpec]:
+    slis = {
+        str(d.get("metadata", {}).get("name")): d.get("spec") or {}
+        for d in docs
+        if isinstance(d, dict) and d.get("kind") == "SLI"
+    }
     out: list[SloSpec] = []
     for doc in docs:
         if not isinstance(doc, dict) or doc.get("kind") != "SLO":
@@ -287,7 +302,9 @@ def _parse_openslo(docs: list[Any], filename: str, errors: list[str], default_pe
             errors.append(f"{where}: apiVersion must be openslo/v1")
             continue
         indicator = spec.get("indicator")
-        sli = indicator.get("spec") if isinstance(indicator, dict) else slis.get(str(spec.get("indicatorRef")))
+        sli = (
+            indicator.get("spec") if isinstance(indicator, dict) else slis.get(str(spec.get("indicatorRef")))
+        )
         ratio = sli.get("ratioMetric") if isinstance(sli, dict) else None
         if not isinstance(ratio, dict):
             errors.append(f"{where}: only SLIs with ratioMetric are supported (indicator or indicatorRef)")
@@ -316,20 +333,29 @@ def _parse_openslo(docs: list[Any], filename: str, errors: list[str], default_pe
         if isinstance(objectives, list) and len(objectives) > 1:
             errors.append(f"{where}: only one objective per SLO is supported")
         if str(spec.get("budgetingMethod", "Occurrences")) != "Occurrences":
-            errors.append(f"{where}: budgetingMethod {spec.get('budgetingMethod')} is not supported "
-                          "(Occurrences only)")
+            errors.append(
+                f"{where}: budgetingMethod {spec.get('budgetingMethod')} is not supported (Occurrences only)"
+            )
         period = default_period_days
         windows = spec.get("timeWindow") or []
         if isinstance(windows, list) and windows and isinstance(windows[0], dict):
             period = _period_days(windows[0].get("duration"), where, errors)
         if objective is None:
             continue
-        out.append(SloSpec(
-            service=str(spec.get("service") or "default"), name=name, objective=objective,
-            error_query=error_q, total_query=total, description=str(spec.get("description") or ""),
-            labels=_str_map(meta.get("labels"), f"{where}.metadata.labels", errors),
-            alert_name=f"{name.replace('-', '_')}_burn_rate", period_days=period, source="openslo/v1",
-        ))
+        out.append(
+            SloSpec(
+                service=str(spec.get("service") or "default"),
+                name=name,
+                objective=objective,
+                error_query=error_q,
+                total_query=total,
+                description=str(spec.get("description") or ""),
+                labels=_str_map(meta.get("labels"), f"{where}.metadata.labels", errors),
+                alert_name=f"{name.replace('-', '_')}_burn_rate",
+                period_days=period,
+                source="openslo/v1",
+            )
+        )
     if not out and not errors:
         errors.append(f"{filename}: no kind: SLO document found")
     return out
@@ -342,12 +368,19 @@ def validate(spec: SloSpec, where: str) -> list[str]:
     """Problems that make the generated rules wrong or useless (alert feasibility is in ``generate``)."""
     errors: list[str] = []
     if not Decimal(0) < spec.objective < Decimal(100):
-        errors.append(f"{where}: objective {spec.objective} must be above 0 and below 100 "
-                      "(at 100 the budget is zero and every error would page)")
-    for what, q in (("error_query", spec.error_query), ("total_query", spec.total_query),
-                    ("error_ratio_query", spec.error_ratio_query)):
+        errors.append(
+            f"{where}: objective {spec.objective} must be above 0 and below 100 "
+            "(at 100 the budget is zero and every error would page)"
+        )
+    for what, q in (
+        ("error_query", spec.error_query),
+        ("total_query", spec.total_query),
+        ("error_ratio_query", spec.error_ratio_query),
+    ):
         if q is not None and "{{.window}}" not in q:
-            errors.append(f"{where}: {what} has no {{{{.window}}}}: every window would compute the same value")
+            errors.append(
+                f"{where}: {what} has no {{{{.window}}}}: every window would compute the same value"
+            )
     if spec.min_events < 0:
         errors.append(f"{where}: min_events must be >= 0")
     if spec.min_events and not spec.has_events:

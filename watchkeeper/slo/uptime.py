@@ -137,10 +137,19 @@ class Incident:
         return None if self.end_ms is None else self.end_ms - self.start_ms
 
 
-def segments(timestamps_ms: Sequence[int], success: Sequence[float], *, interval_ms: int, start_ms: int,
-             end_ms: int, durations_s: Sequence[float] | None = None, degraded_after_s: float | None = None,
-             causes: Sequence[str] | None = None, maintenance: Sequence[tuple[int, int]] = (),
-             grace: float = 1.5) -> list[Segment]:
+def segments(
+    timestamps_ms: Sequence[int],
+    success: Sequence[float],
+    *,
+    interval_ms: int,
+    start_ms: int,
+    end_ms: int,
+    durations_s: Sequence[float] | None = None,
+    degraded_after_s: float | None = None,
+    causes: Sequence[str] | None = None,
+    maintenance: Sequence[tuple[int, int]] = (),
+    grace: float = 1.5,
+) -> list[Segment]:
     """Timeline of ``[start_ms, end_ms)`` from probe results (sorted by time).
 
     A result covers ``interval_ms`` after it (``grace`` x interval when the next one is slightly
@@ -157,7 +166,12 @@ def segments(timestamps_ms: Sequence[int], success: Sequence[float], *, interval
             continue
         ok = success[i] >= 1
         state = "up" if ok else "down"
-        if ok and durations_s is not None and degraded_after_s is not None and durations_s[i] > degraded_after_s:
+        if (
+            ok
+            and durations_s is not None
+            and degraded_after_s is not None
+            and durations_s[i] > degraded_after_s
+        ):
             state = "degraded"
         raw.append(Segment(a, b, state, "" if ok or causes is None else causes[i]))
     # fill the gaps with unknown
@@ -219,14 +233,18 @@ def incidents(segs: Sequence[Segment], *, end_ms: int | None = None) -> list[Inc
     return out
 
 
-def daily_bars(segs: Sequence[Segment], start_ms: int, days: int, *, day_ms: int = 86_400_000
-               ) -> list[tuple[int, float | None, Summary]]:
+def daily_bars(
+    segs: Sequence[Segment], start_ms: int, days: int, *, day_ms: int = 86_400_000
+) -> list[tuple[int, float | None, Summary]]:
     """Per day: (day start, uptime or None when nothing was observed, summary) for status bars."""
     out = []
     for d in range(days):
         a, b = start_ms + d * day_ms, start_ms + (d + 1) * day_ms
-        clipped = [Segment(max(s.start_ms, a), min(s.end_ms, b), s.state) for s in segs
-                   if s.end_ms > a and s.start_ms < b]
+        clipped = [
+            Segment(max(s.start_ms, a), min(s.end_ms, b), s.state)
+            for s in segs
+            if s.end_ms > a and s.start_ms < b
+        ]
         summary = summarize(clipped)
         out.append((a, summary.uptime, summary))
     return out

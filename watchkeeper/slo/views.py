@@ -21,7 +21,15 @@ from watchkeeper.slo.budget import DAY_MS, Budget, Window, compute_budget
 from watchkeeper.slo.config import ProbeConfig
 from watchkeeper.slo.generate import alert_rows
 from watchkeeper.slo.spec import SloSpec
-from watchkeeper.slo.uptime import Incident, MaintenanceWindow, Segment, Summary, incidents, segments, summarize
+from watchkeeper.slo.uptime import (
+    Incident,
+    MaintenanceWindow,
+    Segment,
+    Summary,
+    incidents,
+    segments,
+    summarize,
+)
 
 RANGES_DAYS = (1, 7, 30, 90)
 
@@ -30,16 +38,19 @@ RANGES_DAYS = (1, 7, 30, 90)
 class MonitorView:
     cfg: ProbeConfig
     now_ms: int
-    timeline: list[Segment]            # the longest range (90 days)
-    summaries: dict[int, Summary]      # days -> summary
+    timeline: list[Segment]  # the longest range (90 days)
+    summaries: dict[int, Summary]  # days -> summary
     incidents: list[Incident]
     latency: tuple[list[int], list[float]]  # probe_duration_seconds, last 24 h
     maintenance: list[tuple[int, int, str]]
-    state: str                         # current: up, degraded, down, unknown, maintenance
+    state: str  # current: up, degraded, down, unknown, maintenance
 
 
 def _matchers(name: str, **labels: str) -> list[Matcher]:
-    return [Matcher(MatchOp.EQUAL, "__name__", name), *(Matcher(MatchOp.EQUAL, k, v) for k, v in labels.items())]
+    return [
+        Matcher(MatchOp.EQUAL, "__name__", name),
+        *(Matcher(MatchOp.EQUAL, k, v) for k, v in labels.items()),
+    ]
 
 
 def _series(store: Any, name: str, start_ms: int, end_ms: int, **labels: str) -> tuple[Any, Any]:
@@ -51,13 +62,22 @@ def _series(store: Any, name: str, start_ms: int, end_ms: int, **labels: str) ->
     return s.timestamps_ms[keep], s.values[keep]
 
 
-def maintenance_for(windows: Sequence[MaintenanceWindow], monitor: str, start_ms: int, end_ms: int
-                    ) -> list[tuple[int, int, str]]:
-    return sorted((a, b, w.name) for w in windows if w.applies_to(monitor) for a, b in w.occurrences(start_ms, end_ms))
+def maintenance_for(
+    windows: Sequence[MaintenanceWindow], monitor: str, start_ms: int, end_ms: int
+) -> list[tuple[int, int, str]]:
+    return sorted(
+        (a, b, w.name) for w in windows if w.applies_to(monitor) for a, b in w.occurrences(start_ms, end_ms)
+    )
 
 
-def monitor_view(store: Any, cfg: ProbeConfig, *, maintenance: Sequence[MaintenanceWindow], now_ms: int,
-                 days: int = max(RANGES_DAYS)) -> MonitorView:
+def monitor_view(
+    store: Any,
+    cfg: ProbeConfig,
+    *,
+    maintenance: Sequence[MaintenanceWindow],
+    now_ms: int,
+    days: int = max(RANGES_DAYS),
+) -> MonitorView:
     start = now_ms - days * DAY_MS
     ts, ok = _series(store, "probe_success", start, now_ms, probe=cfg.name)
     dts, dur = _series(store, "probe_duration_seconds", start, now_ms, probe=cfg.name)
@@ -65,15 +85,30 @@ def monitor_view(store: Any, cfg: ProbeConfig, *, maintenance: Sequence[Maintena
     causes = _causes(store, cfg.name, start, now_ms)
     degraded = dict(zip(gts.tolist(), deg.tolist(), strict=True))
     windows = maintenance_for(maintenance, cfg.name, start, now_ms)
-    segs = segments(ts.tolist(), ok.tolist(), interval_ms=cfg.interval_ms, start_ms=start, end_ms=now_ms,
-                    durations_s=[2.0 if degraded.get(t) else 0.0 for t in ts.tolist()], degraded_after_s=1.0,
-                    causes=[causes.get(t, "probe failed") for t in ts.tolist()],
-                    maintenance=[(a, b) for a, b, _ in windows])
+    segs = segments(
+        ts.tolist(),
+        ok.tolist(),
+        interval_ms=cfg.interval_ms,
+        start_ms=start,
+        end_ms=now_ms,
+        durations_s=[2.0 if degraded.get(t) else 0.0 for t in ts.tolist()],
+        degraded_after_s=1.0,
+        causes=[causes.get(t, "probe failed") for t in ts.tolist()],
+        maintenance=[(a, b) for a, b, _ in windows],
+    )
     summaries = {d: summarize(_clip(segs, now_ms - d * DAY_MS, now_ms)) for d in RANGES_DAYS if d <= days}
     last_day = dts >= now_ms - DAY_MS
     state = segs[-1].state if segs else "unknown"
-    return MonitorView(cfg, now_ms, segs, summaries, incidents(segs, end_ms=now_ms),
-                       (dts[last_day].tolist(), dur[last_day].tolist()), windows, state)
+    return MonitorView(
+        cfg,
+        now_ms,
+        segs,
+        summaries,
+        incidents(segs, end_ms=now_ms),
+        (dts[last_day].tolist(), dur[last_day].tolist()),
+        windows,
+        state,
+    )
 
 
 def _causes(store: Any, probe: str, start_ms: int, end_ms: int) -> dict[int, str]:
@@ -87,8 +122,11 @@ def _causes(store: Any, probe: str, start_ms: int, end_ms: int) -> dict[int, str
 
 
 def _clip(segs: Sequence[Segment], a: int, b: int) -> list[Segment]:
-    return [Segment(max(s.start_ms, a), min(s.end_ms, b), s.state, s.cause) for s in segs
-            if s.end_ms > a and s.start_ms < b]
+    return [
+        Segment(max(s.start_ms, a), min(s.end_ms, b), s.state, s.cause)
+        for s in segs
+        if s.end_ms > a and s.start_ms < b
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +134,7 @@ class SloView:
     spec: SloSpec
     window: Window
     budget: Budget
-    rows: list[str]                     # the alert rows explained
+    rows: list[str]  # the alert rows explained
     burn_rates: dict[str, float | None]  # window -> current burn rate (5m ... 3d)
 
     @property
@@ -120,8 +158,16 @@ def slo_view(store: Any, spec: SloSpec, window: Window, *, now_ms: int) -> SloVi
         _, ratio = _series(store, "slo:sli_error:ratio_rate5m", start, min(end, now_ms), **sel)
         errors, total = float(ratio.sum()), float(len(ratio))
         short_e, short_t = (float(ratio[-12:].sum()), float(len(ratio[-12:])))
-    budget = compute_budget(spec.objective, errors=errors, total=total, start_ms=start,
-                            end_ms=end, now_ms=now_ms, short_errors=short_e, short_total=short_t or None)
+    budget = compute_budget(
+        spec.objective,
+        errors=errors,
+        total=total,
+        start_ms=start,
+        end_ms=end,
+        now_ms=now_ms,
+        short_errors=short_e,
+        short_total=short_t or None,
+    )
     burn: dict[str, float | None] = {}
     allowed = float(spec.error_budget)
     for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
@@ -130,10 +176,11 @@ def slo_view(store: Any, spec: SloSpec, window: Window, *, now_ms: int) -> SloVi
     return SloView(spec, window, budget, [r.explain(spec.period_days) for r in alert_rows(spec)], burn)
 
 
-def budget_series(store: Any, spec: SloSpec, window: Window, *, now_ms: int, points: int = 120
-                  ) -> tuple[list[int], list[float]]:
+def budget_series(
+    store: Any, spec: SloSpec, window: Window, *, now_ms: int, points: int = 120
+) -> tuple[list[int], list[float]]:
     """Budget remaining over the window, ``points`` evenly spaced (for the budget chart)."""
-    start, end = window.bounds(now_ms)
+    start, _end = window.bounds(now_ms)
     sel = {"sloth_id": spec.slo_id}
     ets, err = _series(store, "slo:sli_error_events:rate5m", start, now_ms, **sel)
     tts, tot = _series(store, "slo:sli_total_events:rate5m", start, now_ms, **sel)
