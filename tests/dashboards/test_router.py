@@ -279,3 +279,10 @@ def test_make_app_composes_with_the_prometheus_api(client: TestClient) -> None:
     r = client.get("/api/v1/query", params={"query": "count(up) or vector(0)"})
     assert r.status_code == 200 and r.json()["status"] == "success"
     assert make_app  # the helper is what the browser tests serve
+
+
+def test_panel_titles_show_variable_values(client: TestClient) -> None:
+    page = client.get("/d/business/business", params={"var-bucket": "1d"}).text
+    assert "Sessions created per 1d" in page
+    data = client.get("/d/business/panels/6.json", params={"var-bucket": "5m"}).json()
+    assert data["title"] == "Sessions created per 5m"

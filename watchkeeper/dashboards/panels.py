@@ -337,6 +337,7 @@ def panel_json(panel: Panel, runs: Sequence[QueryRun], ctx: QueryContext) -> dic
     out: dict[str, Any] = {
         "id": panel.id,
         "type": panel.type,
+        "title": interpolate(panel.title, ctx.variables),
         "unit": panel.unit,
         "start_ms": ctx.range.start_ms,
         "end_ms": ctx.range.end_ms,

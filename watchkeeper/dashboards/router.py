@@ -260,7 +260,7 @@ def dashboards_router(
             query = f"?{request.url.query}" if request.url.query else ""
             return RedirectResponse(f"/d/{uid}/{dashboard.slug}{query}", status_code=302)
         try:
-            view, rng, _ctx, resolved = await anyio.to_thread.run_sync(context_for, dashboard, request)
+            view, rng, ctx, resolved = await anyio.to_thread.run_sync(context_for, dashboard, request)
         except TimeError as exc:
             return page("not_found.html", request, status=400, title="Bad time range", message=str(exc))
         links = _links(dashboard, view, resolved, catalog.all())
@@ -295,6 +295,7 @@ def dashboards_router(
             ALL=ALL,
             quick_ranges=QUICK_RANGES,
             refresh_choices=REFRESH_CHOICES,
+            titles={p.id: interpolate(p.title, ctx.variables) for p in dashboard.panels()},
         )
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
         return response

@@ -229,6 +229,8 @@
 
   function render(el, data) {
     var type = el.dataset.type;
+    var heading = el.querySelector("header h2");
+    if (heading && data.title !== undefined && !explore) heading.textContent = data.title;  // $variables
     var p;
     if (type === "timeseries") p = renderTimeseries(el, data);
     else if (type === "heatmap") p = renderHeatmap(el, data);
