@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,25 +84,54 @@ def service() -> Iterator[FakeService]:
         server.server_close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'alerting.db'}"
-    return str(request.getfixturevalue("postgres_url"))
+@pytest.fixture(scope="session")
+def _postgres_template() -> Iterator[str]:
+    """A migrated PostgreSQL database used as the template of each test's (copying beats migrating)."""
+    from tests.conftest import POSTGRES_HOST, POSTGRES_PORT, require_server
+
+    require_server("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
+    base = f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}"
+    name = f"wk_alerting_tmpl_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(f"{base}/test", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    eng = make_engine(f"{base}/{name}")
+    migrate(eng)
+    eng.dispose()
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture
-def engine(request: pytest.FixtureRequest, db_url: str) -> Iterator[sa.Engine]:
-    """A migrated database: SQLite, then PostgreSQL."""
-    if db_url.startswith("sqlite"):
-        yield request.getfixturevalue("sqlite_engine")
-        return
-    eng = make_engine(db_url)
-    migrate(eng)
+def postgres_engine(_postgres_template: str) -> Iterator[sa.Engine]:
+    """A fresh migrated PostgreSQL database (a copy of the session's template), dropped afterwards."""
+    from tests.conftest import POSTGRES_HOST, POSTGRES_PORT
+
+    base = f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}"
+    name = f"wk_alerting_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(f"{base}/test", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{_postgres_template}"'))
+    eng = make_engine(f"{base}/{name}")
     try:
         yield eng
     finally:
         eng.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest) -> sa.Engine:
+    """A migrated database: SQLite, then PostgreSQL."""
+    name = "sqlite_engine" if request.param == "sqlite" else "postgres_engine"
+    result: sa.Engine = request.getfixturevalue(name)
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ from watchkeeper.alerting.api import alertmanager_router
 from watchkeeper.alerting.config import AlertingConfig
 from watchkeeper.alerting.dispatcher import Dispatcher
 from watchkeeper.alerting.runner import DispatcherRunner, Leadership, RedisLease
-from watchkeeper.tsdb.schema import make_engine, migrate
 
 from .conftest import FakeService, Received
 
@@ -208,9 +207,10 @@ def test_restart_keeps_firing_and_sends_nothing_twice(sqlite_engine: sa.Engine, 
 
 @pytest.mark.redis
 @pytest.mark.postgres
-def test_leader_failover_sends_no_duplicate(postgres_url: str, redis_url: str, service: FakeService) -> None:
-    engine = make_engine(postgres_url)
-    migrate(engine)
+def test_leader_failover_sends_no_duplicate(
+    postgres_engine: sa.Engine, redis_url: str, service: FakeService
+) -> None:
+    engine = postgres_engine
     cfg = config(service.url)
     a = Replica(cfg, engine, RedisLease(redis_url, lease_ms=600, instance_id="a"))
     b = Replica(cfg, engine, RedisLease(redis_url, lease_ms=600, instance_id="b"))
@@ -238,7 +238,6 @@ def test_leader_failover_sends_no_duplicate(postgres_url: str, redis_url: str, s
     finally:
         b.stop()
         a.stop()
-        engine.dispose()
     print(f"\nleader failover: resolved sent {takeover * 1000:.0f} ms after the leader died (lease 600 ms)")
     assert takeover < 2.0
 
