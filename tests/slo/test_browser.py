@@ -1,0 +1,105 @@
+"""The SLO, uptime, status and report pages in headless Chromium (Debian's, through Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from watchkeeper.dashboards.router import dashboards_router
+from watchkeeper.dashboards.sample import serve
+from watchkeeper.slo.router import SloState, slo_router
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def base_url(state: SloState) -> Iterator[str]:
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} not installed (CI is set)")
+        pytest.skip(f"{CHROMIUM} not installed")
+    app = FastAPI()
+    app.include_router(dashboards_router(lambda: state.engine, lambda: state.store))  # base.html, /static/wk
+    app.include_router(slo_router(lambda: state))
+    with serve(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(base_url: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        context = browser.new_context(viewport={"width": 1300, "height": 900})
+        pg = context.new_page()
+        pg.set_default_timeout(20_000)
+        errors: list[str] = []
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
+        pg.on("response", lambda r: errors.append(f"{r.status}: {r.url}") if r.status >= 400 else None)
+        pg.errors = errors
+        yield pg
+        browser.close()
+
+
+def _open(page: Any, url: str) -> None:
+    page.errors.clear()
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+
+
+def test_slo_list_sorted_by_risk(page: Any, base_url: str) -> None:
+    _open(page, f"{base_url}/slo")
+    rows = page.locator("#slo-list tbody tr")
+    assert [rows.nth(i).get_attribute("data-slo") for i in range(rows.count())] == [
+        "checkout-latency",
+        "checkout-availability",
+    ]
+    page.select_option("select[name=window]", "month")
+    page.wait_for_url("**window=month")
+    assert "calendar month" in page.inner_text("thead")
+    assert page.errors == []
+
+
+def test_slo_detail_charts(page: Any, base_url: str) -> None:
+    _open(page, f"{base_url}/slo/checkout-availability")
+    page.wait_for_selector("#budget-chart .main-svg")
+    page.wait_for_selector("#burn-chart .main-svg")
+    assert page.locator("#alert-rows li").count() == 4
+    assert "14.4x the budget" in page.inner_text("#alert-rows")
+    assert page.errors == []
+
+
+def test_uptime_page(page: Any, base_url: str) -> None:
+    _open(page, f"{base_url}/uptime")
+    page.wait_for_selector("#latency-chart .main-svg")
+    row = page.inner_text("#monitors tbody tr")
+    assert "api" in row and "up" in row
+    assert "status 503" in page.inner_text("#incidents")
+    assert page.errors == []
+
+
+def test_public_status_page(page: Any, base_url: str) -> None:
+    _open(page, f"{base_url}/status/public")
+    assert page.locator(".component .bars span").count() == 90
+    text = page.inner_text("body")
+    assert "Checkout API" in text and "10.1.2.3" not in text and "503" not in text
+    assert page.locator("script").count() == 0  # public page: no scripts, no internal endpoints
+    assert page.errors == []
+
+
+def test_report_page(page: Any, base_url: str) -> None:
+    _open(page, f"{base_url}/reports/weekly-slo")
+    assert "met 99.95% against 99.9%" in page.inner_text("#summary")
+    assert page.locator("#report-rows tbody tr").count() == 2
+    assert page.errors == []
