@@ -47,7 +47,7 @@ def page(base_url: str) -> Iterator[Any]:
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
         pg.on("response", lambda r: errors.append(f"{r.status}: {r.url}") if r.status >= 400 else None)
-        pg.errors = errors
+        pg.errors = errors  # type: ignore[attr-defined]
         yield pg
         browser.close()
 

@@ -298,3 +298,28 @@ def test_reference_specs_in_repo_generate() -> None:
     for path in ("rules/slo/checkout.yml", "rules/slo/openslo-search.yml"):
         doc = yaml.safe_load(to_yaml(generate(parse_specs((REPO / path).read_text(), path))))
         assert doc["groups"]
+
+
+def test_openslo_inline_indicator_bad_over_total_calendar_window() -> None:
+    text = """
+apiVersion: openslo/v1
+kind: SLO
+metadata: {name: pay}
+spec:
+  service: payments
+  timeWindow: [{duration: 1M, calendar: {startTime: "2026-01-01 00:00:00", timeZone: Europe/Paris}}]
+  budgetingMethod: Occurrences
+  objectives: [{target: 0.995}]
+  indicator:
+    metadata: {name: pay-errors}
+    spec:
+      ratioMetric:
+        counter: true
+        bad: {metricSource: {type: Prometheus, spec: {query: 'payments_total{result="error"}'}}}
+        total: {metricSource: {type: Prometheus, spec: {query: payments_total}}}
+"""
+    spec = parse_specs(text)[0]
+    assert spec.objective == Decimal("99.5") and spec.period_days == 30
+    assert spec.error_query == 'sum(rate(payments_total{result="error"}[{{.window}}]))'
+    with pytest.raises(SpecError, match="Timeslices is not supported"):
+        parse_specs(text.replace("Occurrences", "Timeslices"))

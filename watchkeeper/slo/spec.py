@@ -338,11 +338,11 @@ def _parse_openslo(
             )
         period = default_period_days
         windows = spec.get("timeWindow") or []
-        if isinstance(windows, list) and windows and isinstance(windows[0], dict):
-            if windows[0].get("calendar") is None:
-                period = _period_days(windows[0].get("duration"), where, errors)
-            # a calendar window (1M, 1Q) keeps the default period for the burn-rate factors; the
-            # pages and reports show calendar months/quarters (slo.budget_window, reports[].window)
+        # a calendar window (1M, 1Q) keeps the default period for the burn-rate factors; the
+        # pages and reports show calendar months/quarters (slo.budget_window, reports[].window)
+        rolling = isinstance(windows, list) and windows and isinstance(windows[0], dict)
+        if rolling and windows[0].get("calendar") is None:
+            period = _period_days(windows[0].get("duration"), where, errors)
         if objective is None:
             continue
         out.append(
