@@ -84,6 +84,8 @@ class QueryRun:
     format: str
     step_ms: int
     duration_ms: float = 0.0
+    cpu_ms: float = 0.0
+    """CPU time of the evaluating thread (wall time on a busy machine includes waiting for a core)."""
     series: list[ResultSeries] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
@@ -101,7 +103,7 @@ def run_expr(
     fmt: str = "time_series",
 ) -> QueryRun:
     run = QueryRun(ref, legend, expr, instant, fmt, step_ms)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     try:
         if instant:
             result = engine.instant(expr, ctx.range.end_ms)
@@ -115,6 +117,7 @@ def run_expr(
     except (WatchkeeperError, ValueError) as exc:
         run.error = str(exc)
     run.duration_ms = (time.perf_counter() - started) * 1000
+    run.cpu_ms = (time.thread_time() - cpu_started) * 1000
     return run
 
 
@@ -349,6 +352,7 @@ def panel_json(panel: Panel, runs: Sequence[QueryRun], ctx: QueryContext) -> dic
                 "instant": r.instant,
                 "step_ms": r.step_ms,
                 "duration_ms": round(r.duration_ms, 2),
+                "cpu_ms": round(r.cpu_ms, 2),
                 "series": len(r.series),
                 "points": int(sum(len(s.values) for s in r.series)),
                 "warnings": r.warnings,
