@@ -195,7 +195,7 @@ def budget_series(
         i = int(np.searchsorted(common, t, side="right")) - 1
         if i >= 0 and ct[i] > 0:
             xs.append(t)
-            ys.append(1 - float(ce[i] / ct[i]) / allowed)
+            ys.append(round(1 - float(ce[i] / ct[i]) / allowed, 6))
     return xs, ys
 
 
