@@ -2,6 +2,7 @@
 
     python bench/query_profile.py [--instances 10] [--minutes 120] [--repeat 5] [--http]
                                   [--data-dir DIR] [--profile 'QUERY'] [--only SUBSTRING]
+                                  [--query 'QUERY' ...] [--synthetic]
 
 Builds the workload of ``../shared/bench/workload.py`` (``app_series`` + ``generate``, the same
 deterministic samples ``sidebyside.py`` sends to both servers, ~900 series per instance, one
@@ -24,6 +25,7 @@ import importlib
 import json
 import os
 import pstats
+import resource
 import sys
 import tempfile
 import time
@@ -88,10 +90,29 @@ def workload_arrays(instances: int, minutes: int) -> tuple[list[Labels], I64, F6
     return labels, ts, vals
 
 
-def load(storage: Storage, instances: int, minutes: int, now_ms: int) -> tuple[int, int]:
+def synthetic_arrays(instances: int, minutes: int) -> tuple[list[Labels], I64, F64]:
+    """The workload's series (labels, counter or gauge) with NumPy-generated samples of the same
+    shape: seconds to build at 100 instances (90k series), for scale and memory runs (answers
+    are not comparable with the harness')."""
+    steps = minutes * 4
+    series = workload.app_series(instances)
+    labels: list[Labels] = [tuple(sorted(s.labels.items())) for s in series]
+    rng = np.random.default_rng(11)
+    rates = np.array([s.rate for s in series])[:, None]
+    gauge = np.array([s.kind == "gauge" for s in series])[:, None]
+    steps_inc = np.maximum(0.0, rng.normal(rates, rates * 0.2, size=(len(series), steps))).round()
+    level = np.maximum(0, np.round(rates + rng.normal(0, 1, size=steps_inc.shape) * rates * 0.1))
+    vals = np.where(gauge, level, np.cumsum(steps_inc, axis=1))
+    ts = np.broadcast_to(np.arange(steps, dtype=np.int64) * STEP_MS + 1_234, vals.shape)
+    return labels, np.ascontiguousarray(ts), vals
+
+
+def load(
+    storage: Storage, instances: int, minutes: int, now_ms: int, *, synthetic: bool = False
+) -> tuple[int, int]:
     """The harness' workload ending at ``now_ms`` (as ``sidebyside.py`` builds it); (series, samples)."""
     steps = minutes * 4
-    labels, ts, vals = workload_arrays(instances, minutes)
+    labels, ts, vals = (synthetic_arrays if synthetic else workload_arrays)(instances, minutes)
     ts = ts + (now_ms - steps * STEP_MS)
     refs = storage.series_refs(labels)
     for k in range(steps):  # the remote-write order: every series' k-th sample, then the next
@@ -128,6 +149,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default="", help="SQLite-backed store here (default: in memory)")
     ap.add_argument("--profile", default="", help="cProfile this query instead of the table")
     ap.add_argument("--only", default="", help="only queries containing this text")
+    ap.add_argument("--query", action="append", default=[], help="time this query instead of the harness'")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="NumPy-generated samples of the workload's shape (fast at 100 instances)")
     args = ap.parse_args()
 
     now_ms = (int(time.time()) // 15) * 15 * 1000
@@ -142,7 +166,7 @@ def main() -> None:
         now_ms = (max_time // STEP_MS + 1) * STEP_MS
         print(f"reusing {storage.num_series} series in {args.data_dir}", file=sys.stderr)
     else:
-        n_series, n_samples = load(storage, args.instances, args.minutes, now_ms)
+        n_series, n_samples = load(storage, args.instances, args.minutes, now_ms, synthetic=args.synthetic)
         print(f"loaded {n_series} series, {n_samples:,} samples in {time.perf_counter() - t0:.1f} s"
               f" ({'SQLite ' + args.data_dir if args.data_dir else 'in memory'})", file=sys.stderr)
     if args.data_dir:  # let the persister commit the cut chunks, as a server would have by now
@@ -182,7 +206,7 @@ def main() -> None:
     header = f"{'engine ms':>9} {'select ms':>9} {'eval ms':>8}" + (f" {'http ms':>8}" if client else "")
     print(f"{header}  series  query @span/step")
     totals: list[float] = []
-    for q in sidebyside.QUERIES:
+    for q in args.query or sidebyside.QUERIES:
         if args.only and args.only not in q:
             continue
         for span, step in spans:
@@ -207,6 +231,8 @@ def main() -> None:
             totals.append(measured)
             print(f"{line}  {len(result.series):6d}  {q[:80]} @{span}s/{step}", flush=True)
     totals.sort()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"peak RSS of this process {peak_kib / 1024:,.0f} MiB (store included)")
     if totals:
         print(f"median {totals[len(totals) // 2] * 1000:.1f} ms, max {totals[-1] * 1000:.1f} ms"
               f" ({'http' if client else 'engine'})")
