@@ -13,6 +13,7 @@ from watchkeeper.labels import Matcher, MatchOp
 from watchkeeper.slo.budget import (
     DAY_MS,
     Window,
+    budget_incidents,
     compute_budget,
     counter_increase,
     incident_share,
@@ -150,3 +151,21 @@ def test_ratio_of_sums_is_not_mean_of_ratios() -> None:
     errors, totals = [1.0, 1.0], [1000.0, 10.0]
     assert ratio_of_sums(errors, totals) == pytest.approx(2 / 1010)
     assert ratio_of_sums([float("nan")], [0.0]) is None
+
+
+def test_budget_incidents_against_raw_rates() -> None:
+    # a day of 5m rates: 10 req/s, 0.05% errors, two bursts (1 h at 2%, 30 min at 0.5%)
+    ts = list(range(0, DAY_MS, 300_000))
+    totals = [10.0] * len(ts)
+    errors = [0.005] * len(ts)
+    burst1, burst2 = range(100, 112), range(200, 206)
+    for i in burst1:
+        errors[i] = 0.2
+    for i in burst2:
+        errors[i] = 0.05
+    found = budget_incidents(ts, errors, totals, objective=Decimal("99.9"))
+    assert [(i.start_ms, i.end_ms) for i in found] == [(ts[100], ts[112]), (ts[200], ts[206])]
+    allowed_errors = 0.001 * sum(totals)  # independent: the window's budget in the same units
+    assert found[0].budget_share == pytest.approx(12 * 0.2 / allowed_errors)
+    assert found[1].budget_share == pytest.approx(6 * 0.05 / allowed_errors)
+    assert found[0].peak_burn == pytest.approx(20.0)

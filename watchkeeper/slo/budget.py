@@ -189,3 +189,54 @@ def downtime_share(down_ms: int, counted_ms: int, objective: Decimal) -> float:
     """Share of a time-based budget (uptime) that ``down_ms`` consumed out of ``counted_ms``."""
     allowed = float(1 - objective / 100) * counted_ms
     return down_ms / allowed if allowed > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetIncident:
+    """A run of samples burning faster than ``min_burn``: when, how hard, and the budget it took."""
+
+    start_ms: int
+    end_ms: int
+    peak_burn: float
+    budget_share: float  # of the whole window's budget
+
+
+def budget_incidents(
+    timestamps_ms: Sequence[int],
+    errors: Sequence[float],
+    totals: Sequence[float],
+    *,
+    objective: Decimal,
+    min_burn: float = 1.0,
+) -> list[BudgetIncident]:
+    """Incidents from aligned per-sample error/total rates (e.g. the recorded 5m rates).
+
+    An incident is a maximal run of samples whose error ratio exceeds ``min_burn`` x the allowed
+    ratio; its share is its errors / the allowed errors of all samples (ratio of sums again).
+
+    >>> [(i.start_ms, i.end_ms, i.peak_burn, round(i.budget_share, 2))
+    ...  for i in budget_incidents([0, 1, 2, 3], [0, 5, 0, 0], [100, 100, 100, 100], objective=Decimal(99))]
+    [(1, 2, 5.0, 1.25)]
+    """
+    ts = np.asarray(timestamps_ms, dtype=np.int64)
+    e = np.nan_to_num(np.asarray(errors, dtype=np.float64))
+    t = np.nan_to_num(np.asarray(totals, dtype=np.float64))
+    allowed = float(1 - objective / 100)
+    budget = allowed * float(t.sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        burn = np.where(t > 0, e / t / allowed, 0.0)
+    hot = burn > min_burn
+    out: list[BudgetIncident] = []
+    i = 0
+    while i < len(hot):
+        if not hot[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(hot) and hot[j + 1]:
+            j += 1
+        end = int(ts[j + 1]) if j + 1 < len(ts) else int(ts[j])
+        share = float(e[i : j + 1].sum()) / budget if budget > 0 else 0.0
+        out.append(BudgetIncident(int(ts[i]), end, float(burn[i : j + 1].max()), share))
+        i = j + 1
+    return out

@@ -130,6 +130,9 @@ def slo_report(
             text += f" (overspent by {-b.remaining * 100:.0f}%)"
         elif exhaust:
             text += f", exhausted by {exhaust} at the current burn rate"
+        if v.incidents:
+            n, used = len(v.incidents), sum(i.budget_share for i in v.incidents)
+            text += f"; {n} incident{'s' if n > 1 else ''} used {used * 100:.0f}% of it"
         sentences.append(text + ".")
     return Report(
         cfg.name,

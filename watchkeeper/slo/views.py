@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from watchkeeper.labels import Matcher, MatchOp
-from watchkeeper.slo.budget import DAY_MS, Budget, Window, compute_budget
+from watchkeeper.slo.budget import DAY_MS, Budget, BudgetIncident, Window, budget_incidents, compute_budget
 from watchkeeper.slo.config import ProbeConfig
 from watchkeeper.slo.generate import alert_rows
 from watchkeeper.slo.spec import SloSpec
@@ -136,6 +136,7 @@ class SloView:
     budget: Budget
     rows: list[str]  # the alert rows explained
     burn_rates: dict[str, float | None]  # window -> current burn rate (5m ... 3d)
+    incidents: list[BudgetIncident]  # runs burning faster than 1x, with the budget each took
 
     @property
     def risk(self) -> float:
@@ -147,16 +148,21 @@ def slo_view(store: Any, spec: SloSpec, window: Window, *, now_ms: int) -> SloVi
     """Budget from the recorded 5m rates (ratio of sums over the window) and burn rates per window."""
     start, end = window.bounds(now_ms)
     sel = {"sloth_id": spec.slo_id}
+    incidents: list[BudgetIncident]
     if spec.has_events:
         ets, err = _series(store, "slo:sli_error_events:rate5m", start, min(end, now_ms), **sel)
         tts, tot = _series(store, "slo:sli_total_events:rate5m", start, min(end, now_ms), **sel)
         common, ei, ti = np.intersect1d(ets, tts, return_indices=True)
         errors, total = float(err[ei].sum()), float(tot[ti].sum())
+        incidents = budget_incidents(
+            common.tolist(), err[ei].tolist(), tot[ti].tolist(), objective=spec.objective
+        )
         recent = common >= now_ms - 3_600_000
         short_e, short_t = float(err[ei][recent].sum()), float(tot[ti][recent].sum())
     else:  # a raw ratio SLI: mean of the 5m ratios (stated on the page)
         _, ratio = _series(store, "slo:sli_error:ratio_rate5m", start, min(end, now_ms), **sel)
         errors, total = float(ratio.sum()), float(len(ratio))
+        incidents = []
         short_e, short_t = (float(ratio[-12:].sum()), float(len(ratio[-12:])))
     budget = compute_budget(
         spec.objective,
@@ -173,7 +179,8 @@ def slo_view(store: Any, spec: SloSpec, window: Window, *, now_ms: int) -> SloVi
     for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
         _, v = _series(store, f"slo:sli_error:ratio_rate{w}", now_ms - 600_000, now_ms, **sel)
         burn[w] = float(v[-1]) / allowed if len(v) else None
-    return SloView(spec, window, budget, [r.explain(spec.period_days) for r in alert_rows(spec)], burn)
+    rows = [r.explain(spec.period_days) for r in alert_rows(spec)]
+    return SloView(spec, window, budget, rows, burn, incidents)
 
 
 def budget_series(
