@@ -245,3 +245,21 @@ def test_https_certificate_expiry(tmp_path: Path) -> None:
     series = store.select([Matcher(MatchOp.EQUAL, "__name__", "probe_ssl_earliest_cert_expiry")], 0, 2**62)
     assert [dict(s.labels)["probe"] for s in series] == ["tls"]
     assert json.dumps(ok.phases)
+
+
+def test_manager_runs_probes_on_schedule(server: tuple[str, type[_State]]) -> None:
+    url, _ = server
+    cfg = ProbeConfig(name="sched", url=url, interval="1s", timeout="1s")
+    store = Storage.open(data_dir=None)
+    manager = ProbeManager([cfg], store)
+
+    async def run() -> None:
+        await manager.start()
+        await asyncio.sleep(2.6)
+        await manager.stop()
+
+    asyncio.run(run())
+    [series] = store.select([Matcher(MatchOp.EQUAL, "__name__", "probe_success")], 0, 2**62)
+    gaps = [b - a for a, b in zip(series.timestamps_ms[:-1], series.timestamps_ms[1:], strict=True)]
+    assert len(series.timestamps_ms) >= 2 and all(900 <= g <= 1100 for g in gaps)
+    assert series.values.tolist() == [1.0] * len(series.values)

@@ -25,6 +25,7 @@ import logging
 import re
 import ssl
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -253,7 +254,7 @@ class ProbeManager:
     async def _loop(self, cfg: ProbeConfig) -> None:
         interval = cfg.interval_ms / 1000
         # spread probes over the interval, then keep to a fixed schedule (no drift)
-        await asyncio.sleep((hash(cfg.name) % 1000) / 1000 * min(interval, 5.0))
+        await asyncio.sleep((zlib.crc32(cfg.name.encode()) % 1000) / 1000 * min(interval, 5.0))
         next_at = time.monotonic()
         while True:
             await self.run_probe(cfg)
