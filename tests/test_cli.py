@@ -14,6 +14,8 @@ import pytest
 from watchkeeper import __version__
 from watchkeeper.cli import main
 
+CONFORMANCE_RULES = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "rules"
+
 PASSING = """
 load 5m
   up{job="a"} 1 2 3
@@ -140,3 +142,17 @@ def test_unusable_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
             root.addHandler(h)
         root.setLevel(saved[1])
     assert "cannot create the data directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [
+        (["check", "rules", str(CONFORMANCE_RULES / "rules.yml")], 0),
+        (["test", "rules", str(CONFORMANCE_RULES / "failing.yml")], 1),
+        (["check", "rules", "/nonexistent/rules.yml"], 1),
+    ],
+)
+def test_delegated_rule_commands(argv: list[str], status: int) -> None:
+    if not CONFORMANCE_RULES.is_dir():
+        pytest.fail(f"conformance files missing: {CONFORMANCE_RULES}")
+    assert main(argv) == status

@@ -3,6 +3,13 @@
     watchkeeper serve [--host 127.0.0.1] [--port 9470] [--data-dir ./data] [--config watchkeeper.yml]
                       [--retention 15d]
     watchkeeper promql-test [--run REGEX] [-q] FILE|DIR...
+    watchkeeper check rules FILE...            promtool-compatible rule checks
+    watchkeeper test rules FILE...             promtool-compatible rule unit tests
+    watchkeeper test notify [--config FILE]    render notification payloads without sending
+    watchkeeper dashboards import FILE.json    convert a Grafana dashboard to watchkeeper YAML
+    watchkeeper slo generate SPEC              print the rules generated from an SLO spec
+    watchkeeper exporter host|redis|postgres   run an infrastructure exporter on its own
+    watchkeeper demo                           server + reference core API + simulated traffic
     watchkeeper version
 
 Flags override the environment (``WATCHKEEPER_*``), which overrides the config file.
@@ -11,6 +18,7 @@ Flags override the environment (``WATCHKEEPER_*``), which overrides the config f
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,6 +31,33 @@ from watchkeeper.config import DEFAULT_CONFIG_FILE, Settings
 from watchkeeper.errors import ConfigError
 
 log = logging.getLogger("watchkeeper.cli")
+
+#: Commands that hand their remaining arguments to the entry point of their own package
+#: (imported only when used, so ``watchkeeper serve`` does not load them).
+DELEGATED: dict[tuple[str, ...], tuple[str, str, str]] = {
+    ("promql-test",): ("watchkeeper.promql.promqltest", "main", "run Prometheus .test files against the engine"),
+    ("check", "rules"): ("watchkeeper.rules.check", "check_rules_main", "check rule files (promtool check rules)"),
+    ("test", "rules"): ("watchkeeper.rules.unit_tests", "test_rules_main", "run rule unit tests (promtool test rules)"),
+    ("test", "notify"): ("watchkeeper.alerting.cli", "test_notify_main", "render notification payloads, send nothing"),
+    ("dashboards", "import"): (
+        "watchkeeper.dashboards.cli", "dashboards_import_main", "convert a Grafana dashboard JSON to YAML"
+    ),
+    ("slo", "generate"): ("watchkeeper.slo.cli", "slo_generate_main", "print the rules generated from an SLO spec"),
+    ("exporter",): ("watchkeeper.exporters.cli", "main", "run a host/redis/postgres exporter on its own"),
+    ("demo",): ("watchkeeper.demo.cli", "demo_main", "run watchkeeper with the reference core API and traffic"),
+}
+
+
+def _delegate(argv: list[str]) -> int | None:
+    """Run a delegated command when `argv` starts with one; None when it does not."""
+    for words, (module, function, _help) in DELEGATED.items():
+        if tuple(argv[: len(words)]) == words:
+            entry = getattr(importlib.import_module(module), function)
+            try:
+                return int(entry(argv[len(words) :]))
+            except SystemExit as exc:  # their argparse exits on bad usage; keep main() returning
+                return exc.code if isinstance(exc.code, int) else 1
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,35 +78,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--retention", help="how long to keep samples, a Prometheus duration (default 15d)")
 
-    ptest = sub.add_parser(
-        "promql-test",
-        help="run Prometheus promqltest .test files against the engine",
-        description="Run .test files (or directories of them); options: --run REGEX, -q.",
-    )
-    ptest.add_argument("paths", nargs="*", metavar="FILE|DIR")
-
     sub.add_parser("version", help="print the version")
+    for words, (_module, _function, help_text) in DELEGATED.items():
+        sub.add_parser(" ".join(words), help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command != "promql-test":
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    delegated = _delegate(argv)
+    if delegated is not None:
+        return delegated
+    args = _parser().parse_args(argv)
     if args.command == "version":
         print(f"watchkeeper {__version__}")
         return 0
-    if args.command == "promql-test":
-        from watchkeeper.promql import promqltest
-
-        if not args.paths:
-            print("watchkeeper promql-test: name at least one .test file or directory", file=sys.stderr)
-            return 2
-        # promqltest has its own options (--run, -q): hand it everything after the command
-        return int(promqltest.main(argv[argv.index("promql-test") + 1 :]))
     return serve(args)
 
 
