@@ -35,16 +35,14 @@ log = logging.getLogger("watchkeeper.cli")
 #: Commands that hand their remaining arguments to the entry point of their own package
 #: (imported only when used, so ``watchkeeper serve`` does not load them).
 DELEGATED: dict[tuple[str, ...], tuple[str, str, str]] = {
-    ("promql-test",): ("watchkeeper.promql.promqltest", "main", "run Prometheus .test files against the engine"),
-    ("check", "rules"): ("watchkeeper.rules.check", "check_rules_main", "check rule files (promtool check rules)"),
-    ("test", "rules"): ("watchkeeper.rules.unit_tests", "test_rules_main", "run rule unit tests (promtool test rules)"),
-    ("test", "notify"): ("watchkeeper.alerting.cli", "test_notify_main", "render notification payloads, send nothing"),
-    ("dashboards", "import"): (
-        "watchkeeper.dashboards.cli", "dashboards_import_main", "convert a Grafana dashboard JSON to YAML"
-    ),
-    ("slo", "generate"): ("watchkeeper.slo.cli", "slo_generate_main", "print the rules generated from an SLO spec"),
-    ("exporter",): ("watchkeeper.exporters.cli", "main", "run a host/redis/postgres exporter on its own"),
-    ("demo",): ("watchkeeper.demo.cli", "demo_main", "run watchkeeper with the reference core API and traffic"),
+    ("promql-test",): ("watchkeeper.promql.promqltest", "main", "run Prometheus .test files"),
+    ("check", "rules"): ("watchkeeper.rules.check", "check_rules_main", "check rule files"),
+    ("test", "rules"): ("watchkeeper.rules.unit_tests", "test_rules_main", "run rule unit tests"),
+    ("test", "notify"): ("watchkeeper.alerting.cli", "test_notify_main", "render notifications"),
+    ("dashboards", "import"): ("watchkeeper.dashboards.cli", "dashboards_import_main", "import Grafana JSON"),
+    ("slo", "generate"): ("watchkeeper.slo.cli", "slo_generate_main", "print the rules of an SLO spec"),
+    ("exporter",): ("watchkeeper.exporters.cli", "main", "run a host/redis/postgres exporter"),
+    ("demo",): ("watchkeeper.demo.cli", "demo_main", "run with the reference core API and traffic"),
 }
 
 
