@@ -116,6 +116,8 @@ def run_once(args: argparse.Namespace, monitoring: bool, work: Path) -> dict[str
                 "--workers",
                 str(args.workers),
                 "--no-access-log",
+                "--timeout-keep-alive",
+                "120",
                 "--log-level",
                 "warning",
                 "--loop",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -308,3 +309,25 @@ def test_injected_faults_only_when_enabled(tmp_path: Path) -> None:
         assert time.monotonic() - started >= 0.2
     with make_client(tmp_path) as client:
         assert client.get("/discovery", headers={"x-demo-fault": "error"}).status_code == 200
+
+
+def test_a_join_keeps_discovery_cached_but_refreshes_session_and_statistics(client: TestClient) -> None:
+    alice, bob = player(client, "alice"), player(client, "bob")
+    sid = session(client, alice)["id"]
+    client.get("/discovery", params={"sport": "football"})
+    client.get(f"/players/{bob}/statistics")
+    client.post(f"/sessions/{sid}/join", json={"player_id": bob})
+    assert client.get("/discovery", params={"sport": "football"}).headers["x-cache"] == "hit"
+    assert client.get(f"/sessions/{sid}").json()["player_count"] == 2
+    assert client.get(f"/players/{bob}/statistics").json()["sessions_joined"] == 1
+
+
+def test_an_unreachable_redis_slows_the_api_down_but_does_not_fail_it(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with make_client(tmp_path, f"redis://127.0.0.1:{port}/0", cache_warming=False) as client:
+        alice = player(client)
+        r = client.get(f"/players/{alice}")
+        assert r.status_code == 200 and r.headers["x-cache"] == "miss"
+        assert "x-ratelimit-limit" not in r.headers, "the limiter's store is down: requests are served"

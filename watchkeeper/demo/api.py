@@ -313,15 +313,14 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
     @app.post("/sessions/{session_id}/join")
     async def join(session_id: int, body: Membership) -> Response:
         row = await core.db(repo.join_session, session_id, body.player_id, now_ms=now_ms())
-        await _changed(row, row)
+        await cache.membership_changed(session_id, body.player_id)
         metrics.joins.inc(sport=row["sport"], region=row["region"])
         return _fresh(_json(row))
 
     @app.post("/sessions/{session_id}/leave")
     async def leave(session_id: int, body: Membership) -> Response:
         row = await core.db(repo.leave_session, session_id, body.player_id, now_ms=now_ms())
-        await _changed(row, row)
-        await cache.backend.delete([cache.statistics_key(body.player_id)])
+        await cache.membership_changed(session_id, body.player_id)
         return _fresh(_json(row))
 
     @app.get("/discovery")

@@ -3,9 +3,11 @@
 Keys and TTLs (seconds, from `CoreApiSettings`): ``session:{id}`` 300, ``player:{id}`` 600,
 ``discovery:{normalised params}`` 120, ``statistics:{playerId}`` 60. Invalidation:
 
-- a session changes (update, join, leave) -> ``session:{id}``, the discovery keys that could list
-  it (same sport or region, or neither), ``statistics:{p}`` of its players;
+- a session is updated -> ``session:{id}``, the discovery keys that could list it before or after
+  (same sport or region, or neither), ``statistics:{p}`` of its players;
 - a session is created -> the discovery keys that could list it;
+- a player joins or leaves -> ``session:{id}`` and that player's ``statistics:{p}`` (discovery
+  results keep their player count for at most their 2 min TTL);
 - a player changes -> ``player:{id}`` and ``session:{s}`` of the sessions it is in.
 
 Discovery keys are found through tag sets ``discovery-tags:{sport|*}:{region|*}`` written next to
@@ -20,6 +22,7 @@ await cache.get(cache.session_key(7))     # b'{"id": 7}'; counted as a hit of ca
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -29,6 +32,7 @@ from watchkeeper.demo.settings import CoreApiSettings
 from watchkeeper.exporters.cache import CacheMetrics, prefix_name
 
 TAGS = "discovery-tags"
+log = logging.getLogger("watchkeeper.demo.cache")
 
 
 class CacheBackend(Protocol):
@@ -89,7 +93,9 @@ class RedisBackend:
 
         from watchkeeper.exporters import instrument_redis
 
-        self.client: Any = redis.Redis.from_url(url, max_connections=200, socket_timeout=5)
+        # a blocking pool waits for a free connection instead of failing under bursts
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=100, timeout=10, socket_timeout=5)
+        self.client: Any = redis.Redis(connection_pool=pool)
         if metrics is not None:
             instrument_redis(self.client, metrics=metrics)
 
@@ -137,6 +143,7 @@ class ApiCache:
         self.player_ttl = settings.player_ttl_seconds
         self.discovery_ttl = settings.discovery_ttl_seconds
         self.statistics_ttl = settings.statistics_ttl_seconds
+        self._logged: set[str] = set()
 
     @staticmethod
     def session_key(session_id: int) -> str:
@@ -155,11 +162,27 @@ class ApiCache:
         return query.cache_key
 
     async def get(self, key: str) -> bytes | None:
-        return await self.backend.get(key) if self.enabled else None
+        """The cached value; None when absent, disabled or the cache is unreachable (then the API
+        reads the database: a cache outage slows the API down but does not fail it)."""
+        if not self.enabled:
+            return None
+        try:
+            return await self.backend.get(key)
+        except Exception as exc:
+            self._failed("get", exc)
+            return None
 
     async def put(self, key: str, value: bytes, ttl_seconds: int) -> None:
         if self.enabled:
-            await self.backend.set(key, value, ttl_seconds)
+            try:
+                await self.backend.set(key, value, ttl_seconds)
+            except Exception as exc:
+                self._failed("set", exc)
+
+    def _failed(self, op: str, exc: Exception) -> None:
+        if op not in self._logged:
+            self._logged.add(op)
+            log.warning("cache %s failed, serving from the database: %r", op, exc)
 
     async def put_discovery(self, query: DiscoveryQuery, value: bytes) -> None:
         if not self.enabled:
@@ -172,13 +195,26 @@ class ApiCache:
     async def session_changed(
         self, session_id: int, placements: Iterable[tuple[str, str]], player_ids: Iterable[int]
     ) -> None:
-        """``placements``: (sport, region) before and after the change."""
+        """A session was created or updated. ``placements``: (sport, region) before and after."""
         if not self.enabled:
             return
-        tags = {_tag(s, r) for sport, region in placements for s in (sport, None) for r in (region, None)}
-        keys = await self.backend.pop_tagged(sorted(tags))
-        keys += [self.session_key(session_id)] + [self.statistics_key(p) for p in player_ids]
-        await self.backend.delete(keys)
+        try:
+            tags = {_tag(s, r) for sport, region in placements for s in (sport, None) for r in (region, None)}
+            keys = await self.backend.pop_tagged(sorted(tags))
+            keys += [self.session_key(session_id)] + [self.statistics_key(p) for p in player_ids]
+            await self.backend.delete(keys)
+        except Exception as exc:
+            self._failed("invalidate", exc)
+
+    async def membership_changed(self, session_id: int, player_id: int) -> None:
+        """A player joined or left: the session and that player's statistics. Discovery entries
+        are left to expire (their player counts may lag by up to the discovery TTL), so the busiest
+        write does not empty the search cache."""
+        if self.enabled:
+            try:
+                await self.backend.delete([self.session_key(session_id), self.statistics_key(player_id)])
+            except Exception as exc:
+                self._failed("invalidate", exc)
 
     async def player_changed(self, player_id: int, session_ids: Iterable[int]) -> None:
         if self.enabled:
