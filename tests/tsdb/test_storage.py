@@ -306,3 +306,51 @@ def test_in_memory_mode(tmp_path: Path) -> None:
 def test_database_without_data_dir_is_refused() -> None:
     with pytest.raises(StorageError):
         Storage.open(data_dir=None, database_url="sqlite://")
+
+
+@pytest.mark.parametrize("mode", ["memory", "sqlite"])
+def test_select_matches_a_model_on_random_windows(mode: str, tmp_path: Path) -> None:
+    """select and select_concat against a dict model: chunks in the database, queued, frozen
+    segments and raw tails, out-of-order chunks overlapping others, staleness markers, and windows
+    cutting through all of them; bit-exact values, labels order, empty series left out."""
+    rng = np.random.default_rng(5)
+    store = Storage.open(data_dir=None if mode == "memory" else tmp_path / "data", wal_fsync=False,
+                         out_of_order_window_ms=HOUR)
+    try:
+        labels = [from_dict({"__name__": "m", "i": str(i), "z": str(-i)}) for i in range(40)]
+        refs = store.series_refs(labels[::-1])[::-1]  # ids not in labels order
+        model: list[dict[int, float]] = [{} for _ in labels]
+        stale = float(STALE_NAN)
+        for k in range(500):
+            live = np.flatnonzero(rng.random(len(labels)) < 0.7)
+            t = k * 10_000 + rng.integers(0, 5_000, len(live))
+            v = rng.normal(size=len(live)).round(int(rng.integers(0, 4)))
+            v[rng.random(len(live)) < 0.05] = stale
+            res = store.append(refs[live], t, v)
+            assert res.accepted == len(live)
+            for i, ts, val in zip(live.tolist(), t.tolist(), v.tolist(), strict=True):
+                model[i][ts] = val
+            if k % 97 == 50:  # out of order: a fresh timestamp a few minutes back
+                i = int(rng.integers(0, len(labels)))
+                ts = k * 10_000 - 200_003
+                if ts not in model[i] and max(model[i], default=0) - ts < HOUR:
+                    res = store.append(refs[i : i + 1], [ts], [7.25])
+                    if res.accepted:
+                        model[i][ts] = 7.25
+        for a, b in [(0, 10**9), (123_456, 2_345_678), (4_000_000, 4_000_000), (4_900_000, 5_100_000),
+                     *[tuple(sorted(rng.integers(0, 5_100_000, 2).tolist())) for _ in range(6)]]:
+            got = store.select([M("=", "__name__", "m")], a, b)
+            want = []
+            for lab, m in sorted(zip(labels, model, strict=True)):
+                ts_w = sorted(t for t in m if a <= t <= b)
+                if ts_w:
+                    want.append((lab, ts_w, np.array([m[t] for t in ts_w]).view(np.uint64).tolist()))
+            assert [(s.labels, s.timestamps_ms.tolist(), s.values.view(np.uint64).tolist())
+                    for s in got] == want
+            labs, ts_c, vals_c, offs = store.select_concat([M("=", "__name__", "m")], a, b)
+            assert labs == [w[0] for w in want]
+            assert offs.tolist() == [0, *np.cumsum([len(w[1]) for w in want]).tolist()]
+            assert ts_c.tolist() == [t for w in want for t in w[1]]
+            assert vals_c.view(np.uint64).tolist() == [x for w in want for x in w[2]]
+    finally:
+        store.close()

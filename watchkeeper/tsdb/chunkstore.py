@@ -31,6 +31,9 @@ from watchkeeper.tsdb.schema import chunks_table, make_engine, migrate, series_t
 
 _BATCH = 5000  # ids per SELECT / DELETE: well under SQLite's and PostgreSQL's parameter limits
 
+_READ_SQL = ("SELECT series_id, min_time, max_time, data FROM tsdb_chunks WHERE series_id {ids}"
+             " AND min_time <= {ph} AND max_time >= {ph} ORDER BY series_id, min_time")
+
 SeriesRow = tuple[int, bytes]  # (id, encoded labels)
 ChunkRow = tuple[int, int, int, bytes]  # (series id, min time, max time, data)
 
@@ -187,20 +190,38 @@ class SqlChunkStore:
             raise StorageError(f"writing chunks failed: {exc}") from exc
 
     def read(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> ChunkBatch:
-        c = chunks_table.c
+        """Chunks overlapping ``[start_ms, end_ms]`` of the series, ordered by (series, min time).
+
+        Straight through the driver's cursor (no per-row SQLAlchemy objects): one query per
+        `_BATCH` ids, rows fetched in one ``fetchall`` and split into columns."""
         ids = sorted(set(series_ids))
         rows: list[tuple[int, int, int, bytes]] = []
         try:
             with self.engine.connect() as conn:
-                for i in range(0, len(ids), _BATCH):
-                    q = (sa.select(c.series_id, c.min_time, c.max_time, c.data)
-                         .where(c.series_id.in_(ids[i : i + _BATCH]))
-                         .where(c.min_time <= end_ms, c.max_time >= start_ms)
-                         .order_by(c.series_id, c.min_time))
-                    rows.extend((r[0], r[1], r[2], bytes(r[3])) for r in conn.execute(q))
+                cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    for i in range(0, len(ids), _BATCH):
+                        part = ids[i : i + _BATCH]
+                        if self.dialect == "postgresql":
+                            cur.execute(_READ_SQL.format(ids="= ANY(%s)", ph="%s"), (part, end_ms, start_ms))
+                        else:
+                            marks = ",".join("?" * len(part))
+                            sql = _READ_SQL.format(ids=f"IN ({marks})", ph="?")
+                            cur.execute(sql, (*part, end_ms, start_ms))
+                        rows.extend(cur.fetchall())
+                finally:
+                    cur.close()
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"reading chunks failed: {exc}") from exc
-        return _batch(rows)
+        except Exception as exc:  # DBAPI errors are not wrapped on the raw cursor
+            if type(exc).__module__.split(".")[0] in {"sqlite3", "psycopg"}:
+                raise StorageError(f"reading chunks failed: {exc}") from exc
+            raise
+        if not rows:
+            return _batch([])
+        sids, lo, hi, blobs = zip(*rows, strict=True)
+        return ChunkBatch(np.array(sids, dtype=np.int64), np.array(lo, dtype=np.int64),
+                          np.array(hi, dtype=np.int64), list(blobs))
 
     def delete_before(self, cutoff_ms: int) -> int:
         try:

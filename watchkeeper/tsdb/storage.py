@@ -42,8 +42,8 @@ import numpy.typing as npt
 
 from watchkeeper.errors import StorageError
 from watchkeeper.labels import Labels, Matcher
-from watchkeeper.tsdb.chunks import decode_concat
-from watchkeeper.tsdb.chunkstore import ChunkRow, ChunkStore, MemoryChunkStore, SqlChunkStore
+from watchkeeper.tsdb.chunks import Blob, decode_concat
+from watchkeeper.tsdb.chunkstore import ChunkBatch, ChunkRow, ChunkStore, MemoryChunkStore, SqlChunkStore
 from watchkeeper.tsdb.head import REASONS, CutChunk, Head
 from watchkeeper.tsdb.index import SeriesIndex
 from watchkeeper.tsdb.reader import SeriesData
@@ -348,52 +348,84 @@ class Storage:
         return slots[(h.first_ts[slots] <= end_ms) & (h.last_ts[slots] >= start_ms)]
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
-        """Series matching all matchers with samples in ``[start_ms, end_ms]``, sorted by labels."""
+        """Series matching all matchers with samples in ``[start_ms, end_ms]``, sorted by labels.
+
+        The arrays are views into two shared arrays (the `select_concat` form)."""
+        labels, ts, vals, offsets = self.select_concat(matchers, start_ms, end_ms)
+        bounds = offsets.tolist()
+        return [SeriesData(lab, ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]])
+                for i, lab in enumerate(labels)]
+
+    def select_concat(self, matchers: Sequence[Matcher], start_ms: int,
+                      end_ms: int) -> tuple[list[Labels], I64, F64, I64]:
+        """`select` as one block: ``(labels, timestamps, values, offsets)``, series ``i`` (sorted by
+        labels, each with at least one sample) at ``[offsets[i], offsets[i + 1])`` of the two
+        arrays, timestamps strictly increasing within a series."""
         with self._lock:
             slots = self._slots(matchers, start_ms, end_ms)  # sorted
             if not len(slots):
-                return []
+                return [], np.empty(0, np.int64), np.empty(0, np.float64), np.zeros(1, np.int64)
             ids = self._index.ids[slots]
-            labels = [self._index.labels(s) for s in slots.tolist()]
+            labels = self._index.labels_many(slots)
             h = self._head
             h_slots, h_ts, h_vals = h.samples_of(slots)
             need_db = ~(h.has_samples(slots) & (h.base_ms[slots] <= start_ms))
             queued: list[ChunkRow] = []
             by_id = self._queue.by_id
-            for sid in ids.tolist():
-                queued.extend(r for r in by_id.get(sid, ()) if r[1] <= end_ms and r[2] >= start_ms)
+            if by_id:
+                for sid in ids.tolist():
+                    rows_q = by_id.get(sid)
+                    if rows_q:
+                        queued.extend(r for r in rows_q if r[1] <= end_ms and r[2] >= start_ms)
         batch = self._store.read(ids[need_db].tolist(), start_ms, end_ms) if need_db.any() else None
-        rows: dict[tuple[int, int, int], bytes] = {}
-        if batch is not None:
-            for key, blob in zip(zip(batch.series_ids.tolist(), batch.min_times.tolist(),
-                                     batch.max_times.tolist(), strict=True), batch.blobs, strict=True):
-                rows[key] = blob
-        for r in queued:
-            rows.setdefault((r[0], r[1], r[2]), r[3])
-        keys = sorted(rows)  # by series, then time
-        c_ts, c_vals, offsets = decode_concat([rows[k] for k in keys])
-        # Every sample gets the position of its series in `slots`; then one stable sort groups them.
-        by_id_order = np.argsort(ids)
-        chunk_pos = by_id_order[np.searchsorted(ids[by_id_order], np.fromiter((k[0] for k in keys), np.int64,
-                                                                           len(keys)))]
-        pos = np.concatenate([np.repeat(chunk_pos, np.diff(offsets)), np.searchsorted(slots, h_slots)])
-        ts = np.concatenate([c_ts, h_ts])
-        vals = np.concatenate([c_vals, h_vals])
-        keep = (ts >= start_ms) & (ts <= end_ms)
-        pos, ts, vals = pos[keep], ts[keep], vals[keep]
-        order = np.argsort(pos, kind="stable")  # per series: chunks in time order, then the head
-        pos, ts, vals = pos[order], ts[order], vals[order]
-        same = pos[1:] == pos[:-1]
-        if (same & (ts[1:] <= ts[:-1])).any():  # overlapping chunks (out-of-order window, replay)
-            order = np.lexsort((ts, pos))
-            pos, ts, vals = pos[order], ts[order], vals[order]
-            last = np.append((pos[1:] != pos[:-1]) | (ts[1:] != ts[:-1]), True)  # the head wins
-            pos, ts, vals = pos[last], ts[last], vals[last]
-        bounds = np.searchsorted(pos, np.arange(len(slots) + 1)).tolist()
-        out = [SeriesData(labels[i], ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]])
-               for i in range(len(slots)) if bounds[i + 1] > bounds[i]]
-        out.sort(key=lambda s: s.labels)
-        return out
+        c_ids, c_lo, c_hi, blobs = _merge_chunk_lists(batch, queued)
+        n = len(slots)
+        # Everything is laid out in the output order (series by labels) from the start, so that
+        # the common case (chunks in time order, window covering them) needs no copy after decoding.
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.array(sorted(range(n), key=labels.__getitem__), dtype=np.int64)] = np.arange(n)
+        by_id_order = np.argsort(ids, kind="stable")
+        chunk_rank = rank[by_id_order[np.searchsorted(ids[by_id_order], c_ids)]]
+        if len(chunk_rank) > 1 and bool((chunk_rank[1:] < chunk_rank[:-1]).any()):
+            order = np.argsort(chunk_rank, kind="stable")  # keeps each series' chunks in time order
+            chunk_rank, c_lo, c_hi = chunk_rank[order], c_lo[order], c_hi[order]
+            blobs = [blobs[i] for i in order.tolist()]
+        c_ts, c_vals, offsets = decode_concat(blobs)
+        h_rank = rank[np.searchsorted(slots, h_slots)]
+        if len(h_rank) > 1 and bool((h_rank[1:] < h_rank[:-1]).any()):
+            order = np.argsort(h_rank, kind="stable")
+            h_rank, h_ts, h_vals = h_rank[order], h_ts[order], h_vals[order]
+        c_first, c_last = _runs(chunk_rank, offsets, n)
+        h_first, h_last = _runs(h_rank, np.arange(len(h_rank) + 1), n)
+        trim_c = bool(len(c_lo)) and (int(c_lo.min()) < start_ms or int(c_hi.max()) > end_ms)
+        if not _ordered(c_ts, c_first, c_last, h_ts, h_first, h_last):
+            # Overlapping chunks (out-of-order window, replay): sort, the head wins on equal times.
+            c_ts, c_vals, c_first, c_last = _merge_overlapping(
+                c_ts, c_vals, offsets, chunk_rank, h_ts, h_vals, h_rank, n)
+            h_ts, h_vals = h_ts[:0], h_vals[:0]
+            h_first = h_last = np.zeros(n, np.int64)
+            trim_c = True
+        c_ts, c_vals, c_len = _clip(c_ts, c_vals, c_first, c_last, start_ms, end_ms, trim_c)
+        h_ts, h_vals, h_len = _clip(h_ts, h_vals, h_first, h_last, start_ms, end_ms, bool(len(h_ts)))
+        lengths = c_len + h_len
+        sorted_labels = [labels[i] for i in np.argsort(rank).tolist()]
+        nonempty = lengths > 0
+        labels_out = [lab for lab, ok in zip(sorted_labels, nonempty.tolist(), strict=True) if ok]
+        lengths = lengths[nonempty]
+        out_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=out_offsets[1:])
+        if not len(h_ts):
+            return labels_out, c_ts, c_vals, out_offsets
+        # Per series: its chunk samples, then its head samples.
+        is_chunk = np.repeat(np.tile(np.array([True, False]), n), np.stack([c_len, h_len], axis=1).ravel())
+        ts = np.empty(len(is_chunk), dtype=np.int64)
+        vals = np.empty(len(is_chunk), dtype=np.float64)
+        ts[is_chunk] = c_ts
+        vals[is_chunk] = c_vals
+        np.logical_not(is_chunk, out=is_chunk)
+        ts[is_chunk] = h_ts
+        vals[is_chunk] = h_vals
+        return labels_out, ts, vals, out_offsets
 
     def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
         with self._lock:
@@ -476,3 +508,80 @@ class Storage:
             if self._wal is not None:
                 self._wal.close()
             self._store.close()
+
+
+def _merge_chunk_lists(batch: ChunkBatch | None, queued: list[ChunkRow]) -> tuple[I64, I64, I64, list[Blob]]:
+    """Series ids, min and max times and blobs of the persisted and the queued chunks, grouped by
+    series in time order (a chunk both committed and still queued counts once)."""
+    if not queued:
+        if batch is None:
+            empty = np.empty(0, np.int64)
+            return empty, empty, empty, []
+        return batch.series_ids, batch.min_times, batch.max_times, list(batch.blobs)
+    rows: dict[tuple[int, int, int], Blob] = {}
+    if batch is not None:
+        for key, blob in zip(zip(batch.series_ids.tolist(), batch.min_times.tolist(),
+                                 batch.max_times.tolist(), strict=True), batch.blobs, strict=True):
+            rows[key] = blob
+    for r in queued:
+        rows.setdefault((r[0], r[1], r[2]), r[3])
+    keys = sorted(rows)
+    cols = np.array(keys, dtype=np.int64).reshape(-1, 3)
+    return cols[:, 0].copy(), cols[:, 1].copy(), cols[:, 2].copy(), [rows[k] for k in keys]
+
+
+def _runs(pos: I64, offsets: I64, n: int) -> tuple[I64, I64]:
+    """[first, last) sample index of each series' run, given items grouped by series position
+    ``pos`` (item i spans samples ``offsets[i]:offsets[i + 1]``); empty runs are (0, 0)."""
+    first = np.zeros(n, dtype=np.int64)
+    last = np.zeros(n, dtype=np.int64)
+    if len(pos):
+        change = np.flatnonzero(np.diff(pos)) + 1
+        run_start = np.concatenate([[0], change])
+        run_end = np.append(change, len(pos))
+        p = pos[run_start]
+        first[p] = offsets[run_start]
+        last[p] = offsets[run_end]
+    return first, last
+
+
+def _ordered(c_ts: I64, c_first: I64, c_last: I64, h_ts: I64, h_first: I64, h_last: I64) -> bool:
+    """Whether every series' chunk samples strictly increase and precede its head samples."""
+    if len(c_ts) > 1:
+        bad = c_ts[1:] <= c_ts[:-1]
+        ends = c_last[c_last > c_first]
+        bad[ends[ends < len(c_ts)] - 1] = False  # the step from one series' run to the next
+        if bad.any():
+            return False
+    both = (c_last > c_first) & (h_last > h_first)
+    return not bool((c_ts[c_last[both] - 1] >= h_ts[h_first[both]]).any())
+
+
+def _merge_overlapping(c_ts: I64, c_vals: F64, offsets: I64, chunk_pos: I64, h_ts: I64, h_vals: F64,
+                       h_pos: I64, n: int) -> tuple[I64, F64, I64, I64]:
+    """Chunk and head samples sorted per series by time, one per timestamp (the later wins)."""
+    pos = np.concatenate([np.repeat(chunk_pos, np.diff(offsets)), h_pos])
+    ts = np.concatenate([c_ts, h_ts])
+    vals = np.concatenate([c_vals, h_vals])
+    order = np.lexsort((ts, pos))  # stable: chunks in time order, then the head
+    pos, ts, vals = pos[order], ts[order], vals[order]
+    last = np.append((pos[1:] != pos[:-1]) | (ts[1:] != ts[:-1]), True)  # the head wins
+    pos, ts, vals = pos[last], ts[last], vals[last]
+    first, end = _runs(pos, np.arange(len(pos) + 1), n)
+    return ts, vals, first, end
+
+
+def _clip(ts: I64, vals: F64, first: I64, last: I64, start_ms: int, end_ms: int,
+          trim: bool) -> tuple[I64, F64, I64]:
+    """The samples inside ``[start_ms, end_ms]`` (compacted, only if `trim` and any fall outside)
+    and the resulting length of each series' run (runs tile the arrays in series order)."""
+    lengths = last - first
+    if not trim or not len(ts):
+        return ts, vals, lengths
+    keep = (ts >= start_ms) & (ts <= end_ms)
+    if bool(keep.all()):
+        return ts, vals, lengths
+    runs = np.flatnonzero(lengths)
+    counts = np.zeros(len(lengths), dtype=np.int64)
+    counts[runs] = np.add.reduceat(keep, first[runs], dtype=np.int64)
+    return ts[keep], vals[keep], counts
