@@ -64,7 +64,7 @@ def test_uptime_with_incident_prober_gap_degraded_and_maintenance(server: tuple[
         name="checkout",
         url=url + "/health",
         keyword='"ok"',
-        degraded_after="50ms",
+        degraded_after="150ms",
         interval="5m",
         timeout="2s",
     )
@@ -95,7 +95,7 @@ def test_uptime_with_incident_prober_gap_degraded_and_maintenance(server: tuple[
     d = view.summaries[1].durations_ms
     # independent accounting, in minutes of the 3 hours:
     up = (60 - 0) + (130 - 120) + (180 - 150)  # healthy and fast
-    degraded = 120 - 90  # answered, slower than 50 ms
+    degraded = 120 - 90  # answered, slower than 150 ms
     down = 70 - 60  # HTTP 500
     unknown = 90 - 70  # no probe ran
     maintenance = 150 - 130
