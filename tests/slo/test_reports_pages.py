@@ -175,3 +175,15 @@ def test_write_rule_files(state: SloState, tmp_path: Path) -> None:
     write_rule_files(state.specs[:1], tmp_path / "gen")
     assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == ["checkout-availability.yml"]
     assert time.time() > 0
+
+
+def test_previous_calendar_month_report(state: SloState) -> None:
+    from watchkeeper.slo.config import ReportConfig
+
+    cfg = ReportConfig(name="monthly", kind="uptime", window="month", period="previous", timezone="UTC")
+    report = build_report(
+        cfg, store=state.store, engine=state.engine, specs=state.specs, slo=state.config, now_ms=NOW
+    )
+    # NOW is 2027-01-15: the previous month is December 2026, before any probe result
+    assert (report.start_ms, report.end_ms + 1) == (1796083200000, 1798761600000)
+    assert report.sentences == ["Checkout API: no probe results in the period."]

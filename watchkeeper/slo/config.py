@@ -136,8 +136,11 @@ class ReportConfig(_Model):
     kind: Literal["slo", "uptime", "business"]
     title: str = ""
     window: str = "30d"
-    """``28d``/``30d`` (rolling), ``month``/``quarter`` (calendar; the previous full period is reported)."""
+    """``28d``/``30d`` (rolling, ending now) or ``month``/``quarter`` (calendar, see ``period``)."""
     timezone: str = "UTC"
+    period: Literal["current", "previous"] = "current"
+    """Calendar windows: ``previous`` reports the last full month/quarter (for a digest sent on the
+    1st); ``current`` the period to date. Rolling windows always end now."""
     schedule: str | None = None
     """Cron (``minute hour day month weekday``, in ``timezone``) for the chat digest."""
     receiver: str | None = None

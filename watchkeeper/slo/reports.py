@@ -288,6 +288,9 @@ def build_report(
     cfg: ReportConfig, *, store: Any, engine: Any, specs: Sequence[SloSpec], slo: SloConfig, now_ms: int
 ) -> Report:
     base = slo.external_url.rstrip("/")
+    window = cfg.window_()
+    if cfg.period == "previous" and window.kind != "rolling":
+        now_ms = window.bounds(now_ms)[0] - 1  # the last instant of the previous period
     if cfg.kind == "slo":
         return slo_report(cfg, store=store, specs=specs, now_ms=now_ms, base_url=base)
     if cfg.kind == "uptime":
