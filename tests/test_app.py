@@ -213,3 +213,23 @@ def test_tsdb_status_of_an_empty_store(client: TestClient) -> None:
     assert data["headStats"]["numSeries"] == 0
     assert (data["headStats"]["minTime"], data["headStats"]["maxTime"]) == (2**63 - 1, -(2**63))
     assert data["seriesCountByMetricName"] == []
+
+
+def test_own_metrics_parse_as_exposition_with_every_component_running(client: TestClient) -> None:
+    """The self-scrape reads /metrics: every family (store, rules, alerting) once, in both formats."""
+    from watchkeeper.collector.exposition import parse_exposition
+
+    text = client.get("/metrics").text
+    parsed = parse_exposition(text)
+    assert parsed.samples
+    assert "watchkeeper_rule_alerts" in text and "watchkeeper_alerts" in text
+    om = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}).text
+    assert parse_exposition(om, openmetrics=True).samples
+
+
+def test_rules_alerting_and_dashboards_are_mounted(client: TestClient) -> None:
+    assert client.get("/api/v1/rules").json()["status"] == "success"
+    assert client.get("/api/v2/silences").json() == []
+    assert client.get("/api/v1/targets").json()["data"]["activeTargets"][0]["labels"]["job"] == "watchkeeper"
+    assert client.get("/dashboards").status_code == 200
+    assert client.post("/-/reload").status_code == 200

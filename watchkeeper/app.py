@@ -14,28 +14,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, TypeVar
 
 import anyio.to_thread
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from watchkeeper import __version__
+from watchkeeper.alerting.api import alertmanager_router, silence_json
+from watchkeeper.alerting.runner import wall_ms
+from watchkeeper.alerting.service import AlertingService
+from watchkeeper.collector.auth import IngestAuth, write_dependency
+from watchkeeper.collector.extra_routes import collector_router
 from watchkeeper.collector.limits import Limits
 from watchkeeper.collector.remote_write import RemoteWriteIngester
 from watchkeeper.collector.router import ingest_router
+from watchkeeper.collector.scrape import ScrapeManager
+from watchkeeper.collector.targets import default_scrape_configs
 from watchkeeper.config import Settings
+from watchkeeper.dashboards.adapters import (
+    AlertmanagerSilences,
+    PrometheusAlerts,
+    PrometheusRules,
+    PrometheusTargets,
+)
+from watchkeeper.dashboards.loader import BUILTIN_DIR
+from watchkeeper.dashboards.router import DashboardOptions, dashboards_router
 from watchkeeper.errors import IngestError, QueryError, StorageError, WatchkeeperError
 from watchkeeper.promql.api import query_router
 from watchkeeper.promql.engine import Engine
+from watchkeeper.rules.api import alerts_data, rules_data, rules_router
+from watchkeeper.rules.manager import RuleManager
+from watchkeeper.rules.notify import DispatcherSink
+from watchkeeper.rules.service import RulesService
 from watchkeeper.selfmetrics import HttpMetricsMiddleware, SelfMetrics, StoreStats
 from watchkeeper.tsdb.api import status_router
+from watchkeeper.tsdb.schema import make_engine, migrate, sqlite_url
 from watchkeeper.tsdb.storage import Storage
 
 log = logging.getLogger("watchkeeper.app")
+T = TypeVar("T")
 
 
 class NotReady(StorageError):
@@ -51,6 +74,9 @@ class AppState:
     storage: Storage | None = None
     engine: Engine | None = None
     ingester: RemoteWriteIngester | None = None
+    scrape_manager: ScrapeManager | None = None
+    alerting: AlertingService | None = None
+    rules: RulesService | None = None
     startup_error: BaseException | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -68,6 +94,16 @@ class AppState:
         if self.ingester is None:
             raise NotReady(self.not_ready_reason())
         return self.ingester
+
+    def require_alerting(self) -> AlertingService:
+        if self.alerting is None:
+            raise NotReady(self.not_ready_reason())
+        return self.alerting
+
+    def require_rules(self) -> RuleManager:
+        if self.rules is None:
+            raise NotReady(self.not_ready_reason())
+        return self.rules.manager
 
     def not_ready_reason(self) -> str:
         if self.startup_error is not None:
@@ -108,6 +144,7 @@ def _open_storage(state: AppState) -> None:
         timeout_seconds=s.query_timeout_seconds,
     )
     state.ingester = RemoteWriteIngester(storage, limits_from(s), state.metrics)
+    _start_services(state, storage, state.engine)
     state.storage = storage
     log.info(
         "store open",
@@ -119,6 +156,34 @@ def _open_storage(state: AppState) -> None:
     )
 
 
+def _start_services(state: AppState, storage: Storage, engine: Engine) -> None:
+    """Alerting (dispatcher + outbox) and rule evaluation, on the store's database."""
+    s = state.settings
+    database = make_engine(s.database_url or sqlite_url(s.data_dir))
+    migrate(database)  # a no-op after the store's own open; cheap
+    state.alerting = AlertingService.start(
+        s.alerting, database=database, registry=state.metrics.registry, redis_url=s.redis_url
+    )
+    state.rules = RulesService.start(
+        s.rules_config(),
+        storage=storage,
+        engine=engine,
+        database=database,
+        sink=DispatcherSink(state.alerting.dispatcher),
+        base_dir=s.config_dir,
+        registry=state.metrics.registry,
+    )
+
+
+def _stop_services(state: AppState) -> None:
+    rules, alerting = state.rules, state.alerting
+    state.rules = state.alerting = None
+    if rules is not None:
+        rules.stop()
+    if alerting is not None:
+        alerting.stop()
+
+
 async def _start(state: AppState) -> None:
     try:
         await anyio.to_thread.run_sync(_open_storage, state)
@@ -127,6 +192,8 @@ async def _start(state: AppState) -> None:
         log.exception("the store failed to open; the server stays up but not ready")
         return
     state.tasks.append(asyncio.create_task(_retention_loop(state)))
+    if state.scrape_manager is not None:
+        await state.scrape_manager.start()
 
 
 async def _retention_loop(state: AppState) -> None:
@@ -150,6 +217,7 @@ async def _retention_loop(state: AppState) -> None:
 
 
 def _shutdown_storage(state: AppState) -> None:
+    _stop_services(state)
     storage = state.storage
     if storage is None:
         return
@@ -169,10 +237,13 @@ def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> Fas
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opener = asyncio.create_task(_start(state))
+        _on_sighup(state)
         try:
             yield
         finally:
             await opener
+            if state.scrape_manager is not None:
+                await state.scrape_manager.stop()
             for task in state.tasks:
                 task.cancel()
             for task in state.tasks:
@@ -203,10 +274,78 @@ def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> Fas
         body, content_type = state.metrics.exposition(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
-    app.include_router(ingest_router(state.require_ingester))
+    @app.post("/-/reload", response_class=PlainTextResponse)
+    async def reload() -> str:
+        await anyio.to_thread.run_sync(reload_config, state)
+        return "configuration reloaded\n"
+
+    auth = IngestAuth(settings.ingest_auth, bind_host=settings.host)
+    scrape_configs = settings.scrape_configs
+    if scrape_configs is None:
+        scrape_configs = default_scrape_configs(settings.host, settings.port)
+    state.scrape_manager = ScrapeManager(scrape_configs, state.require_ingester)
+    app.include_router(ingest_router(state.require_ingester), dependencies=[Depends(write_dependency(auth))])
+    app.include_router(
+        collector_router(state.require_ingester, auth=auth, get_scrape=lambda: state.scrape_manager)
+    )
     app.include_router(status_router(state.require_storage))
     app.include_router(query_router(state.require_engine, state.require_storage))
+    app.include_router(rules_router(state.require_rules))
+    app.include_router(alertmanager_router(lambda: state.require_alerting().dispatcher))
+    dashboards = _dashboard_options(state)
+    app.include_router(dashboards_router(state.require_engine, state.require_storage, dashboards))
     return app
+
+
+def _on_sighup(state: AppState) -> None:
+    """SIGHUP reloads the configuration, as it does for Prometheus (main thread only)."""
+
+    def handler() -> None:
+        async def run() -> None:
+            try:
+                await anyio.to_thread.run_sync(reload_config, state)
+            except WatchkeeperError as exc:
+                log.error("reload failed", extra={"error": str(exc)})
+
+        state.tasks.append(asyncio.create_task(run()))
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, handler)
+
+
+def reload_config(state: AppState) -> None:
+    """Re-read the config file and apply what can change at run time (rules, alerting).
+    An invalid file raises `ConfigError` and changes nothing."""
+    s = state.settings
+    new = Settings.load(s.config_file) if s.config_file is not None else s
+    if state.alerting is not None:
+        state.alerting.reload(new.alerting)
+    if state.rules is not None and not state.rules.reload(new.rules_config()):
+        log.error("rule files are invalid; the previous rules stay loaded")
+
+
+def _dashboard_options(state: AppState) -> DashboardOptions:
+    """The dashboards UI reads the other components through the same data as their APIs."""
+
+    def silences() -> list[dict[str, Any]]:
+        now = wall_ms()
+        return [silence_json(x, now) for x in state.require_alerting().dispatcher.silences()]
+
+    def optional(make: Callable[[], T]) -> Callable[[], T | None]:
+        return lambda: make() if state.storage is not None else None
+
+    s = state.settings
+    return DashboardOptions(
+        dirs=(BUILTIN_DIR, s.dashboards_dir),
+        scrape_interval_ms=s.scrape_interval_ms,
+        min_refresh_ms=s.dashboards_min_refresh_ms,
+        get_rules=optional(lambda: PrometheusRules(lambda: rules_data(state.require_rules()))),
+        get_alerts=optional(lambda: PrometheusAlerts(lambda: alerts_data(state.require_rules()))),
+        get_silences=optional(lambda: AlertmanagerSilences(silences)),
+        get_targets=lambda: (
+            PrometheusTargets(state.scrape_manager.targets_api) if state.scrape_manager is not None else None
+        ),
+    )
 
 
 async def _error_handler(request: Request, exc: WatchkeeperError) -> Response:

@@ -23,7 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from watchkeeper.alerting.config import AlertingConfig
+from watchkeeper.collector.auth import IngestAuthConfig
+from watchkeeper.collector.targets import ScrapeConfig
 from watchkeeper.errors import ConfigError
+from watchkeeper.rules.model import RulesConfig
 
 ENV_PREFIX = "WATCHKEEPER_"
 DEFAULT_CONFIG_FILE = Path("watchkeeper.yml")
@@ -100,11 +104,34 @@ class Settings(BaseSettings):
     wal_fsync: bool = True
     retention_interval: str = "10m"
     limits: LimitsSettings = LimitsSettings()
+    scrape_configs: list[ScrapeConfig] | None = None
+    """Prometheus-style scrape jobs; None scrapes watchkeeper itself, ``[]`` scrapes nothing."""
+    ingest_auth: IngestAuthConfig = IngestAuthConfig()
+    rule_files: list[str] = Field(default_factory=list)
+    """Globs of Prometheus rule files (and generated SLO rules), relative to the config file."""
+    rules: RulesConfig = RulesConfig()
+    alerting: AlertingConfig = AlertingConfig()
+    dashboards_dir: Path = Path("./dashboards")
+    """Dashboard YAML files of this deployment, beside the built-ins (a file with a built-in's uid
+    replaces it); Grafana dashboards imported with ``?save=true`` are written here."""
+    scrape_interval: str = "15s"
+    """The usual scrape/push interval: dashboards' smallest step and ``$__rate_interval``."""
+    dashboards_min_refresh: str = "5s"
+    """The shortest auto-refresh period a dashboard URL may ask for."""
+    config_file: Path | None = None
+    """The YAML file these settings came from (set by `Settings.load`); relative paths in it are
+    resolved against its directory."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
 
     _durations = field_validator(
-        "retention", "out_of_order_window", "query_timeout", "query_lookback_delta", "retention_interval"
+        "retention",
+        "out_of_order_window",
+        "query_timeout",
+        "query_lookback_delta",
+        "retention_interval",
+        "scrape_interval",
+        "dashboards_min_refresh",
     )(_check_duration)
 
     @field_validator("log_level", "log_format", mode="before")
@@ -143,6 +170,22 @@ class Settings(BaseSettings):
     def retention_interval_seconds(self) -> float:
         return parse_duration(self.retention_interval) / 1000
 
+    @property
+    def scrape_interval_ms(self) -> int:
+        return parse_duration(self.scrape_interval)
+
+    @property
+    def dashboards_min_refresh_ms(self) -> int:
+        return parse_duration(self.dashboards_min_refresh)
+
+    @property
+    def config_dir(self) -> Path:
+        return self.config_file.parent if self.config_file is not None else Path(".")
+
+    def rules_config(self) -> RulesConfig:
+        """The rule settings with the top-level ``rule_files`` (Prometheus keeps them there)."""
+        return self.rules.model_copy(update={"rule_files": [*self.rules.rule_files, *self.rule_files]})
+
     @classmethod
     def load(
         cls,
@@ -165,6 +208,8 @@ class Settings(BaseSettings):
             else:
                 path = None
         init = {k: v for k, v in (overrides or {}).items() if v is not None}
+        if path is not None:
+            init.setdefault("config_file", path)
         token = _file_values.set(file_data)
         try:
             return cls(**init)

@@ -185,7 +185,7 @@ def test_self_metrics(env: Env) -> None:
     key = _key(m)
     assert f'watchkeeper_rule_group_iterations_total{{rule_group="{key}"}} 1.0' in text
     assert f'watchkeeper_rule_evaluation_failures_total{{rule_group="{key}"}} 1.0' in text
-    assert 'watchkeeper_alerts{alertname="A",state="firing"} 1.0' in text
+    assert 'watchkeeper_rule_alerts{alertname="A",state="firing"} 1.0' in text
 
 
 def test_output_is_written_once_per_group_unless_a_later_rule_reads_it(env: Env) -> None:

@@ -84,7 +84,7 @@ def test_rules_service_lifecycle(tmp_path: Path) -> None:
     try:
         time.sleep(2.2)
         assert sink.sent and sink.sent[0][1][0].name == "Always"
-        assert b'watchkeeper_alerts{alertname="Always",state="firing"} 1.0' in generate_latest(registry)
+        assert b'watchkeeper_rule_alerts{alertname="Always",state="firing"} 1.0' in generate_latest(registry)
         assert service.reload(RulesConfig(rule_files=["missing-*.yml"]))  # no files: no groups
         assert service.manager.groups == []
     finally:

@@ -51,7 +51,7 @@ def _alert_json(s: AlertStatus, now_ms: int) -> dict[str, Any]:
     }
 
 
-def _silence_json(s: Silence, now_ms: int) -> dict[str, Any]:
+def silence_json(s: Silence, now_ms: int) -> dict[str, Any]:
     return {
         "id": s.id,
         "status": {"state": s.state(now_ms=now_ms)},
@@ -220,7 +220,7 @@ def alertmanager_router(
             if creator and s.created_by not in creator:
                 continue
             if all(any(m.name == w.name and w.matches(m.value) for m in s.matchers) for w in wanted):
-                out.append(_silence_json(s, now))
+                out.append(silence_json(s, now))
         return out
 
     @router.post("/silences")
@@ -258,7 +258,7 @@ def alertmanager_router(
     def get_silence(silence_id: str) -> dict[str, Any]:
         for s in get_dispatcher().silences():
             if s.id == silence_id:
-                return _silence_json(s, clock())
+                return silence_json(s, clock())
         raise HTTPException(404, f"silence {silence_id} not found")
 
     @router.delete("/silence/{silence_id}")

@@ -4,7 +4,7 @@ Prometheus' names with our prefix, labelled ``rule_group="<file>;<name>"``:
 ``watchkeeper_rule_group_iterations_total``, ``..._iterations_missed_total``,
 ``watchkeeper_rule_evaluation_failures_total``, ``watchkeeper_rule_group_last_duration_seconds``,
 ``watchkeeper_rule_group_interval_seconds``, ``watchkeeper_rule_group_rules`` and
-``watchkeeper_alerts{alertname, state}`` (pending and firing instances).
+``watchkeeper_rule_alerts{alertname, state}`` (pending and firing instances).
 
 >>> metrics.registry.register(RuleMetricsCollector(manager))   # doctest: +SKIP
 """
@@ -53,7 +53,7 @@ class RuleMetricsCollector:
                 for a in by_labels.values():
                     if a.is_active:
                         alerts[(get(a.labels, "alertname"), a.state.value)] += 1
-        active = GaugeMetricFamily("watchkeeper_alerts", "Pending and firing alert instances.",
+        active = GaugeMetricFamily("watchkeeper_rule_alerts", "Pending and firing alert instances of rules.",
                                    labels=["alertname", "state"])
         for (name, state), n in sorted(alerts.items()):
             active.add_metric([name, state], n)
