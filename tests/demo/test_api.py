@@ -331,3 +331,25 @@ def test_an_unreachable_redis_slows_the_api_down_but_does_not_fail_it(tmp_path: 
         r = client.get(f"/players/{alice}")
         assert r.status_code == 200 and r.headers["x-cache"] == "miss"
         assert "x-ratelimit-limit" not in r.headers, "the limiter's store is down: requests are served"
+
+
+def test_a_title_change_invalidates_only_the_results_that_list_the_session(client: TestClient) -> None:
+    host = player(client)
+    football = session(client, host)["id"]
+    tennis = session(client, host, sport="tennis")["id"]
+    for sport in ("football", "tennis"):
+        assert client.get("/discovery", params={"sport": sport}).headers["x-cache"] == "miss"
+    client.patch(f"/sessions/{tennis}", json={"title": "doubles"})
+    assert client.get("/discovery", params={"sport": "football"}).headers["x-cache"] == "hit"
+    listed = client.get("/discovery", params={"sport": "tennis"})
+    assert listed.headers["x-cache"] == "miss" and listed.json()[0]["title"] == "doubles"
+    # a change of time may move it into searches that did not list it: those are dropped too
+    later: dict[str, str | int] = {
+        "sport": "tennis",
+        "starts_after_ms": int(time.time() * 1000) + 90 * 60_000,
+    }
+    assert client.get("/discovery", params=later).json() == []
+    client.patch(f"/sessions/{tennis}", json={"starts_at_ms": int(time.time() * 1000) + 2 * HOUR_MS})
+    assert [r["id"] for r in client.get("/discovery", params=later).json()] == [tennis]
+    assert client.get("/discovery", params={"sport": "football"}).headers["x-cache"] == "hit"
+    assert football != tennis

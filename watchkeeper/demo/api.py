@@ -44,7 +44,9 @@ from watchkeeper.exporters import (
 
 log = logging.getLogger("watchkeeper.demo")
 T = TypeVar("T")
-WARM_LIMIT = 500
+WARM_LIMIT = 2000
+#: a change to one of these can make a session match searches it did not match before
+PLACEMENT_FIELDS = ("sport", "region", "starts_at_ms", "lat", "lon", "status")
 
 
 def now_ms() -> int:
@@ -200,22 +202,17 @@ async def _refresh_active_sessions(core: CoreApi, interval_seconds: float = 15.0
 async def warm(core: CoreApi) -> int:
     """Load the hot set: the soonest open sessions, the first players, the default discovery per
     sport and region. Returns the number of entries written."""
-    sids, pids = await core.db(repo.warm_ids, limit=WARM_LIMIT)
-    count = 0
-    for sid in sids:
-        await core.cache.put(
-            core.cache.session_key(sid), _json(await core.db(repo.get_session, sid)), core.cache.session_ttl
-        )
-        count += 1
-    for pid in pids:
-        await core.cache.put(
-            core.cache.player_key(pid), _json(await core.db(repo.get_player, pid)), core.cache.player_ttl
-        )
-        count += 1
+    sessions, players = await core.db(repo.warm_rows, limit=WARM_LIMIT)
+    for row in sessions:
+        await core.cache.put(core.cache.session_key(row["id"]), _json(row), core.cache.session_ttl)
+    for row in players:
+        await core.cache.put(core.cache.player_key(row["id"]), _json(row), core.cache.player_ttl)
+    count = len(sessions) + len(players)
     for sport in SPORTS:
         for region in REGIONS:
             q = repo.DiscoveryQuery.normalised(sport=sport, region=region)
-            await core.cache.put_discovery(q, _json(await core.db(repo.discover, q, now_ms=now_ms())))
+            rows = await core.db(repo.discover, q, now_ms=now_ms())
+            await core.cache.put_discovery(q, _json(rows), repo.ids_of(rows))
             count += 1
     return count
 
@@ -293,7 +290,7 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         await cache.put(key, data, cache.session_ttl)
         return _fresh(data)
 
-    async def _changed(before: dict[str, Any], after: dict[str, Any]) -> None:
+    async def _changed(before: dict[str, Any], after: dict[str, Any], *, placement_changed: bool) -> None:
         players = {p["id"] for p in before["players"]} | {p["id"] for p in after["players"]}
         await cache.session_changed(
             after["id"],
@@ -306,7 +303,8 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         before, after = await core.db(
             repo.update_session, session_id, body.model_dump(exclude_none=True), now_ms=now_ms()
         )
-        await _changed(before, after)
+        placed = any(before[f] != after[f] for f in PLACEMENT_FIELDS)
+        await _changed(before, after, placement_changed=placed)
         metrics.feature("session_update", after["region"])
         return _fresh(_json(after))
 
@@ -351,8 +349,9 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         hit = await cache.get(q.cache_key)
         if hit is not None:
             return _cached(hit)
-        data = _json(await core.db(repo.discover, q, now_ms=now_ms()))
-        await cache.put_discovery(q, data)
+        rows = await core.db(repo.discover, q, now_ms=now_ms())
+        data = _json(rows)
+        await cache.put_discovery(q, data, repo.ids_of(rows))
         return _fresh(data)
 
     _ = random  # the fault middleware's randomness lives in the traffic generator

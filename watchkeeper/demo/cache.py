@@ -3,15 +3,17 @@
 Keys and TTLs (seconds, from `CoreApiSettings`): ``session:{id}`` 300, ``player:{id}`` 600,
 ``discovery:{normalised params}`` 120, ``statistics:{playerId}`` 60. Invalidation:
 
-- a session is updated -> ``session:{id}``, the discovery keys that could list it before or after
-  (same sport or region, or neither), ``statistics:{p}`` of its players;
-- a session is created -> the discovery keys that could list it;
+- a session is updated -> ``session:{id}``, ``statistics:{p}`` of its players, the discovery
+  results that list it, and, when its sport, region, time, place or status changed, the results
+  of every search that could list it now or before (same sport or region, or neither);
+- a session is created -> the results of every search that could list it;
 - a player joins or leaves -> ``session:{id}`` and that player's ``statistics:{p}`` (discovery
   results keep their player count for at most their 2 min TTL);
 - a player changes -> ``player:{id}`` and ``session:{s}`` of the sessions it is in.
 
-Discovery keys are found through tag sets ``discovery-tags:{sport|*}:{region|*}`` written next to
-each discovery entry, so invalidation never scans the keyspace.
+Discovery keys are found through tag sets written next to each discovery entry --
+``discovery-tags:{sport|*}:{region|*}`` by its parameters, ``discovery-tags:session:{id}`` by each
+session it lists -- so invalidation never scans the keyspace.
 
 ```python
 cache = ApiCache(MemoryBackend(CacheMetrics(registry)), settings)
@@ -39,7 +41,7 @@ class CacheBackend(Protocol):
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
     async def delete(self, keys: Iterable[str]) -> None: ...
-    async def tag(self, tag: str, key: str, ttl_seconds: int) -> None: ...
+    async def tag_many(self, tags: Iterable[str], key: str, ttl_seconds: int) -> None: ...
     async def pop_tagged(self, tags: Iterable[str]) -> list[str]: ...
     async def close(self) -> None: ...
 
@@ -72,8 +74,9 @@ class MemoryBackend:
         for key in keys:
             self.values.pop(key, None)
 
-    async def tag(self, tag: str, key: str, ttl_seconds: int) -> None:
-        self.tags.setdefault(tag, set()).add(key)
+    async def tag_many(self, tags: Iterable[str], key: str, ttl_seconds: int) -> None:
+        for tag in tags:
+            self.tags.setdefault(tag, set()).add(key)
 
     async def pop_tagged(self, tags: Iterable[str]) -> list[str]:
         out: set[str] = set()
@@ -111,10 +114,11 @@ class RedisBackend:
         if keys:
             await self.client.delete(*keys)
 
-    async def tag(self, tag: str, key: str, ttl_seconds: int) -> None:
+    async def tag_many(self, tags: Iterable[str], key: str, ttl_seconds: int) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.sadd(tag, key)
-            pipe.expire(tag, ttl_seconds)
+            for tag in tags:
+                pipe.sadd(tag, key)
+                pipe.expire(tag, ttl_seconds)
             await pipe.execute()
 
     async def pop_tagged(self, tags: Iterable[str]) -> list[str]:
@@ -184,22 +188,40 @@ class ApiCache:
             self._logged.add(op)
             log.warning("cache %s failed, serving from the database: %r", op, exc)
 
-    async def put_discovery(self, query: DiscoveryQuery, value: bytes) -> None:
+    async def put_discovery(self, query: DiscoveryQuery, value: bytes, session_ids: Iterable[int]) -> None:
+        """Cache a search result, tagged by its parameters' (sport, region) and by every session
+        it lists, so invalidation can find it."""
         if not self.enabled:
             return
         key = query.cache_key
-        # tag before the value: an invalidation racing this put then finds the key
-        await self.backend.tag(_tag(query.sport, query.region), key, self.discovery_ttl)
-        await self.backend.set(key, value, self.discovery_ttl)
+        tags = [_tag(query.sport, query.region)] + [_session_tag(s) for s in session_ids]
+        try:
+            # tag before the value: an invalidation racing this put then finds the key
+            await self.backend.tag_many(tags, key, self.discovery_ttl)
+            await self.backend.set(key, value, self.discovery_ttl)
+        except Exception as exc:
+            self._failed("set", exc)
 
     async def session_changed(
-        self, session_id: int, placements: Iterable[tuple[str, str]], player_ids: Iterable[int]
+        self,
+        session_id: int,
+        placements: Iterable[tuple[str, str]],
+        player_ids: Iterable[int],
+        *,
+        placement_changed: bool = True,
     ) -> None:
-        """A session was created or updated. ``placements``: (sport, region) before and after."""
+        """A session was created or updated: its key, its players' statistics and the discovery
+        results that list it; when it may now match other searches (``placement_changed``: new,
+        or sport, region, time, place or status changed), also the results of the searches
+        that could list it. ``placements``: (sport, region) before and after."""
         if not self.enabled:
             return
         try:
-            tags = {_tag(s, r) for sport, region in placements for s in (sport, None) for r in (region, None)}
+            tags = {_session_tag(session_id)}
+            if placement_changed:
+                tags |= {
+                    _tag(s, r) for sport, region in placements for s in (sport, None) for r in (region, None)
+                }
             keys = await self.backend.pop_tagged(sorted(tags))
             keys += [self.session_key(session_id)] + [self.statistics_key(p) for p in player_ids]
             await self.backend.delete(keys)
@@ -228,3 +250,7 @@ class ApiCache:
 
 def _tag(sport: str | None, region: str | None) -> str:
     return f"{TAGS}:{sport or '*'}:{region or '*'}"
+
+
+def _session_tag(session_id: int) -> str:
+    return f"{TAGS}:session:{session_id}"

@@ -345,21 +345,35 @@ def active_sessions_by_region(engine: sa.Engine) -> dict[str, int]:
     return counts
 
 
-def warm_ids(engine: sa.Engine, *, limit: int) -> tuple[list[int], list[int]]:
-    """Ids of the `limit` soonest open sessions and of the players in them (the hot set)."""
+def warm_rows(engine: sa.Engine, *, limit: int) -> tuple[list[Row], list[Row]]:
+    """The `limit` soonest open sessions (with their rosters) and the first `limit` players: the
+    hot set, read in three queries."""
     with engine.connect() as conn:
-        sids = (
-            conn.execute(
-                sa.select(sessions.c.id)
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                sessions.select()
                 .where(sessions.c.status == "open")
                 .order_by(sessions.c.starts_at_ms)
                 .limit(limit)
-            )
-            .scalars()
-            .all()
-        )
-        pids = conn.execute(sa.select(players.c.id).order_by(players.c.id).limit(limit)).scalars().all()
-    return list(sids), list(pids)
+            ).mappings()
+        ]
+        by_id = {r["id"]: r for r in rows}
+        for r in rows:
+            r["players"] = []
+        if by_id:
+            roster = conn.execute(
+                sa.select(session_players.c.session_id, players.c.id, players.c.name)
+                .select_from(session_players.join(players, players.c.id == session_players.c.player_id))
+                .where(session_players.c.session_id.in_(list(by_id)))
+                .order_by(session_players.c.joined_at_ms, players.c.id)
+            ).all()
+            for sid, pid, name in roster:
+                by_id[sid]["players"].append({"id": pid, "name": name})
+        people = [
+            dict(r) for r in conn.execute(players.select().order_by(players.c.id).limit(limit)).mappings()
+        ]
+    return rows, people
 
 
 def seed(engine: sa.Engine, *, num_players: int, now_ms: int, rng: random.Random | None = None) -> bool:
