@@ -64,13 +64,18 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_seconds: float = 
     raise SystemExit(f"{url} did not come up")
 
 
-def cache_counts(port: int) -> dict[str, float]:
+def cache_counts(port: int) -> dict[tuple[str, str], float]:
+    """``cache_requests_total`` of the core API's four caches, by (cache, result)."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    out = {"hit": 0.0, "miss": 0.0}
+    out = {(c, r): 0.0 for c in CACHES for r in ("hit", "miss")}
     for m in re.finditer(r'^cache_requests_total\{cache="(\w+)",result="(hit|miss)"\} (\S+)$', text, re.M):
         if m.group(1) in CACHES:
-            out[m.group(2)] += float(m.group(3))
+            out[(m.group(1), m.group(2))] += float(m.group(3))
     return out
+
+
+def hit_rate(hits: float, misses: float) -> float | None:
+    return round(hits / (hits + misses), 4) if hits + misses else None
 
 
 def run_once(args: argparse.Namespace, monitoring: bool, work: Path) -> dict[str, Any]:
@@ -174,8 +179,12 @@ def run_once(args: argparse.Namespace, monitoring: bool, work: Path) -> dict[str
         )
         if monitoring and before is not None and wk_port is not None:
             after = cache_counts(port)
-            hits, misses = after["hit"] - before["hit"], after["miss"] - before["miss"]
-            summary["server_cache_hit_rate"] = round(hits / (hits + misses), 4) if hits + misses else None
+            delta = {k: after[k] - before[k] for k in after}
+            hits = sum(v for (_, r), v in delta.items() if r == "hit")
+            summary["server_cache_hit_rate"] = hit_rate(hits, sum(delta.values()) - hits)
+            summary["server_cache_hit_rate_by_cache"] = {
+                c: hit_rate(delta[(c, "hit")], delta[(c, "miss")]) for c in CACHES
+            }
             up = httpx.get(
                 f"http://127.0.0.1:{wk_port}/api/v1/query",
                 params={"query": 'count_over_time(up{job="coreapi"}[10m])'},
