@@ -219,13 +219,12 @@ def test_scrapes_into_a_running_server(tmp_path: Path, fake_target: tuple[FakeTa
                      file_sd_configs=[FileSDConfig(files=[str(sd_file)])],
                      basic_auth={"username": "scraper", "password": "wrong"}),  # type: ignore[arg-type]
     ]
-    holder: dict[str, ScrapeManager] = {}
-    app = build_app(tmp_path, get_scrape=lambda: holder.get("m"))
+    app = build_app(tmp_path)
     state: AppState = app.state.watchkeeper
     with serve(app) as url:
         async def scenario() -> None:
             manager = ScrapeManager(configs, state.require_ingester, discovery_interval_seconds=0.2)
-            holder["m"] = manager
+            state.scrape_manager = manager
             await manager.start()
             try:
                 await until(lambda: values(url, "up") == {
@@ -266,8 +265,7 @@ def test_scrapes_into_a_running_server(tmp_path: Path, fake_target: tuple[FakeTa
 
 
 def test_self_scrape_of_a_fresh_server(tmp_path: Path) -> None:
-    holder: dict[str, ScrapeManager] = {}
-    app = build_app(tmp_path, get_scrape=lambda: holder.get("m"))
+    app = build_app(tmp_path)
     state: AppState = app.state.watchkeeper
     with serve(app) as url:
         port = int(url.rsplit(":", 1)[1])
@@ -276,7 +274,7 @@ def test_self_scrape_of_a_fresh_server(tmp_path: Path) -> None:
 
         async def scenario() -> None:
             manager = ScrapeManager([cfg], state.require_ingester)
-            holder["m"] = manager
+            state.scrape_manager = manager
             await manager.start()
             deadline = time.monotonic() + 15
             while manager.targets_api()["activeTargets"][0]["health"] != "up":

@@ -88,8 +88,7 @@ def collector_router(
 
     async def append(ingester: Ingester, tenant: Tenant, batch: SampleBatch) -> None:
         auth.admit(tenant, batch.keys, time.monotonic())
-        now_ms = int(clock() * 1000)
-        report = await anyio.to_thread.run_sync(lambda: append_samples(ingester, batch, now_ms=now_ms))
+        report = await anyio.to_thread.run_sync(lambda: append_samples(ingester, batch))
         raise_for_report(report)
 
     async def otlp_metrics(request: Request) -> Response:

@@ -154,43 +154,16 @@ def _label_key(labels: Pairs) -> bytes:
     return key
 
 
-#: How far ahead of the server's clock a sample may be. Without a bound, one sample dated in the
-#: year 2500 would move the store's newest time so far that every later sample is "too old".
-MAX_FUTURE_MS = 10 * 60_000
+def append_samples(ingester: Ingester, batch: SampleBatch) -> IngestReport:
+    """Append a batch through the remote-write ingest core (which also refuses samples too far in
+    the future). Blocking: call from a worker thread.
 
-
-def append_samples(
-    ingester: Ingester, batch: SampleBatch, *, now_ms: int | None = None, max_future_ms: int = MAX_FUTURE_MS
-) -> IngestReport:
-    """Append a batch through the remote-write ingest core. Blocking: call from a worker thread.
-
-    Samples more than `max_future_ms` ahead of `now_ms` are refused (reason ``too_far_in_future``).
     Raises `IngestError`s for the whole batch (limits); per-series problems are in the report."""
-    future = 0
-    if now_ms is not None and batch.timestamps_ms:
-        limit = now_ms + max_future_ms
-        if max(batch.timestamps_ms) > limit:
-            kept = SampleBatch()
-            for key, ts, value in zip(batch.keys, batch.timestamps_ms, batch.values, strict=True):
-                if ts > limit:
-                    future += 1
-                else:
-                    kept.add_key(key, ts, value)
-            batch = kept
-    report = IngestReport()
-    if len(batch):
-        raw = batch.write_request()
-        ingester.limits.check_body_size(len(raw), "decoded batch")
-        report = ingester.ingest(bytes(cramjam.snappy.compress_raw(raw)))
-    if future:
-        report.rejected["too_far_in_future"] = future
-        report.messages.append(
-            f"sample timestamp more than {max_future_ms // 1000} s in the future: {future} samples rejected"
-        )
-        metrics = getattr(ingester, "metrics", None)
-        if metrics is not None:
-            metrics.reject("too_far_in_future", future)
-    return report
+    if not len(batch):
+        return IngestReport()
+    raw = batch.write_request()
+    ingester.limits.check_body_size(len(raw), "decoded batch")
+    return ingester.ingest(bytes(cramjam.snappy.compress_raw(raw)))
 
 
 def raise_for_report(report: IngestReport) -> None:

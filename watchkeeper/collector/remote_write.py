@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -297,7 +298,16 @@ _REASON_WORDS = {
     "out_of_order": "out of order sample",
     "duplicate": "duplicate sample for timestamp",
     "too_old": "too old sample",
+    "too_far_in_future": "sample timestamp too far in the future",
 }
+
+#: How far ahead of the server's clock a sample may be. Without a bound, one sample dated in the
+#: year 2500 would move the store's newest time so far that every later sample is "too old".
+MAX_FUTURE_MS = 10 * 60_000
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class AppendResultLike(Protocol):
@@ -350,10 +360,20 @@ class RemoteWriteIngester:
     2000
     """
 
-    def __init__(self, store: SampleStore, limits: Limits, metrics: SelfMetrics | None = None) -> None:
+    def __init__(
+        self,
+        store: SampleStore,
+        limits: Limits,
+        metrics: SelfMetrics | None = None,
+        *,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        max_future_ms: int = MAX_FUTURE_MS,
+    ) -> None:
         self.store = store
         self.limits = limits
         self.metrics = metrics
+        self.clock_ms = clock_ms
+        self.max_future_ms = max_future_ms
         self._refs: dict[bytes, int] = {}  # raw label bytes as sent -> series ref
         self._lock = threading.Lock()
         # Requests run concurrently; `exclusive` (retention) waits for them and holds new ones off,
@@ -417,6 +437,10 @@ class RemoteWriteIngester:
         sample_refs = refs[decoded.sample_series]
         ts, values = decoded.timestamps_ms, decoded.values
         keep = sample_refs >= 0
+        future = ts > self.clock_ms() + self.max_future_ms
+        if future.any():
+            report.rejected["too_far_in_future"] = int(np.count_nonzero(future & keep))
+            keep &= ~future
         if not keep.all():
             sample_refs, ts, values = sample_refs[keep], ts[keep], values[keep]
         if len(sample_refs):

@@ -295,8 +295,7 @@ class ScrapeManager:
 
     async def _append(self, batch: SampleBatch) -> None:
         ingester = self.get_ingest()
-        now_ms = int(self.clock() * 1000)
-        report = await asyncio.to_thread(lambda: append_samples(ingester, batch, now_ms=now_ms))
+        report = await asyncio.to_thread(lambda: append_samples(ingester, batch))
         if report.rejected:
             log.debug("scrape samples rejected", extra={"reasons": report.rejected})
 
