@@ -8,7 +8,9 @@ and one metric (``http_requests_total``), best and median of ``--repeat`` runs::
     python bench/tsdb_select.py                          # 10 and 100 instances (9k, 90k series)
     python bench/tsdb_select.py --scales 10 --modes sqlite --profile
 
-Printed: samples/s per case. ``--profile`` prints the cProfile top functions of one select.
+Printed: samples/s per case, for ``legacy`` (the select of commit 50b1027, kept here), ``select``
+and ``select_concat``, interleaved round by round so that machine load hits them alike.
+``--profile`` prints the cProfile top functions of one select.
 Runs against whichever ``watchkeeper`` is importable (``PYTHONPATH=/some/checkout`` compares).
 """
 
@@ -30,6 +32,80 @@ import numpy as np
 WORKLOAD_DIR = Path("/work/shared/bench")
 START_MS = 1_700_000_000_000
 STEP_MS = 15_000
+
+
+# --- the select of commit 50b1027 (before this bench existed), for same-run before/after figures ---
+
+
+def _legacy_read(store: Any, series_ids: list[int], start_ms: int, end_ms: int) -> Any:
+    import sqlalchemy as sa
+
+    from watchkeeper.tsdb.chunkstore import _BATCH, SqlChunkStore, _batch
+    from watchkeeper.tsdb.schema import chunks_table
+
+    if not isinstance(store, SqlChunkStore):
+        return store.read(series_ids, start_ms, end_ms)
+    c = chunks_table.c
+    ids = sorted(set(series_ids))
+    rows: list[tuple[int, int, int, bytes]] = []
+    with store.engine.connect() as conn:
+        for i in range(0, len(ids), _BATCH):
+            q = (sa.select(c.series_id, c.min_time, c.max_time, c.data)
+                 .where(c.series_id.in_(ids[i : i + _BATCH]))
+                 .where(c.min_time <= end_ms, c.max_time >= start_ms)
+                 .order_by(c.series_id, c.min_time))
+            rows.extend((r[0], r[1], r[2], bytes(r[3])) for r in conn.execute(q))
+    return _batch(rows)
+
+
+def legacy_select(self: Any, matchers: Any, start_ms: int, end_ms: int) -> list[Any]:
+    from watchkeeper.tsdb.chunks import decode_concat
+    from watchkeeper.tsdb.reader import SeriesData
+
+    with self._lock:
+        slots = self._slots(matchers, start_ms, end_ms)
+        if not len(slots):
+            return []
+        ids = self._index.ids[slots]
+        labels = [self._index.labels(s) for s in slots.tolist()]
+        h = self._head
+        h_slots, h_ts, h_vals = h.samples_of(slots)
+        need_db = ~(h.has_samples(slots) & (h.base_ms[slots] <= start_ms))
+        queued: list[Any] = []
+        by_id = self._queue.by_id
+        for sid in ids.tolist():
+            queued.extend(r for r in by_id.get(sid, ()) if r[1] <= end_ms and r[2] >= start_ms)
+    batch = _legacy_read(self._store, ids[need_db].tolist(), start_ms, end_ms) if need_db.any() else None
+    rows: dict[tuple[int, int, int], bytes] = {}
+    if batch is not None:
+        for key, blob in zip(zip(batch.series_ids.tolist(), batch.min_times.tolist(),
+                                 batch.max_times.tolist(), strict=True), batch.blobs, strict=True):
+            rows[key] = blob
+    for r in queued:
+        rows.setdefault((r[0], r[1], r[2]), r[3])
+    keys = sorted(rows)
+    c_ts, c_vals, offsets = decode_concat([rows[k] for k in keys])
+    by_id_order = np.argsort(ids)
+    chunk_pos = by_id_order[np.searchsorted(ids[by_id_order], np.fromiter((k[0] for k in keys), np.int64,
+                                                                       len(keys)))]
+    pos = np.concatenate([np.repeat(chunk_pos, np.diff(offsets)), np.searchsorted(slots, h_slots)])
+    ts = np.concatenate([c_ts, h_ts])
+    vals = np.concatenate([c_vals, h_vals])
+    keep = (ts >= start_ms) & (ts <= end_ms)
+    pos, ts, vals = pos[keep], ts[keep], vals[keep]
+    order = np.argsort(pos, kind="stable")
+    pos, ts, vals = pos[order], ts[order], vals[order]
+    same = pos[1:] == pos[:-1]
+    if (same & (ts[1:] <= ts[:-1])).any():
+        order = np.lexsort((ts, pos))
+        pos, ts, vals = pos[order], ts[order], vals[order]
+        last = np.append((pos[1:] != pos[:-1]) | (ts[1:] != ts[:-1]), True)
+        pos, ts, vals = pos[last], ts[last], vals[last]
+    bounds = np.searchsorted(pos, np.arange(len(slots) + 1)).tolist()
+    out = [SeriesData(labels[i], ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]])
+           for i in range(len(slots)) if bounds[i + 1] > bounds[i]]
+    out.sort(key=lambda s: s.labels)
+    return out
 
 
 def build(instances: int, steps: int, data_dir: Path | None) -> tuple[Any, int]:
@@ -55,19 +131,22 @@ def build(instances: int, steps: int, data_dir: Path | None) -> tuple[Any, int]:
     return store, len(series)
 
 
-def run_case(store: Any, matchers: list[Any], start: int, end: int, repeat: int,
-             method: str) -> tuple[float, float, int]:
-    fn = getattr(store, method)
-    times = []
-    n = 0
+def run_cases(store: Any, matchers: list[Any], start: int, end: int, repeat: int,
+              methods: list[str]) -> dict[str, tuple[float, float, int]]:
+    """Each method once per round, rounds interleaved, so load changes hit all of them alike."""
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    counts: dict[str, int] = {}
     for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        out = fn(matchers, start, end)
-        times.append(time.perf_counter() - t0)
-        n = sum(len(s.values) for s in out) if method == "select" else len(out[1])
-        del out
-    return min(times), statistics.median(times), n
+        for method in methods:
+            fn = getattr(store, method) if method != "legacy" else (
+                lambda m, a, b: legacy_select(store, m, a, b))
+            gc.collect()
+            t0 = time.perf_counter()
+            out = fn(matchers, start, end)
+            times[method].append(time.perf_counter() - t0)
+            counts[method] = len(out[1]) if method == "select_concat" else sum(len(s.values) for s in out)
+            del out
+    return {m: (min(t), statistics.median(t), counts[m]) for m, t in times.items()}
 
 
 def main() -> None:
@@ -92,10 +171,11 @@ def main() -> None:
                 store, nseries = build(inst, args.steps, Path(tmp) / "data" if mode == "sqlite" else None)
                 built = time.perf_counter() - t0
                 print(f"{mode} {nseries} series x {args.steps} steps built in {built:.1f} s", flush=True)
-                methods = ["select"] + (["select_concat"] if hasattr(store, "select_concat") else [])
+                methods = ["legacy", "select"]
+                methods += ["select_concat"] if hasattr(store, "select_concat") else []
                 for name, m in cases.items():
-                    for method in methods:
-                        best, med, n = run_case(store, m, start, end, args.repeat, method)
+                    results = run_cases(store, m, start, end, args.repeat, methods)
+                    for method, (best, med, n) in results.items():
                         print(f"  {mode:6s} {nseries:6d} series {name:20s} {method:13s} {n:>11,d} samples  "
                               f"best {best * 1e3:8.1f} ms ({n / best / 1e6:6.1f} M samples/s)  "
                               f"median {med * 1e3:8.1f} ms", flush=True)

@@ -343,23 +343,37 @@ class Head:
 
     def _block(self, slots: I64) -> tuple[I64, I64, F64]:
         nseg = self.nseg[slots].astype(np.int64)
-        blob_slots = np.repeat(slots, nseg)
+        frozen, seg_len = self.frozen, self.seg_len
         blobs: list[bytes] = []
         for slot, k in zip(slots.tolist(), nseg.tolist(), strict=True):
-            data, pos = self.frozen[slot], 0
-            for length in self.seg_len[slot, :k].tolist():
-                blobs.append(data[pos : pos + length])
-                pos += length
+            if k == 1:
+                blobs.append(frozen[slot])
+            elif k:
+                data, pos = frozen[slot], 0
+                for length in seg_len[slot, :k].tolist():
+                    blobs.append(data[pos : pos + length])
+                    pos += length
         f_ts, f_vals, offsets = decode_concat(blobs)
-        f_slots = np.repeat(blob_slots, np.diff(offsets))
+        seg_ends = offsets[np.cumsum(nseg)]
+        f_cnt = seg_ends - np.concatenate([[0], seg_ends[:-1]])  # frozen samples per slot
         cnt = self.count[slots].astype(np.int64)
         t_slots = np.repeat(slots, cnt)
         col = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
         t_ts = self.offsets[t_slots, col].astype(np.int64) + self.base_ms[t_slots]
-        all_slots = np.concatenate([f_slots, t_slots])
-        order = np.argsort(all_slots, kind="stable")  # per slot: frozen segments, then the tail
-        return (all_slots[order], np.concatenate([f_ts, t_ts])[order],
-                np.concatenate([f_vals, self.values[t_slots, col]])[order])
+        t_vals = self.values[t_slots, col]
+        if not len(f_ts):
+            return t_slots, t_ts, t_vals
+        # Per slot: its frozen segments, then its tail (one masked scatter, no sort).
+        runs = np.stack([f_cnt, cnt], axis=1).ravel()
+        is_frozen = np.repeat(np.tile(np.array([True, False]), len(slots)), runs)
+        ts = np.empty(len(is_frozen), dtype=np.int64)
+        vals = np.empty(len(is_frozen), dtype=np.float64)
+        ts[is_frozen] = f_ts
+        vals[is_frozen] = f_vals
+        np.logical_not(is_frozen, out=is_frozen)
+        ts[is_frozen] = t_ts
+        vals[is_frozen] = t_vals
+        return np.repeat(slots, f_cnt + cnt), ts, vals
 
     def has_samples(self, slots: I64 | slice) -> npt.NDArray[np.bool_]:
         return self._total(slots) > 0
