@@ -29,6 +29,7 @@ import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,9 @@ def main() -> None:
     ap.add_argument("--profile", default="", help="cProfile this query instead of the table")
     ap.add_argument("--only", default="", help="only queries containing this text")
     ap.add_argument("--query", action="append", default=[], help="time this query instead of the harness'")
+    ap.add_argument("--memory", action="store_true", help="also each query's peak allocations (tracemalloc)")
+    ap.add_argument("--span", action="append", default=[],
+                    help="SECONDS/STEP_SECONDS instead of the harness' two spans (e.g. 7200/15)")
     ap.add_argument("--synthetic", action="store_true",
                     help="NumPy-generated samples of the workload's shape (fast at 100 instances)")
     args = ap.parse_args()
@@ -176,7 +180,8 @@ def main() -> None:
     engine = Engine(reader)
     client = http_client(engine, storage) if args.http else None
     end_ms = now_ms
-    spans = ((3600, 15), (args.minutes * 60 - 600, 60))
+    spans = [(int(a), int(b)) for a, b in (x.split("/") for x in args.span)] or [
+        (3600, 15), (args.minutes * 60 - 600, 60)]
 
     def run(query: str, span: int, step: int, via_http: bool) -> Callable[[], object]:
         start_ms = end_ms - span * 1000
@@ -203,7 +208,9 @@ def main() -> None:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
         return
 
-    header = f"{'engine ms':>9} {'select ms':>9} {'eval ms':>8}" + (f" {'http ms':>8}" if client else "")
+    header = f"{'engine ms':>9} {'select ms':>9} {'eval ms':>8}"
+    header += f" {'peak MiB':>8}" if args.memory else ""
+    header += f" {'http ms':>8}" if client else ""
     print(f"{header}  series  query @span/step")
     totals: list[float] = []
     for q in args.query or sidebyside.QUERIES:
@@ -223,6 +230,11 @@ def main() -> None:
                 if elapsed < best:
                     best, best_select = elapsed, reader.select_s
             line = f"{best * 1000:9.1f} {best_select * 1000:9.1f} {(best - best_select) * 1000:8.1f}"
+            if args.memory:  # one more run, traced: the peak of the query's own allocations
+                tracemalloc.start()
+                engine.range(q, end_ms - span * 1000, end_ms, step * 1000)
+                line += f" {tracemalloc.get_traced_memory()[1] / 2**20:8.0f}"
+                tracemalloc.stop()
             measured = best
             if client is not None:
                 http = best_of(args.repeat, run(q, span, step, True))

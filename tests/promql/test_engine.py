@@ -141,3 +141,19 @@ def test_step_invariant_parts_equal_per_step_evaluation(store: MemoryStore, quer
         for t, v in zip(series.timestamps_ms.tolist(), series.values.tolist(), strict=True):
             at_t = {s.labels: s.values.tolist() for s in engine.instant(query, t).series}
             assert at_t[series.labels] == [v], (query, t)
+
+
+def test_non_counter_info_once_per_name_from_the_selector_or_the_series() -> None:
+    s = MemoryStore()
+    ts = list(range(0, 300_001, 15_000))
+    for i in range(3):
+        s.add({"__name__": "temperature", "i": str(i)}, ts, [float(t) for t in ts])
+        s.add({"__name__": "hits_total", "i": str(i + 3)}, ts, [float(t) for t in ts])
+    info = (
+        "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "
+        '"temperature"'
+    )
+    for query in ("rate(temperature[1m])", "rate({i=~'.+'}[1m])", "increase((temperature[1m]))"):
+        infos = Engine(s).range(query, 60_000, 300_000, 60_000).infos
+        assert [m for m in infos if m.startswith(info)] and len(infos) == 1, (query, infos)
+    assert Engine(s).range("rate(hits_total[1m])", 60_000, 300_000, 60_000).infos == []

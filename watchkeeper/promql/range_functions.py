@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from watchkeeper.errors import EvalError
-from watchkeeper.labels import metric_name
-from watchkeeper.promql.ast import Expr
+from watchkeeper.labels import METRIC_NAME, MatchOp, metric_name
+from watchkeeper.promql.ast import Expr, MatrixSelector, ParenExpr
 from watchkeeper.promql.formatting import format_go_float
 from watchkeeper.promql.values import F64, I64, Bool, EvalContext, RangeVector, Scalar, StepVector, Value
 
@@ -245,14 +245,30 @@ def _with_reset_corrections(rv: RangeVector, lo: I64, hi: I64, has_reset: Bool, 
     return np.where(has_reset, w.unsort(total, lo.shape), result)
 
 
-def _non_counter_infos(rv: RangeVector, present: Bool, ctx: EvalContext) -> None:
-    """``rate``/``increase`` on a metric whose name does not look like a counter's."""
-    for i in np.flatnonzero(present.any(axis=1)).tolist():
-        name = metric_name(rv.labels[i])
-        if name and not name.endswith(_COUNTER_SUFFIXES):
+def _selected_name(arg_exprs: list[Expr]) -> str | None:
+    """The metric name every series of a ``name{...}[range]`` argument has, else None."""
+    expr = arg_exprs[0] if arg_exprs else None
+    while isinstance(expr, ParenExpr):
+        expr = expr.expr
+    if isinstance(expr, MatrixSelector):
+        for m in expr.selector.matchers:
+            if m.name == METRIC_NAME and m.op is MatchOp.EQUAL:
+                return m.value
+    return None
+
+
+def _non_counter_infos(rv: RangeVector, present: Bool, ctx: EvalContext, name: str | None = None) -> None:
+    """``rate``/``increase`` on a metric whose name does not look like a counter's. ``name``:
+    the one name all series have (known from the selector), so no series needs looking at."""
+    if name is not None:
+        names = [name] if present.any() else []
+    else:
+        names = [metric_name(rv.labels[i]) for i in np.flatnonzero(present.any(axis=1)).tolist()]
+    for metric in dict.fromkeys(names):
+        if metric and not metric.endswith(_COUNTER_SUFFIXES):
             msg = (
                 "PromQL info: metric might not be a counter, name does not end in "
-                f'_total/_sum/_count/_bucket: "{name}"'
+                f'_total/_sum/_count/_bucket: "{metric}"'
             )
             if msg not in ctx.infos:
                 ctx.infos.append(msg)
@@ -263,7 +279,7 @@ def _rate_impl(*, is_counter: bool, is_rate: bool, check_name: bool) -> Impl:
         rv = _range(args)
         values, present = _extrapolated_rate(rv, is_counter=is_counter, is_rate=is_rate)
         if check_name:
-            _non_counter_infos(rv, present, ctx)
+            _non_counter_infos(rv, present, ctx, _selected_name(arg_exprs))
         return _result(rv, values, present, clean=True)
 
     return impl
