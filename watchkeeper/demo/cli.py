@@ -61,10 +61,28 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     from watchkeeper.errors import ConfigError
     from watchkeeper.logging import configure_logging
 
+    target = args.scrape_target or f"{_loopback(args.host)}:{args.coreapi_port}"
+    scrape_configs = [
+        {
+            "job_name": "coreapi",
+            "scrape_interval": args.scrape_interval,
+            "static_configs": [{"targets": [target], "labels": {"service": "core-api"}}],
+        },
+        {
+            "job_name": "watchkeeper",
+            "scrape_interval": args.scrape_interval,
+            "static_configs": [{"targets": [f"{_loopback(args.host)}:{args.port}"]}],
+        },
+    ]
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "data_dir": args.data_dir,
+        "scrape_configs": scrape_configs,
+        "scrape_interval": args.scrape_interval,
+    }
     try:
-        settings = Settings.load(
-            config_file=None, overrides={"host": args.host, "port": args.port, "data_dir": args.data_dir}
-        )
+        settings = Settings.load(config_file=None, overrides=overrides)
     except ConfigError as exc:
         print(f"watchkeeper demo: {exc}", file=sys.stderr)
         return 2
@@ -74,7 +92,11 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"watchkeeper demo: cannot create {settings.data_dir}: {exc.strerror}", file=sys.stderr)
         return 1
-    return asyncio.run(_run(args, settings))
+    return asyncio.run(_run(args, settings, target))
+
+
+def _loopback(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
 class _Server:
@@ -107,10 +129,8 @@ class _Server:
             await self.task
 
 
-async def _run(args: argparse.Namespace, settings: Any) -> int:
+async def _run(args: argparse.Namespace, settings: Any, target: str) -> int:
     from watchkeeper.app import create_app
-    from watchkeeper.collector.scrape import ScrapeManager
-    from watchkeeper.collector.targets import ScrapeConfig, StaticConfig
     from watchkeeper.demo.api import coreapi_app
     from watchkeeper.demo.settings import CoreApiSettings
     from watchkeeper.demo.traffic import TrafficConfig, run_traffic
@@ -124,7 +144,6 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
     servers: list[_Server] = []
     wk_app = create_app(settings)
     wk = _Server(wk_app, args.host, args.port)
-    target = args.scrape_target or f"{args.host}:{args.coreapi_port}"
     try:
         await wk.start()
         servers.append(wk)
@@ -143,20 +162,11 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
             await asyncio.sleep(0.05)
         if state.startup_error is not None:
             return 1
-        scrape = ScrapeManager(
-            [
-                ScrapeConfig(job_name="coreapi", scrape_interval=args.scrape_interval,
-                             static_configs=[StaticConfig(targets=[target])]),
-                ScrapeConfig(job_name="watchkeeper", scrape_interval=args.scrape_interval,
-                             static_configs=[StaticConfig(targets=[f"{args.host}:{args.port}"])]),
-            ],
-            state.require_ingester,
-        )  # fmt: skip
-        await scrape.start()
         traffic: asyncio.Task[Any] | None = None
         if not args.no_traffic:
-            config = TrafficConfig(f"http://{target}", users=args.users, error_rate=args.error_rate,
-                                   latency_ms=args.latency_ms)  # fmt: skip
+            config = TrafficConfig(
+                f"http://{target}", users=args.users, error_rate=args.error_rate, latency_ms=args.latency_ms
+            )
             traffic = asyncio.create_task(run_traffic(config))
         _banner(args, target)
         with contextlib.suppress(TimeoutError):
@@ -165,7 +175,6 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
             traffic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await traffic
-        await scrape.stop()
     finally:
         for server in reversed(servers):
             await server.stop()
