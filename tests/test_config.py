@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from watchkeeper.config import Settings, parse_duration
+from watchkeeper.config import Settings
+from watchkeeper.durations import parse_duration
 from watchkeeper.errors import ConfigError
 
 

@@ -53,6 +53,9 @@ from watchkeeper.rules.manager import RuleManager
 from watchkeeper.rules.notify import DispatcherSink
 from watchkeeper.rules.service import RulesService
 from watchkeeper.selfmetrics import HttpMetricsMiddleware, SelfMetrics, StoreStats
+from watchkeeper.slo.probes import ProbeManager
+from watchkeeper.slo.reports import schedule_reports
+from watchkeeper.slo.router import SloState, slo_router, write_rule_files
 from watchkeeper.tsdb.api import status_router
 from watchkeeper.tsdb.schema import make_engine, migrate, sqlite_url
 from watchkeeper.tsdb.storage import Storage
@@ -77,6 +80,8 @@ class AppState:
     scrape_manager: ScrapeManager | None = None
     alerting: AlertingService | None = None
     rules: RulesService | None = None
+    slo: SloState | None = None
+    probes: ProbeManager | None = None
     startup_error: BaseException | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -104,6 +109,11 @@ class AppState:
         if self.rules is None:
             raise NotReady(self.not_ready_reason())
         return self.rules.manager
+
+    def require_slo(self) -> SloState:
+        if self.slo is None:
+            raise NotReady(self.not_ready_reason())
+        return self.slo
 
     def not_ready_reason(self) -> str:
         if self.startup_error is not None:
@@ -157,15 +167,20 @@ def _open_storage(state: AppState) -> None:
 
 
 def _start_services(state: AppState, storage: Storage, engine: Engine) -> None:
-    """Alerting (dispatcher + outbox) and rule evaluation, on the store's database."""
+    """Alerting (dispatcher + outbox), SLOs (their generated rules) and rule evaluation, on the
+    store's database."""
     s = state.settings
+    state.slo = SloState.load(s.slo, store=storage, engine=engine, base_dir=s.config_dir)
+    slo_rules = [str(p) for p in write_rule_files(state.slo.specs, s.data_dir / s.slo.rules_dir)]
+    rules_config = s.rules_config()
+    rules_config = rules_config.model_copy(update={"rule_files": [*rules_config.rule_files, *slo_rules]})
     database = make_engine(s.database_url or sqlite_url(s.data_dir))
     migrate(database)  # a no-op after the store's own open; cheap
     state.alerting = AlertingService.start(
         s.alerting, database=database, registry=state.metrics.registry, redis_url=s.redis_url
     )
     state.rules = RulesService.start(
-        s.rules_config(),
+        rules_config,
         storage=storage,
         engine=engine,
         database=database,
@@ -173,6 +188,16 @@ def _start_services(state: AppState, storage: Storage, engine: Engine) -> None:
         base_dir=s.config_dir,
         registry=state.metrics.registry,
     )
+    slo_state = state.slo
+    schedule_reports(
+        state.rules.scheduler.scheduler,
+        s.slo,
+        store=storage,
+        engine=engine,
+        specs=lambda: slo_state.specs,
+        receivers={r.name: r for r in s.alerting.receivers},
+    )
+    state.probes = ProbeManager(s.slo.probes, storage, max_concurrency=s.slo.max_probe_concurrency)
 
 
 def _stop_services(state: AppState) -> None:
@@ -194,6 +219,8 @@ async def _start(state: AppState) -> None:
     state.tasks.append(asyncio.create_task(_retention_loop(state)))
     if state.scrape_manager is not None:
         await state.scrape_manager.start()
+    if state.probes is not None:
+        await state.probes.start()
 
 
 async def _retention_loop(state: AppState) -> None:
@@ -244,6 +271,8 @@ def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> Fas
             await opener
             if state.scrape_manager is not None:
                 await state.scrape_manager.stop()
+            if state.probes is not None:
+                await state.probes.stop()
             for task in state.tasks:
                 task.cancel()
             for task in state.tasks:
@@ -294,6 +323,7 @@ def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> Fas
     app.include_router(alertmanager_router(lambda: state.require_alerting().dispatcher))
     dashboards = _dashboard_options(state)
     app.include_router(dashboards_router(state.require_engine, state.require_storage, dashboards))
+    app.include_router(slo_router(state.require_slo))
     return app
 
 

@@ -12,7 +12,6 @@ a laptop. Nothing below this module reads ``os.environ``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -26,30 +25,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from watchkeeper.alerting.config import AlertingConfig
 from watchkeeper.collector.auth import IngestAuthConfig
 from watchkeeper.collector.targets import ScrapeConfig
+from watchkeeper.durations import parse_duration
 from watchkeeper.errors import ConfigError
 from watchkeeper.rules.model import RulesConfig
+from watchkeeper.slo.config import SloConfig
 
 ENV_PREFIX = "WATCHKEEPER_"
 DEFAULT_CONFIG_FILE = Path("watchkeeper.yml")
-
-_DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_DURATION_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
-
-
-def parse_duration(text: str) -> int:
-    """A Prometheus duration string in milliseconds.
-
-    >>> parse_duration("1h30m"), parse_duration("15d"), parse_duration("250ms"), parse_duration("0")
-    (5400000, 1296000000, 250, 0)
-    """
-    text = text.strip()
-    if text == "0":
-        return 0
-    m = _DURATION_RE.match(text)
-    if not text or m is None or not any(m.groups()):
-        raise ValueError(f"not a valid duration string: {text!r} (examples: 15d, 2h, 1h30m, 500ms)")
-    return sum(int(g) * unit for g, unit in zip(m.groups(), _DURATION_UNITS_MS, strict=True) if g)
-
 
 def _check_duration(value: str) -> str:
     parse_duration(value)
@@ -111,6 +93,8 @@ class Settings(BaseSettings):
     """Globs of Prometheus rule files (and generated SLO rules), relative to the config file."""
     rules: RulesConfig = RulesConfig()
     alerting: AlertingConfig = AlertingConfig()
+    slo: SloConfig = SloConfig()
+    """SLO specs (their generated rules join the rule files), uptime probes, status pages, reports."""
     dashboards_dir: Path = Path("./dashboards")
     """Dashboard YAML files of this deployment, beside the built-ins (a file with a built-in's uid
     replaces it); Grafana dashboards imported with ``?save=true`` are written here."""

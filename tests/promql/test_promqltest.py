@@ -30,7 +30,6 @@ from watchkeeper.promql.promqltest import (
     format_report,
     is_stale,
     main,
-    parse_duration_ms,
     parse_series,
     parse_test,
     parse_values,
@@ -234,17 +233,6 @@ def test_value_notation_rejects_garbage(text: str) -> None:
 )
 def test_series_lines(line: str, labels: Labels) -> None:
     assert parse_series(line) == (labels, (1.0,))
-
-
-def test_durations() -> None:
-    assert parse_duration_ms("0") == 0
-    assert parse_duration_ms("1h5m") == 3_900_000
-    assert parse_duration_ms("100ms") == 100
-    assert parse_duration_ms("1d") == 86_400_000
-    with pytest.raises(ValueError):
-        parse_duration_ms("")
-    with pytest.raises(ValueError):
-        parse_duration_ms("5")
 
 
 # --- the file format --------------------------------------------------------------------------------

@@ -39,17 +39,10 @@ from pydantic import (
 )
 
 from watchkeeper.collector.relabel import RelabelConfig, compile_rules, relabel
+from watchkeeper.durations import parse_duration
 from watchkeeper.labels import Labels
 
 log = logging.getLogger(__name__)
-
-
-def parse_duration(text: str) -> int:
-    """`config.parse_duration`, imported when called: config.py imports this module (for
-    `Settings.scrape_configs`), so a top-level import would be a cycle."""
-    from watchkeeper.config import parse_duration as parse
-
-    return parse(text)
 
 
 class StaticConfig(BaseModel):

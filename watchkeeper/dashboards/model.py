@@ -34,8 +34,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from watchkeeper.config import parse_duration
 from watchkeeper.dashboards.units import is_known_unit
+from watchkeeper.durations import parse_duration
 
 UID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

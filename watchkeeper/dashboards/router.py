@@ -31,7 +31,6 @@ import jinja2
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from watchkeeper.config import parse_duration
 from watchkeeper.dashboards import markdown
 from watchkeeper.dashboards.grafana import GrafanaImportError, convert, to_yaml
 from watchkeeper.dashboards.loader import BUILTIN_DIR, Catalog
@@ -50,6 +49,7 @@ from watchkeeper.dashboards.templating import ALL, interpolate
 from watchkeeper.dashboards.timerange import Range, TimeError, pick_step_ms, resolve_range
 from watchkeeper.dashboards.units import format_value
 from watchkeeper.dashboards.variables import MetadataStore, ResolvedVariable, requested_from_query, resolve
+from watchkeeper.durations import parse_duration
 from watchkeeper.labels import format_labels
 
 STATIC_DIR = Path(__file__).parent / "static"

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from watchkeeper.config import parse_duration
+from watchkeeper.durations import parse_duration
 
 _REL_RE = re.compile(r"([+-])(\d+)([smhdwMQy])|/([smhdwMQy])")
 _FIXED_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}

@@ -29,7 +29,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 
 from watchkeeper import __version__ as watchkeeper_version
-from watchkeeper.config import parse_duration
+from watchkeeper.durations import parse_duration
 from watchkeeper.errors import ParseError, QueryError
 from watchkeeper.labels import Labels, Matcher
 from watchkeeper.promql import ast

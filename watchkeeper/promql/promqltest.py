@@ -36,6 +36,7 @@ from typing import Literal, Protocol, cast
 import numpy as np
 import numpy.typing as npt
 
+from watchkeeper.durations import parse_duration
 from watchkeeper.errors import QueryError
 from watchkeeper.labels import METRIC_NAME, Labels, Matcher, format_labels, from_pairs
 from watchkeeper.promql import ast
@@ -76,10 +77,6 @@ _PAT_EXPECT = re.compile(r"^expect\s+(ordered|fail|warn|no_warn|info|no_info)(?:
 _RANGE_VECTOR_PREFIX = "expect range vector"
 _PAT_EXPECT_RANGE = re.compile(r"^" + _RANGE_VECTOR_PREFIX + r"\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+)$")
 _EXPECT_STRING_PREFIX = "expect string"
-_PAT_DURATION = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
-)
-_DURATION_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
 
 
 class TestFileError(ValueError):
@@ -104,16 +101,6 @@ class NativeHistogram:
 
 #: One position of a value sequence: a float, ``None`` for ``_`` (no sample), or a histogram.
 Point = float | None | NativeHistogram
-
-
-def parse_duration_ms(text: str) -> int:
-    """A Prometheus duration (``model.ParseDuration``: ``0``, ``5m``, ``1h30m``, ``100ms``)."""
-    if text == "0":
-        return 0
-    match = _PAT_DURATION.match(text)
-    if not text or match is None:
-        raise ValueError(f"not a valid duration string: {text!r}")
-    return sum(int(g) * unit for g, unit in zip(match.groups(), _DURATION_UNITS_MS, strict=True) if g)
 
 
 _GO_SIMPLE_ESCAPES = {
@@ -415,7 +402,7 @@ def _parse_load(lines: list[str], i: int) -> tuple[int, Load]:
     if match is None:
         raise TestFileError(i + 1, "invalid load command. (load[_with_nhcb] <step:duration>)")
     try:
-        interval_ms = parse_duration_ms(match.group(2))
+        interval_ms = parse_duration(match.group(2))
     except ValueError as exc:
         raise TestFileError(i + 1, f"invalid step definition {match.group(2)!r}: {exc}") from exc
     series: dict[Labels, SeriesLine] = {}
@@ -446,7 +433,7 @@ def _parse_eval(lines: list[str], i: int) -> tuple[int, Eval]:
     try:
         if instant is not None:
             modifier, expr = instant.group(1), instant.group(3)
-            at_ms = parse_duration_ms(instant.group(2) or "")
+            at_ms = parse_duration(instant.group(2) or "")
             ev = Eval(line_no, expr, instant=True, start_ms=at_ms, eval_ms=at_ms)
         else:
             assert ranged is not None
@@ -510,12 +497,12 @@ def _parse_eval(lines: list[str], i: int) -> tuple[int, Eval]:
 
 
 def _parse_range(start: str, end: str, step: str) -> tuple[int, int, int]:
-    start_ms, end_ms = parse_duration_ms(start), parse_duration_ms(end)
+    start_ms, end_ms = parse_duration(start), parse_duration(end)
     if end_ms < start_ms:
         raise ValueError(
             f"invalid test definition, end timestamp ({end}) is before start timestamp ({start})"
         )
-    return start_ms, end_ms, parse_duration_ms(step)
+    return start_ms, end_ms, parse_duration(step)
 
 
 def _parse_expect_string(line: str) -> str:

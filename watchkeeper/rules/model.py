@@ -23,11 +23,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
+from watchkeeper.durations import parse_duration
 from watchkeeper.errors import ConfigError, ParseError
 from watchkeeper.labels import LABEL_NAME_RE, METRIC_NAME, METRIC_NAME_RE, Labels, from_dict
 from watchkeeper.promql.ast import Expr
 from watchkeeper.promql.parser import parse, value_type
-from watchkeeper.promql.promqltest import parse_duration_ms
 from watchkeeper.rules.template import Template, TemplateError
 
 DEFAULT_EVALUATION_INTERVAL_MS = 60_000
@@ -50,16 +50,16 @@ class RulesConfig(BaseModel):
     history_retention: str = "90d"
 
     def evaluation_interval_ms(self) -> int:
-        return parse_duration_ms(self.evaluation_interval)
+        return parse_duration(self.evaluation_interval)
 
     def query_offset_ms(self) -> int:
-        return parse_duration_ms(self.query_offset)
+        return parse_duration(self.query_offset)
 
     def resend_delay_ms(self) -> int:
-        return parse_duration_ms(self.resend_delay)
+        return parse_duration(self.resend_delay)
 
     def history_retention_ms(self) -> int:
-        return parse_duration_ms(self.history_retention)
+        return parse_duration(self.history_retention)
 
 
 class RuleFileError(ConfigError):
@@ -191,7 +191,7 @@ def _duration(raw: Any, what: str, where: str, errors: list[str]) -> int | None:
     if raw is None:
         return None
     try:
-        return parse_duration_ms(str(raw))
+        return parse_duration(str(raw))
     except ValueError:
         errors.append(f'{where}: {what}: not a valid duration string: "{raw}"')
         return None

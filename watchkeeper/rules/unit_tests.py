@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from watchkeeper.durations import parse_duration
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.labels import Labels, from_dict
 from watchkeeper.promql import ast
@@ -35,7 +36,7 @@ from watchkeeper.promql.engine import Engine
 from watchkeeper.promql.formatting import format_go_float
 from watchkeeper.promql.parser import parse
 from watchkeeper.promql.printer import format_duration
-from watchkeeper.promql.promqltest import almost_equal, parse_duration_ms, parse_series
+from watchkeeper.promql.promqltest import almost_equal, parse_series
 from watchkeeper.rules import histograms as hist
 from watchkeeper.rules.evaluation import (
     ALERT_NAME,
@@ -132,7 +133,7 @@ class TestFile:
 
 def _duration(raw: Any, what: str) -> int:
     try:
-        return parse_duration_ms(str(raw).strip())
+        return parse_duration(str(raw).strip())
     except ValueError as exc:
         raise TestFileError(f"{what}: {exc}") from exc
 

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from watchkeeper.alerting.config import ReceiverConfig
-from watchkeeper.config import parse_duration
+from watchkeeper.durations import parse_duration
 from watchkeeper.slo.budget import Window
 from watchkeeper.slo.uptime import MaintenanceWindow
 

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from watchkeeper.config import parse_duration
+from watchkeeper.durations import parse_duration
 
 STATES = ("up", "degraded", "down", "unknown", "maintenance")
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
