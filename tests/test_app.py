@@ -233,3 +233,13 @@ def test_rules_alerting_and_dashboards_are_mounted(client: TestClient) -> None:
     assert client.get("/api/v1/targets").json()["data"]["activeTargets"][0]["labels"]["job"] == "watchkeeper"
     assert client.get("/dashboards").status_code == 200
     assert client.post("/-/reload").status_code == 200
+
+
+def test_slo_specs_become_rules_and_pages(tmp_path: Path) -> None:
+    spec = Path(__file__).resolve().parents[1] / "rules" / "slo" / "checkout.yml"
+    app = create_app(settings(tmp_path, slo={"spec_files": [str(spec)]}))
+    with TestClient(app) as c:
+        wait_ready(c)
+        groups = c.get("/api/v1/rules").json()["data"]["groups"]
+        assert any("sloth" in g["name"] or "slo" in g["name"] for g in groups), [g["name"] for g in groups]
+        assert c.get("/slo").status_code == 200
