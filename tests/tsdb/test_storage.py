@@ -354,3 +354,19 @@ def test_select_matches_a_model_on_random_windows(mode: str, tmp_path: Path) -> 
             assert vals_c.view(np.uint64).tolist() == [x for w in want for x in w[2]]
     finally:
         store.close()
+
+
+def test_select_concat_helper_falls_back_to_select() -> None:
+    from watchkeeper.tsdb.reader import SeriesData, select_concat
+
+    store = Storage.open(data_dir=None)
+    fill(store, 5, 30)
+
+    class Plain:  # a reader with only `select`, as test stores are
+        def select(self, matchers: object, a: int, b: int) -> list[SeriesData]:
+            return store.select(matchers, a, b)  # type: ignore[arg-type]
+
+    for a, b in [(0, 10**9), (100_000, 200_000), (10**8, 10**9)]:
+        fast, slow = select_concat(store, [], a, b), select_concat(Plain(), [], a, b)  # type: ignore[arg-type]
+        assert fast[0] == slow[0] and fast[3].tolist() == slow[3].tolist()
+        assert fast[1].tolist() == slow[1].tolist() and fast[2].tolist() == slow[2].tolist()

@@ -43,3 +43,34 @@ class SeriesReader(Protocol):
 
     def label_values(self, name: str, matchers: Sequence[Matcher], start_ms: int,
                      end_ms: int) -> list[str]: ...
+
+
+class ConcatSeriesReader(SeriesReader, Protocol):
+    """A reader that can also return a selection as one block (``tsdb.Storage`` does)."""
+
+    def select_concat(self, matchers: Sequence[Matcher], start_ms: int,
+                      end_ms: int) -> tuple[list[Labels], npt.NDArray[np.int64], npt.NDArray[np.float64],
+                                            npt.NDArray[np.int64]]:
+        """`select` as ``(labels, timestamps, values, offsets)``: series ``i`` (same order and
+        contents as `select`) at ``[offsets[i], offsets[i + 1])`` of the two arrays."""
+        ...
+
+
+def select_concat(reader: SeriesReader, matchers: Sequence[Matcher], start_ms: int,
+                  end_ms: int) -> tuple[list[Labels], npt.NDArray[np.int64], npt.NDArray[np.float64],
+                                        npt.NDArray[np.int64]]:
+    """``reader.select_concat`` when the reader has it (no per-series arrays, no second copy),
+    else `select`'s series concatenated; same result either way."""
+    method = getattr(reader, "select_concat", None)
+    if method is not None:
+        out: tuple[list[Labels], npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]]
+        out = method(matchers, start_ms, end_ms)
+        return out
+    series = reader.select(matchers, start_ms, end_ms)
+    offsets = np.zeros(len(series) + 1, dtype=np.int64)
+    np.cumsum([len(s.timestamps_ms) for s in series], out=offsets[1:])
+    if not series:
+        return [], np.empty(0, np.int64), np.empty(0, np.float64), offsets
+    ts = np.concatenate([np.asarray(s.timestamps_ms, np.int64) for s in series])
+    vals = np.concatenate([np.asarray(s.values, np.float64) for s in series])
+    return [s.labels for s in series], ts, vals, offsets

@@ -23,10 +23,15 @@ it, commit everything cut (and every series created) before, then delete the old
 series and per-series time bounds come from the database, then the WAL is replayed (samples at or
 before a series' newest persisted sample are dropped, so a replay never duplicates a chunk).
 
-**Reads.** `select` resolves matchers in the index, copies the head samples and the queued chunks
-of the chosen series under the lock, then reads the persisted chunks of all of them with one
-query per 5000 series (series whose open head chunk already covers ``start_ms`` skip the query),
-decodes every blob with one `decode_concat` and concatenates. Nothing is cached.
+**Reads.** `select_concat` resolves matchers in the index, copies the head samples and the queued
+chunks of the chosen series under the lock, then reads the persisted chunks overlapping the window
+(one query per 5000 series through the driver's cursor; series whose open head chunk already covers
+``start_ms`` skip it). The blobs are put in output order (series by labels, each in time order)
+before one `decode_concat`, so in the common case the decoded arrays *are* the result: no sort, no
+copy, only a compaction when the window cuts chunks and one masked scatter when series also have
+head samples. Chunks that overlap (out-of-order window, replay) are detected with one vectorised
+comparison and only then merged by a sort, the newer sample winning. `select` returns views into
+that block. Nothing is cached.
 """
 
 from __future__ import annotations
