@@ -144,3 +144,35 @@ def test_matrix_of_series_by_steps_counts_against_the_limit() -> None:
     assert len(engine.range("m", 0, 90_000, 10_000).series) == 10  # 10 series x 10 steps
     with pytest.raises(TooManySamples):
         engine.range("m", 0, 100_000, 10_000)  # 10 x 11 cells
+
+
+class _BlockStore(MemoryStore):
+    """A store with the one-block ``select_concat`` form (as ``tsdb.Storage`` has)."""
+
+    calls = 0
+
+    def select_concat(
+        self, matchers: list[Matcher], start_ms: int, end_ms: int
+    ) -> tuple[list[tuple[tuple[str, str], ...]], np.ndarray, np.ndarray, np.ndarray]:
+        self.calls += 1
+        series = self.select(matchers, start_ms, end_ms)
+        offsets = np.r_[0, np.cumsum([len(s.timestamps_ms) for s in series])].astype(np.int64)
+        if not series:
+            return [], np.empty(0, np.int64), np.empty(0), offsets
+        return ([s.labels for s in series], np.concatenate([s.timestamps_ms for s in series]),
+                np.concatenate([s.values for s in series]), offsets)
+
+
+@pytest.mark.parametrize("query", ["m", "rate(m[1m])", "max_over_time(m[25s])", "nothing", "m offset 1h"])
+def test_stores_with_select_concat_give_the_same_answers(query: str) -> None:
+    plain, block = MemoryStore(), _BlockStore()
+    for s in (plain, block):
+        s.add({"__name__": "m", "a": "1"}, [0, 10_000, 20_000, 30_000], [0.0, 1.0, STALE_NAN, 2.0])
+        s.add({"__name__": "m", "a": "2"}, [0, 15_000], [5.0, 7.0])
+    a = Engine(plain).range(query, 0, 60_000, 5_000)
+    b = Engine(block).range(query, 0, 60_000, 5_000)
+    assert block.calls >= 1
+    assert [(s.labels, s.timestamps_ms.tolist(), s.values.tolist()) for s in a.series] == [
+        (s.labels, s.timestamps_ms.tolist(), s.values.tolist()) for s in b.series
+    ]
+    assert a.samples_loaded == b.samples_loaded

@@ -61,17 +61,25 @@ class _Concat:
 def _fetch(
     reader: SeriesReader, matchers: Sequence[Matcher], start_ms: int, end_ms: int, budget: SampleBudget
 ) -> _Concat:
-    series: list[SeriesData] = reader.select(matchers, start_ms, end_ms)
-    n = len(series)
-    lengths = np.fromiter((len(s.timestamps_ms) for s in series), dtype=np.int64, count=n)
-    total = int(lengths.sum()) if n else 0
+    block = getattr(reader, "select_concat", None)
+    if block is not None:  # the store's one-block form: no per-series arrays to join again
+        labels, ts, vals, offsets = block(matchers, start_ms, end_ms)
+        bounds: I64 = np.asarray(offsets, dtype=np.int64)
+        lengths = bounds[1:] - bounds[:-1]
+        ts, vals = np.asarray(ts, dtype=np.int64), np.asarray(vals, dtype=np.float64)
+    else:
+        series: list[SeriesData] = reader.select(matchers, start_ms, end_ms)
+        labels = [s.labels for s in series]
+        lengths = np.fromiter((len(s.timestamps_ms) for s in series), dtype=np.int64, count=len(series))
+    total = int(lengths.sum()) if len(labels) else 0
     budget.add(total)
     if total == 0:
         empty_i: I64 = np.empty(0, dtype=np.int64)
         return _Concat([], empty_i, np.empty(0, dtype=np.float64), empty_i)
-    ts = np.concatenate([np.asarray(s.timestamps_ms, dtype=np.int64) for s in series])
-    vals = np.concatenate([np.asarray(s.values, dtype=np.float64) for s in series])
-    concat = _Concat([s.labels for s in series], ts, vals, lengths)
+    if block is None:
+        ts = np.concatenate([np.asarray(s.timestamps_ms, dtype=np.int64) for s in series])
+        vals = np.concatenate([np.asarray(s.values, dtype=np.float64) for s in series])
+    concat = _Concat(list(labels), ts, vals, lengths)
     # Timestamps increase within a series: its first and last sample bound all of them.
     firsts, lasts = ts[concat.offsets[:-1][lengths > 0]], ts[concat.offsets[1:][lengths > 0] - 1]
     if (firsts < start_ms).any() or (lasts > end_ms).any():  # the store returned more than asked
