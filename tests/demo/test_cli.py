@@ -68,6 +68,12 @@ def test_demo_serves_live_core_api_metrics_and_injected_errors(tmp_path: Path) -
         assert errors and float(errors[0]["value"][1]) > 0, "injected 500s reach watchkeeper"  # type: ignore[index]
         assert joins, "business metrics reach watchkeeper"
         assert query(wk, 'up{job="coreapi"}')[0]["value"][1] == "1"  # type: ignore[index]
+        alerts: list[str] = []
+        while time.monotonic() < deadline + 15 and "CoreApiHighErrorRate" not in alerts:
+            time.sleep(1)
+            data = httpx.get(f"http://127.0.0.1:{wk}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+            alerts = [a["labels"]["alertname"] for a in data]
+        assert "CoreApiHighErrorRate" in alerts, "the demo's alert rules see the injected errors"
         assert httpx.get(f"http://127.0.0.1:{core}/health").status_code == 200
     finally:
         proc.terminate()

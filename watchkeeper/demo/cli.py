@@ -80,6 +80,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         "data_dir": args.data_dir,
         "scrape_configs": scrape_configs,
         "scrape_interval": args.scrape_interval,
+        "rule_files": [str(Path(__file__).with_name("alerts.yml"))],
     }
     try:
         settings = Settings.load(config_file=None, overrides=overrides)
