@@ -11,7 +11,7 @@ RUN pip install --no-cache-dir --upgrade pip wheel
 COPY pyproject.toml README.md ./
 COPY watchkeeper ./watchkeeper
 # the PostgreSQL driver and the Redis client are what a production deployment talks to
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]" "redis>=5"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres,redis]"
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -24,7 +24,7 @@ RUN groupadd --system --gid 10001 watchkeeper \
  && mkdir -p /data \
  && chown watchkeeper:watchkeeper /data
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels "watchkeeper[postgres]" redis \
+RUN pip install --no-cache-dir --no-index --find-links=/wheels "watchkeeper[postgres,redis]" \
  && rm -rf /wheels
 USER 10001:10001
 WORKDIR /data
