@@ -143,7 +143,8 @@ class Storage:
         self = cls(store, wal, retention_ms=retention_ms, out_of_order_window_ms=out_of_order_window_ms,
                    memory=False)
         try:
-            self._load()
+            with self._lock:  # no other thread yet, but a replay that cuts chunks notifies `_cond`
+                self._load()
         except Exception:
             wal.close()
             store.close()
