@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -354,4 +353,3 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         await cache.put_discovery(q, data, repo.ids_of(rows))
         return _fresh(data)
 
-    _ = random  # the fault middleware's randomness lives in the traffic generator
