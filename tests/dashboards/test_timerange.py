@@ -6,7 +6,6 @@ import pytest
 
 from watchkeeper.dashboards.timerange import (
     TimeError,
-    format_duration,
     parse_time,
     pick_step_ms,
     resolve_range,
@@ -76,8 +75,3 @@ def test_pick_step_is_about_one_point_per_pixel(
 ) -> None:
     assert pick_step_ms(range_ms, width_px=width, min_step_ms=min_step) == expected
     assert range_ms / pick_step_ms(range_ms, width_px=width, min_step_ms=min_step) <= 11_000
-
-
-def test_format_duration() -> None:
-    assert format_duration(90_000) == "1m30s"
-    assert format_duration(86_400_000 + 500) == "1d500ms"

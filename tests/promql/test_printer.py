@@ -14,6 +14,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from watchkeeper.durations import format_duration
 from watchkeeper.labels import Matcher, MatchOp
 from watchkeeper.promql.ast import (
     AggregateExpr,
@@ -31,7 +32,7 @@ from watchkeeper.promql.ast import (
     VectorSelector,
 )
 from watchkeeper.promql.parser import parse
-from watchkeeper.promql.printer import format_duration, format_number, format_string, to_promql
+from watchkeeper.promql.printer import format_number, format_string, to_promql
 
 CONFORMANCE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance"
 

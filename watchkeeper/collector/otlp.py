@@ -36,7 +36,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -53,6 +52,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 
 from watchkeeper.collector.push import SampleBatch
 from watchkeeper.errors import DecodeError
+from watchkeeper.promql.formatting import format_go_float
 from watchkeeper.tsdb.reader import STALE_NAN
 
 Pairs = tuple[tuple[str, str], ...]
@@ -204,13 +204,7 @@ def attribute_value(value: AnyValue) -> str:
 @functools.lru_cache(maxsize=4096)
 def format_float(value: float) -> str:
     """Go's ``strconv.FormatFloat(v, 'f', -1, 64)``, as Prometheus prints ``le`` and ``quantile``."""
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    if value == int(value) and abs(value) < 1e21:
-        return str(int(value))
-    return str(np.format_float_positional(value, trim="-"))
+    return format_go_float(value, "f")
 
 
 def _attributes(attrs: Iterable[KeyValue], names: dict[str, str]) -> dict[str, str]:

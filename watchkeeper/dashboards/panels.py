@@ -27,9 +27,9 @@ import numpy as np
 from watchkeeper.dashboards.downsample import minmax_downsample
 from watchkeeper.dashboards.model import Annotation, Panel, Thresholds
 from watchkeeper.dashboards.templating import VarValue, interpolate, series_name
-from watchkeeper.dashboards.timerange import Range, format_duration, pick_step_ms
+from watchkeeper.dashboards.timerange import Range, pick_step_ms
 from watchkeeper.dashboards.units import axis_scale, css_color, format_value
-from watchkeeper.durations import parse_duration
+from watchkeeper.durations import format_duration, parse_duration
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.labels import Labels
 from watchkeeper.promql.values import QueryResult, ResultSeries

@@ -185,13 +185,3 @@ def pick_step_ms(range_ms: int, *, width_px: int, min_step_ms: int) -> int:
     return math.ceil(raw / 1000) * 1000
 
 
-def format_duration(ms: int) -> str:
-    """``90000`` -> ``1m30s``: a Prometheus duration string for ``$__interval`` and ``$__range``."""
-    if ms <= 0:
-        return "0s"
-    parts = []
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        if ms >= size:
-            parts.append(f"{ms // size}{unit}")
-            ms %= size
-    return "".join(parts)

@@ -23,7 +23,8 @@ from watchkeeper.dashboards.model import (
 )
 from watchkeeper.dashboards.panels import QueryEngine
 from watchkeeper.dashboards.templating import ALL, VarValue, apply_regex, interpolate, parse_variable_query
-from watchkeeper.dashboards.timerange import Range, format_duration
+from watchkeeper.dashboards.timerange import Range
+from watchkeeper.durations import format_duration
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.labels import Labels, Matcher, format_labels
 from watchkeeper.promql import ast

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 
+from watchkeeper.durations import format_duration
 from watchkeeper.labels import METRIC_NAME, Matcher, MatchOp
 from watchkeeper.promql.ast import (
     AggregateExpr,
@@ -36,15 +37,6 @@ from watchkeeper.promql.ast import (
 
 __all__ = ["format_duration", "format_number", "format_string", "to_promql"]
 
-_UNITS = (
-    ("y", 365 * 24 * 3_600_000, True),
-    ("w", 7 * 24 * 3_600_000, True),
-    ("d", 24 * 3_600_000, False),
-    ("h", 3_600_000, False),
-    ("m", 60_000, False),
-    ("s", 1000, False),
-    ("ms", 1, False),
-)
 
 # Binding strength of binary operators, as in Prometheus' grammar (higher binds tighter).
 _PRECEDENCE = {
@@ -155,26 +147,6 @@ def _parts(expr: Expr) -> list[Expr | str]:
             return ["(", inner, ")"]
         case _:
             raise TypeError(f"not a PromQL expression: {expr!r}")
-
-
-def format_duration(ms: int) -> str:
-    """A duration in Prometheus' notation, exact to the millisecond.
-
-    >>> format_duration(60_001), format_duration(0), format_duration(90 * 86_400_000)
-    ('1m1ms', '0s', '90d')
-    """
-    if ms == 0:
-        return "0s"
-    if ms < 0:
-        return "-" + format_duration(-ms)
-    out = []
-    for unit, size, exact in _UNITS:
-        if exact and ms % size:
-            continue
-        count, ms = divmod(ms, size)
-        if count:
-            out.append(f"{count}{unit}")
-    return "".join(out)
 
 
 def format_number(value: float) -> str:

@@ -28,14 +28,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from watchkeeper.durations import parse_duration
+from watchkeeper.durations import format_duration, parse_duration
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.labels import Labels, from_dict
 from watchkeeper.promql import ast
 from watchkeeper.promql.engine import Engine
 from watchkeeper.promql.formatting import format_go_float
 from watchkeeper.promql.parser import parse
-from watchkeeper.promql.printer import format_duration
 from watchkeeper.promql.promqltest import almost_equal, parse_series
 from watchkeeper.rules import histograms as hist
 from watchkeeper.rules.evaluation import (
