@@ -370,3 +370,19 @@ def test_select_concat_helper_falls_back_to_select() -> None:
         fast, slow = select_concat(store, [], a, b), select_concat(Plain(), [], a, b)  # type: ignore[arg-type]
         assert fast[0] == slow[0] and fast[3].tolist() == slow[3].tolist()
         assert fast[1].tolist() == slow[1].tolist() and fast[2].tolist() == slow[2].tolist()
+
+
+def test_tune_malloc_is_once_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import watchkeeper.tsdb.storage as storage_mod
+
+    monkeypatch.setattr(storage_mod, "_malloc_tuned", False)
+    monkeypatch.setenv("WATCHKEEPER_MALLOC_TUNING", "0")
+    assert storage_mod.tune_malloc() is False
+    monkeypatch.delenv("WATCHKEEPER_MALLOC_TUNING")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the operator's own setting wins
+    assert storage_mod.tune_malloc() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    applied = storage_mod.tune_malloc()
+    assert applied == storage_mod._malloc_tuned
+    if sys.platform == "linux" and os.confstr("CS_GNU_LIBC_VERSION"):
+        assert applied and storage_mod.tune_malloc()
