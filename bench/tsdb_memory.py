@@ -13,6 +13,9 @@ Printed: resident memory per *additional* series, ``(RSS(large) - RSS(small)) / 
 series(small))``, RSS measured as the growth since just before `Storage.open` (the workload's own
 objects are excluded), after ``steps`` samples per series and also mid-chunk (60 samples in every
 head chunk); and bytes per sample of the whole SQLite file after `flush_head` + `close`.
+
+`Storage.open` fixes glibc's malloc thresholds (`watchkeeper.tsdb.storage.tune_malloc`); run with
+``WATCHKEEPER_MALLOC_TUNING=0`` to measure glibc's default behaviour for comparison.
 """
 
 from __future__ import annotations
