@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from watchkeeper.promql.promqltest import Eval, FileReport, TestFileError, parse_test, run_file
+from watchkeeper.promql.promqltest import FileReport, run_file
+from watchkeeper.promql.testfile import Eval, TestFileError, parse_test
 
 CONFORMANCE_DIR = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "promql"
 

@@ -16,25 +16,27 @@ from watchkeeper.labels import METRIC_NAME, Labels, Matcher, MatchOp
 from watchkeeper.promql import ast
 from watchkeeper.promql.promqltest import (
     NATIVE_HISTOGRAMS_UNSUPPORTED,
-    STALE_NAN,
-    Clear,
-    Eval,
     FileReport,
     Harness,
-    Load,
     LoadableStore,
-    NativeHistogram,
     QueryEngine,
-    TestFileError,
     almost_equal,
     format_report,
     is_stale,
     main,
+    pin_at,
+    run_file,
+)
+from watchkeeper.promql.testfile import (
+    STALE_NAN,
+    Clear,
+    Eval,
+    Load,
+    NativeHistogram,
+    TestFileError,
     parse_series,
     parse_test,
     parse_values,
-    pin_at,
-    run_file,
 )
 from watchkeeper.promql.values import QueryResult, ResultSeries
 from watchkeeper.tsdb.reader import SeriesData, SeriesReader

@@ -35,7 +35,8 @@ from watchkeeper.promql import ast
 from watchkeeper.promql.engine import Engine
 from watchkeeper.promql.formatting import format_go_float
 from watchkeeper.promql.parser import parse
-from watchkeeper.promql.promqltest import almost_equal, parse_series
+from watchkeeper.promql.promqltest import almost_equal
+from watchkeeper.promql.testfile import parse_series
 from watchkeeper.rules import histograms as hist
 from watchkeeper.rules.evaluation import (
     ALERT_NAME,
