@@ -416,8 +416,8 @@ def test_matrix_bodies_format_every_point_like_go(with_orjson: bool, monkeypatch
 
     if not with_orjson:
         monkeypatch.setattr(formatting, "_orjson", None)
-    elif formatting._orjson is None:
-        pytest.skip("orjson is not installed")
+    else:
+        assert formatting._orjson is not None, "orjson is a dependency"
     rng = np.random.default_rng(5)
     special = [0.0, -0.0, 1.0, 100.0, 1e-6, 9.99e-7, 1e15, 1e16, 1e21, 9.99e20, 5e-324, 2.0**63,
                math.nan, math.inf, -math.inf, 1 / 3, -2.5]  # fmt: skip
