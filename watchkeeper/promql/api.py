@@ -332,21 +332,14 @@ def query_router(
     async def labels(request: Request) -> Response:
         params = await Params.read(request)
         try:
-            limit = params.limit()
-            start_ms = params.time_ms("start", MIN_TIME_MS)
-            end_ms = params.time_ms("end", MAX_TIME_MS)
-            sets = params.matcher_sets() or [()]
+            limit, start_ms, end_ms, sets = _listing(params)
         except QueryError as exc:
             return error_response(exc)
         store = get_storage()
-
-        def collect() -> list[str]:
-            names: set[str] = set()
-            for matchers in sets:
-                names.update(store.label_names(list(matchers), start_ms, end_ms))
-            return sorted(names)
-
-        return _string_list(await anyio.to_thread.run_sync(collect), limit)
+        found = await anyio.to_thread.run_sync(
+            lambda: _union(sets, lambda m: store.label_names(m, start_ms, end_ms))
+        )
+        return _string_list(found, limit)
 
     @router.get("/api/v1/label/{name}/values")
     async def label_values(name: str, request: Request) -> Response:
@@ -355,21 +348,14 @@ def query_router(
         try:
             if not label:
                 raise BadData(f"invalid label name: {json.dumps(label)}")
-            limit = params.limit()
-            start_ms = params.time_ms("start", MIN_TIME_MS)
-            end_ms = params.time_ms("end", MAX_TIME_MS)
-            sets = params.matcher_sets() or [()]
+            limit, start_ms, end_ms, sets = _listing(params)
         except QueryError as exc:
             return error_response(exc)
         store = get_storage()
-
-        def collect() -> list[str]:
-            values: set[str] = set()
-            for matchers in sets:
-                values.update(store.label_values(label, list(matchers), start_ms, end_ms))
-            return sorted(values)
-
-        return _string_list(await anyio.to_thread.run_sync(collect), limit)
+        found = await anyio.to_thread.run_sync(
+            lambda: _union(sets, lambda m: store.label_values(label, m, start_ms, end_ms))
+        )
+        return _string_list(found, limit)
 
     @router.get("/api/v1/metadata")
     async def metadata() -> Response:
@@ -446,3 +432,19 @@ def _string_list(values: list[str], limit: int) -> Response:
 
 def _now_ms() -> int:
     return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+
+
+def _listing(params: Params) -> tuple[int, int, int, list[Any]]:
+    """``limit``, ``start``, ``end`` and ``match[]`` of the label listing endpoints."""
+    limit = params.limit()
+    start_ms = params.time_ms("start", MIN_TIME_MS)
+    end_ms = params.time_ms("end", MAX_TIME_MS)
+    return limit, start_ms, end_ms, list(params.matcher_sets() or [()])
+
+
+def _union(sets: list[Any], names: Callable[[list[Matcher]], list[str]]) -> list[str]:
+    """Sorted union of a listing over every ``match[]`` selector (or none)."""
+    found: set[str] = set()
+    for matchers in sets:
+        found.update(names(list(matchers)))
+    return sorted(found)
