@@ -30,40 +30,41 @@ ONE_TO_ONE_DUPLICATE = (
 GROUPING_DUPLICATE = "multiple matches for labels: grouping labels must ensure unique matches"
 
 
+_ARITHMETIC: dict[str, np.ufunc] = {
+    "+": np.add,
+    "-": np.subtract,
+    "*": np.multiply,
+    "/": np.divide,
+    "%": np.fmod,  # Go's math.Mod: the result has the dividend's sign
+    "^": np.power,
+    "atan2": np.arctan2,
+}
+_COMPARISON: dict[str, np.ufunc] = {
+    "==": np.equal,
+    "!=": np.not_equal,
+    ">": np.greater,
+    "<": np.less,
+    ">=": np.greater_equal,
+    "<=": np.less_equal,
+}
+
+
 def arithmetic(op: str, lhs: F64 | float, rhs: F64 | float) -> F64:
+    ufunc = _ARITHMETIC.get(op)
+    if ufunc is None:
+        raise EvalError(f"operator {op!r} not allowed for arithmetic")
     with np.errstate(all="ignore"):
-        if op == "+":
-            return np.add(lhs, rhs)
-        if op == "-":
-            return np.subtract(lhs, rhs)
-        if op == "*":
-            return np.multiply(lhs, rhs)
-        if op == "/":
-            return np.divide(lhs, rhs)
-        if op == "%":
-            return np.fmod(lhs, rhs)  # Go's math.Mod: the result has the dividend's sign
-        if op == "^":
-            return np.power(lhs, rhs)
-        if op == "atan2":
-            return np.arctan2(lhs, rhs)
-    raise EvalError(f"operator {op!r} not allowed for arithmetic")
+        result: F64 = ufunc(lhs, rhs)
+    return result
 
 
 def compare(op: str, lhs: F64 | float, rhs: F64 | float) -> Bool:
+    ufunc = _COMPARISON.get(op)
+    if ufunc is None:
+        raise EvalError(f"operator {op!r} is not a comparison")
     with np.errstate(invalid="ignore"):
-        if op == "==":
-            return np.equal(lhs, rhs)
-        if op == "!=":
-            return np.not_equal(lhs, rhs)
-        if op == ">":
-            return np.greater(lhs, rhs)
-        if op == "<":
-            return np.less(lhs, rhs)
-        if op == ">=":
-            return np.greater_equal(lhs, rhs)
-        if op == "<=":
-            return np.less_equal(lhs, rhs)
-    raise EvalError(f"operator {op!r} is not a comparison")
+        result: Bool = ufunc(lhs, rhs)
+    return result
 
 
 def negate(value: Value) -> Value:
