@@ -353,3 +353,39 @@ def test_a_title_change_invalidates_only_the_results_that_list_the_session(clien
     assert [r["id"] for r in client.get("/discovery", params=later).json()] == [tennis]
     assert client.get("/discovery", params={"sport": "football"}).headers["x-cache"] == "hit"
     assert football != tennis
+
+
+def test_a_title_change_keeps_searches_of_every_sport_and_region_cached(client: TestClient) -> None:
+    host = player(client)
+    listed = session(client, host)["id"]
+    other = player(client, "bob")
+    unlisted = session(client, other, starts_at_ms=int(time.time() * 1000) + 5 * HOUR_MS)["id"]
+    params = {"limit": 1}  # lists only the soonest session
+    assert [r["id"] for r in client.get("/discovery", params=params).json()] == [listed]
+    client.patch(f"/sessions/{unlisted}", json={"title": "renamed"})
+    assert client.get("/discovery", params=params).headers["x-cache"] == "hit"
+    client.patch(f"/sessions/{listed}", json={"title": "renamed too"})
+    again = client.get("/discovery", params=params)
+    assert again.headers["x-cache"] == "miss" and again.json()[0]["title"] == "renamed too"
+
+
+def test_a_new_session_drops_only_the_searches_it_would_enter(client: TestClient) -> None:
+    host = player(client)
+    now = int(time.time() * 1000)
+    for hours in (1, 2):
+        session(client, host, starts_at_ms=now + hours * HOUR_MS)
+    full = {"sport": "football", "region": "eu-west", "limit": 2}  # cutoff: the 2 h game
+    open_ended = {"sport": "football", "region": "eu-west", "limit": 5}  # not full: any new game enters
+    for params in (full, open_ended):
+        assert client.get("/discovery", params=params).headers["x-cache"] == "miss"
+    session(client, host, starts_at_ms=now + 3 * HOUR_MS)  # after the full result's last game
+    assert client.get("/discovery", params=full).headers["x-cache"] == "hit"
+    assert len(client.get("/discovery", params=open_ended).json()) == 3
+    soon = session(client, host, starts_at_ms=now + 30 * 60_000)["id"]  # before the cutoff
+    first = client.get("/discovery", params=full)
+    assert first.headers["x-cache"] == "miss" and first.json()[0]["id"] == soon
+    # moving a game earlier is the same: it may now enter a full result
+    late = session(client, host, starts_at_ms=now + 10 * HOUR_MS)["id"]
+    assert client.get("/discovery", params=full).headers["x-cache"] == "hit"
+    client.patch(f"/sessions/{late}", json={"starts_at_ms": now + 10 * 60_000})
+    assert [r["id"] for r in client.get("/discovery", params=full).json()] == [late, soon]

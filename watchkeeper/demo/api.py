@@ -12,7 +12,6 @@ runs in worker threads. Middleware, outermost first: the SDK's metrics, rate lim
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio.to_thread
+import orjson
 import sqlalchemy as sa
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -53,7 +53,8 @@ def now_ms() -> int:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    # SQLAlchemy's column names are a str subclass, which orjson takes only with this option
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 @dataclass
@@ -211,9 +212,14 @@ async def warm(core: CoreApi) -> int:
         for region in REGIONS:
             q = repo.DiscoveryQuery.normalised(sport=sport, region=region)
             rows = await core.db(repo.discover, q, now_ms=now_ms())
-            await core.cache.put_discovery(q, _json(rows), repo.ids_of(rows))
+            await core.cache.put_discovery(q, _json(rows), rows)
             count += 1
     return count
+
+
+def _placement(row: dict[str, Any]) -> tuple[str, str, int] | None:
+    """Where an open session shows up in discovery: (sport, region, start time)."""
+    return (row["sport"], row["region"], int(row["starts_at_ms"])) if row["status"] == "open" else None
 
 
 def _cached(body: bytes) -> Response:
@@ -272,7 +278,7 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
     @app.post("/sessions", status_code=201)
     async def create_session(body: SessionIn) -> Response:
         row = await core.db(repo.create_session, body.model_dump(), now_ms=now_ms())
-        await cache.session_changed(row["id"], [(row["sport"], row["region"])], [body.host_id])
+        await cache.session_changed(row["id"], _placement(row), [body.host_id])
         metrics.sessions_created.inc(sport=row["sport"], region=row["region"])
         metrics.active_sessions.inc(region=row["region"])
         data = _json(row)
@@ -289,21 +295,14 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         await cache.put(key, data, cache.session_ttl)
         return _fresh(data)
 
-    async def _changed(before: dict[str, Any], after: dict[str, Any], *, placement_changed: bool) -> None:
-        players = {p["id"] for p in before["players"]} | {p["id"] for p in after["players"]}
-        await cache.session_changed(
-            after["id"],
-            {(before["sport"], before["region"]), (after["sport"], after["region"])},
-            sorted(players),
-        )
-
     @app.patch("/sessions/{session_id}")
     async def update_session(session_id: int, body: SessionPatch) -> Response:
         before, after = await core.db(
             repo.update_session, session_id, body.model_dump(exclude_none=True), now_ms=now_ms()
         )
-        placed = any(before[f] != after[f] for f in PLACEMENT_FIELDS)
-        await _changed(before, after, placement_changed=placed)
+        moved = any(before[f] != after[f] for f in PLACEMENT_FIELDS)
+        players = {p["id"] for p in before["players"]} | {p["id"] for p in after["players"]}
+        await cache.session_changed(after["id"], _placement(after) if moved else None, sorted(players))
         metrics.feature("session_update", after["region"])
         return _fresh(_json(after))
 
@@ -350,6 +349,5 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
             return _cached(hit)
         rows = await core.db(repo.discover, q, now_ms=now_ms())
         data = _json(rows)
-        await cache.put_discovery(q, data, repo.ids_of(rows))
+        await cache.put_discovery(q, data, rows)
         return _fresh(data)
-

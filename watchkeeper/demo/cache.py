@@ -4,16 +4,20 @@ Keys and TTLs (seconds, from `CoreApiSettings`): ``session:{id}`` 300, ``player:
 ``discovery:{normalised params}`` 120, ``statistics:{playerId}`` 60. Invalidation:
 
 - a session is updated -> ``session:{id}``, ``statistics:{p}`` of its players, the discovery
-  results that list it, and, when its sport, region, time, place or status changed, the results
-  of every search that could list it now or before (same sport or region, or neither);
-- a session is created -> the results of every search that could list it;
+  results that list it, and, when its sport, region, time or status changed, the results of the
+  searches that would list it now (below);
+- a session is created -> the results of the searches that would list it;
 - a player joins or leaves -> ``session:{id}`` and that player's ``statistics:{p}`` (discovery
   results keep their player count for at most their 2 min TTL);
 - a player changes -> ``player:{id}`` and ``session:{s}`` of the sessions it is in.
 
-Discovery keys are found through tag sets written next to each discovery entry --
+Discovery keys are found through tags written next to each discovery entry --
 ``discovery-tags:{sport|*}:{region|*}`` by its parameters, ``discovery-tags:session:{id}`` by each
-session it lists -- so invalidation never scans the keyspace.
+session it lists -- so invalidation never scans the keyspace. A tag is a sorted set scored by
+the entry's *cutoff*: the start time of the last session it lists when the result is full
+(``limit`` rows; results are ordered by start time), +inf otherwise. A session starting at ``t``
+can only enter the results whose cutoff is >= ``t``, so a new game next week does not drop the
+searches that list tonight's games (the searches the traffic repeats most).
 
 ```python
 cache = ApiCache(MemoryBackend(CacheMetrics(registry)), settings)
@@ -25,8 +29,9 @@ await cache.get(cache.session_key(7))     # b'{"id": 7}'; counted as a hit of ca
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from watchkeeper.demo.repository import DiscoveryQuery
@@ -41,8 +46,8 @@ class CacheBackend(Protocol):
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
     async def delete(self, keys: Iterable[str]) -> None: ...
-    async def tag_many(self, tags: Iterable[str], key: str, ttl_seconds: int) -> None: ...
-    async def pop_tagged(self, tags: Iterable[str]) -> list[str]: ...
+    async def tag_many(self, tags: Iterable[str], key: str, score: float, ttl_seconds: int) -> None: ...
+    async def pop_tagged(self, tags: Mapping[str, float]) -> list[str]: ...
     async def close(self) -> None: ...
 
 
@@ -53,7 +58,7 @@ class MemoryBackend:
         self.metrics = metrics
         self.clock = clock
         self.values: dict[str, tuple[float, bytes]] = {}
-        self.tags: dict[str, set[str]] = {}
+        self.tags: dict[str, dict[str, float]] = {}
 
     async def get(self, key: str) -> bytes | None:
         entry = self.values.get(key)
@@ -74,14 +79,18 @@ class MemoryBackend:
         for key in keys:
             self.values.pop(key, None)
 
-    async def tag_many(self, tags: Iterable[str], key: str, ttl_seconds: int) -> None:
+    async def tag_many(self, tags: Iterable[str], key: str, score: float, ttl_seconds: int) -> None:
         for tag in tags:
-            self.tags.setdefault(tag, set()).add(key)
+            self.tags.setdefault(tag, {})[key] = score
 
-    async def pop_tagged(self, tags: Iterable[str]) -> list[str]:
+    async def pop_tagged(self, tags: Mapping[str, float]) -> list[str]:
         out: set[str] = set()
-        for tag in tags:
-            out |= self.tags.pop(tag, set())
+        for tag, min_score in tags.items():
+            members = self.tags.get(tag, {})
+            gone = [k for k, score in members.items() if score >= min_score]
+            for k in gone:
+                del members[k]
+            out.update(gone)
         return sorted(out)
 
     async def close(self) -> None:
@@ -114,22 +123,21 @@ class RedisBackend:
         if keys:
             await self.client.delete(*keys)
 
-    async def tag_many(self, tags: Iterable[str], key: str, ttl_seconds: int) -> None:
+    async def tag_many(self, tags: Iterable[str], key: str, score: float, ttl_seconds: int) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             for tag in tags:
-                pipe.sadd(tag, key)
+                pipe.zadd(tag, {key: score})
                 pipe.expire(tag, ttl_seconds)
             await pipe.execute()
 
-    async def pop_tagged(self, tags: Iterable[str]) -> list[str]:
-        tags = list(tags)
+    async def pop_tagged(self, tags: Mapping[str, float]) -> list[str]:
         async with self.client.pipeline(transaction=True) as pipe:
-            for tag in tags:
-                pipe.smembers(tag)
-            pipe.delete(*tags)
+            for tag, min_score in tags.items():
+                pipe.zrangebyscore(tag, _score(min_score), "+inf")
+                pipe.zremrangebyscore(tag, _score(min_score), "+inf")
             replies = await pipe.execute()
         keys: set[str] = set()
-        for members in replies[:-1]:
+        for members in replies[::2]:
             keys.update(m.decode() if isinstance(m, bytes) else str(m) for m in members)
         return sorted(keys)
 
@@ -188,41 +196,41 @@ class ApiCache:
             self._logged.add(op)
             log.warning("cache %s failed, serving from the database: %r", op, exc)
 
-    async def put_discovery(self, query: DiscoveryQuery, value: bytes, session_ids: Iterable[int]) -> None:
+    async def put_discovery(
+        self, query: DiscoveryQuery, value: bytes, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
         """Cache a search result, tagged by its parameters' (sport, region) and by every session
-        it lists, so invalidation can find it."""
+        it lists, so invalidation can find it; scored by its cutoff (module docstring)."""
         if not self.enabled:
             return
         key = query.cache_key
-        tags = [_tag(query.sport, query.region)] + [_session_tag(s) for s in session_ids]
+        tags = [_tag(query.sport, query.region)] + [_session_tag(int(r["id"])) for r in rows]
+        cutoff = float(rows[-1]["starts_at_ms"]) if rows and len(rows) >= query.limit else math.inf
         try:
             # tag before the value: an invalidation racing this put then finds the key
-            await self.backend.tag_many(tags, key, self.discovery_ttl)
+            await self.backend.tag_many(tags, key, cutoff, self.discovery_ttl)
             await self.backend.set(key, value, self.discovery_ttl)
         except Exception as exc:
             self._failed("set", exc)
 
     async def session_changed(
-        self,
-        session_id: int,
-        placements: Iterable[tuple[str, str]],
-        player_ids: Iterable[int],
-        *,
-        placement_changed: bool = True,
+        self, session_id: int, placement: tuple[str, str, int] | None, player_ids: Iterable[int]
     ) -> None:
         """A session was created or updated: its key, its players' statistics and the discovery
-        results that list it; when it may now match other searches (``placement_changed``: new,
-        or sport, region, time, place or status changed), also the results of the searches
-        that could list it. ``placements``: (sport, region) before and after."""
+        results that list it; with ``placement`` (sport, region, start time: it is new, or open
+        and its sport, region, time or status changed), also the results of the searches that
+        would list it now. Where it was before needs nothing more: a result that listed it is
+        found by its session tag, one that did not is not changed by its leaving."""
         if not self.enabled:
             return
         try:
-            tags = {_session_tag(session_id)}
-            if placement_changed:
-                tags |= {
-                    _tag(s, r) for sport, region in placements for s in (sport, None) for r in (region, None)
-                }
-            keys = await self.backend.pop_tagged(sorted(tags))
+            tags = {_session_tag(session_id): -math.inf}
+            if placement is not None:
+                sport, region, starts_at_ms = placement
+                for s in (sport, None):
+                    for r in (region, None):
+                        tags[_tag(s, r)] = float(starts_at_ms)
+            keys = await self.backend.pop_tagged(tags)
             keys += [self.session_key(session_id)] + [self.statistics_key(p) for p in player_ids]
             await self.backend.delete(keys)
         except Exception as exc:
@@ -254,3 +262,7 @@ def _tag(sport: str | None, region: str | None) -> str:
 
 def _session_tag(session_id: int) -> str:
     return f"{TAGS}:session:{session_id}"
+
+
+def _score(value: float) -> str | float:
+    return "-inf" if value == -math.inf else "+inf" if value == math.inf else value

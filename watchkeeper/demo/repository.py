@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -424,7 +424,3 @@ def seed(engine: sa.Engine, *, num_players: int, now_ms: int, rng: random.Random
         conn.execute(sessions.insert(), rows)
         conn.execute(session_players.insert(), members)
     return True
-
-
-def ids_of(rows: Iterable[Row]) -> list[int]:
-    return [int(r["id"]) for r in rows]
