@@ -1,14 +1,16 @@
 """Rule evaluation cost: 1,000 alerting rules over 10,000 series, in groups, on this machine.
 
     python bench/rules_eval.py [--rules 1000] [--series 10000] [--groups 10] [--rounds 3] [--quiet]
-                               [--persistent]
+                               [--persistent] [--tiers 1]
 
 10,000 series (100 metrics x 100 instances, 15 s scrapes over the last 10 minutes) in the
 in-memory store; 1,000 alerting rules of four common shapes (threshold on a selector, ``rate``
 over 5m, ``sum by (job) (rate(...))``, ``avg_over_time``), each selecting one metric (100 series),
 with a templated annotation, split into groups of equal size. By default the thresholds make
 ~18,000 alert instances active (a worst case: every rule has alerts to template and write);
-``--quiet`` makes none fire. Each round evaluates every group
+``--quiet`` makes none fire. ``--tiers 2`` writes each expression twice in its group with two
+thresholds (warning/critical pairs, as real rule sets do), so half the selections repeat one made
+just before at the same timestamp (the group shares them). Each round evaluates every group
 once through ``RuleManager.evaluate`` (query, state machine, ALERTS writes, notifier) and prints
 the wall and CPU time per group. The target is that all groups together fit in a 15 s
 evaluation interval: groups run on a thread pool but share one interpreter (GIL), so the sum is
@@ -53,7 +55,7 @@ def load(storage: Storage, n_series: int, now_ms: int) -> int:
     return len(refs) * len(steps)
 
 
-def rules_yaml(n_rules: int, n_groups: int, *, quiet: bool = False) -> str:
+def rules_yaml(n_rules: int, n_groups: int, *, quiet: bool = False, tiers: int = 1) -> str:
     shapes = [
         'app_metric_{m}_total{{job="job{j}"}} > {t}',
         "rate(app_metric_{m}_total[5m]) > {r}",
@@ -66,9 +68,10 @@ def rules_yaml(n_rules: int, n_groups: int, *, quiet: bool = False) -> str:
         lines += [f"  - name: group{g}", "    interval: 15s", "    rules:"]
         for k in range(per_group):
             i = g * per_group + k
-            scale = 1000 if quiet else 1  # --quiet: thresholds no series reaches, no alert fires
-            expr = shapes[i % 4].format(m=i % 100, j=i % 10, t=(5000 + i) * scale, r=(10 + i % 10) * scale,
-                                        s=(100 + i % 50) * scale)
+            b, tier = i // tiers, i % tiers  # the expression, and which of its thresholds
+            scale = (1000 if quiet else 1) * (1 + tier)  # --quiet: thresholds no series reaches
+            expr = shapes[b % 4].format(m=b % 100, j=b % 10, t=(5000 + b) * scale, r=(10 + b % 10) * scale,
+                                        s=(100 + b % 50) * scale)
             lines += [
                 f"      - alert: Rule{i}",
                 f"        expr: '{expr}'",
@@ -87,6 +90,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quiet", action="store_true", help="thresholds that never fire (the common case)")
+    parser.add_argument("--tiers", type=int, default=1, help="thresholds per expression within a group")
     parser.add_argument("--persistent", action="store_true",
                         help="a store on disk (WAL fsync on every append) instead of in memory")
     args = parser.parse_args()
@@ -100,7 +104,7 @@ def main() -> None:
     print(f"loaded {storage.num_series:,} series, {samples:,} samples in {elapsed:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rules.yml"
-        path.write_text(rules_yaml(args.rules, args.groups, quiet=args.quiet))
+        path.write_text(rules_yaml(args.rules, args.groups, quiet=args.quiet, tiers=args.tiers))
         sink = ListSink()
         manager = RuleManager(storage=storage, engine=Engine(storage), sink=sink,
                               config=RulesConfig(rule_files=[str(path)]), clock=lambda: now_ms / 1000)

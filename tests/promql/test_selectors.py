@@ -176,3 +176,35 @@ def test_stores_with_select_concat_give_the_same_answers(query: str) -> None:
         (s.labels, s.timestamps_ms.tolist(), s.values.tolist()) for s in b.series
     ]
     assert a.samples_loaded == b.samples_loaded
+
+
+class CountingStore(MemoryStore):
+    fetches = 0
+
+    def select(self, matchers, start_ms, end_ms):  # type: ignore[no-untyped-def]
+        CountingStore.fetches += 1
+        return super().select(matchers, start_ms, end_ms)
+
+
+@pytest.mark.parametrize("query", [
+    "m", "m > 1", "rate(m[1m])", "sum by (a) (rate(m[30s]))", "avg_over_time(m[5m]) * 2",
+    "sort_desc(m) + ignoring(a) group_left sum(m)", "max_over_time(m[1m:10s])", "timestamp(m)",
+    "-m", "m offset 10s", "histogram_quantile(0.5, rate(m[1m]))", "clamp(m, 0.5, 1.5)",
+])
+def test_shared_selects_give_the_same_answers_and_fetch_once(query: str) -> None:
+    store = CountingStore()
+    store.add({"__name__": "m", "a": "1"}, [0, 10_000, 20_000, 30_000], [0.0, 1.0, STALE_NAN, 2.0])
+    store.add({"__name__": "m", "a": "2"}, [0, 30_000], [5.0, 4.0])
+    engine = Engine(store)
+    expected = engine.instant(query, 30_000)
+    shared = selectors.SharedSelects(store)
+    CountingStore.fetches = 0
+    for _ in range(3):  # arrays are read-only: an in-place change in any function would raise
+        got = engine.instant(query, 30_000, reader=shared)
+        assert [(s.labels, s.values.tolist()) for s in got.series] == [
+            (s.labels, s.values.tolist()) for s in expected.series]
+    distinct = CountingStore.fetches
+    assert 1 <= distinct <= 2  # one per distinct selector, not one per query
+    shared.forget()
+    engine.instant(query, 30_000, reader=shared)
+    assert CountingStore.fetches == 2 * distinct

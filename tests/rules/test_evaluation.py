@@ -224,3 +224,45 @@ groups:
     # flushed before E (reads d) and before F (a selector without a fixed name); F wrote nothing
     assert CountingWriter.calls == 2
     assert [lb["alertname"] for lb, _ in env.query("ALERTS", 0)] == ["A", "B", "E"]
+
+
+def test_rules_of_a_group_share_selections_but_see_earlier_output(env: Env) -> None:
+    """Two thresholds on one expression are one fetch; a rule reading a recording rule's output
+    written in the same evaluation still sees it (the shared selections are forgotten then)."""
+    from watchkeeper.rules.evaluation import GroupRuntime, engine_query, evaluate_group
+    from watchkeeper.rules.manager import StoreWriter
+    from watchkeeper.rules.model import parse_rule_file
+
+    env.add({"__name__": "errors", "job": "api"}, [(0, 0.0), (60_000, 600.0)])  # rate[5m]: 2/s
+    env.add({"__name__": "errors", "job": "web"}, [(0, 0.0), (60_000, 60.0)])  # 0.2/s
+    text = """
+groups:
+  - name: g
+    rules:
+      - {alert: Warn, expr: 'rate(errors[5m]) > 0.1', labels: {severity: warning}}
+      - {alert: Crit, expr: 'rate(errors[5m]) > 1', labels: {severity: critical}}
+      - {record: 'job:errors:rate5m', expr: 'rate(errors[5m])'}
+      - {alert: Rec, expr: 'job:errors:rate5m > 0.1'}
+      - {alert: Again, expr: 'rate(errors[5m]) > 1.5'}
+"""
+    groups, errors = parse_rule_file(text, "f.yml")
+    assert errors == []
+    store = env.storage
+    fetches: list[str] = []
+    original = store.select_concat
+
+    def counting(matchers, start_ms, end_ms):  # type: ignore[no-untyped-def]
+        fetches.append(next(m.value for m in matchers if m.name == "__name__"))
+        return original(matchers, start_ms, end_ms)
+
+    store.select_concat = counting  # type: ignore[method-assign]
+    try:
+        evaluate_group(groups[0], GroupRuntime(), ts_ms=60_000, query=engine_query(env.engine),
+                       writer=StoreWriter(store))
+    finally:
+        del store.select_concat
+    # errors once for Warn, Crit and the recording rule; again after the flush before Rec
+    assert fetches == ["errors", "job:errors:rate5m", "errors"]
+    firing = sorted((lb["alertname"], lb["job"]) for lb, _ in env.query("ALERTS", 60_000))
+    assert firing == [("Again", "api"), ("Crit", "api"), ("Rec", "api"), ("Rec", "web"), ("Warn", "api"),
+                      ("Warn", "web")]

@@ -89,12 +89,13 @@ class Engine:
         self.default_subquery_step_ms = default_subquery_step_ms
         self.max_points_per_series = max_points_per_series
 
-    def instant(self, query: str | Expr, time_ms: int) -> QueryResult:
-        """Evaluate at one time: a ``vector``, ``scalar``, ``string`` or (range vector) ``matrix``."""
+    def instant(self, query: str | Expr, time_ms: int, *, reader: SeriesReader | None = None) -> QueryResult:
+        """Evaluate at one time: a ``vector``, ``scalar``, ``string`` or (range vector) ``matrix``.
+        ``reader`` replaces the engine's own for this query (a ``selectors.SharedSelects`` over it)."""
         expr = _parse(query)
         ctx = EvalContext(time_ms, time_ms, 0, np.array([time_ms], dtype=np.int64), self.lookback_ms)
         ctx.query, ctx.query_expr = (query, None) if isinstance(query, str) else ("", expr)
-        evaluator = self._evaluator(time_ms, time_ms)
+        evaluator = self._evaluator(time_ms, time_ms, reader)
         value = evaluator.eval(expr, ctx)
         result = _instant_result(value, time_ms)
         return _with_annotations(result, ctx, evaluator.budget.loaded)
@@ -126,9 +127,9 @@ class Engine:
         result = _range_result(value, times)
         return _with_annotations(result, ctx, evaluator.budget.loaded)
 
-    def _evaluator(self, start_ms: int, end_ms: int) -> _Evaluator:
+    def _evaluator(self, start_ms: int, end_ms: int, reader: SeriesReader | None = None) -> _Evaluator:
         return _Evaluator(
-            self.reader,
+            self.reader if reader is None else reader,
             query_start_ms=start_ms,
             query_end_ms=end_ms,
             budget=selectors.SampleBudget(self.max_samples),

@@ -18,7 +18,7 @@ import numpy as np
 from watchkeeper.errors import TooManySamples
 from watchkeeper.labels import Labels, Matcher
 from watchkeeper.promql.values import F64, I64, Bool, RangeVector, StepVector
-from watchkeeper.tsdb.reader import SeriesData, SeriesReader, is_stale
+from watchkeeper.tsdb.reader import SeriesData, SeriesReader, is_stale, select_concat
 
 TOO_MANY_SAMPLES = "query processing would load too many samples into memory in query execution"
 
@@ -61,30 +61,70 @@ class _Concat:
 def _fetch(
     reader: SeriesReader, matchers: Sequence[Matcher], start_ms: int, end_ms: int, budget: SampleBudget
 ) -> _Concat:
-    block = getattr(reader, "select_concat", None)
-    if block is not None:  # the store's one-block form: no per-series arrays to join again
-        labels, ts, vals, offsets = block(matchers, start_ms, end_ms)
-        bounds: I64 = np.asarray(offsets, dtype=np.int64)
-        lengths = bounds[1:] - bounds[:-1]
-        ts, vals = np.asarray(ts, dtype=np.int64), np.asarray(vals, dtype=np.float64)
-    else:
-        series: list[SeriesData] = reader.select(matchers, start_ms, end_ms)
-        labels = [s.labels for s in series]
-        lengths = np.fromiter((len(s.timestamps_ms) for s in series), dtype=np.int64, count=len(series))
+    labels, ts, vals, offsets = select_concat(reader, matchers, start_ms, end_ms)
+    bounds: I64 = np.asarray(offsets, dtype=np.int64)
+    lengths = bounds[1:] - bounds[:-1]
     total = int(lengths.sum()) if len(labels) else 0
     budget.add(total)
     if total == 0:
         empty_i: I64 = np.empty(0, dtype=np.int64)
         return _Concat([], empty_i, np.empty(0, dtype=np.float64), empty_i)
-    if block is None:
-        ts = np.concatenate([np.asarray(s.timestamps_ms, dtype=np.int64) for s in series])
-        vals = np.concatenate([np.asarray(s.values, dtype=np.float64) for s in series])
+    ts, vals = np.asarray(ts, dtype=np.int64), np.asarray(vals, dtype=np.float64)
     concat = _Concat(list(labels), ts, vals, lengths)
     # Timestamps increase within a series: its first and last sample bound all of them.
     firsts, lasts = ts[concat.offsets[:-1][lengths > 0]], ts[concat.offsets[1:][lengths > 0] - 1]
     if (firsts < start_ms).any() or (lasts > end_ms).any():  # the store returned more than asked
         concat = _subset(concat, (ts >= start_ms) & (ts <= end_ms))
     return concat
+
+
+class SharedSelects:
+    """A reader that answers a repeated selection (same matchers, same time range) from memory.
+
+    Rules of one group are evaluated at one timestamp and often select the same series (a warning
+    and a critical threshold on one expression): this fetches and decodes them once. The arrays it
+    hands out are read-only, so no caller can change another's result. Only for a short scope in
+    which the store is treated as unchanged: call :meth:`forget` after writing to it.
+
+    >>> shared = SharedSelects(storage)                                        # doctest: +SKIP
+    >>> engine.instant("rate(x[5m]) > 1", t, reader=shared)                    # doctest: +SKIP
+    """
+
+    __slots__ = ("_memo", "reader")
+
+    def __init__(self, reader: SeriesReader) -> None:
+        self.reader = reader
+        self._memo: dict[tuple[tuple[Matcher, ...], int, int], tuple[list[Labels], I64, F64, I64]] = {}
+
+    def select_concat(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
+    ) -> tuple[list[Labels], I64, F64, I64]:
+        key = (tuple(matchers), start_ms, end_ms)
+        hit = self._memo.get(key)
+        if hit is None:
+            labels, ts, vals, offsets = select_concat(self.reader, matchers, start_ms, end_ms)
+            ts, vals = np.asarray(ts, dtype=np.int64), np.asarray(vals, dtype=np.float64)
+            offsets = np.asarray(offsets, dtype=np.int64)
+            for array in (ts, vals, offsets):
+                array.flags.writeable = False
+            hit = self._memo[key] = (labels, ts, vals, offsets)
+        return list(hit[0]), hit[1], hit[2], hit[3]
+
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
+        labels, ts, vals, offsets = self.select_concat(matchers, start_ms, end_ms)
+        bounds = offsets.tolist()
+        return [SeriesData(lab, ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]])
+                for i, lab in enumerate(labels)]
+
+    def label_names(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]:
+        return self.reader.label_names(matchers, start_ms, end_ms)
+
+    def label_values(self, name: str, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]:
+        return self.reader.label_values(name, matchers, start_ms, end_ms)
+
+    def forget(self) -> None:
+        """Drop everything remembered (the store was written to)."""
+        self._memo.clear()
 
 
 def _subset(c: _Concat, keep: Bool) -> _Concat:

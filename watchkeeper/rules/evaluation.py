@@ -13,10 +13,12 @@ nothing (its alerts are cleared) and reports the error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +26,7 @@ from watchkeeper.errors import EvalError, WatchkeeperError
 from watchkeeper.labels import METRIC_NAME, Labels, MatchOp, from_dict, without
 from watchkeeper.promql.ast import Expr, VectorSelector
 from watchkeeper.promql.promqltest import walk
+from watchkeeper.promql.selectors import SharedSelects
 from watchkeeper.rules.model import AlertingRule, RecordingRule, Rule, RuleGroup, rule_key
 from watchkeeper.rules.state import AlertState, Transition, step_alert
 from watchkeeper.rules.template import expand_or_error
@@ -103,11 +106,34 @@ def evaluate_group(
     options: EvalOptions | None = None,
 ) -> GroupResult:
     """Evaluate every rule of ``group`` at ``ts_ms``; updates ``runtime`` in place."""
-    opts = options or EvalOptions()
+    started = time.perf_counter()
+    shared = getattr(query, "shared_selects", None)  # an EngineQuery: one fetch per repeated selector
+    with shared() if shared is not None else contextlib.nullcontext(_nothing) as forget:
+        result = _evaluate_rules(group, runtime, ts_ms=ts_ms, query=query, writer=writer,
+                                 opts=options or EvalOptions(), forget=forget)
+    runtime.last_evaluation_ms = ts_ms
+    runtime.evaluation_seconds = time.perf_counter() - started
+    runtime.iterations += 1
+    return result
+
+
+def _nothing() -> None:
+    return None
+
+
+def _evaluate_rules(
+    group: RuleGroup,
+    runtime: GroupRuntime,
+    *,
+    ts_ms: int,
+    query: QueryFunc,
+    writer: SampleWriter,
+    opts: EvalOptions,
+    forget: Callable[[], None],
+) -> GroupResult:
     offset = group.query_offset_ms if group.query_offset_ms is not None else opts.default_query_offset_ms
     at_ms = ts_ms - offset
     result = GroupResult()
-    started = time.perf_counter()
     # Output is buffered and written in one append (one WAL sync) per group, except that the buffer
     # is flushed before a rule that may read what is in it: later rules see earlier rules' output.
     buffer: list[tuple[Labels, float]] = []
@@ -119,6 +145,7 @@ def evaluate_group(
         try:
             if buffer and _may_read(rule, buffered_names):
                 writer.write(buffer, at_ms)
+                forget()  # selections remembered so far may miss what was just written
                 buffer, buffered_names = [], set()
             if isinstance(rule, RecordingRule):
                 samples = _record(rule, query(rule.ast, at_ms), group.limit)
@@ -141,9 +168,6 @@ def evaluate_group(
         health.evaluation_seconds = time.perf_counter() - rule_started
     if buffer:
         writer.write(buffer, at_ms)
-    runtime.last_evaluation_ms = ts_ms
-    runtime.evaluation_seconds = time.perf_counter() - started
-    runtime.iterations += 1
     return result
 
 
@@ -256,18 +280,40 @@ def _template_query(query: QueryFunc, at_ms: int) -> Callable[[str], list[dict[s
     return run
 
 
-def engine_query(engine: Any) -> QueryFunc:
-    """A :data:`QueryFunc` over a PromQL ``Engine`` (scalars become one unlabelled sample)."""
+class EngineQuery:
+    """The :data:`QueryFunc` over a PromQL ``Engine`` (scalars become one unlabelled sample).
 
-    def run(expr: Expr | str, time_ms: int) -> list[tuple[Labels, float]]:
-        res = engine.instant(expr, time_ms)
+    Inside ``with query.shared_selects() as forget:`` (one group evaluation; per thread, as groups
+    run on a pool) identical selections are fetched once; ``forget()`` after writing to the store.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self._local = threading.local()
+
+    def __call__(self, expr: Expr | str, time_ms: int) -> list[tuple[Labels, float]]:
+        shared = getattr(self._local, "shared", None)
+        res = self.engine.instant(expr, time_ms) if shared is None else self.engine.instant(
+            expr, time_ms, reader=shared)
         if res.result_type == "scalar":
             return [((), float(res.series[0].values[0]))]
         if res.result_type != "vector":
             raise EvalError("rule result is not a vector or scalar")
         return [(s.labels, float(s.values[0])) for s in res.series]
 
-    return run
+    @contextlib.contextmanager
+    def shared_selects(self) -> Iterator[Callable[[], None]]:
+        outer = getattr(self._local, "shared", None)
+        shared = self._local.shared = SharedSelects(self.engine.reader)
+        try:
+            yield shared.forget
+        finally:
+            self._local.shared = outer
+
+
+def engine_query(engine: Any) -> EngineQuery:
+    """A :data:`QueryFunc` over a PromQL ``Engine``."""
+    return EngineQuery(engine)
 
 
 def active_alerts(runtime: GroupRuntime, rule: AlertingRule) -> list[AlertState]:
