@@ -10,7 +10,7 @@ What ``watchkeeper serve`` needs, in a few calls (the app owns settings, the dat
 >>> service.stop()                                                                # doctest: +SKIP
 
 ``service.leadership.is_leader()`` tells rule evaluation whether this replica is the one that
-evaluates (with Redis; always true without).
+evaluates (with Redis; always true without); ``watchkeeper_leader`` (1 or 0) shows it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter
+from prometheus_client import Gauge
 
 from watchkeeper.alerting.api import alertmanager_router
 from watchkeeper.alerting.config import AlertingConfig
@@ -51,6 +52,11 @@ class AlertingService:
         metrics = AlertingMetrics(registry=registry)
         dispatcher = Dispatcher(config, database, metrics=metrics)
         leader: Leadership = RedisLease(redis_url, lease_ms=lease_ms) if redis_url else AlwaysLeader()
+        Gauge(
+            "watchkeeper_leader",
+            "1 if this replica holds the leader lease (evaluates rules, sends notifications).",
+            registry=metrics.registry,
+        ).set_function(lambda: float(leader.is_leader()))
         runner = DispatcherRunner(dispatcher, leader=leader)
         runner.start()
         return cls(dispatcher, runner)

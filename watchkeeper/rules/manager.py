@@ -10,6 +10,16 @@ alert state and history to the database, due alerts to the sink.
 ...                       alert_store=AlertStore(db), sink=DispatcherSink(dispatcher))   # doctest: +SKIP
 >>> manager.start()            # load files, restore alert state               # doctest: +SKIP
 >>> manager.reload()           # SIGHUP / POST /-/reload: state kept             # doctest: +SKIP
+
+**Several replicas.** ``is_leader`` (the alerting leader lease) says whether this replica evaluates.
+A follower's ticks evaluate nothing and write nothing; they re-read the group's alert state from
+the database, so its API shows what the leader decided. The first tick of a group after this
+replica became the leader re-reads that state once more (active alerts, pending since, firing
+since, keep-firing since) and evaluates on from it: a firing alert stays firing, a pending one
+keeps its ``for`` clock. Every restored instance is handed to the dispatcher again at that first
+evaluation (``last_sent`` cleared); the shared notification log decides whether a receiver hears
+about it, so a takeover neither repeats a notification nor loses one the old leader had not
+flushed yet.
 """
 
 from __future__ import annotations
@@ -18,8 +28,8 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +50,7 @@ from watchkeeper.rules.evaluation import (
 from watchkeeper.rules.model import AlertingRule, RuleGroup, RulesConfig, load_rule_files, rule_key
 from watchkeeper.rules.notify import AlertSink, due_alerts
 from watchkeeper.rules.persistence import AlertStore
+from watchkeeper.rules.state import AlertState
 from watchkeeper.tsdb.reader import STALE_NAN
 
 log = logging.getLogger("watchkeeper.rules")
@@ -88,6 +99,22 @@ class StoreWriter:
             self.storage.append(self._lookup(labels), ts, values)
 
 
+def _set_alerts(group: RuleGroup, runtime: GroupRuntime,
+                saved: Mapping[str, Mapping[Labels, AlertState]], *, series: bool) -> None:
+    """Put persisted instances of the group's alerting rules into ``runtime``; with ``series``, add
+    the ALERTS series they imply to the written ones (whoever evaluated before wrote them: they get
+    staleness markers when the alert goes away)."""
+    for rule in group.rules:
+        if isinstance(rule, AlertingRule) and rule_key(rule) in saved:
+            instances = dict(saved[rule_key(rule)])
+            runtime.alerts[rule_key(rule)] = instances
+            if series:
+                runtime.series[rule_key(rule)] = runtime.series.get(rule_key(rule), set()) | {
+                    s for a in instances.values() if a.is_active
+                    for s in (alerts_series(a), alerts_for_state_series(a))
+                }
+
+
 def eval_timestamp_ms(group_key: str, interval_ms: int, now_ms: int) -> int:
     """The latest aligned evaluation time <= ``now_ms`` (stable per-group offset in the interval)."""
     offset = zlib.crc32(group_key.encode()) % interval_ms
@@ -100,6 +127,8 @@ class _Group:
     group: RuleGroup
     runtime: GroupRuntime
     lock: threading.Lock
+    following: bool = False
+    """Not evaluated by this replica since its state was last read: re-read before evaluating."""
 
 
 class RuleManager:
@@ -116,8 +145,10 @@ class RuleManager:
         base_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
         query: QueryFunc | None = None,
+        is_leader: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config or RulesConfig()
+        self.is_leader: Callable[[], bool] = is_leader or (lambda: True)
         self.writer = StoreWriter(storage)
         self.query = query or engine_query(engine)
         self.alert_store = alert_store
@@ -144,8 +175,9 @@ class RuleManager:
         """Restore persisted alert state, then load the rule files."""
         if self.alert_store is not None:
             self._restored = self.alert_store.load()
-        if self.reload() and self.alert_store is not None:
-            # persisted groups that no longer exist in the rule files: forget them
+        if self.reload() and self.alert_store is not None and self.is_leader():
+            # persisted groups that no longer exist in the rule files: forget them (the leader's
+            # job: a follower may run older or newer rule files)
             for key in list(self._restored):
                 self.alert_store.delete_group(key)
                 del self._restored[key]
@@ -167,11 +199,15 @@ class RuleManager:
         """Replace the groups. Alert instances and written series of rules that stay are kept;
         series of rules that went away get staleness markers; their alert state is deleted."""
         now_ms = int(self.clock() * 1000)
+        leading = self.is_leader()
         with self._lock:
             old = self._groups
             new: dict[str, _Group] = {}
             for g in groups:
                 prev = old.get(g.key)
+                # a group new to this replica reads its persisted state before its first evaluation,
+                # unless `start` just read it (as the leader)
+                following = prev.following if prev is not None else not (leading and g.key in self._restored)
                 lock = prev.lock if prev is not None else threading.Lock()
                 with lock:  # a running evaluation of this group finishes first
                     runtime = prev.runtime if prev is not None else self._restore(g)
@@ -182,10 +218,11 @@ class RuleManager:
                     for k in [k for k in runtime.alerts if k not in keys]:
                         runtime.alerts.pop(k)
                     runtime.health = {k: v for k, v in runtime.health.items() if k in keys}
-                    self._write_stale(stale, now_ms)
-                new[g.key] = _Group(g, runtime, lock)
+                    if leading:
+                        self._write_stale(stale, now_ms)
+                new[g.key] = _Group(g, runtime, lock, following)
             for key, gone in old.items():
-                if key not in new:
+                if key not in new and leading:
                     with gone.lock:
                         self._write_stale([s for ss in gone.runtime.series.values() for s in ss], now_ms)
                     if self.alert_store is not None:
@@ -197,15 +234,7 @@ class RuleManager:
     def _restore(self, group: RuleGroup) -> GroupRuntime:
         runtime = GroupRuntime()
         saved = self._restored.pop(group.key, {})
-        for rule in group.rules:
-            if isinstance(rule, AlertingRule) and rule_key(rule) in saved:
-                instances = dict(saved[rule_key(rule)])
-                runtime.alerts[rule_key(rule)] = instances
-                # the ALERTS series written before the restart, so they get staleness markers
-                runtime.series[rule_key(rule)] = {
-                    s for a in instances.values() if a.is_active
-                    for s in (alerts_series(a), alerts_for_state_series(a))
-                }
+        _set_alerts(group, runtime, saved, series=True)
         if saved:
             n = sum(len(v) for v in runtime.alerts.values())
             log.info("restored %d alert instances of group %s", n, group.name)
@@ -228,9 +257,17 @@ class RuleManager:
         return self._groups[key].runtime
 
     def tick(self, key: str) -> GroupResult | None:
-        """One scheduled run of a group: aligned timestamp, missed-iteration count, evaluation."""
+        """One scheduled run of a group: aligned timestamp, missed-iteration count, evaluation.
+
+        Only on the leader; a follower re-reads the group's alert state instead (see the module doc).
+        """
         entry = self._groups.get(key)
         if entry is None:
+            return None
+        if not self.is_leader():
+            self._follow(entry)
+            return None
+        if entry.following and not self._take_over(entry):
             return None
         now_ms = int(self.clock() * 1000)
         ts = eval_timestamp_ms(key, entry.group.interval_ms, now_ms)
@@ -244,6 +281,56 @@ class RuleManager:
                 log.warning("group %s missed %d iterations", entry.group.name, missed)
         self._maybe_prune(now_ms)
         return self.evaluate(key, ts, now_ms=now_ms)
+
+    def _read_state(self, entry: _Group) -> dict[str, dict[Labels, AlertState]] | None:
+        if self.alert_store is None:  # not shared with anyone: what is in memory is the state
+            return None
+        try:
+            return self.alert_store.load_group(entry.group.key)
+        except StorageError:
+            log.exception("alert state of group %s not read", entry.group.name)
+            return None
+
+    def _follow(self, entry: _Group) -> None:
+        """A follower's tick: the leader's view of the group's alerts, nothing evaluated."""
+        with entry.lock:
+            entry.following = True
+            saved = self._read_state(entry)
+            if saved is not None:
+                entry.runtime.alerts = {}
+                _set_alerts(entry.group, entry.runtime, saved, series=False)
+
+    def _take_over(self, entry: _Group) -> bool:
+        """This replica became the leader: continue from the persisted alert state. False (and no
+        evaluation this tick) when the database cannot be read: starting from a blank state would
+        notify again what is already firing and lose what is pending."""
+        with entry.lock:
+            saved = self._read_state(entry)
+            if saved is None:
+                entry.following = self.alert_store is not None
+                return not entry.following
+            runtime = entry.runtime
+            runtime.alerts = {}
+            # handed to the dispatcher again at the next evaluation: the notification log decides
+            _set_alerts(entry.group, runtime, {
+                rk: {lb: replace(a, last_sent_ms=None) for lb, a in by_labels.items()}
+                for rk, by_labels in saved.items()
+            }, series=True)
+            runtime.last_evaluation_ms = None  # the slots evaluated by the old leader are not missed
+            entry.following = False
+        n = sum(len(v) for v in runtime.alerts.values())
+        log.info("leader now: group %s continues from %d persisted alert instances", entry.group.name, n)
+        self._forget_removed_groups()
+        return True
+
+    def _forget_removed_groups(self) -> None:
+        if self.alert_store is None:
+            return
+        try:
+            for key in self.alert_store.group_keys() - self._groups.keys():
+                self.alert_store.delete_group(key)
+        except StorageError:
+            log.exception("alert state of removed groups not deleted")
 
     def _maybe_prune(self, now_ms: int) -> None:
         if self.alert_store is None or now_ms < self._next_prune_ms:

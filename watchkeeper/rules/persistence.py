@@ -149,6 +149,31 @@ class AlertStore:
                 self._saved.setdefault(row["group_key"], {})[row["id"]] = dict(row)
         return out
 
+    def load_group(self, group_key: str) -> dict[str, dict[Labels, AlertState]]:
+        """The persisted instances of one group (rule_key -> labels -> state), as another replica
+        (the leader) last saved them; later saves of this group write only what differs from them."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(state_table).where(state_table.c.group_key == group_key)).mappings().all()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"cannot load alert state of {group_key}: {exc}") from exc
+        out: dict[str, dict[Labels, AlertState]] = {}
+        with self._lock:
+            self._saved[group_key] = {row["id"]: dict(row) for row in rows}
+        for row in rows:
+            state = _state(dict(row))
+            out.setdefault(row["rule_key"], {})[state.labels] = state
+        return out
+
+    def group_keys(self) -> set[str]:
+        """The groups that have persisted instances."""
+        try:
+            with self.engine.connect() as conn:
+                return set(conn.execute(sa.select(state_table.c.group_key).distinct()).scalars())
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"cannot list alert state groups: {exc}") from exc
+
     def save_group(
         self,
         group_key: str,

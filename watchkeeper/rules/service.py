@@ -8,11 +8,14 @@ What ``watchkeeper serve`` needs, in three calls (the app owns the store, the DB
 >>> service.reload()     # SIGHUP, POST /-/reload: state of unchanged rules kept  # doctest: +SKIP
 >>> service.stop()                                                                # doctest: +SKIP
 
-``app.include_router(rules_router(lambda: service.manager))`` serves the API.
+``app.include_router(rules_router(lambda: service.manager))`` serves the API. With several replicas,
+``is_leader=alerting.leadership.is_leader`` makes only the holder of the leader lease evaluate
+(:class:`~watchkeeper.rules.manager.RuleManager` explains the takeover).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +47,12 @@ class RulesService:
         base_dir: Path | None = None,
         registry: Any | None = None,
         max_workers: int = 4,
+        is_leader: Callable[[], bool] | None = None,
     ) -> RulesService:
         """Restore alert state (``database`` must be migrated), load the files, start the jobs."""
         manager = RuleManager(storage=storage, engine=engine, config=config, sink=sink, base_dir=base_dir,
-                              alert_store=AlertStore(database) if database is not None else None)
+                              alert_store=AlertStore(database) if database is not None else None,
+                              is_leader=is_leader)
         manager.start()
         scheduler = RuleScheduler(manager, max_workers=max_workers)
         scheduler.start()
