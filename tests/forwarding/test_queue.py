@@ -78,7 +78,7 @@ def pipelines() -> Iterator[Callable[..., Pipeline]]:
 
 
 def config(url: str, *, name: str = "rx", **queue: Any) -> RemoteWriteConfig:
-    return RemoteWriteConfig(url=url, name=name, queue_config={**FAST, **queue})
+    return RemoteWriteConfig.model_validate({"url": url, "name": name, "queue_config": {**FAST, **queue}})
 
 
 def series(i: int) -> list[tuple[str, str]]:
@@ -95,8 +95,8 @@ def test_samples_arrive_exactly_once_and_in_order_after_server_errors(
     for step in range(6):
         items = [(series(i), [(NOW_MS + 1000 * step, float(step * 100 + i))]) for i in range(10)]
         p.write(items)
-        for labels, samples in items:
-            expected.setdefault(tuple(labels), []).extend(samples)
+        for pairs, samples in items:
+            expected.setdefault(tuple(pairs), []).extend(samples)
     rx.wait_for(lambda: len(rx.accepted()) >= 60, "60 accepted samples")
     p.forwarders.stop(deadline_seconds=5)  # nothing more is in flight: exactly once can be checked
     got: dict[tuple[tuple[str, str], ...], list[tuple[int, float]]] = {}
@@ -189,15 +189,17 @@ def test_write_relabel_configs_rename_and_drop(
     receivers: Callable[..., Receiver], pipelines: Callable[..., Pipeline]
 ) -> None:
     rx = receivers()
-    cfg = RemoteWriteConfig(
-        url=rx.url,
-        name="relabelled",
-        queue_config=FAST,
-        write_relabel_configs=[
-            {"source_labels": ["instance"], "regex": "host0", "action": "drop"},
-            {"source_labels": ["job"], "target_label": "service"},
-            {"regex": "job", "action": "labeldrop"},
-        ],
+    cfg = RemoteWriteConfig.model_validate(
+        {
+            "url": rx.url,
+            "name": "relabelled",
+            "queue_config": FAST,
+            "write_relabel_configs": [
+                {"source_labels": ["instance"], "regex": "host0", "action": "drop"},
+                {"source_labels": ["job"], "target_label": "service"},
+                {"regex": "job", "action": "labeldrop"},
+            ],
+        }
     )
     p = pipelines([cfg])
     p.write([(series(i), [(NOW_MS, float(i))]) for i in range(3)])
@@ -213,11 +215,13 @@ def test_requests_carry_the_protocol_headers_and_credentials(
     receivers: Callable[..., Receiver], pipelines: Callable[..., Pipeline]
 ) -> None:
     rx = receivers()
-    cfg = RemoteWriteConfig(
-        url=rx.url,
-        queue_config=FAST,
-        headers={"X-Scope-OrgID": "team-a"},
-        basic_auth={"username": "wk", "password": "s3cret"},
+    cfg = RemoteWriteConfig.model_validate(
+        {
+            "url": rx.url,
+            "queue_config": FAST,
+            "headers": {"X-Scope-OrgID": "team-a"},
+            "basic_auth": {"username": "wk", "password": "s3cret"},
+        }
     )
     p = pipelines([cfg])
     p.write([(series(1), [(NOW_MS, 1.0)])])
