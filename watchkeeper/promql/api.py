@@ -22,6 +22,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -33,6 +34,7 @@ from watchkeeper.durations import parse_duration
 from watchkeeper.errors import ParseError, QueryError
 from watchkeeper.labels import Labels, Matcher
 from watchkeeper.promql import ast
+from watchkeeper.promql.cache import QueryCache
 from watchkeeper.promql.formatting import json_string, labels_json, result_json
 from watchkeeper.promql.values import QueryResult
 
@@ -268,10 +270,13 @@ def _truncate(result: QueryResult, limit: int) -> list[str]:
 
 
 def query_router(
-    get_engine: Callable[[], QueryEngine], get_storage: Callable[[], MetadataStore]
+    get_engine: Callable[[], QueryEngine],
+    get_storage: Callable[[], MetadataStore],
+    get_cache: Callable[[], QueryCache | None] = lambda: None,
 ) -> APIRouter:
     """The query API; ``get_engine``/``get_storage`` are called per request (they may raise while
-    the store is still opening; the app's exception handler answers those)."""
+    the store is still opening; the app's exception handler answers those). Range queries go
+    through the results cache ``get_cache`` returns, when it returns one (see ``cache.py``)."""
     router = APIRouter()
     both = ["GET", "POST"]
 
@@ -297,7 +302,12 @@ def query_router(
             limit = params.limit()
             engine = _with_options(get_engine(), params)
             expr = _parse_query(params.get("query"))
-            result = await anyio.to_thread.run_sync(engine.range, expr, start_ms, end_ms, step_ms)
+            cache = get_cache()
+            if cache is None:
+                result = await anyio.to_thread.run_sync(engine.range, expr, start_ms, end_ms, step_ms)
+            else:
+                run = partial(cache.range, engine, expr, start_ms, end_ms, step_ms, now_ms=_now_ms())
+                result = await anyio.to_thread.run_sync(run)
         except QueryError as exc:
             return error_response(exc)
         warnings = _truncate(result, limit)
