@@ -192,3 +192,29 @@ def test_sigterm_flushes_the_queue_to_prometheus(
     assert sorted(v for values in got.values() for _, v in values) == sorted(
         float(step * 10 + i) for step in range(3) for i in range(4)
     )
+
+
+def test_reload_moves_forwarding_to_a_new_endpoint(make_server: Callable[..., Server], tmp_path: Path) -> None:
+    from tests.forwarding.receiver import Receiver
+
+    first, second = Receiver(), Receiver()
+    try:
+        config = tmp_path / "watchkeeper.yml"
+
+        def point_at(url: str) -> None:
+            queue = "{batch_send_deadline: 50ms, min_backoff: 10ms, max_backoff: 50ms}"
+            config.write_text(f"scrape_configs: []\nremote_write: [{{url: '{url}', queue_config: {queue}}}]\n")
+
+        point_at(first.url)
+        server: Server = make_server(extra_args=["--config", str(config)])
+        now_ms = time.time_ns() // 1_000_000
+        server.write(workload(now_ms - 60_000, steps=1, series=3)[0])
+        first.wait_for(lambda: len(first.accepted()) == 3, "3 samples at the first endpoint")
+        point_at(second.url)
+        assert server.client.post("/-/reload").status_code == 200
+        server.write(workload(now_ms - 45_000, steps=1, series=2)[0])
+        second.wait_for(lambda: len(second.accepted()) == 2, "2 samples at the second endpoint")
+        assert len(first.accepted()) == 3
+    finally:
+        first.close()
+        second.close()

@@ -11,10 +11,10 @@ is down, each shard retries its batch forever and buffers new samples up to `cap
 new samples are dropped and counted (``watchkeeper_remote_storage_samples_dropped_total``
 ``{reason="queue_full"}``). The ingest path never waits for a receiver.
 
->>> fw = Forwarders(CollectorRegistry())                     # doctest: +SKIP
->>> fw.apply([RemoteWriteConfig(url="http://mimir/api/v1/push")])
->>> ingester.after_append = fw.sink()
->>> fw.stop(deadline_seconds=60)   # flushes what is buffered, retrying until the deadline
+>>> fw = Forwarders(CollectorRegistry())
+>>> fw.apply([RemoteWriteConfig(url="http://mimir/api/v1/push")])   # doctest: +SKIP
+>>> ingester.after_append = fw.sink()                               # doctest: +SKIP
+>>> fw.stop(deadline_seconds=60)  # sends what is buffered, retrying until the deadline
 """
 
 from __future__ import annotations
