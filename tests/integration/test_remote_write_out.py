@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.forwarding.receiver import Receiver
 from tests.integration.conftest import Server, free_port
 
 PROMETHEUS = Path("/usr/bin/prometheus")
@@ -194,16 +195,17 @@ def test_sigterm_flushes_the_queue_to_prometheus(
     )
 
 
-def test_reload_moves_forwarding_to_a_new_endpoint(make_server: Callable[..., Server], tmp_path: Path) -> None:
-    from tests.forwarding.receiver import Receiver
-
+def test_reload_moves_forwarding_to_a_new_endpoint(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
     first, second = Receiver(), Receiver()
     try:
         config = tmp_path / "watchkeeper.yml"
 
         def point_at(url: str) -> None:
             queue = "{batch_send_deadline: 50ms, min_backoff: 10ms, max_backoff: 50ms}"
-            config.write_text(f"scrape_configs: []\nremote_write: [{{url: '{url}', queue_config: {queue}}}]\n")
+            entry = f"{{url: '{url}', queue_config: {queue}}}"
+            config.write_text(f"scrape_configs: []\nremote_write: [{entry}]\n")
 
         point_at(first.url)
         server: Server = make_server(extra_args=["--config", str(config)])
