@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,9 +28,11 @@ from watchkeeper.promql.cache import (
     QueryCacheConfig,
     QueryCacheMetrics,
     bucket_span_ms,
+    connect,
     data_reach,
     decode,
     encode,
+    store_namespace,
 )
 from watchkeeper.promql.engine import Engine
 from watchkeeper.promql.parser import parse
@@ -415,3 +418,41 @@ def test_ast_queries_are_cached_like_text(store: Storage, client: redis.Redis) -
     cache.range(engine, expr, END - 3_600_000, END, STEP, now_ms=END)
     cache.range(engine, "memory_bytes", END - 3_600_000, END, STEP, now_ms=END)
     assert hits(cache) == 3
+
+
+def test_store_namespace(tmp_path: Path) -> None:
+    pg = "postgresql+psycopg://wk@db/wk"
+    assert store_namespace(pg, tmp_path / "a") == store_namespace(pg, tmp_path / "b")  # replicas
+    assert store_namespace(None, tmp_path / "a") != store_namespace(None, tmp_path / "b")
+    assert store_namespace(None, tmp_path / "a") != store_namespace(pg, tmp_path / "a")
+
+
+def test_connect(store: Storage, redis_url: str) -> None:
+    registry = CollectorRegistry()
+    cache = connect(redis_url, QueryCacheConfig(), namespace="c", registry=registry)
+    engine = Engine(store)
+    for _ in range(2):
+        cache.range(engine, "memory_bytes", END - 3_600_000, END, STEP, now_ms=END)
+    assert registry.get_sample_value("watchkeeper_query_cache_hits_total") == 3
+    assert (registry.get_sample_value("watchkeeper_query_cache_stored_bytes_total") or 0) > 0
+
+
+def test_the_app_caches_range_queries_when_redis_is_configured(tmp_path: Path, redis_url: str) -> None:
+    from tests.collector.encode import body
+    from tests.test_app import HEADERS, wait_ready
+    from watchkeeper.app import create_app
+    from watchkeeper.config import Settings
+
+    overrides = {"data_dir": tmp_path / "data", "redis_url": redis_url, "scrape_configs": []}
+    samples = [(END - 60_000 * k, float(60 - k)) for k in range(60, 0, -1)]
+    items = [([("__name__", "req_total"), ("i", str(i))], samples) for i in range(3)]
+    params = {"query": "sum(rate(req_total[5m]))", "start": str((END - 3_600_000) / 1000),
+              "end": str(END / 1000), "step": "15s"}
+    with TestClient(create_app(Settings.load(None, overrides=overrides))) as c:
+        wait_ready(c)
+        assert c.post("/api/v1/write", content=body(items), headers=HEADERS).status_code == 204
+        answers = [c.get("/api/v1/query_range", params=params).json() for _ in range(2)]
+        metrics = c.get("/metrics").text
+    assert answers[0] == answers[1] and answers[0]["status"] == "success"
+    assert len(answers[0]["data"]["result"][0]["values"]) > 200
+    assert "watchkeeper_query_cache_hits_total 5.0" in metrics  # 4 x 15 min + the bucket of END

@@ -39,11 +39,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -534,6 +536,8 @@ def connect(
     )
 
 
-def store_namespace(database_url: str) -> str:
-    """A short stable name of the store behind ``database_url`` (the cache namespace)."""
-    return hashlib.blake2b(database_url.encode(), digest_size=6).hexdigest()
+def store_namespace(database_url: str | None, data_dir: Path) -> str:
+    """A short stable name of the store (the cache namespace): replicas sharing a database share
+    it; an embedded SQLite store is named by host and directory."""
+    name = database_url or f"sqlite:{socket.gethostname()}:{data_dir.resolve()}"
+    return hashlib.blake2b(name.encode(), digest_size=6).hexdigest()
