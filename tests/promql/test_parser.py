@@ -406,6 +406,42 @@ def test_lexer_errors_carry_a_position() -> None:
         parse('up +\nup{a="b}')
 
 
+@pytest.mark.parametrize(
+    ("text", "position"),
+    [  # positions as Prometheus 2.42 reports them for the same queries
+        ("foo{", "1:5"),
+        ("sum(", "1:5"),
+        ('foo{a="b"', "1:10"),
+        ("sum(rate(foo[5m])", "1:18"),
+        ("foo offset", "1:11"),
+        ("foo[5m", "1:7"),
+        ("foo)", "1:5"),
+        ("((x)))", "1:7"),
+        ('foo{a=")"})', "1:12"),
+        ("x[5m]]]", "1:6"),
+        ("foo[5m:]]", "1:9"),
+        ("foo[5x]", "1:5"),
+        ("foo[5m:1x]", "1:8"),
+        ("foo{a!}", "1:6"),
+        ("foo{a=b}", "1:7"),
+        ("foo$", "1:4"),
+        ('foo{a$="b"}', "1:6"),
+        ("unknown_fn(foo)", "1:1"),
+        ("sum(x) + foo(x)", "1:10"),
+        ("a +\n unknown(b)", "2:2"),
+        ("x + `)`)", "1:9"),  # a bracket inside a string is not one
+    ],
+)
+def test_binding_errors_get_prometheus_positions(text: str, position: str) -> None:
+    with pytest.raises(ParseError, match=rf"^{position}: parse error: "):
+        parse(text)
+
+
+def test_errors_without_a_known_position_have_none() -> None:
+    with pytest.raises(ParseError, match=r"^parse error: invalid promql query$"):
+        parse('foo{a="b"} bar')
+
+
 def test_length_limit() -> None:
     query = "up + " * 20_000 + "up"
     with pytest.raises(ParseError, match="longer than the limit of 65536 bytes"):

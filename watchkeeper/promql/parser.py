@@ -158,7 +158,9 @@ def _parse(text: str, max_length_bytes: int, max_depth: int, max_operators: int)
     try:
         tree = _pp.parse(lexed.text)
     except ValueError as exc:
-        raise ParseError(f"parse error: {exc}") from exc
+        at = _locate(text, str(exc))
+        prefix = "" if at is None else f"{_position(text, at)}: "
+        raise ParseError(f"{prefix}parse error: {exc}") from exc
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # pyo3_runtime.PanicException derives from BaseException
@@ -205,6 +207,74 @@ def _position(text: str, index: int) -> str:
     line = text.count("\n", 0, index) + 1
     col = index - (text.rfind("\n", 0, index) + 1) + 1
     return f"{line}:{col}"
+
+
+def _code(text: str) -> list[tuple[int, str, bool]]:
+    """``(index, char, inside braces)`` of every character outside string literals and comments."""
+    out: list[tuple[int, str, bool]] = []
+    braces = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "\"'`":
+            j = i + 1
+            while j < n and text[j] != c:
+                j += 2 if c != "`" and text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        braces += c == "{"
+        out.append((i, c, braces > 0))
+        braces -= c == "}" and braces > 0
+        i += 1
+    return out
+
+
+_CLOSERS = {"parenthesis": ("(", ")"), "bracket": ("[", "]"), "brace": ("{", "}")}
+
+
+def _locate(text: str, message: str) -> int | None:
+    """Where in ``text`` the binding's error ``message`` (which has no position) is, when the
+    message says enough to find it: end of input, an unmatched closing bracket, an unexpected
+    character, identifier, function name or duration. Index ``len(text)`` is the end."""
+    if message.startswith(("unexpected end of input", "unclosed left ")):
+        return len(text)
+    code = _code(text)
+    if m := re.fullmatch(r"unexpected right (parenthesis|bracket|brace) '.'", message):
+        opener, closer = _CLOSERS[m.group(1)]
+        depth = 0
+        for i, c, _ in code:
+            depth += (c == opener) - (c == closer)
+            if depth < 0:
+                return i + 1 if closer == ")" else i  # Prometheus reports a ')' one column on
+        return None
+    if m := re.fullmatch(r"unexpected character( inside braces)?: '(.)'", message):
+        return next((i for i, c, braced in code if c == m.group(2) and (braced or not m.group(1))), None)
+    if m := re.fullmatch(r"unexpected character after '!' inside braces: '(.)'", message):
+        after = m.group(1)
+        return next((i for i, c, inb in code if c == "!" and inb and text[i + 1 : i + 2] == after), None)
+    patterns = {
+        r"unknown function with name '(\w+)'": r"(?<![\w:])({})\s*\(",
+        r"bad number or duration syntax: (\S+)": r"(?<![\w.])({})",
+        r"unexpected identifier '(\w+)' in label matching.*": r"[=~]\s*({})\b",
+    }
+    for message_re, text_re in patterns.items():
+        if m := re.fullmatch(message_re, message):
+            kept = "".join(" " if i is None else c for i, c in _with_gaps(text, code))  # strings blanked
+            found = re.search(text_re.format(re.escape(m.group(1))), kept)
+            return None if found is None else found.start(1)
+    return None
+
+
+def _with_gaps(text: str, code: list[tuple[int, str, bool]]) -> list[tuple[int | None, str]]:
+    """Every character of ``text``, with ``None`` for those inside strings and comments."""
+    out: list[tuple[int | None, str]] = [(None, c) for c in text]
+    for i, c, _ in code:
+        out[i] = (i, c)
+    return out
 
 
 def _escape_double_quoted(raw: str) -> str:
