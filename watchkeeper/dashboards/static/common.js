@@ -1,4 +1,6 @@
-/* watchkeeper: helpers shared by every page (theme toggle, list filter, silence form). */
+/* watchkeeper: helpers shared by every page (theme toggle, list filter, silence form, CSRF header).
+   No page has inline script (the Content-Security-Policy forbids it): elements say what they need
+   with data-* attributes, wired below. */
 (function () {
   "use strict";
   var wk = (window.wk = window.wk || {});
@@ -33,6 +35,13 @@
     });
   };
 
+  /* A logged-in session must echo its CSRF token (cookie wk_csrf) on state-changing requests. */
+  wk.csrfHeaders = function (headers) {
+    var m = document.cookie.match(/(?:^|;\s*)wk_csrf=([^;]+)/);
+    if (m) headers["X-CSRF-Token"] = decodeURIComponent(m[1]);
+    return headers;
+  };
+
   /* Matchers text like {a="b", c=~"d"} -> Alertmanager v2 matchers. */
   function parseMatchers(text) {
     var out = [], re = /([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"/g, m;
@@ -61,10 +70,23 @@
         createdBy: data.get("createdBy"), comment: data.get("comment"),
       };
       if (!body.matchers.length) { status.textContent = "Enter at least one matcher: name=\"value\""; return; }
-      fetch("/api/v2/silences", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
+      fetch("/api/v2/silences", { method: "POST", headers: wk.csrfHeaders({ "Content-Type": "application/json" }), body: JSON.stringify(body) })
         .then(function (r) { return r.ok ? r.json() : r.text().then(function (t) { throw new Error(r.status + " " + t); }); })
         .then(function (j) { status.textContent = "Created " + (j.silenceID || ""); setTimeout(function () { location.href = "/silences"; }, 400); })
         .catch(function (e) { status.textContent = "Failed: " + e.message; });
     });
   };
+
+  function wire() {
+    document.querySelectorAll("input[data-filter-list]").forEach(function (input) {
+      wk.filterList(input.id, input.getAttribute("data-filter-list"));
+    });
+    document.querySelectorAll("form[data-silence-status]").forEach(function (form) {
+      wk.silenceForm(form.id, form.getAttribute("data-silence-status"));
+    });
+    document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
+      select.addEventListener("change", function () { if (select.form) select.form.submit(); });
+    });
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", wire); else wire();
 })();

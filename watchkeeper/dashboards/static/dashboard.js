@@ -410,6 +410,7 @@
   function wireVariables() {
     var form = document.getElementById("variables");
     if (!form) return;
+    form.addEventListener("submit", function (ev) { ev.preventDefault(); });
     form.addEventListener("change", function (ev) {
       var field = ev.target;
       if (!field.name || field.name.indexOf("var-") !== 0) return;
