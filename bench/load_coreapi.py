@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 
 from watchkeeper.demo import repository as repo
 from watchkeeper.demo.traffic import TrafficConfig, run_traffic
@@ -72,6 +73,31 @@ def cache_counts(port: int) -> dict[tuple[str, str], float]:
         if m.group(1) in CACHES:
             out[(m.group(1), m.group(2))] += float(m.group(3))
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live children (uvicorn's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / tick
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
+    except (OSError, IndexError, ValueError):
+        pass
+    return total
+
+
+def redis_pid() -> int | None:
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == "redis-server":
+                return int(stat.parent.name)
+        except OSError:
+            continue
+    return None
 
 
 def hit_rate(hits: float, misses: float) -> float | None:
@@ -169,14 +195,24 @@ def run_once(args: argparse.Namespace, monitoring: bool, work: Path) -> dict[str
             num_sessions=2 * args.players,
             ramp_up_seconds=args.ramp_up,
         )
+        watched = {"coreapi": core.pid, "watchkeeper": procs[1].pid if monitoring else None}
+        watched["redis"] = redis_pid() if redis_url else None
+        cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items() if pid is not None}
+        load0 = _machine_cpu_seconds()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-        stats = asyncio.run(run_traffic(config))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            stats = runner.run(run_traffic(config))
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        elapsed = (stats.ended or time.monotonic()) - stats.started
         summary = stats.summary()
         summary["monitoring"] = "on" if monitoring else "off"
         summary["generator_cpu_seconds"] = round(
             (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), 1
         )
+        for name, before_s in cpu_before.items():
+            summary[f"{name}_cpu_seconds"] = round(cpu_seconds(watched[name] or 0) - before_s, 1)
+        busy = _machine_cpu_seconds() - load0
+        summary["machine_cpu_busy"] = round(busy / (elapsed * (os.cpu_count() or 1)), 2)
         if monitoring and before is not None and wk_port is not None:
             after = cache_counts(port)
             delta = {k: after[k] - before[k] for k in after}
@@ -199,6 +235,14 @@ def run_once(args: argparse.Namespace, monitoring: bool, work: Path) -> dict[str
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _machine_cpu_seconds() -> float:
+    """Seconds all CPUs spent busy (not idle or waiting on I/O), from /proc/stat: the other
+    helpers' and tenants' load shows here too."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -239,6 +283,10 @@ def main() -> None:
         "cache_hit_rate",
         "server_cache_hit_rate",
         "generator_cpu_seconds",
+        "coreapi_cpu_seconds",
+        "watchkeeper_cpu_seconds",
+        "redis_cpu_seconds",
+        "machine_cpu_busy",
     )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

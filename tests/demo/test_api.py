@@ -209,11 +209,16 @@ def test_redis_keys_carry_the_documented_ttls(tmp_path: Path, redis_url: str) ->
 
 def test_the_cache_warms_at_start_and_can_be_switched_off(tmp_path: Path) -> None:
     with make_client(tmp_path, seed_players=50) as client:
-        assert client.get("/sessions/1").headers["x-cache"] == "hit"
+        first = client.get("/sessions/1")
+        assert first.headers["x-cache"] == "hit"
         assert (
             client.get("/discovery", params={"sport": "tennis", "region": "eu-west"}).headers["x-cache"]
             == "hit"
         )
+        host = first.json()["players"][0]["id"]
+        stats = client.get(f"/players/{host}/statistics")
+        assert stats.headers["x-cache"] == "hit", "the statistics of players in hot sessions"
+        assert stats.json()["sessions_hosted"] >= 1 and stats.json()["sessions_joined"] >= 1
     with make_client(tmp_path, cache_enabled=False) as client:
         assert client.get("/sessions/1").headers["x-cache"] == "miss"
         assert client.get("/sessions/1").headers["x-cache"] == "miss"

@@ -200,14 +200,19 @@ async def _refresh_active_sessions(core: CoreApi, interval_seconds: float = 15.0
 
 
 async def warm(core: CoreApi) -> int:
-    """Load the hot set: the soonest open sessions, the first players, the default discovery per
-    sport and region. Returns the number of entries written."""
-    sessions, players = await core.db(repo.warm_rows, limit=WARM_LIMIT)
+    """Load the hot set: the soonest open sessions, the first players, the statistics of the
+    players in those sessions, the default discovery per sport and region. Returns the number of
+    entries written."""
+    sessions, players, stats = await core.db(repo.warm_rows, limit=WARM_LIMIT, now_ms=now_ms())
     for row in sessions:
         await core.cache.put(core.cache.session_key(row["id"]), _json(row), core.cache.session_ttl)
     for row in players:
         await core.cache.put(core.cache.player_key(row["id"]), _json(row), core.cache.player_ttl)
-    count = len(sessions) + len(players)
+    for row in stats:
+        await core.cache.put(
+            core.cache.statistics_key(row["player_id"]), _json(row), core.cache.statistics_ttl
+        )
+    count = len(sessions) + len(players) + len(stats)
     for sport in SPORTS:
         for region in REGIONS:
             q = repo.DiscoveryQuery.normalised(sport=sport, region=region)

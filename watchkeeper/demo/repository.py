@@ -125,32 +125,53 @@ def statistics(engine: sa.Engine, player_id: int, *, now_ms: int) -> Row:
     with engine.connect() as conn:
         if conn.execute(sa.select(players.c.id).where(players.c.id == player_id)).first() is None:
             raise NotFound(f"player {player_id} not found")
-        by_sport = conn.execute(
-            sa.select(sessions.c.sport, sa.func.count())
-            .select_from(session_players.join(sessions, sessions.c.id == session_players.c.session_id))
-            .where(session_players.c.player_id == player_id)
-            .group_by(sessions.c.sport)
-        ).all()
-        upcoming, last_joined = conn.execute(
+        return _statistics(conn, [player_id], now_ms=now_ms)[player_id]
+
+
+def _statistics(conn: sa.Connection, player_ids: list[int], *, now_ms: int) -> dict[int, Row]:
+    """Statistics of several players in three grouped queries (the API's and the warming's)."""
+    joined = session_players.join(sessions, sessions.c.id == session_players.c.session_id)
+    member = session_players.c.player_id
+    by_sport: dict[int, dict[str, int]] = {pid: {} for pid in player_ids}
+    for pid, sport, n in conn.execute(
+        sa.select(member, sessions.c.sport, sa.func.count())
+        .select_from(joined)
+        .where(member.in_(player_ids))
+        .group_by(member, sessions.c.sport)
+    ):
+        by_sport[pid][sport] = n
+    timing = {
+        pid: (upcoming, last)
+        for pid, upcoming, last in conn.execute(
             sa.select(
+                member,
                 sa.func.count().filter(sessions.c.starts_at_ms > now_ms),
                 sa.func.max(session_players.c.joined_at_ms),
             )
-            .select_from(session_players.join(sessions, sessions.c.id == session_players.c.session_id))
-            .where(session_players.c.player_id == player_id)
-        ).one()
-        hosted = conn.execute(
-            sa.select(sa.func.count()).select_from(sessions).where(sessions.c.host_id == player_id)
-        ).scalar_one()
-    sports = {sport: n for sport, n in by_sport}
-    return {
-        "player_id": player_id,
-        "sessions_joined": sum(sports.values()),
-        "sessions_hosted": hosted,
-        "upcoming_sessions": upcoming or 0,
-        "by_sport": sports,
-        "last_joined_at_ms": last_joined,
+            .select_from(joined)
+            .where(member.in_(player_ids))
+            .group_by(member)
+        )
     }
+    hosted: dict[int, int] = dict(
+        conn.execute(
+            sa.select(sessions.c.host_id, sa.func.count())
+            .where(sessions.c.host_id.in_(player_ids))
+            .group_by(sessions.c.host_id)
+        ).all()
+    )
+    out = {}
+    for pid in player_ids:
+        upcoming, last_joined = timing.get(pid, (0, None))
+        out[pid] = {
+            "player_id": pid,
+            "sessions_joined": sum(by_sport[pid].values()),
+            "sessions_hosted": hosted.get(pid, 0),
+            "upcoming_sessions": upcoming or 0,
+            "by_sport": by_sport[pid],
+            "last_joined_at_ms": last_joined,
+        }
+    return out
 
 
 # --- sessions --------------------------------------------------------------------------------
@@ -345,9 +366,10 @@ def active_sessions_by_region(engine: sa.Engine) -> dict[str, int]:
     return counts
 
 
-def warm_rows(engine: sa.Engine, *, limit: int) -> tuple[list[Row], list[Row]]:
-    """The `limit` soonest open sessions (with their rosters) and the first `limit` players: the
-    hot set, read in three queries."""
+def warm_rows(engine: sa.Engine, *, limit: int, now_ms: int) -> tuple[list[Row], list[Row], list[Row]]:
+    """The hot set: the `limit` soonest open sessions (with their rosters), the first `limit`
+    players, and the statistics of the players in those sessions (whose profiles users open
+    from a session), at most `limit` of them."""
     with engine.connect() as conn:
         rows = [
             dict(r)
@@ -373,7 +395,9 @@ def warm_rows(engine: sa.Engine, *, limit: int) -> tuple[list[Row], list[Row]]:
         people = [
             dict(r) for r in conn.execute(players.select().order_by(players.c.id).limit(limit)).mappings()
         ]
-    return rows, people
+        seen = list(dict.fromkeys(p["id"] for r in rows for p in r["players"]))[:limit]
+        stats = list(_statistics(conn, seen, now_ms=now_ms).values()) if seen else []
+    return rows, people, stats
 
 
 def seed(engine: sa.Engine, *, num_players: int, now_ms: int, rng: random.Random | None = None) -> bool:

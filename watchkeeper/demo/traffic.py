@@ -9,7 +9,11 @@ print(stats.summary())
 ``error_rate`` / ``latency_ms`` ask the core API (started with ``fault_injection``) to fail or
 slow down that share of requests, so alerts can be seen firing and then resolving.
 Session popularity is skewed (exponential over session rank, mean rank `hot_sessions`), as real
-traffic is: most users look at the few sessions starting soon.
+traffic is: most users look at the few sessions starting soon. Users also follow what they were
+shown, as people browsing do: a session is most often one of those their last search listed
+(`follow_share`), a player one of the last session's roster, and statistics are those of the
+player just viewed (a profile shows them) or their own. A user edits only the games it created
+(until it has one, an edit action creates one).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 
 from watchkeeper.demo.repository import REGION_CENTRES
 from watchkeeper.demo.settings import REGIONS, SPORTS
@@ -52,6 +57,8 @@ class TrafficConfig:
     num_players: int = 2000
     num_sessions: int = 4000
     hot_sessions: int = 200
+    follow_share: float = 0.6
+    """Share of session/player/statistics views that follow the user's last search or view."""
     error_rate: float = 0.0
     latency_ms: int = 0
     seed: int = 1
@@ -112,9 +119,26 @@ class User:
         self.region = REGIONS[self.player_id % len(REGIONS)]
         self.headers = {"x-api-key": f"user-{uid}"}
         self.joined: list[int] = []
+        self.listed: list[int] = []
+        """Session ids of the user's last search."""
+        self.roster: list[int] = []
+        """Player ids of the last session viewed."""
+        self.viewed_player: int | None = None
+        self.hosted: list[int] = []
+        """Sessions this user created (the ones it may edit)."""
 
     def session_id(self) -> int:
         return min(self.config.num_sessions, 1 + int(self.rng.expovariate(1 / self.config.hot_sessions)))
+
+    def next_session(self) -> int:
+        if self.listed and self.rng.random() < self.config.follow_share:
+            return self.rng.choice(self.listed)
+        return self.session_id()
+
+    def next_player(self) -> int:
+        if self.roster and self.rng.random() < self.config.follow_share:
+            return self.rng.choice(self.roster)
+        return 1 + int(self.rng.expovariate(1 / 300)) % self.config.num_players
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
         headers = dict(self.headers)
@@ -139,39 +163,44 @@ class User:
     async def act(self, action: str) -> None:
         rng = self.rng
         if action == "view_session":
-            await self.request("GET", f"/sessions/{self.session_id()}")
+            r = await self.request("GET", f"/sessions/{self.next_session()}")
+            if r is not None and r.status_code == 200:
+                self.roster = [p["id"] for p in orjson.loads(r.content)["players"]]
         elif action == "view_player":
-            await self.request(
-                "GET", f"/players/{1 + int(rng.expovariate(1 / 300)) % self.config.num_players}"
-            )
+            self.viewed_player = self.next_player()
+            await self.request("GET", f"/players/{self.viewed_player}")
         elif action == "statistics":
-            await self.request("GET", f"/players/{self.player_id}/statistics")
+            # a profile shows its statistics: mostly the player just viewed, sometimes one's own
+            follow = self.viewed_player is not None and rng.random() < self.config.follow_share
+            pid = self.viewed_player if follow else self.player_id
+            await self.request("GET", f"/players/{pid}/statistics")
         elif action == "discover":
             params = {
                 "sport": rng.choice(SPORTS),
                 "region": self.region if rng.random() < 0.8 else rng.choice(REGIONS),
             }
-            await self.request("GET", "/discovery", params=params)
+            self.remember_listed(await self.request("GET", "/discovery", params=params))
         elif action == "discover_near":
             lat, lon = REGION_CENTRES[self.region]
-            await self.request("GET", "/discovery", params={"lat": lat, "lon": lon, "radius_km": 25})
+            near: dict[str, float] = {"lat": lat, "lon": lon, "radius_km": 25}
+            self.remember_listed(await self.request("GET", "/discovery", params=near))
         elif action == "join_leave":
             if self.joined:
                 sid = self.joined.pop()
                 await self.request("POST", f"/sessions/{sid}/leave", json={"player_id": self.player_id})
             else:
-                sid = self.session_id()
+                sid = self.next_session()
                 r = await self.request("POST", f"/sessions/{sid}/join", json={"player_id": self.player_id})
                 if r is not None and r.status_code == 200:
                     self.joined.append(sid)
-        elif action == "update_session":
-            sid = self.session_id()
+        elif action == "update_session" and self.hosted:  # hosts edit their own games
+            sid = rng.choice(self.hosted)
             await self.request(
                 "PATCH", f"/sessions/{sid}", json={"title": f"game {sid} ({rng.randint(1, 99)})"}
             )
         elif action == "update_player":
             await self.request("PATCH", f"/players/{self.player_id}", json={"skill": rng.randint(800, 2000)})
-        elif action == "create_session":
+        elif action in ("create_session", "update_session"):  # one has to host a game to edit it
             lat, lon = REGION_CENTRES[self.region]
             starts_at_ms = int(time.time() * 1000) + rng.randint(1, 72) * 3_600_000
             body = {
@@ -184,7 +213,13 @@ class User:
                 "lon": lon + rng.uniform(-0.2, 0.2),
                 "max_players": 10,
             }
-            await self.request("POST", "/sessions", json=body)
+            r = await self.request("POST", "/sessions", json=body)
+            if r is not None and r.status_code == 201:
+                self.hosted.append(orjson.loads(r.content)["id"])
+
+    def remember_listed(self, response: httpx.Response | None) -> None:
+        if response is not None and response.status_code == 200:
+            self.listed = [row["id"] for row in orjson.loads(response.content)]
 
     async def run(self, deadline: float | None) -> None:
         names = [a for a, _ in ACTIONS]
