@@ -181,6 +181,9 @@ def verify_archive(path: Path, *, progress: Callable[[str], None] | None = None)
                 seen.add(info.name)
                 if progress is not None:
                     progress(f"verified {info.name} ({size} bytes)")
+            # to the end of the gzip stream: its CRC and length check the bytes tar did not read
+            while tar.fileobj is not None and tar.fileobj.read(_BLOCK):
+                pass
     except BackupError:
         raise
     except (*_DAMAGE, KeyError, TypeError) as exc:
