@@ -32,7 +32,10 @@ cache is skipped for ``RETRY_AFTER_SECONDS``.
 
 The merged answer equals the uncached one (same series, order, labels, bit-identical values);
 tests/promql/test_cache.py checks this for a broad set of queries. Warnings and infos are the
-union of the pieces'; their order may differ.
+union of the pieces' (their order may differ); a stored bucket keeps the annotations of the
+evaluation that produced it, which may have covered more steps than the bucket (as Thanos'
+query-frontend keeps an extent's warnings), so a later query over part of that range can show
+an info the uncached evaluation would not.
 """
 
 from __future__ import annotations
@@ -450,15 +453,11 @@ class QueryCache:
                 lo -= step_ms  # one step would be evaluated as an instant query (``step()`` is 0)
             result = engine.range(query, lo, hi, step_ms)
             out.append(piece_of(result, a, b))
-            annotated = bool(result.warnings or result.infos)
             for k in sorted(missing):
                 first, last = k * span, k * span + span - step_ms
-                if not lo <= first <= last <= hi:
-                    continue
-                # annotations belong to a whole evaluation: then evaluate the bucket alone
-                alone = annotated and (lo, hi) != (first, last)
-                own = engine.range(query, first, last, step_ms) if alone else result
-                writes.append((key_of[k], encode(piece_of(own, first, last), step_ms)))
+                if lo <= first and last <= hi:
+                    # with the whole evaluation's annotations (which step raised one is not known)
+                    writes.append((key_of[k], encode(piece_of(result, first, last), step_ms)))
         self._store(writes)
         return out
 
