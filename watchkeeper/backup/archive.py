@@ -43,6 +43,12 @@ MANIFEST = "manifest.json"
 _BLOCK = 1 << 20
 
 Manifest = dict[str, Any]
+Progress = Callable[[str], None]
+"""Receives one line per step of a long backup or restore (the CLI prints them on stderr)."""
+
+
+def quiet(_message: str) -> None:
+    """The `Progress` that says nothing."""
 
 
 class BackupError(StorageError):
@@ -157,7 +163,7 @@ def read_manifest(path: Path) -> Manifest:
         raise _wrap(path, exc) from exc
 
 
-def verify_archive(path: Path, *, progress: Callable[[str], None] | None = None) -> Manifest:
+def verify_archive(path: Path, *, progress: Progress = quiet) -> Manifest:
     """Read the whole archive; every member must be listed with its size and checksum, and every
     listed member present. Returns the manifest; raises `BackupError` on any damage."""
     try:
@@ -179,7 +185,7 @@ def verify_archive(path: Path, *, progress: Callable[[str], None] | None = None)
                 if size != entry["size_bytes"] or h.hexdigest() != entry["sha256"]:
                     raise BackupError(f"{path}: checksum mismatch in {info.name} (the file is corrupt)")
                 seen.add(info.name)
-                if progress is not None:
+                if size >= _BLOCK:
                     progress(f"verified {info.name} ({size} bytes)")
             # to the end of the gzip stream: its CRC and length check the bytes tar did not read
             while tar.fileobj is not None and tar.fileobj.read(_BLOCK):

@@ -23,7 +23,7 @@ from typing import TextIO
 
 import httpx
 
-from watchkeeper.backup.archive import BackupError, verify_archive
+from watchkeeper.backup.archive import BackupError, Progress, verify_archive
 from watchkeeper.backup.restore import restore_backup
 from watchkeeper.backup.snapshot import Source, create_backup
 from watchkeeper.config import DEFAULT_CONFIG_FILE, Settings
@@ -42,40 +42,43 @@ def _store_args(parser: argparse.ArgumentParser) -> None:
                         help=f"YAML config file (default {DEFAULT_CONFIG_FILE} if present)")
 
 
-def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, err: TextIO,
+         action: Callable[[argparse.Namespace, Progress], None]) -> int:
+    """Parse, run `action` with progress lines on `err`; the exit status of the module docstring."""
     try:
-        return parser.parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
 
+    def progress(message: str) -> None:
+        print(message, file=err, flush=True)
+
+    try:
+        action(args, progress)
+    except (BackupError, ConfigError) as exc:
+        print(f"{parser.prog}: {exc}", file=err)
+        return 1
+    return 0
+
 
 def backup_main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> int:
-    err = stderr or sys.stderr
     parser = argparse.ArgumentParser(prog="watchkeeper backup",
                                      description="Write a consistent backup while the server runs.")
     parser.add_argument("--to", type=Path, required=True, help="the backup file to write (.tar.gz)")
     parser.add_argument("--server", help="ask this running server for the backup (needs backup.admin_api)")
     parser.add_argument("--token", help="with --server: an API token with the admin scope (sent as Bearer)")
     _store_args(parser)
-    args = _parse(parser, argv)
-    if isinstance(args, int):
-        return args
 
-    def progress(message: str) -> None:
-        print(message, file=err, flush=True)
-
-    try:
+    def backup(args: argparse.Namespace, progress: Progress) -> None:
         if args.server is not None:
             _fetch(args.server, args.to, progress, token=args.token)
         else:
             create_backup(args.to, Source.from_settings(_settings(args)), progress=progress)
-    except (BackupError, ConfigError) as exc:
-        print(f"watchkeeper backup: {exc}", file=err)
-        return 1
-    return 0
+
+    return _run(parser, argv, stderr or sys.stderr, backup)
 
 
-def _fetch(server: str, target: Path, progress: Callable[[str], None], *, token: str | None = None) -> None:
+def _fetch(server: str, target: Path, progress: Progress, *, token: str | None = None) -> None:
     """Stream the server's backup to a temporary name, verify it, then rename it to `target`."""
     partial = target.with_name(f".{target.name}.partial")
     url = server.rstrip("/") + "/api/v1/admin/backup"
@@ -99,9 +102,7 @@ def _fetch(server: str, target: Path, progress: Callable[[str], None], *, token:
     progress(f"wrote {target} ({target.stat().st_size} bytes) from {server}")
 
 
-
 def restore_main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> int:
-    err = stderr or sys.stderr
     parser = argparse.ArgumentParser(prog="watchkeeper restore",
                                      description="Restore a backup into an empty data dir and database.")
     parser.add_argument("--from", dest="source", type=Path, required=True, help="the backup file")
@@ -109,21 +110,13 @@ def restore_main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = N
                         help="where the backup's config files go (default DATA_DIR/restored-config)")
     parser.add_argument("--force", action="store_true", help="replace a target that holds data")
     _store_args(parser)
-    args = _parse(parser, argv)
-    if isinstance(args, int):
-        return args
 
-    def progress(message: str) -> None:
-        print(message, file=err, flush=True)
-
-    try:
+    def restore(args: argparse.Namespace, progress: Progress) -> None:
         settings = _settings(args)
         restore_backup(args.source, data_dir=settings.data_dir, database_url=settings.database_url,
                        force=args.force, config_dir=args.config_dir, progress=progress)
-    except (BackupError, ConfigError) as exc:
-        print(f"watchkeeper restore: {exc}", file=err)
-        return 1
-    return 0
+
+    return _run(parser, argv, stderr or sys.stderr, restore)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
 from alembic import command
 
-from watchkeeper.backup.archive import ArchiveReader, BackupError, Manifest, verify_archive
+from watchkeeper.backup.archive import ArchiveReader, BackupError, Manifest, Progress, quiet, verify_archive
 from watchkeeper.backup.tables import (
     ALEMBIC_TABLE,
     current_revisions,
@@ -43,18 +43,13 @@ from watchkeeper.tsdb.schema import alembic_config, make_engine, migrate, sqlite
 _INSERT_ROWS = 2000
 _PROGRESS_ROWS = 100_000
 
-Progress = Callable[[str], None]
-
-
-def _quiet(_message: str) -> None:
-    pass
 
 
 def restore_backup(archive: Path, *, data_dir: Path, database_url: str | None = None, force: bool = False,
-                   config_dir: Path | None = None, progress: Progress = _quiet) -> Manifest:
+                   config_dir: Path | None = None, progress: Progress = quiet) -> Manifest:
     """Restore `archive` into `data_dir` (+ `database_url`, default the SQLite file in it); returns
     the manifest. Raises `BackupError` (the target untouched unless the failure came while loading)."""
-    manifest = verify_archive(archive)
+    manifest = verify_archive(archive, progress=progress)
     progress(f"verified {archive}: made {manifest['created_at']} by watchkeeper "
              f"{manifest['watchkeeper_version']} from {manifest['source']['backend']}")
     revisions: list[str] = manifest["alembic_revisions"]

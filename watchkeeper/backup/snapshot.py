@@ -41,7 +41,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from watchkeeper import __version__
-from watchkeeper.backup.archive import ArchiveWriter, BackupError, Manifest
+from watchkeeper.backup.archive import ArchiveWriter, BackupError, Manifest, Progress, quiet
 from watchkeeper.backup.tables import column_kind, current_revisions, encode_row, our_tables
 from watchkeeper.config import Settings
 from watchkeeper.tsdb.schema import make_engine, sqlite_url
@@ -49,11 +49,6 @@ from watchkeeper.tsdb.schema import make_engine, sqlite_url
 _FETCH_ROWS = 2000
 _MAX_WAL_ROUNDS = 100
 
-Progress = Callable[[str], None]
-
-
-def _quiet(_message: str) -> None:
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +84,7 @@ class Source:
         return cls(settings.data_dir, settings.database_url, tuple(files))
 
 
-def create_backup(target: Path, source: Source, *, progress: Progress = _quiet,
+def create_backup(target: Path, source: Source, *, progress: Progress = quiet,
                   clock: Callable[[], float] = time.time) -> Manifest:
     """Write a backup of `source` to `target` (replaced atomically); returns its manifest."""
     started = clock()
