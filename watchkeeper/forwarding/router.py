@@ -20,6 +20,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -60,42 +61,46 @@ class RouteResult:
 
 
 class SeriesRouter:
-    """Not thread-safe: the queue calls `route` under its lock."""
+    """Not thread-safe: the queue calls `route` under its lock.
+
+    Refs are looked up in a sorted array (``searchsorted``, no Python loop per sample); series
+    added since its last rebuild are found in a dict until enough of them justify a rebuild."""
 
     def __init__(self, rules: Sequence[Rule], *, shards: int, max_series: int = MAX_SERIES) -> None:
         self.rules = tuple(rules)
         self.shards = shards
         self.max_series = max_series
+        self._reset()
+
+    def _reset(self) -> None:
         self._slots: dict[int, int] = {}  # store series ref -> slot
         self._keys: list[bytes | None] = []  # slot -> outgoing label bytes (None: dropped by relabel)
+        self._sorted_refs = np.zeros(0, dtype=np.int64)
+        self._sorted_slots = np.zeros(0, dtype=np.int64)
         self._shard = np.zeros(1024, dtype=np.int64)
         self._last = np.full(1024, _NONE, dtype=np.int64)
+        self._forward = np.zeros(1024, dtype=bool)
+        self._stamp = np.zeros(1024, dtype=np.int64)
 
     @property
     def num_series(self) -> int:
         return len(self._keys)
 
     def route(self, batch: AppendedSamples) -> RouteResult:
-        refs = batch.refs.tolist()
-        get = self._slots.get
-        slot_list = [get(r, -1) for r in refs]
-        if -1 in slot_list:
-            if len(self._keys) + len(refs) > self.max_series:
-                self._reset()
-            slot_list = self._resolve(batch, refs)
-        slots = np.array(slot_list, dtype=np.int64)
+        slots = self._lookup(batch)
         ts = batch.timestamps_ms
-        keys_of = self._keys
-        keep = np.fromiter((keys_of[s] is not None for s in slot_list), dtype=bool, count=len(slot_list))
+        n = len(slots)
+        keep = self._forward[slots]
         result = RouteResult([None] * self.shards)
-        result.dropped_relabel = int(len(slots) - np.count_nonzero(keep))
-        if batch.complete:
+        result.dropped_relabel = int(n - np.count_nonzero(keep))
+        # several samples of one series in the batch? (the last writer of a slot's stamp wins)
+        positions = np.arange(n, dtype=np.int64)
+        self._stamp[slots] = positions
+        repeated = bool((self._stamp[slots] != positions).any())
+        if batch.complete and not repeated:
             fresh = ts > self._last[slots]
-            # several samples of one series in a batch: each must be newer than the one before
-            if len(np.unique(slots)) != len(slots):
-                fresh = self._in_order(slots, ts, fresh)
-        else:
-            fresh = self._in_order(slots, ts, np.ones(len(slots), dtype=bool))
+        else:  # sample by sample: each newer than the one before
+            fresh = self._in_order(slots, ts, ts > self._last[slots] if batch.complete else np.ones(n, bool))
         result.dropped_out_of_order = int(np.count_nonzero(keep & ~fresh))
         keep &= fresh
         if not keep.all():
@@ -104,16 +109,20 @@ class SeriesRouter:
             values = batch.values
         if not len(slots):
             return result
-        np.maximum.at(self._last, slots, ts)
+        if repeated:
+            np.maximum.at(self._last, slots, ts)
+        else:
+            self._last[slots] = ts
         shard = self._shard[slots]
         order = np.argsort(shard, kind="stable")
         counts = np.bincount(shard, minlength=self.shards)
         slots, ts, values = slots[order], ts[order], values[order]
         slot_order = slots.tolist()
+        keys_of = self._keys
         start = 0
-        for i, n in enumerate(counts.tolist()):
-            if n:
-                end = start + n
+        for i, count in enumerate(counts.tolist()):
+            if count:
+                end = start + count
                 result.per_shard[i] = Routed(
                     [keys_of[s] for s in slot_order[start:end]],  # kept: never None
                     ts[start:end],
@@ -121,6 +130,46 @@ class SeriesRouter:
                 )
                 start = end
         return result
+
+    def _lookup(self, batch: AppendedSamples, *, may_reset: bool = True) -> npt.NDArray[np.int64]:
+        """The slot of each sample's series, resolving series not seen before."""
+        refs = batch.refs
+        known = self._sorted_refs
+        if len(known):
+            idx = np.minimum(np.searchsorted(known, refs), len(known) - 1)
+            slots = np.where(known[idx] == refs, self._sorted_slots[idx], -1)
+        else:
+            slots = np.full(len(refs), -1, dtype=np.int64)
+        missing = np.flatnonzero(slots < 0)
+        if not len(missing):
+            return slots
+        get = self._slots.get
+        series = batch.sample_series
+        for i, ref in zip(missing.tolist(), refs[missing].tolist(), strict=True):
+            slot = get(ref)
+            if slot is None:
+                if may_reset and len(self._keys) >= self.max_series:
+                    self._reset()
+                    return self._lookup(batch, may_reset=False)
+                slot = self._add(ref, batch.keys[int(series[i])])
+            slots[i] = slot
+        if len(self._slots) - len(known) > max(1024, len(known) // 8):
+            count = len(self._slots)
+            all_refs = np.fromiter(self._slots.keys(), dtype=np.int64, count=count)
+            order = np.argsort(all_refs)
+            self._sorted_refs = all_refs[order]
+            self._sorted_slots = np.fromiter(self._slots.values(), dtype=np.int64, count=count)[order]
+        return slots
+
+    def _add(self, ref: int, key: bytes) -> int:
+        slot = self._slots[ref] = len(self._keys)
+        out = self._outgoing(key)
+        self._keys.append(out)
+        if slot >= len(self._shard):
+            self._grow(slot + 1)
+        self._shard[slot] = self._shard_of(out, ref)
+        self._forward[slot] = out is not None
+        return slot
 
     def _in_order(
         self, slots: npt.NDArray[np.int64], ts: npt.NDArray[np.int64], ok: npt.NDArray[np.bool_]
@@ -137,21 +186,6 @@ class SeriesRouter:
                 last[s] = t
             else:
                 out[i] = False
-        return out
-
-    def _resolve(self, batch: AppendedSamples, refs: list[int]) -> list[int]:
-        slots = self._slots
-        series = batch.sample_series.tolist()
-        out: list[int] = []
-        for i, ref in enumerate(refs):
-            slot = slots.get(ref)
-            if slot is None:
-                slot = slots[ref] = len(self._keys)
-                self._keys.append(self._outgoing(batch.keys[series[i]]))
-                if slot >= len(self._shard):
-                    self._grow(slot + 1)
-                self._shard[slot] = self._shard_of(self._keys[slot], ref)
-            out.append(slot)
         return out
 
     def _outgoing(self, key: bytes) -> bytes | None:
@@ -172,14 +206,13 @@ class SeriesRouter:
 
     def _grow(self, need: int) -> None:
         size = max(need, 2 * len(self._shard))
-        shard = np.zeros(size, dtype=np.int64)
-        shard[: len(self._shard)] = self._shard
-        last = np.full(size, _NONE, dtype=np.int64)
-        last[: len(self._last)] = self._last
-        self._shard, self._last = shard, last
 
-    def _reset(self) -> None:
-        self._slots = {}
-        self._keys = []
-        self._shard = np.zeros(1024, dtype=np.int64)
-        self._last = np.full(1024, _NONE, dtype=np.int64)
+        def grown(a: npt.NDArray[Any], fill: Any) -> npt.NDArray[Any]:
+            out = np.full(size, fill, dtype=a.dtype)
+            out[: len(a)] = a
+            return out
+
+        self._shard = grown(self._shard, 0)
+        self._last = grown(self._last, _NONE)
+        self._forward = grown(self._forward, False)
+        self._stamp = grown(self._stamp, 0)
