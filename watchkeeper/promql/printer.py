@@ -7,7 +7,10 @@
 '1h30m'
 
 The binding's own printer is lossy (``[5m:]`` -> ``[5m]``, sub-second remainders dropped, escapes
-lost), so this one is ours. It writes parentheses where the AST has :class:`ParenExpr` and, for
+lost), so this one is ours. :func:`prettify` is Prometheus' ``Prettify`` (``/api/v1/format_query``):
+an expression longer than 100 columns is split over lines, one level of indentation per node.
+
+:func:`to_promql` writes parentheses where the AST has :class:`ParenExpr` and, for
 ASTs built by hand, wherever operator precedence needs them; for any parsed ``q``,
 ``parse(to_promql(parse(q))) == parse(q)``.
 """
@@ -35,7 +38,11 @@ from watchkeeper.promql.ast import (
     VectorSelector,
 )
 
-__all__ = ["format_duration", "format_number", "format_string", "to_promql"]
+__all__ = ["MAX_LINE", "format_duration", "format_number", "format_string", "prettify", "to_promql"]
+
+MAX_LINE = 100
+"""Prometheus' ``maxCharactersPerLine``: a node whose text is longer is split by :func:`prettify`."""
+_INDENT = "  "
 
 
 # Binding strength of binary operators, as in Prometheus' grammar (higher binds tighter).
@@ -81,12 +88,15 @@ _SHORT_ESCAPES = {
 }
 
 
-def to_promql(expr: Expr) -> str:
-    """PromQL text for an expression.
+def to_promql(expr: Expr, *, sorted_matchers: bool = False) -> str:
+    """PromQL text for an expression. ``sorted_matchers``: label matchers as Prometheus' printer
+    writes them (sorted, joined by ``,``), else in query order joined by ``, ``.
 
     >>> from watchkeeper.promql.parser import parse
     >>> to_promql(parse("a+on(x)group_left(y)b@-1.5"))
     'a + on (x) group_left (y) b @ -1.500'
+    >>> to_promql(parse('up{job="a", code="5"}'), sorted_matchers=True)
+    'up{code="5",job="a"}'
     """
     # Iterative, not recursive: a parsed query can be over a thousand nodes deep.
     out: list[str] = []
@@ -96,11 +106,68 @@ def to_promql(expr: Expr) -> str:
         if isinstance(item, str):
             out.append(item)
         else:
-            todo.extend(reversed(_parts(item)))
+            todo.extend(reversed(_parts(item, sorted_matchers)))
     return "".join(out)
 
 
-def _parts(expr: Expr) -> list[Expr | str]:
+def prettify(expr: Expr, *, max_line: int = MAX_LINE) -> str:
+    """Prometheus' ``Prettify`` (``promql/parser/prettier.go``): a node whose one-line text is
+    longer than ``max_line`` puts its operands, arguments or body on lines of their own, indented
+    two spaces per level; shorter nodes stay on one line.
+
+    >>> from watchkeeper.promql.parser import parse
+    >>> print(prettify(parse("sum by (job) (rate(http_requests_total[5m])) / 2"), max_line=30))
+      sum by (job) (
+        rate(http_requests_total[5m])
+      )
+    /
+      2
+    """
+    return _pretty(expr, 0, max_line)
+
+
+def _pretty(expr: Expr, level: int, max_line: int) -> str:
+    pad = _INDENT * level
+    text = to_promql(expr, sorted_matchers=True)
+    if isinstance(expr, SubqueryExpr):
+        # As Prometheus: a subquery that fits is written without the indentation of its level.
+        return text if len(text) <= max_line else _pretty(expr.expr, level, max_line) + _subquery_suffix(expr)
+    if isinstance(expr, UnaryExpr):
+        return f"{pad}{expr.op}{_pretty(expr.expr, level, max_line).strip()}"
+    if len(text) <= max_line:
+        return pad + text
+    inner = level + 1
+    match expr:
+        case AggregateExpr():
+            head = f"{pad}{_aggregate_head(expr)}(\n"
+            if expr.param is not None:
+                head += _pretty(expr.param, inner, max_line) + ",\n"
+            return f"{head}{_pretty(expr.expr, inner, max_line)}\n{pad})"
+        case BinaryExpr():
+            lhs, rhs = _pretty(expr.lhs, inner, max_line), _pretty(expr.rhs, inner, max_line)
+            return f"{lhs}\n{pad}{expr.op}{_matching(expr)}\n{rhs}"
+        case Call(func=func, args=args) if args:
+            body = ",\n".join(_pretty(arg, inner, max_line) for arg in args)
+            return f"{pad}{func}(\n{body}\n{pad})"
+        case ParenExpr(expr=body):
+            return f"{pad}(\n{_pretty(body, inner, max_line)}\n{pad})"
+    return pad + text  # selectors and literals are never split
+
+
+def _aggregate_head(expr: AggregateExpr) -> str:
+    if expr.without:
+        return f"{expr.op} without ({_label_list(expr.grouping)}) "
+    if expr.grouping:
+        return f"{expr.op} by ({_label_list(expr.grouping)}) "
+    return expr.op
+
+
+def _subquery_suffix(expr: SubqueryExpr) -> str:
+    step = "" if expr.step_ms is None else format_duration(expr.step_ms)
+    return f"[{format_duration(expr.range_ms)}:{step}]{_modifiers(expr.at, expr.offset_ms)}"
+
+
+def _parts(expr: Expr, sorted_matchers: bool = False) -> list[Expr | str]:
     """One node's text, with its sub-expressions left in place to be printed in turn."""
     match expr:
         case NumberLiteral(value=value):
@@ -108,12 +175,12 @@ def _parts(expr: Expr) -> list[Expr | str]:
         case StringLiteral(value=value):
             return [format_string(value)]
         case VectorSelector():
-            return [_selector(expr) + _modifiers(expr.at, expr.offset_ms)]
+            return [_selector(expr, sorted_matchers) + _modifiers(expr.at, expr.offset_ms)]
         case MatrixSelector(selector=sel, range_ms=range_ms):
-            return [f"{_selector(sel)}[{format_duration(range_ms)}]{_modifiers(sel.at, sel.offset_ms)}"]
+            return [f"{_selector(sel, sorted_matchers)}[{format_duration(range_ms)}]"
+                    f"{_modifiers(sel.at, sel.offset_ms)}"]
         case SubqueryExpr():
-            step = "" if expr.step_ms is None else format_duration(expr.step_ms)
-            suffix = f"[{format_duration(expr.range_ms)}:{step}]{_modifiers(expr.at, expr.offset_ms)}"
+            suffix = _subquery_suffix(expr)
             if isinstance(expr.expr, BinaryExpr | UnaryExpr) or _is_negative_number(expr.expr):
                 return ["(", expr.expr, ")" + suffix]
             return [expr.expr, suffix]
@@ -126,12 +193,7 @@ def _parts(expr: Expr) -> list[Expr | str]:
             parts.append(")")
             return parts
         case AggregateExpr():
-            if expr.without:
-                head = f"{expr.op} without ({_label_list(expr.grouping)}) ("
-            elif expr.grouping:
-                head = f"{expr.op} by ({_label_list(expr.grouping)}) ("
-            else:
-                head = f"{expr.op}("
+            head = _aggregate_head(expr) + "("
             if expr.param is None:
                 return [head, expr.expr, ")"]
             return [head, expr.param, ", ", expr.expr, ")"]
@@ -198,7 +260,7 @@ def _label_list(names: tuple[str, ...]) -> str:
     return ", ".join(format_string(n) if n.lower() in _LABEL_KEYWORDS else _label_name(n) for n in names)
 
 
-def _selector(sel: VectorSelector) -> str:
+def _selector(sel: VectorSelector, sorted_matchers: bool = False) -> str:
     matchers = list(sel.matchers)
     name = sel.name
     if name is not None:
@@ -208,7 +270,8 @@ def _selector(sel: VectorSelector) -> str:
         if not _METRIC_NAME.match(name) or name.lower() in _METRIC_KEYWORDS:
             matchers.insert(0, implied)
             name = None
-    body = ", ".join(f"{_label_name(m.name)}{m.op.value}{format_string(m.value)}" for m in matchers)
+    texts = [f"{_label_name(m.name)}{m.op.value}{format_string(m.value)}" for m in matchers]
+    body = ",".join(sorted(texts)) if sorted_matchers else ", ".join(texts)
     if name is None:
         return f"{{{body}}}"
     return f"{name}{{{body}}}" if body else name
