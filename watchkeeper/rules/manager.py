@@ -11,9 +11,11 @@ alert state and history to the database, due alerts to the sink.
 >>> manager.start()            # load files, restore alert state               # doctest: +SKIP
 >>> manager.reload()           # SIGHUP / POST /-/reload: state kept             # doctest: +SKIP
 
-**Several replicas.** ``is_leader`` (the alerting leader lease) says whether this replica evaluates.
-A follower's ticks evaluate nothing and write nothing; they re-read the group's alert state from
-the database, so its API shows what the leader decided. The first tick of a group after this
+**Several replicas.** ``is_leader`` (the alerting leader lease) says whether this replica evaluates
+the alerting rules. A follower's ticks evaluate only the recording rules, into its own store (each
+replica's store holds what it ingested and recorded: a query on any replica sees recorded series),
+and re-read the group's alert state from the database, so its API shows what the leader decided;
+they write no ``ALERTS``, no alert state, and send nothing. The first tick of a group after this
 replica became the leader re-reads that state once more (active alerts, pending since, firing
 since, keep-firing since) and evaluates on from it: a firing alert stays firing, a pending one
 keeps its ``for`` clock. Every restored instance is handed to the dispatcher again at that first
@@ -47,7 +49,14 @@ from watchkeeper.rules.evaluation import (
     engine_query,
     evaluate_group,
 )
-from watchkeeper.rules.model import AlertingRule, RuleGroup, RulesConfig, load_rule_files, rule_key
+from watchkeeper.rules.model import (
+    AlertingRule,
+    RecordingRule,
+    RuleGroup,
+    RulesConfig,
+    load_rule_files,
+    rule_key,
+)
 from watchkeeper.rules.notify import AlertSink, due_alerts
 from watchkeeper.rules.persistence import AlertStore
 from watchkeeper.rules.state import AlertState
@@ -129,6 +138,8 @@ class _Group:
     lock: threading.Lock
     following: bool = False
     """Not evaluated by this replica since its state was last read: re-read before evaluating."""
+    recording: RuleGroup | None = None
+    """The group's recording rules alone (what a follower evaluates), None if it has none."""
 
 
 class RuleManager:
@@ -208,9 +219,10 @@ class RuleManager:
                 # a group new to this replica reads its persisted state before its first evaluation,
                 # unless `start` just read it (as the leader)
                 following = prev.following if prev is not None else not (leading and g.key in self._restored)
+                recording = tuple(r for r in g.rules if isinstance(r, RecordingRule))
                 lock = prev.lock if prev is not None else threading.Lock()
                 with lock:  # a running evaluation of this group finishes first
-                    runtime = prev.runtime if prev is not None else self._restore(g)
+                    runtime = prev.runtime if prev is not None else self._restore(g, leading=leading)
                     keys = {rule_key(r) for r in g.rules}
                     stale: list[Labels] = []
                     for k in [k for k in runtime.series if k not in keys]:
@@ -218,23 +230,23 @@ class RuleManager:
                     for k in [k for k in runtime.alerts if k not in keys]:
                         runtime.alerts.pop(k)
                     runtime.health = {k: v for k, v in runtime.health.items() if k in keys}
-                    if leading:
-                        self._write_stale(stale, now_ms)
-                new[g.key] = _Group(g, runtime, lock, following)
+                    self._write_stale(stale, now_ms)
+                new[g.key] = _Group(g, runtime, lock, following,
+                                    replace(g, rules=recording) if recording else None)
             for key, gone in old.items():
-                if key not in new and leading:
+                if key not in new:
                     with gone.lock:
                         self._write_stale([s for ss in gone.runtime.series.values() for s in ss], now_ms)
-                    if self.alert_store is not None:
+                    if self.alert_store is not None and leading:
                         self.alert_store.delete_group(key)
             self._groups = new
         if self.on_change is not None:
             self.on_change(list(groups))
 
-    def _restore(self, group: RuleGroup) -> GroupRuntime:
+    def _restore(self, group: RuleGroup, *, leading: bool) -> GroupRuntime:
         runtime = GroupRuntime()
         saved = self._restored.pop(group.key, {})
-        _set_alerts(group, runtime, saved, series=True)
+        _set_alerts(group, runtime, saved, series=leading)  # a follower writes no ALERTS
         if saved:
             n = sum(len(v) for v in runtime.alerts.values())
             log.info("restored %d alert instances of group %s", n, group.name)
@@ -259,15 +271,13 @@ class RuleManager:
     def tick(self, key: str) -> GroupResult | None:
         """One scheduled run of a group: aligned timestamp, missed-iteration count, evaluation.
 
-        Only on the leader; a follower re-reads the group's alert state instead (see the module doc).
+        A follower evaluates the recording rules only and re-reads the alert state (see the module doc).
         """
         entry = self._groups.get(key)
         if entry is None:
             return None
-        if not self.is_leader():
-            self._follow(entry)
-            return None
-        if entry.following and not self._take_over(entry):
+        leading = self.is_leader()
+        if leading and entry.following and not self._take_over(entry):
             return None
         now_ms = int(self.clock() * 1000)
         ts = eval_timestamp_ms(key, entry.group.interval_ms, now_ms)
@@ -279,6 +289,8 @@ class RuleManager:
             if missed > 0:
                 entry.runtime.iterations_missed += missed
                 log.warning("group %s missed %d iterations", entry.group.name, missed)
+        if not leading:
+            return self._follow(entry, ts)
         self._maybe_prune(now_ms)
         return self.evaluate(key, ts, now_ms=now_ms)
 
@@ -291,14 +303,18 @@ class RuleManager:
             log.exception("alert state of group %s not read", entry.group.name)
             return None
 
-    def _follow(self, entry: _Group) -> None:
-        """A follower's tick: the leader's view of the group's alerts, nothing evaluated."""
+    def _follow(self, entry: _Group, ts_ms: int) -> GroupResult:
+        """A follower's tick: its recording rules, and the leader's view of the group's alerts."""
         with entry.lock:
             entry.following = True
             saved = self._read_state(entry)
             if saved is not None:
                 entry.runtime.alerts = {}
                 _set_alerts(entry.group, entry.runtime, saved, series=False)
+            if entry.recording is None:
+                return GroupResult()
+            return evaluate_group(entry.recording, entry.runtime, ts_ms=ts_ms, query=self.query,
+                                  writer=self.writer, options=self.options)
 
     def _take_over(self, entry: _Group) -> bool:
         """This replica became the leader: continue from the persisted alert state. False (and no
