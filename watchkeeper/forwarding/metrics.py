@@ -11,6 +11,7 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+_PREFIX = "watchkeeper_remote_storage_"
 _LABELS = ["remote_name", "url"]
 _BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DROP_REASONS = ("queue_full", "write_relabel", "out_of_order", "shutdown")
@@ -18,49 +19,36 @@ DROP_REASONS = ("queue_full", "write_relabel", "out_of_order", "shutdown")
 
 class RemoteStorageMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        p = "watchkeeper_remote_storage_"
-        self.samples_in = Counter(
-            p + "samples_in", "Samples offered to the queue.", _LABELS, registry=registry
-        )
-        self.samples_total = Counter(
-            p + "samples", "Samples sent to the remote storage (2xx).", _LABELS, registry=registry
-        )
-        self.samples_failed = Counter(
-            p + "samples_failed",
+        def counter(name: str, doc: str, *extra: str) -> Counter:
+            return Counter(_PREFIX + name, doc, [*_LABELS, *extra], registry=registry)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(_PREFIX + name, doc, _LABELS, registry=registry)
+
+        self.samples_in = counter("samples_in", "Samples offered to the queue.")
+        self.samples_total = counter("samples", "Samples sent to the remote storage (2xx).")
+        self.samples_failed = counter(
+            "samples_failed",
             "Samples that failed on a non-recoverable error (4xx other than a retried 429); not sent.",
-            _LABELS,
-            registry=registry,
         )
-        self.samples_retried = Counter(
-            p + "samples_retried",
+        self.samples_retried = counter(
+            "samples_retried",
             "Samples sent again after a recoverable error (5xx, 408, retried 429, transport).",
-            _LABELS,
-            registry=registry,
         )
-        self.samples_dropped = Counter(
-            p + "samples_dropped",
+        self.samples_dropped = counter(
+            "samples_dropped",
             "Samples not sent, by reason: queue_full, write_relabel, out_of_order, shutdown.",
-            [*_LABELS, "reason"],
-            registry=registry,
+            "reason",
         )
-        self.samples_pending = Gauge(
-            p + "samples_pending", "Samples queued, in flight or being retried.", _LABELS, registry=registry
+        self.samples_pending = gauge("samples_pending", "Samples queued, in flight or being retried.")
+        self.highest_sent = gauge(
+            "queue_highest_sent_timestamp_seconds", "Newest sample timestamp the remote storage acknowledged."
         )
-        self.highest_sent = Gauge(
-            p + "queue_highest_sent_timestamp_seconds",
-            "Newest sample timestamp the remote storage acknowledged.",
-            _LABELS,
-            registry=registry,
-        )
-        self.shards = Gauge(p + "shards", "Sender shards (threads) of the queue.", _LABELS, registry=registry)
-        self.shard_capacity = Gauge(
-            p + "shard_capacity", "Samples each shard buffers before dropping.", _LABELS, registry=registry
-        )
-        self.bytes_total = Counter(
-            p + "bytes", "Compressed bytes sent (2xx answers).", _LABELS, registry=registry
-        )
+        self.shards = gauge("shards", "Sender shards (threads) of the queue.")
+        self.shard_capacity = gauge("shard_capacity", "Samples each shard buffers before dropping.")
+        self.bytes_total = counter("bytes", "Compressed bytes sent (2xx answers).")
         self.batch_duration = Histogram(
-            p + "sent_batch_duration_seconds",
+            _PREFIX + "sent_batch_duration_seconds",
             "Duration of send attempts (each try of a batch).",
             _LABELS,
             buckets=_BATCH_BUCKETS,
