@@ -125,7 +125,7 @@ def test_nothing_configured_on_loopback_is_open(serve_with: Callable[..., str]) 
 
 
 def test_nothing_configured_on_a_public_bind_reads_but_never_writes(serve_with: Callable[..., str]) -> None:
-    base = serve_with(host="0.0.0.0")  # noqa: S104  # the settings' bind; the test server stays on loopback
+    base = serve_with(host="0.0.0.0")  # the settings' bind; the test server stays on loopback
     assert httpx.get(base + "/api/v1/query", params={"query": "1"}).status_code == 200
     r = httpx.post(base + "/api/v2/silences", json=SILENCE)
     assert r.status_code == 401 and "'write' scope" in r.json()["error"]

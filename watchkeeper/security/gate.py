@@ -18,6 +18,7 @@ The principal lands in ``request.state.principal``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -114,8 +115,8 @@ class Gatekeeper:
             return Principal(session.user, scopes_of_role(role), kind="user", csrf=session.csrf)
         if open_:
             return Principal("anonymous", ALL_SCOPES, kind="anonymous")
-        role = "viewer" if self.unconfigured() else self.anonymous_role
-        scopes = scopes_of_role(role) if role else frozenset()
+        anonymous = "viewer" if self.unconfigured() else self.anonymous_role
+        scopes = scopes_of_role(anonymous) if anonymous else frozenset()
         return Principal("anonymous", scopes, kind="anonymous")
 
     def required(self, method: str, path: str) -> str | None:
@@ -218,10 +219,8 @@ class SecurityGate:
                 state["started"] = True
             await send(message)
 
-        try:
+        with contextlib.suppress(_TooLarge):  # already answered 413
             await self.app(scope, receive, send_tracking)
-        except _TooLarge:
-            pass
 
     def _limited(self, receive: Receive, on_too_large: Callable[[], Any]) -> Receive:
         seen = 0
