@@ -257,11 +257,15 @@ def test_sliding_window_frees_a_slot_when_the_oldest_request_leaves() -> None:
     limiter = MemoryLimiter(limit=2, window_seconds=10, clock=lambda: now[0])
 
     async def run() -> list[bool]:
-        out = [(await limiter.hit("c")).allowed]
+        async def allowed() -> bool:
+            decision, _ = await limiter.hit("c")
+            return decision.allowed
+
+        out = [await allowed()]
         now[0] += 5
-        out += [(await limiter.hit("c")).allowed, (await limiter.hit("c")).allowed]
+        out += [await allowed(), await allowed()]
         now[0] += 5.001  # the first request left the window, the second has not
-        out += [(await limiter.hit("c")).allowed, (await limiter.hit("c")).allowed]
+        out += [await allowed(), await allowed()]
         return out
 
     assert asyncio.run(run()) == [True, True, False, True, False]
@@ -394,3 +398,31 @@ def test_a_new_session_drops_only_the_searches_it_would_enter(client: TestClient
     assert client.get("/discovery", params=full).headers["x-cache"] == "hit"
     client.patch(f"/sessions/{late}", json={"starts_at_ms": now + 10 * 60_000})
     assert [r["id"] for r in client.get("/discovery", params=full).json()] == [late, soon]
+
+
+def _sample(text: str, line_start: str) -> float:
+    found = [line for line in text.splitlines() if line.startswith(line_start + " ")]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_the_rate_limiter_reads_the_cache_in_its_round_trip(
+    tmp_path: Path, redis_url: str, prefetch: bool
+) -> None:
+    with make_client(tmp_path, redis_url, cache_prefetch=prefetch, seed_players=20) as client:
+        gets = 'cache_operation_duration_seconds_count{cache="session",op="get"}'
+        hits = 'cache_requests_total{cache="session",result="hit"}'
+        before = client.get("/metrics").text
+        for _ in range(3):
+            r = client.get("/sessions/3")
+            assert r.status_code == 200 and r.headers["x-cache"] == "hit" and r.json()["id"] == 3
+        after = client.get("/metrics").text
+        assert _sample(after, hits) - _sample(before, hits) == 3, "each lookup counted once"
+        assert _sample(after, gets) - _sample(before, gets) == (0 if prefetch else 3)
+        # a miss read on the way is a miss; the answer comes from the database and is cached
+        assert client.get("/sessions/9999").status_code == 404
+        for params in ({"sport": "tennis", "region": "eu-west"}, {"region": "eu-west", "sport": "tennis"}):
+            d = client.get("/discovery", params=params)
+            assert d.status_code == 200 and d.headers["x-cache"] == "hit"
+        assert client.get("/discovery", params={"limit": 0}).status_code == 422
+        assert client.get("/players/x").status_code == 422

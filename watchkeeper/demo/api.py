@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import anyio.to_thread
 import orjson
@@ -26,10 +27,17 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.types import Scope
 
 from watchkeeper.demo import repository as repo
 from watchkeeper.demo.cache import ApiCache, CacheBackend, MemoryBackend, RedisBackend
-from watchkeeper.demo.ratelimit import Limiter, MemoryLimiter, RateLimitMiddleware, RedisLimiter
+from watchkeeper.demo.ratelimit import (
+    PREFETCHED,
+    Limiter,
+    MemoryLimiter,
+    RateLimitMiddleware,
+    RedisLimiter,
+)
 from watchkeeper.demo.schemas import Membership, PlayerIn, PlayerPatch, SessionIn, SessionPatch
 from watchkeeper.demo.settings import REGIONS, SPORTS, CoreApiSettings, Region, Sport
 from watchkeeper.exporters import (
@@ -139,7 +147,8 @@ def coreapi_app(
             limiter = MemoryLimiter(
                 limit=settings.rate_limit_requests, window_seconds=settings.rate_limit_window_seconds
             )
-        app.add_middleware(RateLimitMiddleware, limiter=limiter)
+        prefetch = settings.cache_enabled and settings.cache_prefetch and redis_client is not None
+        app.add_middleware(RateLimitMiddleware, limiter=limiter, prefetch=_cache_key if prefetch else None)
     if settings.fault_injection:
         app.middleware("http")(_faults)
     if settings.instrument:  # added last: outermost, so 429s, injected faults and gzip time are measured
@@ -222,6 +231,45 @@ async def warm(core: CoreApi) -> int:
     return count
 
 
+_DISCOVERY_PARAMS: dict[str, Callable[[str], Any]] = {
+    "sport": str,
+    "region": str,
+    "starts_after_ms": int,
+    "starts_before_ms": int,
+    "lat": float,
+    "lon": float,
+    "radius_km": float,
+    "limit": int,
+}
+
+
+def _cache_key(scope: Scope) -> str | None:
+    """The cache key a GET is about to read (the rate limiter prefetches it), or None. Invalid
+    input gives a key the handler will not ask for (it answers 422), or None: never a wrong hit."""
+    if scope["method"] != "GET":
+        return None
+    parts = scope["path"].split("/")
+    try:
+        if len(parts) == 3 and parts[1] == "sessions":
+            return ApiCache.session_key(int(parts[2]))
+        if len(parts) == 3 and parts[1] == "players":
+            return ApiCache.player_key(int(parts[2]))
+        if len(parts) == 4 and parts[1] == "players" and parts[3] == "statistics":
+            return ApiCache.statistics_key(int(parts[2]))
+        if scope["path"] == "/discovery":
+            query = parse_qsl(scope["query_string"].decode("latin-1"))
+            params = {k: _DISCOVERY_PARAMS[k](v) for k, v in query if k in _DISCOVERY_PARAMS}
+            return repo.DiscoveryQuery.normalised(**params).cache_key
+    except ValueError:
+        return None
+    return None
+
+
+def _prefetched(request: Request) -> tuple[str, bytes | None] | None:
+    value: tuple[str, bytes | None] | None = request.scope.get(PREFETCHED)
+    return value
+
+
 def _placement(row: dict[str, Any]) -> tuple[str, str, int] | None:
     """Where an open session shows up in discovery: (sport, region, start time)."""
     return (row["sport"], row["region"], int(row["starts_at_ms"])) if row["status"] == "open" else None
@@ -253,9 +301,9 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         return _fresh(data, 201)
 
     @app.get("/players/{player_id}")
-    async def get_player(player_id: int) -> Response:
+    async def get_player(player_id: int, request: Request) -> Response:
         key = cache.player_key(player_id)
-        hit = await cache.get(key)
+        hit = await cache.get(key, _prefetched(request))
         if hit is not None:
             return _cached(hit)
         data = _json(await core.db(repo.get_player, player_id))
@@ -271,9 +319,9 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         return _fresh(_json(row))
 
     @app.get("/players/{player_id}/statistics")
-    async def player_statistics(player_id: int) -> Response:
+    async def player_statistics(player_id: int, request: Request) -> Response:
         key = cache.statistics_key(player_id)
-        hit = await cache.get(key)
+        hit = await cache.get(key, _prefetched(request))
         if hit is not None:
             return _cached(hit)
         data = _json(await core.db(repo.statistics, player_id, now_ms=now_ms()))
@@ -291,9 +339,9 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         return _fresh(data, 201)
 
     @app.get("/sessions/{session_id}")
-    async def get_session(session_id: int) -> Response:
+    async def get_session(session_id: int, request: Request) -> Response:
         key = cache.session_key(session_id)
-        hit = await cache.get(key)
+        hit = await cache.get(key, _prefetched(request))
         if hit is not None:
             return _cached(hit)
         data = _json(await core.db(repo.get_session, session_id))
@@ -326,6 +374,7 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
 
     @app.get("/discovery")
     async def discovery(
+        request: Request,
         sport: Sport | None = None,
         region: Region | None = None,
         starts_after_ms: int | None = Query(None, gt=0),
@@ -349,7 +398,7 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
             metrics.feature("discovery_by_distance", region)
         if q.starts_after_ms is not None or q.starts_before_ms is not None:
             metrics.feature("discovery_by_time", region)
-        hit = await cache.get(q.cache_key)
+        hit = await cache.get(q.cache_key, _prefetched(request))
         if hit is not None:
             return _cached(hit)
         rows = await core.db(repo.discover, q, now_ms=now_ms())

@@ -43,6 +43,8 @@ log = logging.getLogger("watchkeeper.demo.cache")
 
 
 class CacheBackend(Protocol):
+    metrics: CacheMetrics | None
+
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
     async def delete(self, keys: Iterable[str]) -> None: ...
@@ -108,6 +110,7 @@ class RedisBackend:
         # a blocking pool waits for a free connection instead of failing under bursts
         pool = redis.BlockingConnectionPool.from_url(url, max_connections=100, timeout=10, socket_timeout=5)
         self.client: Any = redis.Redis(connection_pool=pool)
+        self.metrics = metrics
         if metrics is not None:
             instrument_redis(self.client, metrics=metrics)
 
@@ -173,11 +176,19 @@ class ApiCache:
     def discovery_key(query: DiscoveryQuery) -> str:
         return query.cache_key
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str, prefetched: tuple[str, bytes | None] | None = None) -> bytes | None:
         """The cached value; None when absent, disabled or the cache is unreachable (then the API
-        reads the database: a cache outage slows the API down but does not fail it)."""
+        reads the database: a cache outage slows the API down but does not fail it).
+
+        ``prefetched``: (key, value) already read from the backend for this request (the rate
+        limiter's script reads it in the same round trip); used, and counted as this lookup's hit
+        or miss, when its key is ``key``."""
         if not self.enabled:
             return None
+        if prefetched is not None and prefetched[0] == key:
+            if self.backend.metrics is not None:
+                self.backend.metrics.result(prefix_name(key), prefetched[1] is not None)
+            return prefetched[1]
         try:
             return await self.backend.get(key)
         except Exception as exc:

@@ -6,6 +6,11 @@ client is its ``X-Api-Key`` header, else its address. With Redis the window is a
 request times per client, trimmed and counted in one Lua script (atomic across workers and
 replicas); without Redis it is a deque per client in this process.
 
+Prefetch: given ``prefetch(scope)`` (the cache key the request is about to read, or None), an
+allowed request's script also GETs that key, and the value rides in ``scope[PREFETCHED]`` to the
+handler -- one Redis round trip per cached read instead of two (on this 2-core machine each round
+trip's send and wake-up cost the API as much CPU as the rest of a cached request).
+
 ```python
 app = RateLimitMiddleware(app, MemoryLimiter(limit=100, window_seconds=60))
 ```
@@ -14,9 +19,10 @@ app = RateLimitMiddleware(app, MemoryLimiter(limit=100, window_seconds=60))
 from __future__ import annotations
 
 import collections
+import itertools
 import math
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,8 +41,14 @@ if count < limit then
 end
 redis.call('PEXPIRE', key, window)
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return {allowed, count, tonumber(oldest[2] or now)}
+local value = false
+if allowed == 1 and KEYS[2] then
+  value = redis.call('GET', KEYS[2])
+end
+return {allowed, count, tostring(oldest[2] or now), value}
 """
+PREFETCHED = "coreapi.prefetched"
+"""Scope key of ``(cache key, value or None)`` read by the limiter's script."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +70,9 @@ def decide(
 class Limiter(Protocol):
     limit: int
 
-    async def hit(self, client: str) -> Decision: ...
+    async def hit(self, client: str, prefetch: str | None = None) -> tuple[Decision, bytes | None]:
+        """The decision, and (if the limiter can read it on the way) the value of ``prefetch``."""
+        ...
 
 
 class MemoryLimiter:
@@ -66,7 +80,7 @@ class MemoryLimiter:
         self.limit, self.window_ms, self.clock = limit, window_seconds * 1000, clock
         self.windows: dict[str, collections.deque[float]] = {}
 
-    async def hit(self, client: str) -> Decision:
+    async def hit(self, client: str, prefetch: str | None = None) -> tuple[Decision, bytes | None]:
         now_ms = self.clock() * 1000
         window = self.windows.setdefault(client, collections.deque())
         while window and window[0] <= now_ms - self.window_ms:
@@ -77,7 +91,10 @@ class MemoryLimiter:
         if len(self.windows) > 100_000:  # forget idle clients
             self.windows = {k: v for k, v in self.windows.items() if v and v[-1] > now_ms - self.window_ms}
         oldest = window[0] if window else now_ms
-        return decide(allowed, len(window), oldest, now_ms=now_ms, limit=self.limit, window_ms=self.window_ms)
+        decision = decide(
+            allowed, len(window), oldest, now_ms=now_ms, limit=self.limit, window_ms=self.window_ms
+        )
+        return decision, None
 
 
 class RedisLimiter:
@@ -86,14 +103,16 @@ class RedisLimiter:
     ) -> None:
         self.limit, self.window_ms, self.clock = limit, window_seconds * 1000, clock
         self.script = client.register_script(_SCRIPT)
+        self._member = f"{os.getpid()}-{time.time_ns()}-"  # unique per process; a counter after it
+        self._count = itertools.count()
 
-    async def hit(self, client: str) -> Decision:
+    async def hit(self, client: str, prefetch: str | None = None) -> tuple[Decision, bytes | None]:
         now_ms = self.clock() * 1000
-        allowed, count, oldest = await self.script(
-            keys=[f"ratelimit:{client}"],
-            args=[now_ms, self.window_ms, self.limit, f"{now_ms}-{uuid.uuid4().hex}"],
+        keys = [f"ratelimit:{client}"] if prefetch is None else [f"ratelimit:{client}", prefetch]
+        allowed, count, oldest, value = await self.script(
+            keys=keys, args=[now_ms, self.window_ms, self.limit, f"{self._member}{next(self._count)}"]
         )
-        return decide(
+        decision = decide(
             bool(allowed),
             int(count),
             float(oldest),
@@ -101,26 +120,35 @@ class RedisLimiter:
             limit=self.limit,
             window_ms=self.window_ms,
         )
+        return decision, None if value is None else bytes(value)
 
 
 class RateLimitMiddleware:
     """Pure ASGI: one limiter call per HTTP request outside `exempt`, headers on every answer."""
 
     def __init__(
-        self, app: ASGIApp, limiter: Limiter, *, exempt: frozenset[str] = frozenset({"/metrics", "/health"})
+        self,
+        app: ASGIApp,
+        limiter: Limiter,
+        *,
+        exempt: frozenset[str] = frozenset({"/metrics", "/health"}),
+        prefetch: Callable[[Scope], str | None] | None = None,
     ) -> None:
-        self.app, self.limiter, self.exempt = app, limiter, exempt
+        self.app, self.limiter, self.exempt, self.prefetch = app, limiter, exempt, prefetch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
         client = _client_id(scope)
+        key = self.prefetch(scope) if self.prefetch is not None else None
         try:
-            decision = await self.limiter.hit(client)
+            decision, value = await self.limiter.hit(client, key)
         except Exception:  # the limiter's store is down: serve rather than refuse everyone
             await self.app(scope, receive, send)
             return
+        if key is not None:
+            scope[PREFETCHED] = (key, value)
         headers = [
             (b"x-ratelimit-limit", str(decision.limit).encode()),
             (b"x-ratelimit-remaining", str(decision.remaining).encode()),

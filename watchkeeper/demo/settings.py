@@ -39,6 +39,8 @@ class CoreApiSettings(BaseSettings):
     player_ttl_seconds: int = Field(default=600, gt=0)
     discovery_ttl_seconds: int = Field(default=120, gt=0)
     statistics_ttl_seconds: int = Field(default=60, gt=0)
+    cache_prefetch: bool = True
+    """With Redis and the rate limiter on: read a GET's cache key in the limiter's round trip."""
 
     rate_limit_enabled: bool = True
     rate_limit_requests: int = Field(default=600, gt=0)
