@@ -179,7 +179,11 @@ class RemoteWriteQueue:
                     else:
                         shard.cond.wait()
                 batch = shard.take(per_send)
-            self._send_with_retries(batch)
+            try:
+                self._send_with_retries(batch)
+            except Exception:  # a bug must not silently stop the shard: its buffer would fill
+                log.exception("remote write: a batch could not be sent", extra={"remote_name": self.name})
+                self._failed.inc(len(batch))
 
     def _send_with_retries(self, batch: Routed) -> None:
         body = encode(batch)
