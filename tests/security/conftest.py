@@ -44,7 +44,14 @@ def running(settings: Settings) -> Iterator[str]:
     """create_app(settings) on 127.0.0.1 (whatever `settings.host` says), lifespan on, until ready."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            proxy_headers=False,  # as `watchkeeper serve` runs it
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
