@@ -349,6 +349,7 @@ def test_items_over_max_bytes_are_not_stored(store: Storage, client: redis.Redis
     assert_same(got, engine.range("memory_bytes", END - 2 * 3_600_000, END, STEP))
     assert client.dbsize() == 0
     assert metric(cache, "stored_bytes") == 0
+    assert metric(cache, "oversized_buckets") == 7  # 2 h of 15 min buckets, but the last 15 min
 
 
 def test_encoding_round_trip_is_bit_exact() -> None:
@@ -458,6 +459,15 @@ def test_the_app_caches_range_queries_when_redis_is_configured(tmp_path: Path, r
         assert c.post("/api/v1/write", content=body(items), headers=HEADERS).status_code == 204
         answers = [c.get("/api/v1/query_range", params=params).json() for _ in range(2)]
         metrics = c.get("/metrics").text
+        # the dashboards' panels too
+        explore = {"expr": "sum(rate(req_total[5m]))", "from": str(END - 3_600_000), "to": str(END),
+                   "step": "15s"}
+        graphs = [c.get("/explore/query.json", params=explore).json()["graph"] for _ in range(2)]
+        after = c.get("/metrics").text
     assert answers[0] == answers[1] and answers[0]["status"] == "success"
     assert len(answers[0]["data"]["result"][0]["values"]) > 200
     assert "watchkeeper_query_cache_hits_total 5.0" in metrics  # 4 x 15 min + the bucket of END
+    assert graphs[0]["series"] == graphs[1]["series"] and len(graphs[0]["series"][0]["x"]) > 200
+    # the panel's query is the API's: both explore loads are answered from the API's buckets
+    assert "watchkeeper_query_cache_hits_total 15.0" in after.splitlines()
+    assert "watchkeeper_query_cache_misses_total 5.0" in after.splitlines()

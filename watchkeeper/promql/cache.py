@@ -123,6 +123,11 @@ class QueryCacheMetrics:
         self.stored_bytes = Counter(
             "watchkeeper_query_cache_stored_bytes", "Bytes of buckets written to the cache.", registry=r
         )
+        self.oversized = Counter(
+            "watchkeeper_query_cache_oversized_buckets",
+            "Finished buckets not stored: larger than max_item_bytes once encoded.",
+            registry=r,
+        )
         self.bypassed = Counter(
             "watchkeeper_query_cache_bypassed_queries",
             "Range queries evaluated without the cache, by reason.",
@@ -462,7 +467,9 @@ class QueryCache:
         return out
 
     def _store(self, writes: list[tuple[str, bytes]]) -> None:
-        writes = [(k, v) for k, v in writes if len(v) <= self.config.max_item_bytes]
+        fitting = [(k, v) for k, v in writes if len(v) <= self.config.max_item_bytes]
+        self.metrics.oversized.inc(len(writes) - len(fitting))
+        writes = fitting
         if not writes:
             return
         try:
