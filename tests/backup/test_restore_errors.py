@@ -134,6 +134,15 @@ def test_damaged_backup_is_refused_and_the_target_untouched(
     assert tree(tmp_path / "target") == before
 
 
+def test_check_only_verifies(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = restore(tmp_path, archive, capsys, "--check")
+    assert code == 0
+    assert "backup OK" in err and ", 30 rows," in err  # 10 series + 20 chunks
+    assert not (tmp_path / "target").exists()
+    code, err = restore(tmp_path, _truncated(archive, tmp_path), capsys, "--check")
+    assert code == 1 and "damaged or truncated" in err
+
+
 def test_non_empty_target_needs_force(archive: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert restore(tmp_path, archive, capsys)[0] == 0

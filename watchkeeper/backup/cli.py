@@ -5,6 +5,7 @@
     watchkeeper backup --to FILE [--data-dir D] [--database-url U] [--config watchkeeper.yml]
     watchkeeper backup --to FILE --server http://127.0.0.1:9470 [--token T]   # the server makes it
     watchkeeper restore --from FILE [--data-dir D] [--database-url U] [--config-dir DIR] [--force]
+    watchkeeper restore --from FILE --check                          # verify only
 
 ``backup`` reads the data dir and database directly (the server may be running: see
 `watchkeeper.backup.snapshot`) or, with ``--server``, asks the server (``backup.admin_api: true``).
@@ -24,7 +25,7 @@ from typing import TextIO
 import httpx
 
 from watchkeeper.backup.archive import BackupError, Progress, verify_archive
-from watchkeeper.backup.restore import restore_backup
+from watchkeeper.backup.restore import check_backup, describe, restore_backup
 from watchkeeper.backup.snapshot import Source, create_backup
 from watchkeeper.config import DEFAULT_CONFIG_FILE, Settings
 from watchkeeper.errors import ConfigError
@@ -109,9 +110,14 @@ def restore_main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = N
     parser.add_argument("--config-dir", type=Path,
                         help="where the backup's config files go (default DATA_DIR/restored-config)")
     parser.add_argument("--force", action="store_true", help="replace a target that holds data")
+    parser.add_argument("--check", action="store_true",
+                        help="only verify the file (checksums, migrations) and describe it; touch nothing")
     _store_args(parser)
 
     def restore(args: argparse.Namespace, progress: Progress) -> None:
+        if args.check:
+            progress(describe(check_backup(args.source)))
+            return
         settings = _settings(args)
         restore_backup(args.source, data_dir=settings.data_dir, database_url=settings.database_url,
                        force=args.force, config_dir=args.config_dir, progress=progress)

@@ -49,14 +49,9 @@ def restore_backup(archive: Path, *, data_dir: Path, database_url: str | None = 
                    config_dir: Path | None = None, progress: Progress = quiet) -> Manifest:
     """Restore `archive` into `data_dir` (+ `database_url`, default the SQLite file in it); returns
     the manifest. Raises `BackupError` (the target untouched unless the failure came while loading)."""
-    manifest = verify_archive(archive, progress=progress)
-    progress(f"verified {archive}: made {manifest['created_at']} by watchkeeper "
-             f"{manifest['watchkeeper_version']} from {manifest['source']['backend']}")
+    manifest = check_backup(archive, progress=progress)
+    progress(describe(manifest))
     revisions: list[str] = manifest["alembic_revisions"]
-    unknown = sorted(set(revisions) - known_revisions())
-    if unknown:
-        raise BackupError(f"the backup's database is at migrations this watchkeeper does not know "
-                          f"({', '.join(unknown)}): restore it with a newer watchkeeper")
     url = database_url or sqlite_url(data_dir)
     wal_dir = data_dir / "wal"
     config_dir = config_dir if config_dir is not None else data_dir / "restored-config"
@@ -92,6 +87,24 @@ def restore_backup(archive: Path, *, data_dir: Path, database_url: str | None = 
     progress(f"restored {sum(t['rows'] for t in manifest['tables'])} rows, "
              f"{len(manifest['wal_segments'])} WAL segments, {len(manifest['config_files'])} config files")
     return manifest
+
+
+def check_backup(archive: Path, *, progress: Progress = quiet) -> Manifest:
+    """Verify `archive` (see `verify_archive`) and that this watchkeeper can load its database."""
+    manifest = verify_archive(archive, progress=progress)
+    unknown = sorted(set(manifest["alembic_revisions"]) - known_revisions())
+    if unknown:
+        raise BackupError(f"the backup's database is at migrations this watchkeeper does not know "
+                          f"({', '.join(unknown)}): restore it with a newer watchkeeper")
+    return manifest
+
+
+def describe(manifest: Manifest) -> str:
+    """One line about a verified backup: when, by which version, from which backend, how much."""
+    rows = sum(t["rows"] for t in manifest["tables"])
+    return (f"backup OK: made {manifest['created_at']} by watchkeeper {manifest['watchkeeper_version']} "
+            f"from {manifest['source']['backend']}; {len(manifest['tables'])} tables, {rows} rows, "
+            f"{len(manifest['wal_segments'])} WAL segments, {len(manifest['config_files'])} config files")
 
 
 def _segments(wal_dir: Path) -> list[Path]:
