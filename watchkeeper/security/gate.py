@@ -41,7 +41,7 @@ Send = Callable[[Message], Any]
 ASGIApp = Callable[[Scope, Receive, Send], Any]
 
 ALL_SCOPES = frozenset({"read", "write", "admin"})
-INVALID_TOKEN = "invalid bearer token"
+INVALID_TOKEN = "invalid bearer token"  # an error message, no password # nosec B105
 
 
 class _TooLarge(Exception):
