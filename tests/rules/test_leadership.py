@@ -180,3 +180,18 @@ def test_only_the_leader_deletes_state_of_groups_it_does_not_know(pair: Pair, tm
     pair.leader = "c"
     pair.tick_all(0)  # c takes over: now it is its job
     assert "other.yml;g" not in store.group_keys()
+
+
+def test_a_restarted_leader_hands_the_restored_alerts_to_its_dispatcher_at_once(pair: Pair) -> None:
+    pair.feed([(_ms(s, pair), 0.0) for s in range(8)])
+    for slot in range(5):
+        pair.tick_all(slot)
+    assert len(pair.sent("a")) == 1
+    pair.envs["a"].storage.close()
+    pair.start("a")  # a new process, still the leader (a notification held by group_wait died with it)
+    pair.feed([(_ms(s, pair), 0.0) for s in range(8)])
+    result = pair.tick_all(5)["a"]
+    assert getattr(result, "transitions", None) == []  # firing stays firing
+    assert pair.state("a") == (State.FIRING, _ms(0, pair), None)
+    (handed,) = pair.sent("a")  # the new process's sink (dispatcher): not only after the resend delay
+    assert handed.starts_at_ms == _ms(0, pair)

@@ -16,7 +16,7 @@ the alerting rules. A follower's ticks evaluate only the recording rules, into i
 replica's store holds what it ingested and recorded: a query on any replica sees recorded series),
 and re-read the group's alert state from the database, so its API shows what the leader decided;
 they write no ``ALERTS``, no alert state, and send nothing. The first tick of a group after this
-replica became the leader re-reads that state once more (active alerts, pending since, firing
+replica became the leader (or started as the leader) re-reads that state once more (active alerts, pending since, firing
 since, keep-firing since) and evaluates on from it: a firing alert stays firing, a pending one
 keeps its ``for`` clock. Every restored instance is handed to the dispatcher again at that first
 evaluation (``last_sent`` cleared); the shared notification log decides whether a receiver hears
@@ -216,9 +216,9 @@ class RuleManager:
             new: dict[str, _Group] = {}
             for g in groups:
                 prev = old.get(g.key)
-                # a group new to this replica reads its persisted state before its first evaluation,
-                # unless `start` just read it (as the leader)
-                following = prev.following if prev is not None else not (leading and g.key in self._restored)
+                # a group new to this replica (also at start) re-reads its persisted state before its
+                # first evaluation, as after a takeover: the dispatcher is handed its alerts at once
+                following = prev.following if prev is not None else True
                 recording = tuple(r for r in g.rules if isinstance(r, RecordingRule))
                 lock = prev.lock if prev is not None else threading.Lock()
                 with lock:  # a running evaluation of this group finishes first
@@ -335,7 +335,8 @@ class RuleManager:
             runtime.last_evaluation_ms = None  # the slots evaluated by the old leader are not missed
             entry.following = False
         n = sum(len(v) for v in runtime.alerts.values())
-        log.info("leader now: group %s continues from %d persisted alert instances", entry.group.name, n)
+        if n:
+            log.info("group %s continues from %d persisted alert instances", entry.group.name, n)
         self._forget_removed_groups()
         return True
 
