@@ -1,8 +1,10 @@
 """Running the pipeline: the threads that flush groups and deliver, and leader election for HA.
 
 One replica dispatches at a time. With Redis configured, replicas compete for a lease
-(``SET key id NX PX lease``, renewed every third of the lease by a compare-and-extend script);
-the holder flushes groups and runs the outbox, the others keep receiving alerts so that a new
+(``SET key id NX PX lease``, renewed every third of the lease by a compare-and-extend script;
+``leader_lease`` in the settings); the holder flushes groups and runs the outbox, and rule
+evaluation asks the same lease whether to evaluate the alerting rules
+(:class:`~watchkeeper.rules.manager.RuleManager`); the others keep receiving alerts so that a new
 leader has them. A replica that stops renewing loses the lease within ``lease_ms`` and another
 takes over; the notification log and the outbox keys in the shared database make sure nothing
 already written or acknowledged is sent again.
