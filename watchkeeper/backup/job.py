@@ -88,14 +88,17 @@ def schedule_backups(scheduler: Any, settings: Settings, *, registry: CollectorR
     cfg = settings.backup
     if cfg.dir is None:
         return None
+    from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.triggers.interval import IntervalTrigger
 
+    # its own thread: a backup of a large database takes minutes and must not hold up rule groups
+    scheduler.add_executor(ThreadPoolExecutor(max_workers=1), alias=JOB_ID)
     scheduler.add_job(
         run_scheduled_backup,
         IntervalTrigger(seconds=cfg.interval_seconds),
         kwargs={"source": Source.from_settings(settings), "directory": cfg.dir, "keep": cfg.keep,
                 "metrics": BackupMetrics(registry), "clock": clock},
-        id=JOB_ID, name="backup", replace_existing=True, max_instances=1, coalesce=True,
+        id=JOB_ID, name="backup", executor=JOB_ID, replace_existing=True, max_instances=1, coalesce=True,
     )
     return JOB_ID
 
