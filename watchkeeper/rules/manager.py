@@ -16,12 +16,12 @@ the alerting rules. A follower's ticks evaluate only the recording rules, into i
 replica's store holds what it ingested and recorded: a query on any replica sees recorded series),
 and re-read the group's alert state from the database, so its API shows what the leader decided;
 they write no ``ALERTS``, no alert state, and send nothing. The first tick of a group after this
-replica became the leader (or started as the leader) re-reads that state once more (active alerts, pending since, firing
-since, keep-firing since) and evaluates on from it: a firing alert stays firing, a pending one
-keeps its ``for`` clock. Every restored instance is handed to the dispatcher again at that first
-evaluation (``last_sent`` cleared); the shared notification log decides whether a receiver hears
-about it, so a takeover neither repeats a notification nor loses one the old leader had not
-flushed yet.
+replica became the leader (or started as the leader) re-reads that state once more (active
+alerts, pending since, firing since, keep-firing since) and evaluates on from it: a firing alert
+stays firing, a pending one keeps its ``for`` clock. Every restored instance is handed to the
+dispatcher again at that first evaluation (``last_sent`` cleared); the shared notification log
+decides whether a receiver hears about it, so a takeover neither repeats a notification nor loses
+one the old leader had not flushed yet.
 """
 
 from __future__ import annotations
