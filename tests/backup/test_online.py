@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.backup.conftest import LiveWriter, answers, prepare, run_cli
+from tests.backup.conftest import LiveWriter, answers, prepare, run_cli, wait_for
 from tests.integration.conftest import Server
 
 
@@ -102,3 +102,15 @@ def test_admin_api_is_off_by_default(deployment: Callable[..., Server], tmp_path
     assert "403" in done.stderr
     assert not (tmp_path / "x.tar.gz").exists()
     assert not list(tmp_path.glob(".x.tar.gz*"))
+
+
+def test_server_backup_streams_a_verified_file_and_cleans_up(deployment: Callable[..., Server],
+                                                             tmp_path: Path) -> None:
+    server = deployment(extra="backup: {admin_api: true}")
+    assert server.write([([("__name__", "wk_one")], [(1000, 1.0)])]).status_code == 204
+    out = tmp_path / "from-server.tar.gz"
+    done = run_cli("backup", "--to", str(out), "--server", server.url)
+    assert done.returncode == 0, done.stderr
+    check = run_cli("restore", "--from", str(out), "--check")
+    assert check.returncode == 0 and "from sqlite" in check.stderr
+    wait_for("the server to delete its copy", lambda: not list(server.data_dir.glob(".admin-backup-*")))
