@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from watchkeeper.slo.cli import slo_generate_main
-from watchkeeper.slo.reports import build_report, digest_text, schedule_reports, to_csv
+from watchkeeper.slo.reports import build_report, digest_text, run_report_job, schedule_reports, to_csv
 from watchkeeper.slo.router import SloState, slo_router, write_rule_files
 
 from .conftest import NOW, REPO, SPEC
@@ -134,6 +134,20 @@ def test_scheduled_digest_reaches_local_chat_receiver(state: SloState, chat: tup
     payload = box.received[0]
     assert "Checkout availability met 99.95% against 99.9%; 50% of budget left." in payload["text"]
     assert payload["blocks"][0]["type"] == "header"
+
+
+def test_follower_replica_posts_no_digest(state: SloState, chat: tuple[str, _Chat]) -> None:
+    url, box = chat
+    cfg = state.config.reports[0]
+    assert cfg.chat is not None
+    slack = cfg.chat.slack_configs[0].model_copy(update={"api_url": url})
+    cfg = cfg.model_copy(update={"chat": cfg.chat.model_copy(update={"slack_configs": [slack]})})
+    kw = {"store": state.store, "engine": state.engine, "specs": lambda: state.specs, "slo": state.config,
+          "receivers": {}, "clock": lambda: NOW / 1000}
+    assert run_report_job(cfg, is_leader=lambda: False, **kw) == []
+    assert not box.received
+    assert [r.ok for r in run_report_job(cfg, is_leader=lambda: True, **kw)] == [True]
+    assert len(box.received) == 1
 
 
 def test_pages(state: SloState) -> None:

@@ -425,8 +425,12 @@ def run_report_job(
     slo: SloConfig,
     receivers: Mapping[str, ReceiverConfig],
     clock: Callable[[], float] = time.time,
+    is_leader: Callable[[], bool] = lambda: True,
 ) -> list[DeliveryResult]:
-    """Build the report now and post its digest (the scheduled job's body)."""
+    """Build the report now and post its digest (the scheduled job's body). Only the replica that
+    holds the leader lease posts, so several replicas send one digest, not one each."""
+    if not is_leader():
+        return []
     receiver = _receiver_for(cfg, receivers)
     if receiver is None:
         log.warning("report %s: receiver %r not found; digest not sent", cfg.name, cfg.receiver)
@@ -448,6 +452,7 @@ def schedule_reports(
     specs: Callable[[], Sequence[SloSpec]],
     receivers: Mapping[str, ReceiverConfig] | None = None,
     clock: Callable[[], float] = time.time,
+    is_leader: Callable[[], bool] = lambda: True,
 ) -> list[str]:
     """Add one cron job per scheduled report to an APScheduler scheduler; returns the job ids.
 
@@ -473,6 +478,7 @@ def schedule_reports(
                 "slo": slo,
                 "receivers": dict(receivers or {}),
                 "clock": clock,
+                "is_leader": is_leader,
             },
             id=job_id,
             name=f"report {cfg.name}",
