@@ -193,3 +193,15 @@ def test_manifest_lists_versions_counts_and_checksums(archive: Path) -> None:
             assert f is not None
             assert hashlib.sha256(f.read()).hexdigest() == entry["sha256"]
     assert json.dumps(m)  # plain JSON
+
+
+def test_unwritable_targets_are_clear_errors(archive: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    source = archive.parent / "data"
+    (tmp_path / "a-dir.tar.gz").mkdir()
+    assert backup_main(["--to", str(tmp_path / "a-dir.tar.gz"), "--data-dir", str(source)]) == 1
+    assert "writing the backup" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir.tar.gz"]  # no partial file left
+    (tmp_path / "file").write_text("not a directory")
+    assert restore_main(["--from", str(archive), "--data-dir", str(tmp_path / "file")]) == 1
+    assert "restoring into" in capsys.readouterr().err

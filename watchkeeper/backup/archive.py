@@ -100,16 +100,20 @@ class ArchiveWriter:
         data = json.dumps(manifest, indent=1, sort_keys=True).encode()
         partial = self.target.with_name(f".{self.target.name}.partial")
         level = self.compresslevel
-        with tarfile.open(partial, "w:gz", compresslevel=level, format=tarfile.PAX_FORMAT) as tar:
-            info = tarfile.TarInfo(MANIFEST)
-            info.size = len(data)
-            info.mtime = int(manifest.get("created_at_ms", 0) / 1000)
-            tar.addfile(info, io.BytesIO(data))
-            for p in staged:
-                tar.add(p, arcname=p.relative_to(self.stage).as_posix(), recursive=False)
-        with partial.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(partial, self.target)
+        try:
+            with tarfile.open(partial, "w:gz", compresslevel=level, format=tarfile.PAX_FORMAT) as tar:
+                info = tarfile.TarInfo(MANIFEST)
+                info.size = len(data)
+                info.mtime = int(manifest.get("created_at_ms", 0) / 1000)
+                tar.addfile(info, io.BytesIO(data))
+                for p in staged:
+                    tar.add(p, arcname=p.relative_to(self.stage).as_posix(), recursive=False)
+            with partial.open("rb") as f:
+                os.fsync(f.fileno())
+            os.replace(partial, self.target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         return manifest
 
 

@@ -58,9 +58,9 @@ def restore_backup(archive: Path, *, data_dir: Path, database_url: str | None = 
     held = _data_held(url, wal_dir, config_dir)
     if held and not force:
         raise BackupError(f"the target is not empty ({'; '.join(held)}); use --force to replace it")
-    data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(url)
     try:
+        data_dir.mkdir(parents=True, exist_ok=True)
         with engine.begin() as conn:
             _drop_ours(conn, {t["name"] for t in manifest["tables"]})
         for p in _segments(wal_dir):
@@ -82,6 +82,8 @@ def restore_backup(archive: Path, *, data_dir: Path, database_url: str | None = 
         migrate(engine)
     except sa.exc.SQLAlchemyError as exc:
         raise BackupError(f"loading the backup into {engine.url!r} failed: {exc}") from exc
+    except OSError as exc:
+        raise BackupError(f"restoring into {data_dir} failed: {exc}") from exc
     finally:
         engine.dispose()
     progress(f"restored {sum(t['rows'] for t in manifest['tables'])} rows, "

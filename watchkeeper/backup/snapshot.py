@@ -88,21 +88,24 @@ def create_backup(target: Path, source: Source, *, progress: Progress = quiet,
                   clock: Callable[[], float] = time.time) -> Manifest:
     """Write a backup of `source` to `target` (replaced atomically); returns its manifest."""
     started = clock()
-    with ArchiveWriter(target) as writer:
-        segments = _copy_wal(source.data_dir / "wal", writer, progress)
-        backend, revisions, tables = _dump_database(source.url, writer, progress)
-        for path, name in source.config_files:
-            writer.path(f"config/{name}").write_bytes(path.read_bytes())
-        manifest = writer.finish({
-            "watchkeeper_version": __version__,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "created_at_ms": int(started * 1000),
-            "source": {"backend": backend, "data_dir": str(source.data_dir)},
-            "alembic_revisions": revisions,
-            "tables": tables,
-            "wal_segments": segments,
-            "config_files": [name for _path, name in source.config_files],
-        })
+    try:
+        with ArchiveWriter(target) as writer:
+            segments = _copy_wal(source.data_dir / "wal", writer, progress)
+            backend, revisions, tables = _dump_database(source.url, writer, progress)
+            for path, name in source.config_files:
+                writer.path(f"config/{name}").write_bytes(path.read_bytes())
+            manifest = writer.finish({
+                "watchkeeper_version": __version__,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                "created_at_ms": int(started * 1000),
+                "source": {"backend": backend, "data_dir": str(source.data_dir)},
+                "alembic_revisions": revisions,
+                "tables": tables,
+                "wal_segments": segments,
+                "config_files": [name for _path, name in source.config_files],
+            })
+    except OSError as exc:
+        raise BackupError(f"writing the backup {target} failed: {exc}") from exc
     size = target.stat().st_size
     progress(f"wrote {target} ({size} bytes, {sum(t['rows'] for t in tables)} rows, "
              f"{len(segments)} WAL segments) in {clock() - started:.1f} s")
