@@ -44,7 +44,6 @@ _INSERT_ROWS = 2000
 _PROGRESS_ROWS = 100_000
 
 
-
 def restore_backup(archive: Path, *, data_dir: Path, database_url: str | None = None, force: bool = False,
                    config_dir: Path | None = None, progress: Progress = quiet) -> Manifest:
     """Restore `archive` into `data_dir` (+ `database_url`, default the SQLite file in it); returns
