@@ -32,10 +32,10 @@ cache is skipped for ``RETRY_AFTER_SECONDS``.
 
 The merged answer equals the uncached one (same series, order, labels, bit-identical values);
 tests/promql/test_cache.py checks this for a broad set of queries. Warnings and infos are the
-union of the pieces' (their order may differ); a stored bucket keeps the annotations of the
-evaluation that produced it, which may have covered more steps than the bucket (as Thanos'
-query-frontend keeps an extent's warnings), so a later query over part of that range can show
-an info the uncached evaluation would not.
+union of the pieces' (their order may differ), never fewer than uncached but possibly more: an
+evaluation widened to whole buckets may raise one in steps outside the request, and a stored
+bucket keeps the annotations of the evaluation that produced it (as Thanos' query-frontend keeps
+an extent's warnings).
 """
 
 from __future__ import annotations
