@@ -3,6 +3,8 @@ acknowledged sample; alert rows, silences and the outbox come back unchanged."""
 
 from __future__ import annotations
 
+import os
+import tarfile
 import threading
 from pathlib import Path
 
@@ -130,3 +132,38 @@ def test_sqlite_backup_restores_into_postgres_with_sequences_moved_on(tmp_path: 
         assert series.values.tolist() == [float("inf")]
     finally:
         dst.close()
+
+
+def test_wal_copy_follows_a_checkpoint_that_runs_during_it(tmp_path: Path) -> None:
+    """The copy lists 00000001 and 00000002; while it reads 00000001 (a FIFO, so the test knows
+    when), a "checkpoint" writes 00000003 and deletes 00000002. The copy skips the vanished
+    segment and picks up the new one (whose head snapshot holds what 00000002 had)."""
+    Storage.open(data_dir=tmp_path / "data").close()
+    wal = tmp_path / "data" / "wal"
+    for p in wal.iterdir():
+        p.unlink()
+    os.mkfifo(wal / "00000001")
+    (wal / "00000002").write_bytes(b"old segment")
+
+    def checkpoint() -> None:
+        with (wal / "00000001").open("wb") as fifo:  # returns once the backup has opened it
+            (wal / "00000003").write_bytes(b"new segment")
+            (wal / "00000002").unlink()
+            fifo.write(b"first segment")
+
+    thread = threading.Thread(target=checkpoint)
+    thread.start()
+    try:
+        manifest = create_backup(tmp_path / "b.tar.gz", Source(tmp_path / "data"))
+    finally:
+        if thread.is_alive():  # the backup failed before opening the FIFO: release the writer
+            os.close(os.open(wal / "00000001", os.O_RDONLY | os.O_NONBLOCK))
+        thread.join()
+    assert manifest["wal_segments"] == ["00000001", "00000003"]
+    contents = {}
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        for name in manifest["wal_segments"]:
+            f = tar.extractfile(f"wal/{name}")
+            assert f is not None
+            contents[name] = f.read()
+    assert contents == {"00000001": b"first segment", "00000003": b"new segment"}
