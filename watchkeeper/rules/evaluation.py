@@ -89,11 +89,17 @@ class EvalOptions:
 
 
 def alerts_series(alert: AlertState) -> Labels:
-    return from_dict({**dict(alert.labels), METRIC_NAME: ALERTS_METRIC, ALERT_STATE: alert.state.value})
+    return _with_name(alert.labels, ALERTS_METRIC, alert.state.value)
 
 
 def alerts_for_state_series(alert: AlertState) -> Labels:
-    return from_dict({**dict(alert.labels), METRIC_NAME: ALERTS_FOR_STATE_METRIC})
+    return _with_name(alert.labels, ALERTS_FOR_STATE_METRIC, None)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # the same alerts come back every evaluation
+def _with_name(labels: Labels, name: str, state: str | None) -> Labels:
+    extra = {METRIC_NAME: name} if state is None else {METRIC_NAME: name, ALERT_STATE: state}
+    return from_dict({**dict(labels), **extra})
 
 
 def evaluate_group(
