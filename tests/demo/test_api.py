@@ -426,3 +426,24 @@ def test_the_rate_limiter_reads_the_cache_in_its_round_trip(
             assert d.status_code == 200 and d.headers["x-cache"] == "hit"
         assert client.get("/discovery", params={"limit": 0}).status_code == 422
         assert client.get("/players/x").status_code == 422
+
+
+@pytest.mark.parametrize("cache_gzip", [True, False])
+def test_large_answers_are_cached_compressed_and_served_to_either_client(
+    tmp_path: Path, backend: str | None, cache_gzip: bool
+) -> None:
+    import redis
+
+    with make_client(tmp_path, backend, seed_players=400, cache_gzip=cache_gzip) as client:
+        params = {"sport": "tennis", "region": "eu-west"}  # warmed: a hit; 20 rows, > 1000 bytes
+        zipped = client.get("/discovery", params=params, headers={"accept-encoding": "gzip"})
+        plain = client.get("/discovery", params=params, headers={"accept-encoding": "identity"})
+        assert zipped.headers["x-cache"] == plain.headers["x-cache"] == "hit"
+        assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+        assert zipped.json() == plain.json() and len(plain.json()) == 20
+        small = client.get("/players/1", headers={"accept-encoding": "gzip"})
+        assert "content-encoding" not in small.headers and small.json()["id"] == 1
+        if backend is not None:
+            key = "discovery:limit=20&region=eu-west&sport=tennis"
+            stored = redis.Redis.from_url(backend).get(key)
+            assert stored is not None and stored.startswith(b"\x1f\x8b") == cache_gzip

@@ -12,6 +12,7 @@ runs in worker threads. Middleware, outermost first: the SDK's metrics, rate lim
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,7 +31,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import Scope
 
 from watchkeeper.demo import repository as repo
-from watchkeeper.demo.cache import ApiCache, CacheBackend, MemoryBackend, RedisBackend
+from watchkeeper.demo.cache import ApiCache, CacheBackend, MemoryBackend, RedisBackend, is_gzip
 from watchkeeper.demo.ratelimit import (
     PREFETCHED,
     Limiter,
@@ -275,8 +276,16 @@ def _placement(row: dict[str, Any]) -> tuple[str, str, int] | None:
     return (row["sport"], row["region"], int(row["starts_at_ms"])) if row["status"] == "open" else None
 
 
-def _cached(body: bytes) -> Response:
-    return Response(body, media_type="application/json", headers={"x-cache": "hit"})
+def _answer(stored: bytes, request: Request, cache_state: str) -> Response:
+    """A cached (or just cached) body; a compressed one goes out as it is to a client that accepts
+    gzip, decompressed to one that does not."""
+    headers = {"x-cache": cache_state}
+    if is_gzip(stored):
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers.update({"content-encoding": "gzip", "vary": "Accept-Encoding"})
+        else:
+            stored = gzip.decompress(stored)
+    return Response(stored, media_type="application/json", headers=headers)
 
 
 def _fresh(body: bytes, status_code: int = 200) -> Response:
@@ -305,10 +314,9 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         key = cache.player_key(player_id)
         hit = await cache.get(key, _prefetched(request))
         if hit is not None:
-            return _cached(hit)
+            return _answer(hit, request, "hit")
         data = _json(await core.db(repo.get_player, player_id))
-        await cache.put(key, data, cache.player_ttl)
-        return _fresh(data)
+        return _answer(await cache.put(key, data, cache.player_ttl), request, "miss")
 
     @app.patch("/players/{player_id}")
     async def update_player(player_id: int, body: PlayerPatch) -> Response:
@@ -323,10 +331,9 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         key = cache.statistics_key(player_id)
         hit = await cache.get(key, _prefetched(request))
         if hit is not None:
-            return _cached(hit)
+            return _answer(hit, request, "hit")
         data = _json(await core.db(repo.statistics, player_id, now_ms=now_ms()))
-        await cache.put(key, data, cache.statistics_ttl)
-        return _fresh(data)
+        return _answer(await cache.put(key, data, cache.statistics_ttl), request, "miss")
 
     @app.post("/sessions", status_code=201)
     async def create_session(body: SessionIn) -> Response:
@@ -343,10 +350,9 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         key = cache.session_key(session_id)
         hit = await cache.get(key, _prefetched(request))
         if hit is not None:
-            return _cached(hit)
+            return _answer(hit, request, "hit")
         data = _json(await core.db(repo.get_session, session_id))
-        await cache.put(key, data, cache.session_ttl)
-        return _fresh(data)
+        return _answer(await cache.put(key, data, cache.session_ttl), request, "miss")
 
     @app.patch("/sessions/{session_id}")
     async def update_session(session_id: int, body: SessionPatch) -> Response:
@@ -400,8 +406,6 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
             metrics.feature("discovery_by_time", region)
         hit = await cache.get(q.cache_key, _prefetched(request))
         if hit is not None:
-            return _cached(hit)
+            return _answer(hit, request, "hit")
         rows = await core.db(repo.discover, q, now_ms=now_ms())
-        data = _json(rows)
-        await cache.put_discovery(q, data, rows)
-        return _fresh(data)
+        return _answer(await cache.put_discovery(q, _json(rows), rows), request, "miss")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -158,6 +159,10 @@ class ApiCache:
         self.player_ttl = settings.player_ttl_seconds
         self.discovery_ttl = settings.discovery_ttl_seconds
         self.statistics_ttl = settings.statistics_ttl_seconds
+        # compress once when caching, not on every hit (the GZip middleware passes encoded bodies on)
+        self.compress_from_bytes = (
+            settings.gzip_minimum_size_bytes if settings.gzip_enabled and settings.cache_gzip else None
+        )
         self._logged: set[str] = set()
 
     @staticmethod
@@ -195,12 +200,21 @@ class ApiCache:
             self._failed("get", exc)
             return None
 
-    async def put(self, key: str, value: bytes, ttl_seconds: int) -> None:
+    def encode(self, value: bytes) -> bytes:
+        """What is stored for ``value``: gzip-compressed when large enough (see `is_gzip`)."""
+        if self.enabled and self.compress_from_bytes is not None and len(value) >= self.compress_from_bytes:
+            return zlib.compress(value, 6, wbits=31)  # a gzip member, as gzip.compress(mtime=0)
+        return value
+
+    async def put(self, key: str, value: bytes, ttl_seconds: int) -> bytes:
+        """Store ``value``; returns the stored form (`encode`), to answer with."""
+        stored = self.encode(value)
         if self.enabled:
             try:
-                await self.backend.set(key, value, ttl_seconds)
+                await self.backend.set(key, stored, ttl_seconds)
             except Exception as exc:
                 self._failed("set", exc)
+        return stored
 
     def _failed(self, op: str, exc: Exception) -> None:
         if op not in self._logged:
@@ -209,20 +223,23 @@ class ApiCache:
 
     async def put_discovery(
         self, query: DiscoveryQuery, value: bytes, rows: Sequence[Mapping[str, Any]]
-    ) -> None:
+    ) -> bytes:
         """Cache a search result, tagged by its parameters' (sport, region) and by every session
-        it lists, so invalidation can find it; scored by its cutoff (module docstring)."""
+        it lists, so invalidation can find it; scored by its cutoff (module docstring). Returns
+        the stored form."""
         if not self.enabled:
-            return
+            return value
+        stored = self.encode(value)
         key = query.cache_key
         tags = [_tag(query.sport, query.region)] + [_session_tag(int(r["id"])) for r in rows]
         cutoff = float(rows[-1]["starts_at_ms"]) if rows and len(rows) >= query.limit else math.inf
         try:
             # tag before the value: an invalidation racing this put then finds the key
             await self.backend.tag_many(tags, key, cutoff, self.discovery_ttl)
-            await self.backend.set(key, value, self.discovery_ttl)
+            await self.backend.set(key, stored, self.discovery_ttl)
         except Exception as exc:
             self._failed("set", exc)
+        return stored
 
     async def session_changed(
         self, session_id: int, placement: tuple[str, str, int] | None, player_ids: Iterable[int]
@@ -265,6 +282,11 @@ class ApiCache:
 
     async def close(self) -> None:
         await self.backend.close()
+
+
+def is_gzip(stored: bytes) -> bool:
+    """A stored value `ApiCache.encode` compressed (JSON never starts with gzip's magic)."""
+    return stored[:2] == b"\x1f\x8b"
 
 
 def _tag(sport: str | None, region: str | None) -> str:

@@ -48,6 +48,9 @@ class CoreApiSettings(BaseSettings):
 
     gzip_enabled: bool = True
     gzip_minimum_size_bytes: int = Field(default=1000, ge=0)
+    cache_gzip: bool = True
+    """With gzip on: cache large answers compressed and send them as they are to clients that
+    accept gzip (compressed once per fill instead of once per hit)."""
 
     instrument: bool = True
     """Measure with the watchkeeper SDK and serve ``/metrics``."""

@@ -13,7 +13,7 @@ traffic is: most users look at the few sessions starting soon. Users also follow
 shown, as people browsing do: a session is most often one of those their last search listed
 (`follow_share`), a player one of the last session's roster, and statistics are those of the
 player just viewed (a profile shows them) or their own. A user edits only the games it created
-(until it has one, an edit action creates one).
+(until it has one, an edit action views a game instead).
 """
 
 from __future__ import annotations
@@ -175,6 +175,8 @@ class User:
 
     async def act(self, action: str) -> None:
         rng = self.rng
+        if action == "update_session" and not self.hosted:
+            action = "view_session"  # one edits only a game one hosts: without one, look at a game
         if action == "view_session":
             r = await self.request("GET", f"/sessions/{self.next_session()}")
             if r is not None and r.status_code == 200:
@@ -206,14 +208,14 @@ class User:
                 r = await self.request("POST", f"/sessions/{sid}/join", json={"player_id": self.player_id})
                 if r is not None and r.status_code == 200:
                     self.joined.append(sid)
-        elif action == "update_session" and self.hosted:  # hosts edit their own games
+        elif action == "update_session":
             sid = rng.choice(self.hosted)
             await self.request(
                 "PATCH", f"/sessions/{sid}", json={"title": f"game {sid} ({rng.randint(1, 99)})"}
             )
         elif action == "update_player":
             await self.request("PATCH", f"/players/{self.player_id}", json={"skill": rng.randint(800, 2000)})
-        elif action in ("create_session", "update_session"):  # one has to host a game to edit it
+        elif action == "create_session":
             lat, lon = REGION_CENTRES[self.region]
             starts_at_ms = int(time.time() * 1000) + rng.randint(1, 72) * 3_600_000
             body = {
