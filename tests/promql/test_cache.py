@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from watchkeeper.errors import QueryError
 from watchkeeper.labels import Labels, from_dict
 from watchkeeper.promql import ast
 from watchkeeper.promql.api import query_router
@@ -472,3 +473,21 @@ def test_the_app_caches_range_queries_when_redis_is_configured(tmp_path: Path, r
     # the panel's query is the API's: both explore loads are answered from the API's buckets
     assert "watchkeeper_query_cache_hits_total 15.0" in after.splitlines()
     assert "watchkeeper_query_cache_misses_total 5.0" in after.splitlines()
+
+
+def test_an_error_only_in_the_widened_steps_does_not_fail_the_request(client: redis.Redis) -> None:
+    store = Storage.open(data_dir=None)
+    try:
+        x = END - 3 * 3_600_000  # a bucket start
+        a, b = np.arange(x, x + 60_001, STEP), np.arange(x + 30_000, END, STEP)
+        refs = store.series_refs([from_dict({"__name__": "a_total"}), from_dict({"__name__": "b_total"})])
+        store.append(np.full(a.size, refs[0]), a, np.arange(a.size, dtype=np.float64))
+        store.append(np.full(b.size, refs[1]), b, np.arange(b.size, dtype=np.float64))
+        engine, cache = Engine(store), make_cache(client)
+        query = "rate({__name__=~\"a_total|b_total\"}[1m])"  # both {} once the names are dropped
+        with pytest.raises(QueryError, match="same labelset"):
+            engine.range(query, x, END, STEP)
+        want = engine.range(query, x + 5 * 60_000, END, STEP)  # after a_total's last rate
+        assert_same(cache.range(engine, query, x + 5 * 60_000, END, STEP, now_ms=END), want)
+    finally:
+        store.close()
