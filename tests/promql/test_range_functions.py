@@ -175,6 +175,26 @@ def test_rate_over_several_steps_and_series_at_once() -> None:
     assert out.present.tolist() == [[True] * 4, [False, True, True, True]]
 
 
+@pytest.mark.parametrize("name", ["rate", "increase"])
+def test_rate_of_many_series_is_each_series_alone(name: str) -> None:
+    """A series starting below where the one before it ends is not a counter reset; one with a
+    real reset is still corrected, whether or not its neighbours have any."""
+    ctx = ctx_at(*range(60, 601, 60))
+    rng = np.random.default_rng(7)
+    parts = []
+    for k in range(6):
+        values = np.cumsum(rng.integers(0, 20, 12)).astype(float) + (1000 if k % 2 else 0)
+        reset_at = {2: 1, 3: 7, 5: 11}.get(k)  # right after a series' first sample, inside, at its end
+        if reset_at is not None:
+            values[reset_at:] -= values[reset_at - 1] + 1
+        parts.append((from_dict({"s": str(k)}), series(values.tolist(), start_s=float(rng.integers(0, 50)))))
+    together = call(name, [range_vector(parts, ctx, 180)], ctx)
+    for k, part in enumerate(parts):
+        alone = call(name, [range_vector([part], ctx, 180)], ctx)
+        np.testing.assert_array_equal(together.present[k], alone.present[0])
+        np.testing.assert_array_equal(together.values[k], alone.values[0])
+
+
 # --- *_over_time ---------------------------------------------------------------------------------
 
 

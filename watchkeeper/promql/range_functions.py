@@ -173,7 +173,11 @@ def _extrapolated_rate(rv: RangeVector, *, is_counter: bool, is_rate: bool) -> t
         return values, present
     resets: I64 | None = None
     if is_counter and total > 1:
-        drop = rv.values[1:] < rv.values[:-1]  # pairs across series never fall inside a window
+        drop = rv.values[1:] < rv.values[:-1]
+        # A pair across two series (a series' last sample, the next one's first) is never inside a
+        # window: not a reset, so counters without resets skip the correction entirely.
+        starts = rv.offsets[1:-1]
+        drop[starts[(starts > 0) & (starts < total)] - 1] = False
         if drop.any():
             resets = np.zeros(total, dtype=np.int64)
             np.cumsum(drop, out=resets[1:])
