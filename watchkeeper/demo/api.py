@@ -214,15 +214,14 @@ async def warm(core: CoreApi) -> int:
     players in those sessions, the default discovery per sport and region. Returns the number of
     entries written."""
     sessions, players, stats = await core.db(repo.warm_rows, limit=WARM_LIMIT, now_ms=now_ms())
-    for row in sessions:
-        await core.cache.put(core.cache.session_key(row["id"]), _json(row), core.cache.session_ttl)
-    for row in players:
-        await core.cache.put(core.cache.player_key(row["id"]), _json(row), core.cache.player_ttl)
-    for row in stats:
-        await core.cache.put(
-            core.cache.statistics_key(row["player_id"]), _json(row), core.cache.statistics_ttl
-        )
-    count = len(sessions) + len(players) + len(stats)
+    cache = core.cache
+    count = await cache.put_many(
+        [(cache.session_key(r["id"]), _json(r)) for r in sessions], cache.session_ttl
+    )
+    count += await cache.put_many([(cache.player_key(r["id"]), _json(r)) for r in players], cache.player_ttl)
+    count += await cache.put_many(
+        [(cache.statistics_key(r["player_id"]), _json(r)) for r in stats], cache.statistics_ttl
+    )
     for sport in SPORTS:
         for region in REGIONS:
             q = repo.DiscoveryQuery.normalised(sport=sport, region=region)

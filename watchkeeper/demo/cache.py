@@ -48,6 +48,7 @@ class CacheBackend(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: int) -> None: ...
     async def delete(self, keys: Iterable[str]) -> None: ...
     async def tag_many(self, tags: Iterable[str], key: str, score: float, ttl_seconds: int) -> None: ...
     async def pop_tagged(self, tags: Mapping[str, float]) -> list[str]: ...
@@ -77,6 +78,10 @@ class MemoryBackend:
         if len(self.values) > 100_000:  # bound memory: drop what has expired
             self.values = {k: v for k, v in self.values.items() if v[0] > now}
         self.values[key] = (now + ttl_seconds, value)
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: int) -> None:
+        for key, value in items:
+            await self.set(key, value, ttl_seconds)
 
     async def delete(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -121,6 +126,13 @@ class RedisBackend:
 
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         await self.client.set(key, value, ex=ttl_seconds)
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: int) -> None:
+        for start in range(0, len(items), 500):  # one round trip per 500 keys
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value in items[start : start + 500]:
+                    pipe.set(key, value, ex=ttl_seconds)
+                await pipe.execute()
 
     async def delete(self, keys: Iterable[str]) -> None:
         keys = list(keys)
@@ -199,6 +211,15 @@ class ApiCache:
         except Exception as exc:
             self._failed("get", exc)
             return None
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: int) -> int:
+        """Store several values (`encode`d) with one TTL, in few round trips: cache warming."""
+        if self.enabled and items:
+            try:
+                await self.backend.set_many([(k, self.encode(v)) for k, v in items], ttl_seconds)
+            except Exception as exc:
+                self._failed("set", exc)
+        return len(items)
 
     def encode(self, value: bytes) -> bytes:
         """What is stored for ``value``: gzip-compressed when large enough (see `is_gzip`)."""

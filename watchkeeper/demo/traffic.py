@@ -69,6 +69,8 @@ class TrafficConfig:
 @dataclass
 class TrafficStats:
     latencies_seconds: list[float] = field(default_factory=list)
+    by_kind: dict[str, list[float]] = field(default_factory=dict)
+    """Latencies of cache hits, cache misses and writes (``hit``, ``miss``, ``write``)."""
     statuses: Counter[int] = field(default_factory=Counter)
     transport_errors: Counter[str] = field(default_factory=Counter)
     cache: Counter[str] = field(default_factory=Counter)
@@ -89,24 +91,28 @@ class TrafficStats:
         lat = sorted(self.latencies_seconds)
         elapsed = (self.ended or time.monotonic()) - self.started
 
-        def pct(p: float) -> float:
-            return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
-
         looked_up = self.cache["hit"] + self.cache["miss"]
         return {
             "requests": self.requests,
             "seconds": round(elapsed, 1),
             "throughput_rps": round(self.requests / elapsed, 1) if elapsed else 0.0,
             "avg_ms": round(sum(lat) / len(lat) * 1000, 1) if lat else float("nan"),
-            "p50_ms": round(pct(0.50), 1),
-            "p95_ms": round(pct(0.95), 1),
-            "p99_ms": round(pct(0.99), 1),
+            "p50_ms": round(percentile_ms(lat, 0.50), 1),
+            "p95_ms": round(percentile_ms(lat, 0.95), 1),
+            "p99_ms": round(percentile_ms(lat, 0.99), 1),
             "error_rate": round(self.errors / self.requests, 5) if self.requests else 0.0,
             "status_4xx": sum(n for s, n in self.statuses.items() if 400 <= s < 500),
             "status_429": self.statuses[429],
             "transport_errors": dict(self.transport_errors),
             "cache_hit_rate": round(self.cache["hit"] / looked_up, 4) if looked_up else float("nan"),
+            "p95_ms_by_kind": {
+                k: round(percentile_ms(sorted(v), 0.95), 1) for k, v in sorted(self.by_kind.items())
+            },
         }
+
+
+def percentile_ms(ordered: list[float], p: float) -> float:
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else float("nan")
 
 
 class User:
@@ -166,11 +172,14 @@ class User:
             self.stats.latencies_seconds.append(time.perf_counter() - started)
             self.stats.transport_errors[type(exc).__name__] += 1
             return None
-        self.stats.latencies_seconds.append(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.stats.latencies_seconds.append(elapsed)
         self.stats.statuses[response.status_code] += 1
         cache = response.headers.get("x-cache")
         if cache is not None and method == "GET":
             self.stats.cache[cache] += 1
+        kind = "write" if method != "GET" else cache or "other"
+        self.stats.by_kind.setdefault(kind, []).append(elapsed)
         return response
 
     async def act(self, action: str) -> None:
