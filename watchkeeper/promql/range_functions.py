@@ -203,14 +203,13 @@ def _extrapolated_rate(rv: RangeVector, *, is_counter: bool, is_rate: bool) -> t
                 has_reset = ok & (resets.take(last) > resets.take(first))
                 if has_reset.any():
                     result = _with_reset_corrections(rv, lo, hi, has_reset, result)
-            # Integer milliseconds (exact), then seconds, as Prometheus' float64(ms) / 1000.
-            to_start = (t0 - (ends - rv.range_ms)[None, :]).astype(np.float64)
-            to_start /= 1000
-            to_end = (ends[None, :] - t1).astype(np.float64)
-            to_end /= 1000
-            t1 -= t0
-            sampled = t1.astype(np.float64)
-            sampled /= 1000
+            # Integer milliseconds (exact), then seconds, as Prometheus' float64(ms) / 1000 (a
+            # true division of the int64 array converts each element, then divides: the same).
+            sampled = np.true_divide(t1 - t0, 1000)
+            np.subtract(ends[None, :], t1, out=t1)
+            to_end = np.true_divide(t1, 1000)
+            np.subtract(t0, (ends - rv.range_ms)[None, :], out=t0)
+            to_start = np.true_divide(t0, 1000)
             n -= 1
             average = sampled / n
             threshold = average * 1.1
@@ -229,9 +228,10 @@ def _extrapolated_rate(rv: RangeVector, *, is_counter: bool, is_rate: bool) -> t
             to_start /= sampled  # the factor
             if is_rate:
                 to_start /= range_seconds
-            result *= to_start
-            result[~ok] = np.nan
-            values[a:b] = result
+            out = values[a:b]
+            np.multiply(result, to_start, out=out)
+            if not ok.all():
+                out[~ok] = np.nan
             present[a:b] = ok
     return values, present
 
