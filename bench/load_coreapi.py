@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +106,35 @@ def hit_rate(hits: float, misses: float) -> float | None:
     return round(hits / (hits + misses), 4) if hits + misses else None
 
 
+@contextlib.contextmanager
+def fresh_database(server_url: str | None, work: Path, monitoring: bool) -> Iterator[str]:
+    """A fresh SQLite file, or a fresh database on the PostgreSQL server of ``server_url``
+    (created from it, dropped afterwards), so every run starts from the same seed."""
+    if server_url is None:
+        yield f"sqlite:///{work}/coreapi-{monitoring}-{time.monotonic_ns()}.db"
+        return
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    name = f"coreapi_load_{os.getpid()}_{time.monotonic_ns()}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield str(sa.make_url(server_url).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def run_once(args: argparse.Namespace, monitoring: bool, work: Path) -> dict[str, Any]:
-    db_url = args.database_url or f"sqlite:///{work}/coreapi-{monitoring}.db"
+    with fresh_database(args.database_url, work, monitoring) as db_url:
+        summary = _run(args, monitoring, work, db_url)
+    summary["database"] = "postgresql" if args.database_url else "sqlite"
+    return summary
+
+
+def _run(args: argparse.Namespace, monitoring: bool, work: Path, db_url: str) -> dict[str, Any]:
     engine = repo.make_engine(db_url)
     repo.create_schema(engine)
     repo.seed(engine, num_players=args.players, now_ms=int(time.time() * 1000))
@@ -252,7 +281,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--monitoring", choices=("on", "off", "both"), default="both")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14", help="'none': in-process caches")
-    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file per run")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a PostgreSQL URL (postgresql+psycopg://postgres@127.0.0.1:5432/test): each run gets a fresh "
+        "database created from it; default: a fresh SQLite file per run",
+    )
     parser.add_argument("--players", type=int, default=2000, help="seeded players (sessions: 2x)")
     parser.add_argument("--think-min", type=float, default=1.0)
     parser.add_argument("--think-max", type=float, default=3.0)

@@ -447,3 +447,12 @@ def test_large_answers_are_cached_compressed_and_served_to_either_client(
             key = "discovery:limit=20&region=eu-west&sport=tennis"
             stored = redis.Redis.from_url(backend).get(key)
             assert stored is not None and stored.startswith(b"\x1f\x8b") == cache_gzip
+
+
+@pytest.mark.postgres
+def test_a_seeded_postgresql_database_takes_new_players_and_sessions(postgres_url: str) -> None:
+    settings = CoreApiSettings(database_url=postgres_url, seed_players=10)
+    with TestClient(coreapi_app(settings, registry=CollectorRegistry())) as client:
+        alice = player(client)
+        assert alice == 11, "ids go on after the seeded ones"
+        assert session(client, alice)["id"] == 21

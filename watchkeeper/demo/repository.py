@@ -447,4 +447,8 @@ def seed(engine: sa.Engine, *, num_players: int, now_ms: int, rng: random.Random
             members.append({"session_id": sid, "player_id": host, "joined_at_ms": now_ms})
         conn.execute(sessions.insert(), rows)
         conn.execute(session_players.insert(), members)
+        if conn.dialect.name == "postgresql":  # explicit ids leave the id sequences behind
+            for table in (players, sessions):
+                sequence = f"pg_get_serial_sequence('{table.name}', 'id')"
+                conn.execute(sa.text(f"SELECT setval({sequence}, (SELECT max(id) FROM {table.name}))"))
     return True
