@@ -14,8 +14,9 @@ series(small))``, RSS measured as the growth since just before `Storage.open` (t
 objects are excluded), after ``steps`` samples per series and also mid-chunk (60 samples in every
 head chunk); and bytes per sample of the whole SQLite file after `flush_head` + `close`.
 
-`Storage.open` fixes glibc's malloc thresholds (`watchkeeper.tsdb.storage.tune_malloc`); run with
-``WATCHKEEPER_MALLOC_TUNING=0`` to measure glibc's default behaviour for comparison.
+The store is opened as the server opens it, with glibc's malloc thresholds fixed
+(``malloc_tuning``, `watchkeeper.tsdb.storage.tune_malloc`); ``--no-malloc-tuning`` measures
+glibc's default behaviour for comparison.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS")
 
 
-def child(instances: int, steps: int, fsync: bool) -> dict[str, float]:
+def child(instances: int, steps: int, fsync: bool, malloc_tuning: bool) -> dict[str, float]:
     sys.path.insert(0, str(WORKLOAD_DIR))
     import workload  # the shared workload, imported from its directory
 
@@ -59,7 +60,7 @@ def child(instances: int, steps: int, fsync: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         base = rss_bytes()
-        store = Storage.open(data_dir=data_dir, wal_fsync=fsync)
+        store = Storage.open(data_dir=data_dir, wal_fsync=fsync, malloc_tuning=malloc_tuning)
         refs = store.series_refs(labels)  # `labels` stays alive: freeing it would offset the growth
         mid_step = steps - 60 if steps > 60 else steps
         rss_mid = 0
@@ -103,16 +104,16 @@ def main() -> None:
     ap.add_argument("--scales", type=int, nargs="+", default=[10, 100], help="instances per run")
     ap.add_argument("--steps", type=int, default=480, help="samples per series (15 s apart)")
     ap.add_argument("--no-fsync", action="store_true", help="skip WAL fsyncs (faster, same figures)")
+    ap.add_argument("--no-malloc-tuning", action="store_true", help="keep glibc's default thresholds")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.steps, not args.no_fsync)))
+        print(json.dumps(child(args.child, args.steps, not args.no_fsync, not args.no_malloc_tuning)))
         return
     runs = []
     for inst in args.scales:
         cmd = [sys.executable, __file__, "--child", str(inst), "--steps", str(args.steps)]
-        if args.no_fsync:
-            cmd.append("--no-fsync")
+        cmd += ["--no-fsync"] * args.no_fsync + ["--no-malloc-tuning"] * args.no_malloc_tuning
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         run = json.loads(out.strip().splitlines()[-1])
         runs.append(run)

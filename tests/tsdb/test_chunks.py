@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watchkeeper.errors import StorageError
-from watchkeeper.tsdb.chunks import MAX_SAMPLES, decode_chunk, decode_concat, decode_many, encode_chunk
+from watchkeeper.tsdb.chunks import (
+    MAX_SAMPLES,
+    decode_chunk,
+    decode_concat,
+    decode_many,
+    encode_chunk,
+    encode_many,
+)
 from watchkeeper.tsdb.reader import STALE_NAN_BITS
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
@@ -34,15 +41,16 @@ def assert_round_trip(ts: npt.ArrayLike, vals: npt.ArrayLike) -> bytes:
 # --- strategies ---
 
 @st.composite
-def timestamps(draw: st.DrawFn, max_size: int = 300) -> npt.NDArray[np.int64]:
-    values = draw(st.sets(st.integers(I64_MIN, I64_MAX), max_size=max_size))
+def timestamps(draw: st.DrawFn, size: int | None = None) -> npt.NDArray[np.int64]:
+    values = draw(st.sets(st.integers(I64_MIN, I64_MAX), min_size=size or 0,
+                          max_size=300 if size is None else size))
     return np.array(sorted(values), dtype=np.int64)
 
 
 @st.composite
-def regular_timestamps(draw: st.DrawFn) -> npt.NDArray[np.int64]:
+def regular_timestamps(draw: st.DrawFn, size: int | None = None) -> npt.NDArray[np.int64]:
     """Scrape-like: a fixed step with occasional jitter and gaps."""
-    n = draw(st.integers(0, 300))
+    n = draw(st.integers(0, 300)) if size is None else size
     start = draw(st.integers(-(2**50), 2**50))
     step = draw(st.integers(1, 120_000))
     jitter = draw(st.lists(st.integers(0, step - 1), min_size=n, max_size=n))
@@ -70,8 +78,8 @@ def float_arrays(n: int) -> st.SearchStrategy[npt.NDArray[np.float64]]:
 
 
 @st.composite
-def chunks(draw: st.DrawFn) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    ts = draw(st.one_of(timestamps(), regular_timestamps()))
+def chunks(draw: st.DrawFn, size: int | None = None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    ts = draw(st.one_of(timestamps(size), regular_timestamps(size)))
     kinds = ["any", "few_distinct", "random_walk", "counter", "decimal", "decimal_with_specials"]
     kind = draw(st.sampled_from(kinds))
     n = ts.size
@@ -114,6 +122,44 @@ def test_decode_many_matches_decode_chunk(
     ts_all, vals_all, offsets = decode_concat(blobs)
     assert ts_all.size == vals_all.size == offsets[-1]
     assert offsets.tolist() == [0, *np.cumsum([ts.size for ts, _ in chunk_list]).tolist()]
+
+
+@st.composite
+def same_length_chunks(draw: st.DrawFn) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
+    n = draw(st.integers(0, 130))
+    return draw(st.lists(chunks(n), min_size=1, max_size=12))
+
+
+@settings(max_examples=200, deadline=None)
+@given(same_length_chunks())
+def test_encode_many_is_encode_chunk_row_by_row(
+    chunk_list: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]],
+) -> None:
+    ts = np.stack([c[0] for c in chunk_list])
+    vals = np.stack([c[1] for c in chunk_list])
+    assert encode_many(ts, vals) == [encode_chunk(t, v) for t, v in chunk_list]
+
+
+def test_encode_many_on_the_workload_shape() -> None:
+    """Thousands of rows (several blocks) of counters, rounded gauges and noisy floats."""
+    rng = np.random.default_rng(7)
+    rows, n = 1500, 40
+    ts = 1_700_000_000_000 + np.arange(n) * 15_000 + rng.integers(0, 2_000, (rows, 1))
+    vals = np.cumsum(rng.integers(0, 50, (rows, n)), axis=1).astype(np.float64)
+    vals[300:600] = np.round(rng.normal(size=(300, n)), 2)
+    vals[600:900] = np.cumsum(rng.normal(size=(300, n)), axis=1)
+    vals[900:905, 7] = bits_of(STALE_NAN_BITS)[0]
+    vals[905:1000] = rng.choice([0.1 * np.pi, 1 / 3], (95, n))
+    blobs = encode_many(ts, vals)
+    assert blobs == [encode_chunk(t, v) for t, v in zip(ts, vals, strict=True)]
+    assert {b[0] & 15 for b in blobs} >= {1, 2 | 8, 3 | 8}  # decimal, zstd XOR, zstd planes
+
+
+def test_encode_many_refuses_what_encode_chunk_refuses() -> None:
+    with pytest.raises(ValueError, match="strictly increasing"):
+        encode_many(np.array([[1, 2, 3]] * 5 + [[1, 3, 2]]), np.zeros((6, 3)))
+    with pytest.raises(ValueError, match="2-D"):
+        encode_many(np.arange(3), np.zeros(3))
 
 
 def with_crc(body: bytes) -> bytes:

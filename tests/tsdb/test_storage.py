@@ -372,17 +372,24 @@ def test_select_concat_helper_falls_back_to_select() -> None:
         assert fast[1].tolist() == slow[1].tolist() and fast[2].tolist() == slow[2].tolist()
 
 
-def test_tune_malloc_is_once_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_malloc_tuning_is_once_and_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     import watchkeeper.tsdb.storage as storage_mod
 
     monkeypatch.setattr(storage_mod, "_malloc_tuned", False)
-    monkeypatch.setenv("WATCHKEEPER_MALLOC_TUNING", "0")
-    assert storage_mod.tune_malloc() is False
-    monkeypatch.delenv("WATCHKEEPER_MALLOC_TUNING")
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the operator's own setting wins
-    assert storage_mod.tune_malloc() is False
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
-    applied = storage_mod.tune_malloc()
-    assert applied == storage_mod._malloc_tuned
+    Storage.open(data_dir=None).close()
+    assert storage_mod._malloc_tuned is False  # a library use leaves the process' malloc alone
+    Storage.open(data_dir=None, malloc_tuning=True).close()
+    applied = storage_mod._malloc_tuned
     if sys.platform == "linux" and os.confstr("CS_GNU_LIBC_VERSION"):
         assert applied and storage_mod.tune_malloc()
+
+
+def test_malloc_tuning_setting_yields_to_glibc_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from watchkeeper.config import Settings
+
+    assert Settings.load(config_file=None).malloc_tuning_applies
+    monkeypatch.setenv("WATCHKEEPER_MALLOC_TUNING", "false")
+    assert not Settings.load(config_file=None).malloc_tuning_applies
+    monkeypatch.delenv("WATCHKEEPER_MALLOC_TUNING")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the operator's own setting wins
+    assert not Settings.load(config_file=None).malloc_tuning_applies

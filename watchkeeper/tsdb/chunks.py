@@ -65,7 +65,9 @@ import numpy.typing as npt
 
 from watchkeeper.errors import StorageError
 
-__all__ = ["MAX_SAMPLES", "Blob", "decode_chunk", "decode_concat", "decode_many", "encode_chunk"]
+__all__ = [
+    "MAX_SAMPLES", "Blob", "decode_chunk", "decode_concat", "decode_many", "encode_chunk", "encode_many",
+]
 
 #: The most samples one chunk may hold (head chunks hold ~120); bounds what a blob can allocate.
 MAX_SAMPLES = 1 << 20
@@ -280,6 +282,215 @@ def encode_chunk(timestamps_ms: npt.ArrayLike, values: npt.ArrayLike) -> bytes:
         if len(blob) < len(best) and blob[0] & _ZSTD:
             best = blob
     return best
+
+
+# --- encoding many chunks at once -----------------------------------------------------------------
+
+_POW2 = np.uint64(1) << np.arange(64, dtype=_U64)
+_BLOCK_ROWS = 512  # rows encoded together: bounds the (rows, samples, bits) scratch arrays
+
+
+def _bit_length(u: U64Array) -> I64Array:
+    """``int.bit_length`` of every element (exact for all 64-bit values)."""
+    return np.searchsorted(_POW2, u, side="right").astype(np.int64)
+
+
+def _nbytes_many(u: U64Array) -> I64Array:
+    return (_bit_length(u) + 7) // 8
+
+
+def _zigzag_many(v: I64Array) -> U64Array:
+    return (v.view(_U64) << _U64(1)) ^ (v >> 63).view(_U64)
+
+
+def _int_streams(x: I64Array) -> tuple[I64Array, I64Array, U64Array, U64Array, U64Array, list[U64Array]]:
+    """`_int_stream` for every row of `x` (rows, n >= 3): per row its order, width, initials and
+    zigzagged base, and the offsets of each order (rows, n - order)."""
+    rows, n = x.shape
+    first = _zigzag_many(x[:, 0])
+    first_delta = _zigzag_many(x[:, 1] - x[:, 0])
+    zero = np.zeros(rows, dtype=_U64)
+    costs, widths, bases, offsets = [], [], [], []
+    residuals = x
+    for order in range(3):
+        if order:
+            residuals = residuals[:, 1:] - residuals[:, :-1]  # wraps modulo 2**64
+        low = residuals.min(axis=1)
+        off = (residuals - low[:, None]).view(_U64)
+        width = _bit_length(off.max(axis=1))
+        base = _zigzag_many(low)
+        initials = (first if order >= 1 else zero, first_delta if order == 2 else zero)
+        cost = ((n - order) * width + 7) // 8 + _nbytes_many(initials[0]) + _nbytes_many(initials[1])
+        costs.append(cost + _nbytes_many(base))
+        widths.append(width)
+        bases.append(base)
+        offsets.append(off)
+    order_of = np.argmin(np.stack(costs), axis=0)  # the first of equal costs, as `_int_stream`
+    pick = np.arange(rows)
+    width_of = np.stack(widths)[order_of, pick]
+    base_of = np.stack(bases)[order_of, pick]
+    init0 = np.where(order_of >= 1, first, zero)
+    init1 = np.where(order_of == 2, first_delta, zero)
+    return order_of, width_of, init0, init1, base_of, offsets
+
+
+_Bools = npt.NDArray[np.bool_]
+
+
+def _decimal_rows(values: F64Array) -> tuple[I64Array, I64Array, _Bools, _Bools]:
+    """Per row the `_decimal_form` scaling d (the first with at most a quarter misses), its
+    integers, whether the row takes that form without exceptions, and whether it can at all.
+    Scalings are tried in turn on the rows still without one (most rows settle at d = 0)."""
+    rows, n = values.shape
+    d = np.zeros(rows, dtype=np.int64)
+    ints = np.zeros((rows, n), dtype=np.int64)
+    clean = np.zeros(rows, dtype=bool)
+    usable = np.zeros(rows, dtype=bool)
+    left = np.arange(rows)
+    bits = values.view(_U64)
+    for k in range(_MAX_DECIMALS + 1):
+        v = values[left]
+        with np.errstate(invalid="ignore", over="ignore"):
+            scaled = np.rint(v * _POW10[k]) if k else np.rint(v)
+            fits = np.abs(scaled) <= 2.0**53  # False for NaN and Inf too
+            row_ints = np.where(fits, scaled, 0.0).astype(np.int64)
+            exact = fits & ((row_ints / _POW10[k]).view(_U64) == bits[left])
+        misses = n - exact.sum(axis=1)
+        ok = misses <= n // 4
+        done = left[ok]
+        d[done] = k
+        ints[done] = row_ints[ok]
+        clean[done] = misses[ok] == 0
+        usable[done] = True
+        left = left[~ok]
+        if not left.size:
+            break
+    return d, ints, clean, usable
+
+
+def _pack_rows(offsets: U64Array, width: int) -> npt.NDArray[np.uint8]:
+    """`_Stream.packed` of every row of `offsets` (rows, m), all at `width` bits."""
+    rows, m = offsets.shape
+    if width == 0 or m == 0:
+        return np.zeros((rows, 0), dtype=np.uint8)
+    bits = ((offsets[:, :, None] >> np.arange(width, dtype=_U64)) & _U64(1)).astype(np.uint8)
+    return np.packbits(bits.reshape(rows, m * width), axis=1, bitorder="little")
+
+
+def encode_many(timestamps_ms: npt.ArrayLike, values: npt.ArrayLike) -> list[bytes]:
+    """`encode_chunk` of every row of two (chunks, samples) arrays, byte for byte the same blobs.
+
+    >>> blobs = encode_many(np.array([[1_000, 16_000, 31_000]]), np.array([[1.0, 2.0, 4.0]]))
+    >>> blobs == [encode_chunk([1_000, 16_000, 31_000], [1.0, 2.0, 4.0])]
+    True
+
+    The streams of a block of rows are found and bit-packed with a fixed number of NumPy
+    operations (per group of equal bit width); what stays per row is slicing out the blob, its
+    CRC, and for XOR blobs of 64 bytes or more the zstd attempts. Rows whose decimal form has
+    exceptions (a staleness marker, a NaN) go through `encode_chunk`. Raises ValueError like
+    `encode_chunk`.
+    """
+    ts = np.ascontiguousarray(timestamps_ms, dtype=np.int64)
+    vals = np.ascontiguousarray(values, dtype=np.float64)
+    if ts.ndim != 2 or ts.shape != vals.shape:
+        raise ValueError(f"timestamps and values must be 2-D of equal shape, got {ts.shape} and {vals.shape}")
+    rows, n = ts.shape
+    if n > MAX_SAMPLES:
+        raise ValueError(f"a chunk holds at most {MAX_SAMPLES} samples, got {n}")
+    if n < 3 or rows < 4:
+        return [encode_chunk(ts[i], vals[i]) for i in range(rows)]
+    if not bool(np.all(ts[:, 1:] > ts[:, :-1])):
+        raise ValueError("timestamps must be strictly increasing")
+    out: list[bytes] = []
+    for lo in range(0, rows, _BLOCK_ROWS):
+        out.extend(_encode_block(ts[lo : lo + _BLOCK_ROWS], vals[lo : lo + _BLOCK_ROWS]))
+    return out
+
+
+def _encode_block(ts: I64Array, vals: F64Array) -> list[bytes]:
+    rows, n = ts.shape
+    bits = vals.view(_U64)
+    xors = bits[:, 1:] ^ bits[:, :-1]
+    union = np.bitwise_or.reduce(xors, axis=1)
+    shift = np.where(union != 0, _bit_length(union & (~union + _U64(1))) - 1, 0)
+    xor_width = _bit_length(union) - shift
+    xor_cost = ((n - 1) * xor_width + 7) // 8 + _nbytes_many(bits[:, 0])
+    d, ints, clean, usable = _decimal_rows(vals)
+    t_order, t_width, t_init0, t_init1, t_base, t_offsets = _int_streams(ts)
+    v_order, v_width, v_init0, v_init1, v_base, v_offsets = _int_streams(ints)
+    v_cost = ((n - v_order) * v_width + 7) // 8 + _nbytes_many(v_init0) + _nbytes_many(v_init1)
+    v_cost += _nbytes_many(v_base)
+    decimal = clean & (v_cost < xor_cost)
+    # Rows whose decimal form has exceptions: one by one (rare: staleness markers, NaNs).
+    single = usable & ~clean
+    blobs: list[bytes] = [b""] * rows
+    for i in np.flatnonzero(single).tolist():
+        blobs[i] = encode_chunk(ts[i], vals[i])
+    idx = np.flatnonzero(~single)
+    if not idx.size:
+        return blobs
+    dec = decimal[idx]
+    zero = np.zeros(idx.size, dtype=_U64)
+    fields = np.stack([np.full(idx.size, n, dtype=_U64), t_init0[idx], t_init1[idx], t_base[idx],
+                       np.where(dec, v_init0[idx], bits[idx, 0]), np.where(dec, v_init1[idx], zero),
+                       np.where(dec, v_base[idx], zero), zero], axis=1)
+    lengths = _nbytes_many(fields)
+    v_ord = np.where(dec, v_order[idx], 1)
+    v_wid = np.where(dec, v_width[idx], xor_width[idx])
+    header = np.empty((idx.size, _FIXED), dtype=np.uint8)
+    header[:, 0] = np.where(dec, _VERSION << 4 | _DECIMAL, _VERSION << 4 | _XOR)
+    header[:, 1:5] = lengths[:, 0::2] | lengths[:, 1::2] << 4
+    header[:, 5] = t_order[idx] * 65 + t_width[idx]
+    header[:, 6] = v_ord * 65 + v_wid
+    header[:, 7] = np.where(dec, d[idx], shift[idx])
+    field_bytes = fields.astype("<u8").view(np.uint8).reshape(-1, 8, 8)
+    field_bytes = field_bytes[np.arange(8)[None, None, :] < lengths[:, :, None]]  # row by row
+    header_len = _FIXED + lengths.sum(axis=1)
+    ts_bytes = ((n - t_order[idx]) * t_width[idx] + 7) // 8
+    size = header_len + ts_bytes + ((n - v_ord) * v_wid + 7) // 8 + 4
+    starts = np.cumsum(size) - size
+    buf = np.zeros(int(size.sum()), dtype=np.uint8)
+    buf[starts[:, None] + np.arange(_FIXED)] = header
+    flen = header_len - _FIXED
+    at = np.repeat(starts + _FIXED - (np.cumsum(flen) - flen), flen) + np.arange(int(flen.sum()))
+    buf[at] = field_bytes
+    # bit-packed streams, a group of rows of equal (source, order, width) at a time
+    xor_offsets = xors >> shift.astype(_U64)[:, None]
+    ts_pos = starts + header_len
+    val_pos = ts_pos + ts_bytes
+    keys = (t_order[idx] * 65 + t_width[idx], (v_ord * 65 + v_wid) * 2 + dec)
+    for stream, (key, pos) in enumerate(zip(keys, (ts_pos, val_pos), strict=True)):
+        for k in np.unique(key).tolist():
+            if stream:
+                k, is_dec = divmod(k, 2)
+            order, width = divmod(k, 65)
+            if not width:
+                continue
+            sel = np.flatnonzero(key == (k * 2 + is_dec if stream else k))
+            source = (v_offsets[order] if is_dec else xor_offsets) if stream else t_offsets[order]
+            packed = _pack_rows(source[idx[sel]], width)
+            buf[pos[sel, None] + np.arange(packed.shape[1])] = packed
+    ends = starts + size - 4
+    view = memoryview(buf.data)
+    crcs = np.array([zlib.crc32(view[s:e]) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)],
+                    dtype="<u4")
+    buf[ends[:, None] + np.arange(4)] = crcs.view(np.uint8).reshape(-1, 4)
+    data = buf.tobytes()
+    big = size >= _ZSTD_MIN_BYTES
+    for j, (i, s, e) in enumerate(zip(idx.tolist(), starts.tolist(), (ends + 4).tolist(), strict=True)):
+        blob = data[s:e]
+        if not dec[j] and big[j]:  # what `encode_chunk` tries after the plain XOR blob
+            best = _maybe_zstd(blob)
+            if len(best) >= _ZSTD_MIN_BYTES and xor_width[i] > 8:
+                val_at = int(val_pos[j] - s)
+                body = bytes([_VERSION << 4 | _XOR_PLANES]) + blob[1:6] + bytes([65 + 64, 0])
+                body += blob[_FIXED:val_at] + xors[i].astype("<u8").view(np.uint8).reshape(-1, 8).T.tobytes()
+                planes = _maybe_zstd(body + zlib.crc32(body).to_bytes(4, "little"))
+                if len(planes) < len(best) and planes[0] & _ZSTD:
+                    best = planes
+            blob = best
+        blobs[i] = blob
+    return blobs
 
 
 def _maybe_zstd(blob: bytes) -> bytes:

@@ -6,7 +6,8 @@ except one ``bytes``. An open chunk is up to ``chunk_samples`` (120) samples, ke
 * a **raw tail** of up to ``tail`` (40) samples in row ``s`` of two 2-D arrays: timestamps as
   ``int32`` offsets from ``base_ms[s]`` (a chunk spans less than 2 h, so offsets fit) and values as
   ``float64``, 12 bytes a sample; and
-* **frozen segments**: each time the tail fills it is encoded with `encode_chunk` and appended to
+* **frozen segments**: each time the tail fills it is encoded (`encode_many`, for every series
+  whose tail filled in the same batch together) and appended to
   ``frozen[s]`` (about 1 byte a sample instead of 12).
 
 So a series costs 480 bytes of raw tail plus its frozen segments (~1-2 bytes a sample, at most
@@ -47,7 +48,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
-from watchkeeper.tsdb.chunks import decode_concat, encode_chunk
+from watchkeeper.tsdb.chunks import decode_concat, encode_chunk, encode_many
 
 CHUNK_SAMPLES = 120
 CHUNK_SPAN_MS = 2 * 3600_000
@@ -259,15 +260,19 @@ class Head:
         return "stored"
 
     def _freeze(self, slots: I64) -> None:
-        """Encode full raw tails and append them to the slots' frozen segments."""
-        for slot in slots.tolist():
-            n = int(self.count[slot])
-            ts = self.offsets[slot, :n].astype(np.int64) + self.base_ms[slot]
-            blob = encode_chunk(ts, self.values[slot, :n])
-            k = int(self.nseg[slot])
-            self.frozen[slot] += blob
-            self.seg_len[slot, k] = len(blob)
-            self.nseg[slot] = k + 1
+        """Encode full raw tails (all together, `encode_many`) and append them to the slots'
+        frozen segments."""
+        counts = self.count[slots].astype(np.int64)
+        for n in np.unique(counts).tolist():
+            group = slots[counts == n]
+            ts = self.offsets[group, :n].astype(np.int64) + self.base_ms[group, None]
+            blobs = encode_many(ts, self.values[group, :n])
+            k = self.nseg[group].astype(np.int64)
+            self.seg_len[group, k] = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+            self.nseg[group] = k + 1
+            frozen = self.frozen
+            for slot, blob in zip(group.tolist(), blobs, strict=True):
+                frozen[slot] += blob
         self.count[slots] = 0
 
     def _reset(self, slots: I64) -> None:
@@ -277,10 +282,24 @@ class Head:
             self.frozen[slot] = b""
 
     def _cut(self, slots: I64) -> list[CutChunk]:
-        chunks = []
-        for slot, (ts, vals) in zip(slots.tolist(), self._rows(slots), strict=True):
-            if len(ts):
-                chunks.append(CutChunk(slot, int(ts[0]), int(ts[-1]), encode_chunk(ts, vals), len(ts)))
+        """Close the open chunks of the slots: decode their frozen segments together, encode every
+        whole chunk of the same length together (`encode_many`)."""
+        slots = slots[self._total(slots) > 0]
+        if not len(slots):
+            return []
+        block_slots, ts, vals = self._block(slots)
+        firsts = np.flatnonzero(np.diff(block_slots)) + 1  # slots are distinct: one run each
+        starts = np.concatenate([[0], firsts])
+        lengths = np.diff(np.append(starts, len(ts)))
+        chunks: list[CutChunk] = []
+        for n in np.unique(lengths).tolist():
+            rows = np.flatnonzero(lengths == n)
+            at = starts[rows]
+            index = at[:, None] + np.arange(n)
+            blobs = encode_many(ts[index], vals[index])
+            firsts_ts, lasts_ts = ts[at].tolist(), ts[at + n - 1].tolist()
+            chunks.extend(CutChunk(int(slot), lo, hi, blob, n) for slot, lo, hi, blob in zip(
+                block_slots[at].tolist(), firsts_ts, lasts_ts, blobs, strict=True))
         self._reset(slots)
         return chunks
 

@@ -89,6 +89,7 @@ class SeriesIndex:
         self._sorted_ids = np.zeros(0, dtype=np.int64)
         self._sorted_slots = np.zeros(0, dtype=np.int64)
         self._recent: dict[int, int] = {}
+        self._recent_lookups = 0  # ids looked up in `_recent` since it was last merged
         self._pairs: list[tuple[str, str]] = []  # pair id -> (name, value), interned
         self._pair_ids: dict[tuple[str, str], int] = {}
         self._values: dict[str, dict[str, int]] = {}  # name -> value -> pair id
@@ -150,6 +151,11 @@ class SeriesIndex:
             missing = np.flatnonzero(out < 0)
             recent = self._recent
             out[missing] = [recent.get(i, -1) for i in ids[missing].tolist()]
+            # Once the dict look-ups since the last merge have cost about what a merge costs,
+            # merge: a stable set of series then stops paying a dict look-up per sample.
+            self._recent_lookups += len(missing)
+            if self._recent_lookups > len(self._sorted_ids) + len(recent):
+                self._merge_recent()
         return out
 
     def get_or_create(self, label_sets: Sequence[Labels]) -> tuple[list[int], list[int]]:
@@ -216,6 +222,7 @@ class SeriesIndex:
         order = np.argsort(ids, kind="stable")
         self._sorted_ids, self._sorted_slots = ids[order], slots[order]
         self._recent.clear()
+        self._recent_lookups = 0
 
     def _intern(self, pair: tuple[str, str]) -> int:
         pid = self._pair_ids.get(pair)

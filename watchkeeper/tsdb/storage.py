@@ -23,7 +23,8 @@ it, commit everything cut (and every series created) before, then delete the old
 series and per-series time bounds come from the database, then the WAL is replayed (samples at or
 before a series' newest persisted sample are dropped, so a replay never duplicates a chunk).
 
-**Memory.** `Storage.open` fixes glibc's mmap/trim thresholds (`tune_malloc`): with glibc's
+**Memory.** `Storage.open(malloc_tuning=True)` (the server's default, setting ``malloc_tuning``)
+fixes glibc's mmap/trim thresholds (`tune_malloc`): with glibc's
 default dynamic threshold the freed NumPy blocks of ingest stayed in the heap and RSS per active
 series was about three times the live data.
 
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -74,9 +74,9 @@ _malloc_tuned = False
 
 
 def tune_malloc() -> bool:
-    """Fix glibc's mmap and trim thresholds at 128 KiB (once per process; not on other libcs, nor
-    when ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` or ``WATCHKEEPER_MALLOC_TUNING=0``
-    are set). True if applied.
+    """Fix glibc's mmap and trim thresholds at 128 KiB (once per process; not on other libcs).
+    True if applied. `Storage.open` calls it when asked (``malloc_tuning``: the setting of that
+    name, off when glibc's own ``MALLOC_*_`` thresholds are set in the environment).
 
     By default glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed.
     The head and the persister free NumPy arrays of a few hundred KiB to a few MiB all the time,
@@ -87,8 +87,7 @@ def tune_malloc() -> bool:
     global _malloc_tuned
     if _malloc_tuned:
         return True
-    if sys.platform != "linux" or os.environ.get("WATCHKEEPER_MALLOC_TUNING", "1") == "0" or any(
-            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+    if sys.platform != "linux":
         return False
     try:
         libc = ctypes.CDLL(None)
@@ -166,13 +165,16 @@ class Storage:
     @classmethod
     def open(cls, *, data_dir: Path | None, database_url: str | None = None,
              retention_ms: int = 15 * 86400_000, out_of_order_window_ms: int = 0, wal_fsync: bool = True,
+             malloc_tuning: bool = False,
              on_wal_fsync: Callable[[float], None] | None = None) -> Storage:
         """Open (creating as needed) a store; see the class docstring for the three modes.
 
-        ``on_wal_fsync`` receives each WAL fsync's duration in seconds (for
+        ``malloc_tuning`` applies `tune_malloc` (process-wide, so the server asks for it, not every
+        library use). ``on_wal_fsync`` receives each WAL fsync's duration in seconds (for
         ``watchkeeper_wal_fsync_duration_seconds``).
         """
-        tune_malloc()
+        if malloc_tuning:
+            tune_malloc()
         if data_dir is None and database_url is None:
             return cls(MemoryChunkStore(), None, retention_ms=retention_ms,
                        out_of_order_window_ms=out_of_order_window_ms, memory=True)
