@@ -456,3 +456,27 @@ def test_a_seeded_postgresql_database_takes_new_players_and_sessions(postgres_ur
         alice = player(client)
         assert alice == 11, "ids go on after the seeded ones"
         assert session(client, alice)["id"] == 21
+
+
+def test_concurrent_joins_from_two_workers_all_land_on_sqlite(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from watchkeeper.demo import repository as repo
+
+    url = f"sqlite:///{tmp_path}/core.db"
+    engines = [repo.make_engine(url), repo.make_engine(url)]  # as two uvicorn workers would
+    repo.create_schema(engines[0])
+    repo.seed(engines[0], num_players=40, now_ms=0)
+    repo.update_session(engines[0], 1, {"max_players": 100}, now_ms=0)
+    joiners = [
+        p for p in range(1, 41) if p not in {pl["id"] for pl in repo.get_session(engines[0], 1)["players"]}
+    ]
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            rows = list(pool.map(lambda p: repo.join_session(engines[p % 2], 1, p, now_ms=p), joiners))
+        assert len(rows) == len(joiners)
+        final = repo.get_session(engines[1], 1)
+        assert final["player_count"] == 1 + len(joiners) == len(final["players"])
+    finally:
+        for engine in engines:
+            engine.dispose()
