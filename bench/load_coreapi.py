@@ -9,15 +9,20 @@ and prints average/p50/p95/p99 latency, error rate, throughput and cache hit rat
     python bench/load_coreapi.py                                # 1000 users, 60 s, monitoring on and off
     python bench/load_coreapi.py --users 200 --duration 20 --monitoring on
     python bench/load_coreapi.py --redis-url none               # in-process caches (per worker)
+    python bench/load_coreapi.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 Monitoring **on**: the SDK instruments the app (multiprocess export over both workers, cache
 and database metrics) and watchkeeper scrapes ``/metrics`` every ``--scrape-interval``.
 Monitoring **off**: ``COREAPI_INSTRUMENT=false`` (no SDK middleware, no ``/metrics``) and no
 watchkeeper. The load generator shares the machine with the servers, so its own scheduling delay
-is part of the latency it reports; its CPU time is printed to show how much of the box it took.
+is part of the latency it reports. CPU seconds during the load are printed for the generator,
+the core API (workers included), watchkeeper and the Redis server, and ``machine_cpu_busy`` is
+the share of both CPUs busy with anything (other tenants included), from /proc/stat.
 Errors are 5xx answers and requests with no answer; 4xx (a full session, a 429) are the API's
-expected refusals and are printed apart. Cache hit rate: ``X-Cache`` of cacheable GETs seen by
-the clients, and (monitoring on) ``cache_requests_total`` from the core API's ``/metrics``.
+expected refusals and are printed apart. Cache hit rate: hits / (hits + misses) over the GETs of
+the four cached resources (session, player, discovery, statistics), from the ``X-Cache`` header
+the clients saw, and (monitoring on) from ``cache_requests_total`` of those four caches on the
+core API's ``/metrics``; the rate limiter's Redis calls are not cache lookups and are not counted.
 """
 
 from __future__ import annotations
