@@ -281,6 +281,59 @@ def test_kill_9_loses_nothing_acknowledged_and_survives_a_torn_tail(opener: Open
     assert len(opener().select([M("=", "i", "0")], 250_000, 250_000)) == 1
 
 
+OOO_CRASH_SCRIPT = """
+import os, signal, sys, time
+import numpy as np
+from pathlib import Path
+from watchkeeper.labels import from_dict
+from watchkeeper.tsdb.storage import Storage
+store = Storage.open(data_dir=Path(sys.argv[1]), database_url=sys.argv[2] or None,
+                     out_of_order_window_ms=10 * 60_000)
+a, b, c = store.series_refs([from_dict({"__name__": "m", "s": s}) for s in "abc"])
+for ref, steps in ((a, 90), (b, 90), (c, 125)):  # c: a chunk of 120 cut and persisted
+    for k in range(steps):
+        assert store.append([ref], [k * 15_000], [float(k)]).accepted == 1
+late = {  # out of order, within the window; value -1
+    a: 89 * 15_000 - 300_000 + 7,  # older than the open chunk's raw tail: a chunk of its own
+    b: 89 * 15_000 - 20_000 + 3,  # inside the raw tail
+    c: 124 * 15_000 - 100_000 + 5,  # older than the open chunk: a chunk of its own
+}
+for ref, t in late.items():
+    assert store.append([ref], [t], [-1.0]).accepted == 1
+deadline = time.monotonic() + 30
+while store.stats().pending_chunks and time.monotonic() < deadline:  # the persister commits
+    time.sleep(0.01)
+print("acked", store.stats().pending_chunks, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("window_ms", [10 * 60_000, 0])
+def test_kill_9_keeps_out_of_order_samples(opener: Opener, tmp_path: Path, window_ms: int) -> None:
+    """Accepted out-of-order samples come back from the WAL after kill -9, with every other sample:
+    also when an out-of-order chunk was persisted before older samples of the open chunk, and
+    whatever the window is after the restart."""
+    url = opener.url  # type: ignore[attr-defined]
+    cmd = [sys.executable, "-c", textwrap.dedent(OOO_CRASH_SCRIPT), str(tmp_path / "data"), url or ""]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL and "acked 0" in proc.stdout, proc.stderr
+    late = {"a": 89 * 15_000 - 300_000 + 7, "b": 89 * 15_000 - 20_000 + 3, "c": 124 * 15_000 - 100_000 + 5}
+    steps = {"a": 90, "b": 90, "c": 125}
+    for _ in range(2):  # after the crash, then after a clean restart
+        store = opener(out_of_order_window_ms=window_ms)
+        got = {dict(s.labels)["s"]: s for s in store.select([], 0, 10**9)}
+        assert sorted(got) == ["a", "b", "c"]
+        for name, s in got.items():
+            expected = sorted([(k * 15_000, float(k)) for k in range(steps[name])] + [(late[name], -1.0)])
+            assert list(zip(s.timestamps_ms.tolist(), s.values.tolist(), strict=True)) == expected, name
+        # still out of order after the restart: older than the window, or without one
+        (ref,) = store.series_refs([from_dict({"__name__": "m", "s": "a"})])
+        res = store.append([ref], [10_001], [5.0])
+        assert res.accepted == 0 and res.rejected["too_old" if window_ms else "out_of_order"] == 1
+        store.close()
+
+
 def test_in_memory_mode(tmp_path: Path) -> None:
     cwd = os.getcwd()
     os.chdir(tmp_path)

@@ -150,8 +150,11 @@ class Head:
     # --- append ----------------------------------------------------------------------------------
 
     def append(self, slots: I64, timestamps_ms: I64, values: F64, *,
-               min_valid_ms: int = _NO_TS) -> AppendOutcome:
-        """Append one batch; slots must be < capacity. See the module docstring for the rules."""
+               min_valid_ms: int = _NO_TS, ooo_window_ms: int | None = None) -> AppendOutcome:
+        """Append one batch; slots must be < capacity. See the module docstring for the rules.
+        ``ooo_window_ms`` overrides the out-of-order window (WAL replay takes back every sample
+        that was accepted once, whatever the window is now)."""
+        window = self.ooo_window_ms if ooo_window_ms is None else ooo_window_ms
         slots = np.asarray(slots, dtype=np.int64)
         ts = np.asarray(timestamps_ms, dtype=np.int64)
         vals = np.asarray(values, dtype=np.float64)
@@ -162,7 +165,7 @@ class Head:
             return out
         uniq, counts = np.unique(slots, return_counts=True)
         if len(uniq) == len(slots):
-            self._append_round(np.arange(len(slots)), slots, ts, vals, min_valid_ms, out)
+            self._append_round(np.arange(len(slots)), slots, ts, vals, min_valid_ms, window, out)
         else:  # a series repeats: rounds of unique slots, each series' samples in request order
             order = np.argsort(slots, kind="stable")
             group_start = np.repeat(np.cumsum(counts) - counts, counts)
@@ -170,10 +173,11 @@ class Head:
             rank[order] = np.arange(len(slots)) - group_start
             for r in range(int(counts.max())):
                 idx = np.flatnonzero(rank == r)
-                self._append_round(idx, slots[idx], ts[idx], vals[idx], min_valid_ms, out)
+                self._append_round(idx, slots[idx], ts[idx], vals[idx], min_valid_ms, window, out)
         return out
 
-    def _append_round(self, idx: I64, s: I64, t: I64, v: F64, min_valid_ms: int, out: AppendOutcome) -> None:
+    def _append_round(self, idx: I64, s: I64, t: I64, v: F64, min_valid_ms: int, window: int,
+                      out: AppendOutcome) -> None:
         bits = v.view(np.uint64)
         last = self.last_ts[s]
         too_old = t < min_valid_ms
@@ -181,8 +185,8 @@ class Head:
         equal = (t == last) & ~too_old
         same = equal & (bits == self.last_bits[s])
         older = (t < last) & ~too_old
-        if self.ooo_window_ms:
-            in_window = older & (t >= last - self.ooo_window_ms)
+        if window:
+            in_window = older & (t >= last - window)
             too_old |= older & ~in_window
             older_rejected = np.zeros_like(older)
         else:

@@ -20,8 +20,10 @@ the database in batches (one transaction for up to 20 000 chunks), so the append
 on SQL. Queued chunks are visible to `select` until committed. The persister also checkpoints
 the WAL when it has grown past a threshold: start a new segment, write every open head sample into
 it, commit everything cut (and every series created) before, then delete the older segments. At open,
-series and per-series time bounds come from the database, then the WAL is replayed (samples at or
-before a series' newest persisted sample are dropped, so a replay never duplicates a chunk).
+series and per-series time bounds come from the database, then the WAL is replayed: a sample newer
+than its series' persisted data goes to the head; an older one (an out-of-order chunk can be
+persisted before older samples of the open chunk) is looked up in the persisted chunks and, if
+missing, restored in a chunk of its own, so a replay neither loses nor duplicates a sample.
 
 **Memory.** `Storage.open(malloc_tuning=True)` (the server's default, setting ``malloc_tuning``)
 fixes glibc's mmap/trim thresholds (`tune_malloc`): with glibc's
@@ -42,6 +44,7 @@ that block. Nothing is cached.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import sys
 import threading
@@ -54,7 +57,7 @@ import numpy.typing as npt
 
 from watchkeeper.errors import StorageError
 from watchkeeper.labels import Labels, Matcher
-from watchkeeper.tsdb.chunks import Blob, decode_concat
+from watchkeeper.tsdb.chunks import Blob, decode_concat, encode_chunk
 from watchkeeper.tsdb.chunkstore import ChunkBatch, ChunkRow, ChunkStore, MemoryChunkStore, SqlChunkStore
 from watchkeeper.tsdb.head import REASONS, CutChunk, Head
 from watchkeeper.tsdb.index import SeriesIndex
@@ -66,6 +69,8 @@ log = logging.getLogger(__name__)
 
 _NO_TS = np.iinfo(np.int64).min
 _COMMIT_BATCH = 20_000
+_REPLAY_WINDOW_MS = 1 << 61  # replay: any out-of-order sample (each was accepted once)
+_RECOVER_BATCH = 1 << 20  # WAL samples older than their series' persisted data, checked at a time
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
@@ -199,6 +204,10 @@ class Storage:
     # --- start-up ---------------------------------------------------------------------------------
 
     def _load(self) -> None:
+        """Series and per-series bounds from the database, then the WAL replayed (module docstring).
+
+        Every sample in the WAL was accepted once, so it is taken back whatever the out-of-order
+        window is now."""
         assert self._wal is not None
         for sid, enc in self._store.load_series():
             self._index.add(sid, decode_labels(enc))
@@ -206,27 +215,87 @@ class Storage:
         ids, lo, hi = self._store.series_bounds()
         slots = self._index.slots_of(ids)
         known = slots >= 0
-        self._head.note_persisted(slots[known], lo[known], hi[known])
+        persisted_hi = np.full(self._head.capacity, _NO_TS, dtype=np.int64)
+        persisted_hi[slots[known]] = hi[known]
         if len(hi):
             self._max_ts = int(hi.max())
         replayed = False
+        older: list[tuple[I64, I64, F64]] = []
+        n_older = 0
         for rec in self._wal.replay():
             replayed = True
             if isinstance(rec, SamplesRecord):
                 slots = self._index.slots_of(rec.ids)
                 ok = slots >= 0
-                out = self._head.append(slots[ok], rec.timestamps_ms[ok], rec.values[ok])
-                if len(rec.timestamps_ms):
-                    self._max_ts = max(self._max_ts, int(rec.timestamps_ms.max()))
+                slots, ts, vals = slots[ok], rec.timestamps_ms[ok], rec.values[ok]
+                fresh = ts > persisted_hi[slots]
+                out = self._head.append(slots[fresh], ts[fresh], vals[fresh], ooo_window_ms=_REPLAY_WINDOW_MS)
+                if not fresh.all():
+                    stale = ~fresh
+                    older.append((slots[stale], ts[stale], vals[stale]))
+                    n_older += int(stale.sum())
+                if len(ts):
+                    self._max_ts = max(self._max_ts, int(ts.max()))
                 self._enqueue(out.chunks)
+                if n_older > _RECOVER_BATCH:
+                    self._recover(older)
+                    older, n_older = [], 0
             else:
                 for sid, labels in zip(rec.ids, rec.labels, strict=True):
                     if self._index.slot_of(sid) is None:
                         self._queue.series.append((sid, encode_labels(labels)))
                     self._index.add(sid, labels)
                 self._grow()
+                grow = self._head.capacity - len(persisted_hi)
+                if grow > 0:
+                    persisted_hi = np.concatenate([persisted_hi, np.full(grow, _NO_TS, np.int64)])
+        if older:
+            self._recover(older)
+        # From now on samples older than the persisted data are out of order, as before the crash.
+        slots = self._index.slots_of(ids)
+        known = slots >= 0
+        self._head.note_persisted(slots[known], lo[known], hi[known])
         if replayed:
             self._checkpoint()
+
+    def _recover(self, parts: list[tuple[I64, I64, F64]]) -> None:
+        """Restore the WAL samples (at or before their series' newest persisted sample) that the
+        database does not hold: one chunk per series, queued for the database like a cut chunk."""
+        slots = np.concatenate([p[0] for p in parts])
+        ts = np.concatenate([p[1] for p in parts])
+        vals = np.concatenate([p[2] for p in parts])
+        ids = self._index.ids[slots]
+        batch = self._store.read(np.unique(ids).tolist(), int(ts.min()), int(ts.max()))
+        p_ts, _, offsets = decode_concat(batch.blobs)
+        p_ids = np.repeat(batch.series_ids, np.diff(offsets))
+        # WAL and persisted samples sorted together by (series, time), the persisted first on a tie
+        # and WAL samples in WAL order (lexsort is stable).
+        all_ids = np.concatenate([p_ids, ids])
+        all_ts = np.concatenate([p_ts, ts])
+        from_wal = np.concatenate([np.zeros(len(p_ids), bool), np.ones(len(ids), bool)])
+        order = np.lexsort((from_wal, all_ts, all_ids))
+        s_ids, s_ts = all_ids[order], all_ts[order]
+        run_start = np.ones(len(order), dtype=bool)
+        run_start[1:] = (s_ids[1:] != s_ids[:-1]) | (s_ts[1:] != s_ts[:-1])
+        run_end = np.append(run_start[1:], True)
+        first_of_run = np.maximum.accumulate(np.where(run_start, np.arange(len(order)), 0))
+        # The last WAL sample of each (series, time) of which nothing is persisted.
+        missing = run_end & from_wal[order][first_of_run]
+        if not missing.any():
+            return
+        pick = order[missing] - len(p_ids)  # into the WAL arrays, by (series, time)
+        r_slots, r_ts, r_vals = slots[pick], ts[pick], vals[pick]
+        cuts = [0, *(np.flatnonzero(np.diff(r_slots)) + 1).tolist(), len(pick)]
+        chunks = []
+        first_ts = self._head.first_ts
+        for a, b in itertools.pairwise(cuts):
+            slot = int(r_slots[a])
+            chunks.append(CutChunk(slot, int(r_ts[a]), int(r_ts[b - 1]), encode_chunk(r_ts[a:b], r_vals[a:b]),
+                                   b - a))
+            first_ts[slot] = min(int(first_ts[slot]), int(r_ts[a]))
+        log.warning("WAL replay restored %d samples of %d series that the database did not hold",
+                    len(pick), len(chunks))
+        self._enqueue(chunks)
 
     def _grow(self) -> None:
         n = self._index.num_slots
