@@ -112,7 +112,8 @@ def test_a_token_made_by_the_cli_works_at_once_and_ingests_as_its_tenant(
     token = out.getvalue().strip()
     assert token.startswith("wk_")
     url = base + "/api/v1/import/prometheus"
-    assert httpx.post(url, content=b"ci_metric 1\n", headers=bearer(token)).status_code == 204
+    posted = httpx.post(url, content=b"ci_metric 1\n", headers=bearer(token))
+    assert posted.status_code == 204, posted.text
     # write without read: it cannot query
     assert httpx.get(base + "/api/v1/labels", headers=bearer(token)).status_code == 403
 
@@ -129,6 +130,7 @@ def test_nothing_configured_on_a_public_bind_reads_but_never_writes(serve_with: 
     assert httpx.get(base + "/api/v1/query", params={"query": "1"}).status_code == 200
     r = httpx.post(base + "/api/v2/silences", json=SILENCE)
     assert r.status_code == 401 and "'write' scope" in r.json()["error"]
+    assert "binds 0.0.0.0, not a loopback address" in r.json()["error"]
     assert httpx.post(base + "/-/reload").status_code == 401
     assert httpx.post(base + "/api/v1/import/prometheus", content=b"m 1\n").status_code == 401
 
@@ -160,3 +162,14 @@ def test_request_bodies_are_limited_everywhere(serve_with: Callable[..., str]) -
     )
     assert chunked.status_code == 413
     assert httpx.post(base + "/api/v2/silences", json=SILENCE).status_code == 200
+
+
+def test_tokens_in_the_database_alone_close_the_open_default(
+    serve_with: Callable[..., str], tmp_path: Any
+) -> None:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli_main(["tokens", "--data-dir", str(tmp_path / "data0"), "create", "--name", "g"]) == 0
+    base = serve_with()  # nothing in the config, loopback: open, were it not for that token
+    assert httpx.get(base + "/api/v1/labels").status_code == 401
+    assert httpx.get(base + "/api/v1/labels", headers=bearer(out.getvalue().strip())).status_code == 200

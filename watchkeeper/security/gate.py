@@ -165,12 +165,18 @@ class SecurityGate:
                     )
                     await _redirect(send, "/login?next=" + quote(target, safe=""))
                     return
+                how = "send 'Authorization: Bearer <token>' or log in"
+                if gk.unconfigured():
+                    how = (
+                        f"no API token or user is configured and the server binds {gk.bind_host}, not a "
+                        "loopback address, so anonymous requests may only read; create one with "
+                        "'watchkeeper tokens create' (docs/security.md)"
+                    )
                 await _refuse(
                     send,
                     path,
                     401,
-                    f"authentication required: this request needs the {needed!r} scope "
-                    "(send 'Authorization: Bearer <token>' or log in)",
+                    f"authentication required: this request needs the {needed!r} scope ({how})",
                 )
                 return
             await _refuse(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+from pathlib import Path
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 
 from watchkeeper.collector.auth import IngestAuth, is_loopback
@@ -39,9 +41,13 @@ def install_security(app: FastAPI, settings: Settings, ingest_auth: IngestAuth) 
     """Add the gate and the headers middleware to `app` (outermost), the login routes when users
     are configured, and let `ingest_auth` accept every API token with the ``write`` scope."""
     sec = settings.security
-    store = TokenStore(make_engine(settings.database_url or sqlite_url(settings.data_dir)))
-    registry = TokenRegistry(configured_tokens(settings), store)
+    store = TokenStore(make_engine(_database_url(settings)))
+    app_state = getattr(app.state, "watchkeeper", None)  # create_app's AppState: is the store open?
+    registry = TokenRegistry(
+        configured_tokens(settings), store, ready=lambda: getattr(app_state, "storage", True) is not None
+    )
     ingest_auth.resolver = registry
+    _first_read(registry, settings)
     secret = sec.session_secret.get_secret_value().encode() if sec.session_secret else secrets.token_bytes(32)
     signer = SessionSigner(secret, max_age_seconds=sec.session_max_age_seconds)
     proxy = sec.proxy_auth
@@ -83,3 +89,20 @@ def install_security(app: FastAPI, settings: Settings, ingest_auth: IngestAuth) 
         )
     app.state.security = gatekeeper
     return gatekeeper
+
+
+def _database_url(settings: Settings) -> str:
+    return settings.database_url or sqlite_url(settings.data_dir)
+
+
+def _first_read(registry: TokenRegistry, settings: Settings) -> None:
+    """Read a SQLite file's tokens now, before the store opens (a local file answers at once; a
+    missing one holds none). A database server is read once the store is open: until then its
+    tokens are unknown and the server is closed rather than open."""
+    url = sa.engine.make_url(_database_url(settings))
+    if url.get_backend_name() != "sqlite":
+        return
+    if not url.database or not Path(url.database).exists():
+        registry.assume_empty()
+        return
+    registry.refresh()

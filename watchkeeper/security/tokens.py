@@ -18,7 +18,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -125,10 +125,13 @@ class TokenStore:
         return bool(result.rowcount)
 
     def list(self, *, include_revoked: bool = False) -> list[TokenRecord]:
+        """The tokens (none when the table was never migrated)."""
         query = sa.select(tokens_table).order_by(tokens_table.c.name)
         if not include_revoked:
             query = query.where(tokens_table.c.revoked_ms.is_(None))
         with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(tokens_table.name):
+                return []
             rows = conn.execute(query).all()
         return [
             TokenRecord(
@@ -151,19 +154,30 @@ class TokenRegistry:
         store: TokenStore | None = None,
         *,
         refresh_seconds: float = 5.0,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self._configured = {t.token_sha256.lower(): t for t in configured}
         self._stored: dict[str, TokenRecord] = {}
         self.store = store
         self.refresh_seconds = refresh_seconds
         self._refreshed_at: float | None = None
+        self._miss_refreshed_at: float | None = None
+        self.ready = ready
+        self._loaded = store is None
+        """Whether the database's tokens were read once: until then there may be some."""
+        """False while the app's store opens (and migrates): the table is not read before."""
         self._lock = threading.Lock()
 
     def has_tokens(self) -> bool:
-        return bool(self._configured or self._stored)
+        """Whether any token is known, or may be (the database was not read yet: closed, not open)."""
+        return bool(self._configured or self._stored) or not self._loaded
+
+    def assume_empty(self) -> None:
+        """The database does not exist yet, so it holds no tokens."""
+        self._loaded = True
 
     def is_stale(self, now_seconds: float | None = None) -> bool:
-        if self.store is None:
+        if self.store is None or not self.ready():
             return False
         now = time.monotonic() if now_seconds is None else now_seconds
         return self._refreshed_at is None or now - self._refreshed_at >= self.refresh_seconds
@@ -180,12 +194,18 @@ class TokenRegistry:
                 log.debug("api tokens not readable", extra={"error": type(exc).__name__})
                 return
             self._stored = {r.token_sha256: r for r in records}
+            self._loaded = True
 
     def may_refresh_on_miss(self, min_interval_seconds: float = 0.1) -> bool:
-        """An unknown token may be one the CLI just made: re-read (at most ten times a second)."""
-        if self.store is None or self._refreshed_at is None:
-            return self.store is not None
-        return time.monotonic() - self._refreshed_at >= min_interval_seconds
+        """An unknown token may be one the CLI just made: re-read, at most ten times a second for
+        unknown tokens (a flood of bad tokens costs the database little)."""
+        if self.store is None or not self.ready():
+            return False
+        now = time.monotonic()
+        if self._miss_refreshed_at is not None and now - self._miss_refreshed_at < min_interval_seconds:
+            return False
+        self._miss_refreshed_at = now
+        return True
 
     def refresh_if_stale(self) -> None:
         if self.is_stale():
