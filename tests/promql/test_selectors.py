@@ -208,3 +208,19 @@ def test_shared_selects_give_the_same_answers_and_fetch_once(query: str) -> None
     shared.forget()
     engine.instant(query, 30_000, reader=shared)
     assert CountingStore.fetches == 2 * distinct
+
+
+def test_shared_selects_keep_at_most_max_bytes() -> None:
+    store = CountingStore()
+    for name in ("a", "b", "c"):  # each selection: 2 timestamps + 2 values + 2 offsets = 48 bytes
+        store.add({"__name__": name}, [0, 10_000], [1.0, 2.0])
+    shared = selectors.SharedSelects(store, max_bytes=100)
+    engine = Engine(store)
+    CountingStore.fetches = 0
+    for name in ("a", "b", "a", "c", "a", "b"):
+        got = engine.instant(name, 10_000, reader=shared)
+        assert [s.values.tolist() for s in got.series] == [[2.0]]
+    # a, b fetched; a remembered; c pushes out the oldest (a); a again pushes out b; b again
+    assert CountingStore.fetches == 5
+    assert selectors.SharedSelects(store, max_bytes=10).select_concat(
+        [Matcher.parse_op("=", "__name__", "a")], 0, 10_000)[2].tolist() == [1.0, 2.0]  # too big: not kept

@@ -83,32 +83,43 @@ class SharedSelects:
 
     Rules of one group are evaluated at one timestamp and often select the same series (a warning
     and a critical threshold on one expression): this fetches and decodes them once. The arrays it
-    hands out are read-only, so no caller can change another's result. Only for a short scope in
+    hands out are read-only, so no caller can change another's result. It keeps at most
+    ``max_bytes`` of samples (the most recent selections; a bigger one is not kept), so a group of
+    many large, distinct selections holds no more memory than before. Only for a short scope in
     which the store is treated as unchanged: call :meth:`forget` after writing to it.
 
     >>> shared = SharedSelects(storage)                                        # doctest: +SKIP
     >>> engine.instant("rate(x[5m]) > 1", t, reader=shared)                    # doctest: +SKIP
     """
 
-    __slots__ = ("_memo", "reader")
+    __slots__ = ("_bytes", "_memo", "max_bytes", "reader")
 
-    def __init__(self, reader: SeriesReader) -> None:
+    def __init__(self, reader: SeriesReader, *, max_bytes: int = 64 << 20) -> None:
         self.reader = reader
+        self.max_bytes = max_bytes
         self._memo: dict[tuple[tuple[Matcher, ...], int, int], tuple[list[Labels], I64, F64, I64]] = {}
+        self._bytes = 0
 
     def select_concat(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
     ) -> tuple[list[Labels], I64, F64, I64]:
         key = (tuple(matchers), start_ms, end_ms)
         hit = self._memo.get(key)
-        if hit is None:
-            labels, ts, vals, offsets = select_concat(self.reader, matchers, start_ms, end_ms)
-            ts, vals = np.asarray(ts, dtype=np.int64), np.asarray(vals, dtype=np.float64)
-            offsets = np.asarray(offsets, dtype=np.int64)
-            for array in (ts, vals, offsets):
-                array.flags.writeable = False
-            hit = self._memo[key] = (labels, ts, vals, offsets)
-        return list(hit[0]), hit[1], hit[2], hit[3]
+        if hit is not None:
+            return list(hit[0]), hit[1], hit[2], hit[3]
+        labels, ts, vals, offsets = select_concat(self.reader, matchers, start_ms, end_ms)
+        ts, vals = np.asarray(ts, dtype=np.int64), np.asarray(vals, dtype=np.float64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        for array in (ts, vals, offsets):
+            array.flags.writeable = False
+        size = ts.nbytes + vals.nbytes + offsets.nbytes
+        if size <= self.max_bytes:
+            while self._memo and self._bytes + size > self.max_bytes:  # the oldest go first
+                _, old_ts, old_vals, old_offsets = self._memo.pop(next(iter(self._memo)))
+                self._bytes -= old_ts.nbytes + old_vals.nbytes + old_offsets.nbytes
+            self._memo[key] = (labels, ts, vals, offsets)
+            self._bytes += size
+        return list(labels), ts, vals, offsets
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
         labels, ts, vals, offsets = self.select_concat(matchers, start_ms, end_ms)
@@ -125,6 +136,7 @@ class SharedSelects:
     def forget(self) -> None:
         """Drop everything remembered (the store was written to)."""
         self._memo.clear()
+        self._bytes = 0
 
 
 def _subset(c: _Concat, keep: Bool) -> _Concat:
