@@ -47,7 +47,7 @@ import httpx
 import uvloop
 
 from watchkeeper.demo import repository as repo
-from watchkeeper.demo.traffic import TrafficConfig, run_traffic
+from watchkeeper.demo.traffic import TrafficConfig, TrafficStats, percentile_ms, run_traffic
 
 CACHES = ("session", "player", "discovery", "statistics")
 
@@ -235,10 +235,13 @@ def _run(args: argparse.Namespace, monitoring: bool, work: Path, db_url: str) ->
         load0 = _machine_cpu_seconds()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            stats = runner.run(run_traffic(config))
+            stats, lags = runner.run(_traffic_and_lag(config))
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         elapsed = (stats.ended or time.monotonic()) - stats.started
         summary = stats.summary()
+        lags.sort()
+        summary["generator_lag_p95_ms"] = round(percentile_ms(lags, 0.95), 1)
+        summary["generator_lag_max_ms"] = round(lags[-1] * 1000, 1) if lags else None
         summary["monitoring"] = "on" if monitoring else "off"
         summary["generator_cpu_seconds"] = round(
             (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), 1
@@ -269,6 +272,24 @@ def _run(args: argparse.Namespace, monitoring: bool, work: Path, db_url: str) ->
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+async def _traffic_and_lag(config: TrafficConfig) -> tuple[TrafficStats, list[float]]:
+    """Run the traffic, and measure the generator's own event-loop lag meanwhile (how late a
+    50 ms sleep wakes up): a request's latency includes the time its answer waited for the loop."""
+    lags: list[float] = []
+
+    async def probe() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.05)
+            lags.append(time.perf_counter() - started - 0.05)
+
+    task = asyncio.create_task(probe())
+    try:
+        return await run_traffic(config), lags
+    finally:
+        task.cancel()
 
 
 def _machine_cpu_seconds() -> float:
@@ -322,6 +343,7 @@ def main() -> None:
         "cache_hit_rate",
         "server_cache_hit_rate",
         "generator_cpu_seconds",
+        "generator_lag_p95_ms",
         "coreapi_cpu_seconds",
         "watchkeeper_cpu_seconds",
         "redis_cpu_seconds",
