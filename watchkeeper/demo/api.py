@@ -5,8 +5,11 @@ from watchkeeper.demo import CoreApiSettings, coreapi_app
 app = coreapi_app(CoreApiSettings(database_url="sqlite:///./data/coreapi.db", redis_url=None))
 ```
 
-Reads go cache first (`ApiCache`); a hit returns the cached JSON bytes untouched. Database work
-runs in worker threads. Middleware, outermost first: the SDK's metrics, rate limiting, gzip.
+Reads go cache first (`ApiCache`); a hit returns the cached bytes untouched (large ones are
+cached gzip-compressed and go out as they are to clients that accept gzip). With Redis, the rate
+limiter's script reads the request's cache key on its way (`cache_prefetch`), so a cached read
+costs one Redis round trip. Database work runs in worker threads. Middleware, outermost first:
+the SDK's metrics, rate limiting, gzip.
 """
 
 from __future__ import annotations

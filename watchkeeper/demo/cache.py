@@ -19,6 +19,9 @@ the entry's *cutoff*: the start time of the last session it lists when the resul
 can only enter the results whose cutoff is >= ``t``, so a new game next week does not drop the
 searches that list tonight's games (the searches the traffic repeats most).
 
+Values are the answer's JSON bytes, gzip-compressed when at least ``gzip_minimum_size_bytes``
+and gzip is on (`ApiCache.encode`, `is_gzip`).
+
 ```python
 cache = ApiCache(MemoryBackend(CacheMetrics(registry)), settings)
 await cache.put(cache.session_key(7), b'{"id": 7}', cache.session_ttl)
