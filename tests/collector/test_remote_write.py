@@ -104,6 +104,14 @@ def test_non_canonical_encodings() -> None:
     assert d.sample_series.tolist() == [0, 0, 0, 1]
 
 
+def test_series_of_16_kib_and_more_take_the_general_walk() -> None:
+    """A series length of three varint bytes is outside the fast walk's shape: same answer."""
+    items = [([("__name__", "m"), ("big", "x" * size)], [(NOW, 1.0)]) for size in (10, 20_000, 10)]
+    got = decoded_items(write_request(items, sort=False))
+    assert [g[0] for g in got] == [labels for labels, _ in items]
+    assert [g[1] for g in got] == [[(NOW, bits(1.0))]] * 3
+
+
 def test_labels_split_by_samples_are_joined() -> None:
     body = field(1, field(1, label("__name__", "m")) + field(2, sample(NOW, 1.0)) + field(1, label("a", "b")))
     d = decode_write_request(body)

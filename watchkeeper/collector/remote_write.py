@@ -1,12 +1,14 @@
 """Prometheus remote-write 1.0: snappy (block format) + protobuf ``prompb.WriteRequest``.
 
 The decoder is hand-written for speed. Each ``TimeSeries`` is found with a short loop over the
-top-level fields; its label bytes, exactly as sent, are the key of a cache that maps them to a
-series ref, so label parsing and validation happen once per series, not once per sample. In the
-common case (one sample per series, labels first, the sample last) the labels are found without
-walking them: the last 18 bytes are tried as a sample field, and the rest is accepted as labels
-only when the cache already knows those bytes as a complete, validated label list -- which makes
-the guess exact, not a heuristic. Samples are then decoded for the whole request at once with NumPy.
+top-level fields (in the usual message, TimeSeries only, each under 16 KiB, a loop that only
+follows the length bytes, its tags checked afterwards with NumPy); its label bytes, exactly as
+sent, are the key of a cache that maps them to a series ref, so label parsing and validation
+happen once per series, not once per sample. In the common case (one sample per series, labels
+first, the sample last) the labels are found without walking them: the last 18 bytes are tried
+as a sample field, and the rest is accepted as labels only when the cache already knows those
+bytes as a complete, validated label list -- which makes the guess exact, not a heuristic.
+Samples are then decoded for the whole request at once with NumPy.
 
 >>> from watchkeeper.collector.remote_write import decode_write_request
 >>> decode_write_request(b"").keys
@@ -73,9 +75,88 @@ def decode_write_request(buf: bytes, cache: Mapping[bytes, int] | None = None) -
         raise DecodeError("protobuf decode error: message is truncated") from None
 
 
-def _decode(buf: bytes, cache: Mapping[bytes, int]) -> DecodedWrite:
+def _series_spans_fast(buf: bytes) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+    """Where each TimeSeries body starts and ends, for the usual message: nothing but TimeSeries
+    fields, each under 16 KiB. The walk only follows the length bytes; the tags and varint ends
+    are checked afterwards, all at once. None when the message is anything else."""
     n = len(buf)
-    # 1. the chain of top-level fields: where each TimeSeries body starts and ends
+    tags: list[int] = []
+    add = tags.append
+    p = 0
+    try:
+        while p < n:
+            add(p)
+            b = buf[p + 1]
+            p += 2 + b if b < 0x80 else 3 + ((b & 0x7F) | (buf[p + 2] << 7))
+    except IndexError:
+        return None
+    if p != n:
+        return None
+    a = np.frombuffer(buf, dtype=np.uint8)
+    t = np.array(tags, dtype=np.int64)
+    b1 = a[t + 1].astype(np.int64)
+    one = b1 < 0x80
+    b2 = a[np.where(one, t, t + 2)].astype(np.int64)  # (a valid index either way)
+    if not (a[t] == 0x0A).all() or (b2[~one] >= 0x80).any():
+        return None
+    starts = t + np.where(one, 2, 3)
+    return starts, starts + np.where(one, b1, (b1 & 0x7F) | (b2 << 7))
+
+
+def _decode(buf: bytes, cache: Mapping[bytes, int]) -> DecodedWrite:
+    spans = _series_spans_fast(buf)
+    if spans is None:
+        start_arr, end_arr = _series_spans(buf)
+    else:
+        start_arr, end_arr = spans
+    count = len(start_arr)
+    if not count:
+        return DecodedWrite()
+    starts: list[int] = start_arr.tolist()
+    # 2. the common case, one canonical sample after the labels, for all series at once
+    a = np.frombuffer(buf, dtype=np.uint8)
+    sp = end_arr - (_SAMPLE_FIELD_LEN + 2)
+    safe = np.maximum(sp, 0)
+    guess = (sp >= start_arr) & (a[safe] == 0x12) & (a[safe + 1] == _SAMPLE_FIELD_LEN)
+    sp_list = np.where(guess, sp, start_arr).tolist()
+    keys = [buf[s:t] for s, t in zip(starts, sp_list, strict=True)]
+    found = list(map(cache.get, keys))
+    if None not in found and guess.all():
+        refs: list[int] = found  # type: ignore[assignment]
+        ts, values = _decode_samples(buf, sp + 2, np.full(count, _SAMPLE_FIELD_LEN, dtype=np.int64))
+        return DecodedWrite(keys, refs, np.arange(count, dtype=np.int64), ts, values)
+    hit = guess & np.array([r is not None for r in found], dtype=bool)
+    # 3. the general case, series by series where the guess did not hold
+    ends: list[int] = end_arr.tolist()
+    get = cache.get
+    refs = [-1] * count
+    s_series: list[int] = []
+    s_pos: list[int] = []
+    s_len: list[int] = []
+    hit_list = hit.tolist()
+    for i in range(count):
+        if hit_list[i]:
+            refs[i] = found[i] or 0  # a hit, never None
+            s_series.append(i)
+            s_pos.append(sp_list[i] + 2)
+            s_len.append(_SAMPLE_FIELD_LEN)
+            continue
+        key, samples = _parse_series(buf, starts[i], ends[i])
+        keys[i] = key
+        ref = get(key)
+        refs[i] = -1 if ref is None else ref
+        for pos, length in samples:
+            s_series.append(i)
+            s_pos.append(pos)
+            s_len.append(length)
+    ts, values = _decode_samples(buf, np.array(s_pos, dtype=np.int64), np.array(s_len, dtype=np.int64))
+    return DecodedWrite(keys, refs, np.array(s_series, dtype=np.int64), ts, values)
+
+
+def _series_spans(buf: bytes) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Where each TimeSeries body starts and ends, any message (metadata and unknown fields are
+    skipped)."""
+    n = len(buf)
     starts: list[int] = []
     ends: list[int] = []
     add_start, add_end = starts.append, ends.append
@@ -102,47 +183,7 @@ def _decode(buf: bytes, cache: Mapping[bytes, int]) -> DecodedWrite:
         add_end(p)
     if p > n:
         raise DecodeError("protobuf decode error: series runs past the end of the message")
-    count = len(starts)
-    if not count:
-        return DecodedWrite()
-    # 2. the common case, one canonical sample after the labels, for all series at once
-    a = np.frombuffer(buf, dtype=np.uint8)
-    start_arr = np.array(starts, dtype=np.int64)
-    sp = np.array(ends, dtype=np.int64) - (_SAMPLE_FIELD_LEN + 2)
-    safe = np.maximum(sp, 0)
-    guess = (sp >= start_arr) & (a[safe] == 0x12) & (a[safe + 1] == _SAMPLE_FIELD_LEN)
-    sp_list = np.where(guess, sp, start_arr).tolist()
-    keys = [buf[s:t] for s, t in zip(starts, sp_list, strict=True)]
-    found = list(map(cache.get, keys))
-    if None not in found and guess.all():
-        refs: list[int] = found  # type: ignore[assignment]
-        ts, values = _decode_samples(buf, sp + 2, np.full(count, _SAMPLE_FIELD_LEN, dtype=np.int64))
-        return DecodedWrite(keys, refs, np.arange(count, dtype=np.int64), ts, values)
-    hit = guess & np.array([r is not None for r in found], dtype=bool)
-    # 3. the general case, series by series where the guess did not hold
-    get = cache.get
-    refs = [-1] * count
-    s_series: list[int] = []
-    s_pos: list[int] = []
-    s_len: list[int] = []
-    hit_list = hit.tolist()
-    for i in range(count):
-        if hit_list[i]:
-            refs[i] = found[i] or 0  # a hit, never None
-            s_series.append(i)
-            s_pos.append(sp_list[i] + 2)
-            s_len.append(_SAMPLE_FIELD_LEN)
-            continue
-        key, samples = _parse_series(buf, starts[i], ends[i])
-        keys[i] = key
-        ref = get(key)
-        refs[i] = -1 if ref is None else ref
-        for pos, length in samples:
-            s_series.append(i)
-            s_pos.append(pos)
-            s_len.append(length)
-    ts, values = _decode_samples(buf, np.array(s_pos, dtype=np.int64), np.array(s_len, dtype=np.int64))
-    return DecodedWrite(keys, refs, np.array(s_series, dtype=np.int64), ts, values)
+    return np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
 
 
 def _parse_series(buf: bytes, p: int, e: int) -> tuple[bytes, list[tuple[int, int]]]:
@@ -333,6 +374,20 @@ class SampleStore(Protocol):
     ) -> AppendResultLike: ...
 
 
+@dataclass(frozen=True, slots=True)
+class AppendedSamples:
+    """What `RemoteWriteIngester.after_append` receives after the WAL commit (for remote-write out):
+    per sample its series (index into `keys`, the label bytes as sent), store ref, time and value.
+    `complete` is False when the store refused some of them (which ones is not known)."""
+
+    keys: list[bytes]
+    sample_series: npt.NDArray[np.int64]
+    refs: npt.NDArray[np.int64]
+    timestamps_ms: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+    complete: bool
+
+
 @dataclass(slots=True)
 class IngestReport:
     """What became of one request: samples accepted, samples rejected by reason, and why."""
@@ -374,6 +429,7 @@ class RemoteWriteIngester:
         self.metrics = metrics
         self.clock_ms = clock_ms
         self.max_future_ms = max_future_ms
+        self.after_append: Callable[[AppendedSamples], None] | None = None  # remote-write out
         self._refs: dict[bytes, int] = {}  # raw label bytes as sent -> series ref
         self._lock = threading.Lock()
         # Requests run concurrently; `exclusive` (retention) waits for them and holds new ones off,
@@ -449,6 +505,10 @@ class RemoteWriteIngester:
             for reason, count in result.rejected.items():
                 if count:
                     report.rejected[reason] = report.rejected.get(reason, 0) + int(count)
+            sink = self.after_append
+            if sink is not None and report.accepted:
+                series = decoded.sample_series[keep]
+                sink(AppendedSamples(decoded.keys, series, sample_refs, ts, values, not result.rejected))
         if self.metrics is not None:
             self.metrics.ingest_samples.inc(report.accepted)
             for reason, count in report.rejected.items():
