@@ -266,3 +266,26 @@ groups:
     firing = sorted((lb["alertname"], lb["job"]) for lb, _ in env.query("ALERTS", 60_000))
     assert firing == [("Again", "api"), ("Crit", "api"), ("Rec", "api"), ("Rec", "web"), ("Warn", "api"),
                       ("Warn", "web")]
+
+
+def test_an_engine_wrapper_without_a_reader_evaluates_without_sharing(env: Env) -> None:
+    from watchkeeper.promql.values import QueryResult
+    from watchkeeper.rules.evaluation import GroupRuntime, engine_query, evaluate_group
+    from watchkeeper.rules.manager import StoreWriter
+    from watchkeeper.rules.model import parse_rule_file
+
+    class Wrapper:  # like the results-cache engine: instant(query, time) only, no .reader
+        def __init__(self, engine: object) -> None:
+            self.inner = engine
+
+        def instant(self, query: object, time_ms: int) -> QueryResult:
+            return self.inner.instant(query, time_ms)  # type: ignore[attr-defined,no-any-return]
+
+    env.add({"__name__": "up", "job": "api"}, [(0, 0.0)])
+    groups, errors = parse_rule_file(
+        "groups:\n  - name: g\n    rules:\n"
+        "      - {alert: Down, expr: up == 0}\n      - {alert: Down2, expr: up < 1}\n", "f.yml")
+    assert errors == []
+    evaluate_group(groups[0], GroupRuntime(), ts_ms=0, query=engine_query(Wrapper(env.engine)),
+                   writer=StoreWriter(env.storage))
+    assert sorted(lb["alertname"] for lb, _ in env.query("ALERTS", 0)) == ["Down", "Down2"]

@@ -309,8 +309,12 @@ class EngineQuery:
 
     @contextlib.contextmanager
     def shared_selects(self) -> Iterator[Callable[[], None]]:
+        reader = getattr(self.engine, "reader", None)
+        if reader is None:  # an engine wrapper that reads through another: no sharing
+            yield _nothing
+            return
         outer = getattr(self._local, "shared", None)
-        shared = self._local.shared = SharedSelects(self.engine.reader)
+        shared = self._local.shared = SharedSelects(reader)
         try:
             yield shared.forget
         finally:
