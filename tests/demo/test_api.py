@@ -284,13 +284,13 @@ def test_metrics_are_exposed(client: TestClient) -> None:
     alice, bob = player(client, "alice"), player(client, "bob")
     sid = session(client, alice, region="ap-south")["id"]
     client.post(f"/sessions/{sid}/join", json={"player_id": bob})
-    client.get(f"/sessions/{sid}")  # the join invalidated it: a miss, then a hit
+    client.get(f"/sessions/{sid}")  # the join wrote its new state: two hits
     client.get(f"/sessions/{sid}")
     client.get("/discovery", params={"lat": 1, "lon": 2, "radius_km": 5})
     text = client.get("/metrics").text
     expected = [
         'http_requests_total{method="GET",route="/sessions/{session_id}",status="200"} 2.0',
-        'cache_requests_total{cache="session",result="hit"} 1.0',
+        'cache_requests_total{cache="session",result="hit"} 2.0',
         'coreapi_session_joins_total{region="ap-south",sport="football"} 1.0',
         'coreapi_sessions_created_total{region="ap-south",sport="football"} 1.0',
         'coreapi_players_registered_total{region="eu-west"} 2.0',
@@ -480,3 +480,42 @@ def test_concurrent_joins_from_two_workers_all_land_on_sqlite(tmp_path: Path) ->
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_a_join_writes_the_sessions_new_state_and_an_older_one_cannot_replace_it(
+    client: TestClient,
+) -> None:
+    alice, bob = player(client, "alice"), player(client, "bob")
+    sid = session(client, alice)["id"]
+    joined = client.post(f"/sessions/{sid}/join", json={"player_id": bob}).json()
+    after = client.get(f"/sessions/{sid}")
+    assert after.headers["x-cache"] == "hit" and after.json() == joined and joined["player_count"] == 2
+
+    core = client.app.state.core  # type: ignore[attr-defined]
+    older = {**joined, "player_count": 1, "updated_at_ms": joined["updated_at_ms"] - 1}
+    portal = client.portal  # the app's event loop (redis.asyncio clients are bound to it)
+    assert portal is not None
+    portal.call(core.cache.put_session, older, b'{"stale": true}')
+    assert client.get(f"/sessions/{sid}").json()["player_count"] == 2, "a late, older answer lost"
+    client.patch(f"/sessions/{sid}", json={"title": "renamed"})  # drops the entry
+    renamed = client.get(f"/sessions/{sid}")
+    assert renamed.headers["x-cache"] == "miss" and renamed.json()["title"] == "renamed"
+
+
+def test_every_write_moves_a_sessions_version_forward(tmp_path: Path) -> None:
+    from watchkeeper.demo import repository as repo
+
+    engine = repo.make_engine(f"sqlite:///{tmp_path}/core.db")
+    try:
+        repo.create_schema(engine)
+        repo.seed(engine, num_players=3, now_ms=1000)
+        outsider = next(
+            p for p in (1, 2, 3) if p not in {x["id"] for x in repo.get_session(engine, 1)["players"]}
+        )
+        versions = [repo.get_session(engine, 1)["updated_at_ms"]]
+        versions.append(repo.join_session(engine, 1, outsider, now_ms=1000)["updated_at_ms"])  # same ms
+        versions.append(repo.leave_session(engine, 1, outsider, now_ms=500)["updated_at_ms"])  # clock behind
+        versions.append(repo.update_session(engine, 1, {"title": "t"}, now_ms=5000)[1]["updated_at_ms"])
+        assert versions == [1000, 1001, 1002, 5000]
+    finally:
+        engine.dispose()

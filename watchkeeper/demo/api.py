@@ -344,7 +344,7 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         metrics.sessions_created.inc(sport=row["sport"], region=row["region"])
         metrics.active_sessions.inc(region=row["region"])
         data = _json(row)
-        await cache.put(cache.session_key(row["id"]), data, cache.session_ttl)
+        await cache.put_session(row, data)
         return _fresh(data, 201)
 
     @app.get("/sessions/{session_id}")
@@ -353,8 +353,8 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
         hit = await cache.get(key, _prefetched(request))
         if hit is not None:
             return _answer(hit, request, "hit")
-        data = _json(await core.db(repo.get_session, session_id))
-        return _answer(await cache.put(key, data, cache.session_ttl), request, "miss")
+        row = await core.db(repo.get_session, session_id)
+        return _answer(await cache.put_session(row, _json(row)), request, "miss")
 
     @app.patch("/sessions/{session_id}")
     async def update_session(session_id: int, body: SessionPatch) -> Response:
@@ -370,15 +370,17 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
     @app.post("/sessions/{session_id}/join")
     async def join(session_id: int, body: Membership) -> Response:
         row = await core.db(repo.join_session, session_id, body.player_id, now_ms=now_ms())
-        await cache.membership_changed(session_id, body.player_id)
+        data = _json(row)
+        await cache.membership_changed(row, data, body.player_id)
         metrics.joins.inc(sport=row["sport"], region=row["region"])
-        return _fresh(_json(row))
+        return _fresh(data)
 
     @app.post("/sessions/{session_id}/leave")
     async def leave(session_id: int, body: Membership) -> Response:
         row = await core.db(repo.leave_session, session_id, body.player_id, now_ms=now_ms())
-        await cache.membership_changed(session_id, body.player_id)
-        return _fresh(_json(row))
+        data = _json(row)
+        await cache.membership_changed(row, data, body.player_id)
+        return _fresh(data)
 
     @app.get("/discovery")
     async def discovery(

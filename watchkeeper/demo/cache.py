@@ -7,8 +7,10 @@ Keys and TTLs (seconds, from `CoreApiSettings`): ``session:{id}`` 300, ``player:
   results that list it, and, when its sport, region, time or status changed, the results of the
   searches that would list it now (below);
 - a session is created -> the results of the searches that would list it;
-- a player joins or leaves -> ``session:{id}`` and that player's ``statistics:{p}`` (discovery
-  results keep their player count for at most their 2 min TTL);
+- a player joins or leaves -> ``session:{id}`` is replaced by the new state (written only if no
+  newer state is cached: a session's ``updated_at_ms`` grows with every write, and
+  ``version:session:{id}`` keeps the cached one's), and that player's ``statistics:{p}`` dropped
+  (discovery results keep their player count for at most their 2 min TTL);
 - a player changes -> ``player:{id}`` and ``session:{s}`` of the sessions it is in.
 
 Discovery keys are found through tags written next to each discovery entry --
@@ -52,6 +54,7 @@ class CacheBackend(Protocol):
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
     async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: int) -> None: ...
+    async def set_if_newer(self, key: str, value: bytes, version: int, ttl_seconds: int) -> bool: ...
     async def delete(self, keys: Iterable[str]) -> None: ...
     async def tag_many(self, tags: Iterable[str], key: str, score: float, ttl_seconds: int) -> None: ...
     async def pop_tagged(self, tags: Mapping[str, float]) -> list[str]: ...
@@ -66,6 +69,7 @@ class MemoryBackend:
         self.clock = clock
         self.values: dict[str, tuple[float, bytes]] = {}
         self.tags: dict[str, dict[str, float]] = {}
+        self.versions: dict[str, int] = {}
 
     async def get(self, key: str) -> bytes | None:
         entry = self.values.get(key)
@@ -86,9 +90,17 @@ class MemoryBackend:
         for key, value in items:
             await self.set(key, value, ttl_seconds)
 
+    async def set_if_newer(self, key: str, value: bytes, version: int, ttl_seconds: int) -> bool:
+        if self.versions.get(key, -1) >= version:
+            return False
+        self.versions[key] = version
+        await self.set(key, value, ttl_seconds)
+        return True
+
     async def delete(self, keys: Iterable[str]) -> None:
         for key in keys:
             self.values.pop(key, None)
+            self.versions.pop(key, None)
 
     async def tag_many(self, tags: Iterable[str], key: str, score: float, ttl_seconds: int) -> None:
         for tag in tags:
@@ -120,6 +132,7 @@ class RedisBackend:
         pool = redis.BlockingConnectionPool.from_url(url, max_connections=100, timeout=10, socket_timeout=5)
         self.client: Any = redis.Redis(connection_pool=pool)
         self.metrics = metrics
+        self._set_if_newer = self.client.register_script(_SET_IF_NEWER)
         if metrics is not None:
             instrument_redis(self.client, metrics=metrics)
 
@@ -130,6 +143,10 @@ class RedisBackend:
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         await self.client.set(key, value, ex=ttl_seconds)
 
+    async def set_if_newer(self, key: str, value: bytes, version: int, ttl_seconds: int) -> bool:
+        done = await self._set_if_newer(keys=[key, _version_key(key)], args=[value, version, ttl_seconds])
+        return bool(done)
+
     async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: int) -> None:
         for start in range(0, len(items), 500):  # one round trip per 500 keys
             async with self.client.pipeline(transaction=False) as pipe:
@@ -138,7 +155,7 @@ class RedisBackend:
                 await pipe.execute()
 
     async def delete(self, keys: Iterable[str]) -> None:
-        keys = list(keys)
+        keys = [k for key in keys for k in (key, _version_key(key))]
         if keys:
             await self.client.delete(*keys)
 
@@ -215,6 +232,19 @@ class ApiCache:
             self._failed("get", exc)
             return None
 
+    async def put_session(self, row: Mapping[str, Any], value: bytes) -> bytes:
+        """Store a session's answer unless the cache holds a newer state of it (its
+        ``updated_at_ms`` orders its states: a join's answer racing an older read of the same
+        session does not lose to it). Returns the stored form."""
+        stored = self.encode(value)
+        if self.enabled:
+            try:
+                key = self.session_key(int(row["id"]))
+                await self.backend.set_if_newer(key, stored, int(row["updated_at_ms"]), self.session_ttl)
+            except Exception as exc:
+                self._failed("set", exc)
+        return stored
+
     async def put_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: int) -> int:
         """Store several values (`encode`d) with one TTL, in few round trips: cache warming."""
         if self.enabled and items:
@@ -288,15 +318,18 @@ class ApiCache:
         except Exception as exc:
             self._failed("invalidate", exc)
 
-    async def membership_changed(self, session_id: int, player_id: int) -> None:
-        """A player joined or left: the session and that player's statistics. Discovery entries
-        are left to expire (their player counts may lag by up to the discovery TTL), so the busiest
-        write does not empty the search cache."""
+    async def membership_changed(self, session: Mapping[str, Any], value: bytes, player_id: int) -> None:
+        """A player joined or left: the session's entry becomes its new state (``value``, written
+        only if newer: `put_session`), so its many readers do not all go to the database; that
+        player's statistics are dropped. Discovery entries are left to expire (their player
+        counts may lag by up to the discovery TTL), so the busiest write does not empty the
+        search cache."""
         if self.enabled:
             try:
-                await self.backend.delete([self.session_key(session_id), self.statistics_key(player_id)])
+                await self.backend.delete([self.statistics_key(player_id)])
             except Exception as exc:
                 self._failed("invalidate", exc)
+            await self.put_session(session, value)
 
     async def player_changed(self, player_id: int, session_ids: Iterable[int]) -> None:
         if self.enabled:
@@ -311,6 +344,19 @@ class ApiCache:
 def is_gzip(stored: bytes) -> bool:
     """A stored value `ApiCache.encode` compressed (JSON never starts with gzip's magic)."""
     return stored[:2] == b"\x1f\x8b"
+
+
+_SET_IF_NEWER = """
+local known = tonumber(redis.call('GET', KEYS[2]) or '-1')
+if known >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+
+def _version_key(key: str) -> str:
+    return f"version:{key}"
 
 
 def _tag(sport: str | None, region: str | None) -> str:

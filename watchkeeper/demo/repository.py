@@ -221,6 +221,12 @@ def create_session(engine: sa.Engine, fields: Mapping[str, Any], *, now_ms: int)
         return _session(conn, sid)
 
 
+def _next_version(now_ms: int) -> sa.ColumnElement[int]:
+    """A session's ``updated_at_ms`` after a write: now, or one more than before if that is not
+    earlier, so it orders the session's states (the cache keeps the newest, `ApiCache`)."""
+    return sa.case((sessions.c.updated_at_ms >= now_ms, sessions.c.updated_at_ms + 1), else_=now_ms)
+
+
 def get_session(engine: sa.Engine, session_id: int) -> Row:
     with engine.connect() as conn:
         return _session(conn, session_id)
@@ -249,7 +255,9 @@ def update_session(
         before = _session(conn, session_id)
         if changes:
             conn.execute(
-                sessions.update().where(sessions.c.id == session_id).values(**changes, updated_at_ms=now_ms)
+                sessions.update()
+                .where(sessions.c.id == session_id)
+                .values(**changes, updated_at_ms=_next_version(now_ms))
             )
         return before, _session(conn, session_id)
 
@@ -266,7 +274,7 @@ def join_session(engine: sa.Engine, session_id: int, player_id: int, *, now_ms: 
                 sessions.c.status == "open",
                 sessions.c.player_count < sessions.c.max_players,
             )
-            .values(player_count=sessions.c.player_count + 1, updated_at_ms=now_ms)
+            .values(player_count=sessions.c.player_count + 1, updated_at_ms=_next_version(now_ms))
         ).rowcount
         if claimed == 0:
             _session(conn, session_id)  # raises NotFound for an unknown session
@@ -297,7 +305,7 @@ def leave_session(engine: sa.Engine, session_id: int, player_id: int, *, now_ms:
         conn.execute(
             sessions.update()
             .where(sessions.c.id == session_id)
-            .values(player_count=sessions.c.player_count - 1, updated_at_ms=now_ms)
+            .values(player_count=sessions.c.player_count - 1, updated_at_ms=_next_version(now_ms))
         )
         return _session(conn, session_id)
 
