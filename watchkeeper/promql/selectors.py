@@ -179,8 +179,7 @@ def count_le(series_index: I64, timestamps: I64, offsets: I64, times: I64) -> I6
     # sample counts for that step and all later ones. In place: these arrays are the biggest.
     first_step = timestamps - (t0 - step + 1)
     first_step //= step
-    np.maximum(first_step, 0, out=first_step)
-    np.minimum(first_step, steps, out=first_step)
+    np.clip(first_step, 0, steps, out=first_step)
     first_step += series_index * (steps + 1)
     hist = np.bincount(first_step, minlength=n * (steps + 1)).reshape(n, steps + 1)
     np.cumsum(hist, axis=1, out=hist)
