@@ -519,3 +519,24 @@ def test_every_write_moves_a_sessions_version_forward(tmp_path: Path) -> None:
         assert versions == [1000, 1001, 1002, 5000]
     finally:
         engine.dispose()
+
+
+def test_an_expired_session_entry_is_filled_again_with_the_same_state() -> None:
+    import asyncio
+
+    from watchkeeper.demo.cache import ApiCache, MemoryBackend
+
+    now = [0.0]
+    cache = ApiCache(MemoryBackend(None, clock=lambda: now[0]), CoreApiSettings(gzip_enabled=False))
+    row = {"id": 4, "updated_at_ms": 5}
+
+    async def run() -> list[bytes | None]:
+        await cache.put_session(row, b"v5")
+        now[0] += cache.session_ttl + 1  # expired
+        gone = await cache.get("session:4")
+        await cache.put_session(row, b"v5 again")  # a reader's fill of the unchanged session
+        again = await cache.get("session:4")
+        await cache.put_session({"id": 4, "updated_at_ms": 4}, b"v4")  # older: refused
+        return [gone, again, await cache.get("session:4")]
+
+    assert asyncio.run(run()) == [None, b"v5 again", b"v5 again"]

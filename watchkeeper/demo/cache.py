@@ -91,7 +91,7 @@ class MemoryBackend:
             await self.set(key, value, ttl_seconds)
 
     async def set_if_newer(self, key: str, value: bytes, version: int, ttl_seconds: int) -> bool:
-        if self.versions.get(key, -1) >= version:
+        if self.versions.get(key, -1) > version:  # the same state may be written again (after expiry)
             return False
         self.versions[key] = version
         await self.set(key, value, ttl_seconds)
@@ -348,7 +348,7 @@ def is_gzip(stored: bytes) -> bool:
 
 _SET_IF_NEWER = """
 local known = tonumber(redis.call('GET', KEYS[2]) or '-1')
-if known >= tonumber(ARGV[2]) then return 0 end
+if known > tonumber(ARGV[2]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 1
