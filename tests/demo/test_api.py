@@ -425,6 +425,7 @@ def test_the_rate_limiter_reads_the_cache_in_its_round_trip(
             d = client.get("/discovery", params=params)
             assert d.status_code == 200 and d.headers["x-cache"] == "hit"
         assert client.get("/discovery", params={"limit": 0}).status_code == 422
+        assert client.get("/discovery", params={"lat": 1, "lon": 1, "radius_km": "inf"}).status_code == 422
         assert client.get("/players/x").status_code == 422
 
 

@@ -263,7 +263,7 @@ def _cache_key(scope: Scope) -> str | None:
             query = parse_qsl(scope["query_string"].decode("latin-1"))
             params = {k: _DISCOVERY_PARAMS[k](v) for k, v in query if k in _DISCOVERY_PARAMS}
             return repo.DiscoveryQuery.normalised(**params).cache_key
-    except ValueError:
+    except (ValueError, OverflowError):  # e.g. radius_km=inf: the handler refuses it
         return None
     return None
 
