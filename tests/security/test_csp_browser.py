@@ -120,7 +120,10 @@ def test_every_page_works_under_the_csp(page: Any, ui: str) -> None:
         ("/d/cache/cache", lambda p: p.wait_for_selector(".panel .main-svg")),
         ("/explore?expr=up", lambda p: p.wait_for_selector("#explore-form")),
         ("/silences", lambda p: None),
-        ("/slo", lambda p: p.select_option("select[name=window]", "month")),
+        (
+            "/slo",
+            lambda p: (p.select_option("select[name=window]", "month"), p.wait_for_url("**window=month")),
+        ),
         ("/slo/checkout-availability", lambda p: p.wait_for_selector("#budget-chart .main-svg")),
         ("/uptime", lambda p: p.wait_for_selector("#latency-chart .main-svg")),
         ("/status/public", lambda p: None),
