@@ -115,7 +115,7 @@ def test_without_the_headers_the_same_page_runs_the_script(page: Any) -> None:
 
 @pytest.mark.slow
 def test_every_page_works_under_the_csp(page: Any, ui: str) -> None:
-    pages: list[tuple[str, Callable[[Any], None]]] = [
+    pages: list[tuple[str, Callable[[Any], object]]] = [
         ("/dashboards", lambda p: p.fill("#dash-search", "cache")),
         ("/d/cache/cache", lambda p: p.wait_for_selector(".panel .main-svg")),
         ("/explore?expr=up", lambda p: p.wait_for_selector("#explore-form")),
