@@ -165,3 +165,22 @@ def test_identity_headers_from_an_untrusted_address_are_ignored(serve_with: Call
     base = serve_with(security={"proxy_auth": {"trusted_proxies": ["192.0.2.10/32"]}})
     r = httpx.get(base + "/api/v1/labels", headers={"X-Forwarded-User": "admin", "X-Forwarded-Role": "admin"})
     assert r.status_code == 401
+
+
+def test_repeated_wrong_passwords_lock_the_name_for_a_while(serve_with: Callable[..., str]) -> None:
+    base = serve_with(security={"users": users()})
+
+    def attempt(client: httpx.Client, name: str, password: str) -> httpx.Response:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+        assert token is not None
+        return client.post(
+            "/login", data={"username": name, "password": password, "csrf_token": token.group(1)}
+        )
+
+    with httpx.Client(base_url=base) as client:
+        assert [attempt(client, "ed", f"guess-{i}").status_code for i in range(5)] == [401] * 5
+        locked = attempt(client, "ed", PASSWORDS["ed"])  # even the right password, for now
+        assert locked.status_code == 429 and "Too many failed logins" in locked.text
+        assert 1 <= int(locked.headers["retry-after"]) <= 900
+        assert "wk_session" not in client.cookies
+        assert attempt(client, "vera", PASSWORDS["vera"]).status_code == 303  # other names are not

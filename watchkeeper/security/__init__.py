@@ -14,6 +14,7 @@ sessions.py    signed session cookies (user, role, CSRF token, expiry)
 gate.py        the ASGI middleware: authenticate, authorize, CSRF, size limit
 headers.py     the ASGI middleware adding CSP, HSTS and friends
 login.py       /login and /logout
+throttle.py    wrong-password throttling per user name
 outbound.py    the outbound allow-list
 cli.py         ``watchkeeper tokens create|list|revoke`` and ``watchkeeper users hash-password``
 ```

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from watchkeeper.security.passwords import hash_password, verify_password
 from watchkeeper.security.sessions import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, SessionSigner
+from watchkeeper.security.throttle import LoginThrottle
 
 LOGIN_CSRF_COOKIE = "wk_login_csrf"
 _MAX_FORM_BYTES = 16 * 1024
@@ -32,9 +33,11 @@ def login_router(
     signer: SessionSigner,
     *,
     is_https: Callable[[Request], bool],
+    throttle: LoginThrottle | None = None,
 ) -> APIRouter:
-    """`users`: name -> (password hash, role)."""
+    """`users`: name -> (password hash, role); `throttle` limits wrong passwords per user name."""
     router = APIRouter()
+    throttle = throttle or LoginThrottle()
 
     @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
     async def login_form(request: Request, next: str = "/") -> Response:
@@ -54,11 +57,24 @@ def login_router(
                 request, target, error="The form expired; please try again.", status=403, secure=secure
             )
         name, password = fields.get("username", ""), fields.get("password", "")
+        wait = throttle.retry_after(name, now_seconds=time.monotonic())
+        if wait is not None:
+            response = _form(
+                request,
+                target,
+                error=f"Too many failed logins for this user; try again in {wait} s.",
+                status=429,
+                secure=secure,
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
         known = users.get(name)
         encoded = known[0] if known is not None else _DUMMY_HASH
         ok = await anyio.to_thread.run_sync(verify_password, password, encoded)
         if known is None or not ok:
+            throttle.fail(name, now_seconds=time.monotonic())
             return _form(request, target, error="Invalid user name or password.", status=401, secure=secure)
+        throttle.succeed(name)
         response = RedirectResponse(target, status_code=303)
         cookie = signer.issue(name, known[1], now_seconds=time.time())
         session = signer.read(cookie, now_seconds=time.time())
