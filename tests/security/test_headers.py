@@ -63,6 +63,8 @@ def test_hsts_only_when_a_trusted_proxy_says_https(serve_with: Callable[..., str
         ("POST", "/api/v2/alerts", "write"),
         ("POST", "/-/reload", "admin"),
         ("POST", "/api/v2/notifications/requeue", "admin"),
+        ("POST", "/api/v1/admin/backup", "admin"),
+        ("GET", "/api/v1/admin/anything", "admin"),
     ],
 )
 def test_the_scope_each_request_needs(method: str, path: str, scope: str | None) -> None:

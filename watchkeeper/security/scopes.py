@@ -7,7 +7,7 @@ needs one scope (or none, for the few anonymous pages):
 | ----------------------------------------------------------- | ------ |
 | ``/-/healthy``, ``/-/ready``, ``/status/<slug>``, ``/login``, static assets | none |
 | ingest (remote-write, OTLP, push, import, Pushgateway), ``POST /api/v2/alerts`` | write |
-| ``POST /-/reload``, ``POST /api/v2/notifications/requeue``  | admin  |
+| ``POST /-/reload``, ``/api/v1/admin/*`` (backups), ``POST /api/v2/notifications/requeue`` | admin |
 | any other ``POST``/``PUT``/``PATCH``/``DELETE`` (silences, dashboard import, receiver test) | write |
 | everything else, and POSTed queries (``/api/v1/query`` ...) | read   |
 
@@ -57,6 +57,7 @@ _INGEST_EXACT = frozenset(
 )
 _INGEST_PREFIXES = ("/api/v1/import/", "/metrics/")
 _ADMIN_EXACT = frozenset({"/api/v2/notifications/requeue"})
+_ADMIN_PREFIXES = ("/-/", "/api/v1/admin/")
 
 
 def is_safe(method: str) -> bool:
@@ -71,9 +72,11 @@ def required_scope(method: str, path: str, *, public_metrics: bool = True) -> Sc
         return None
     if path == "/metrics" and method in _SAFE_METHODS:
         return None if public_metrics else "read"
+    if path.startswith("/api/v1/admin/"):  # Prometheus' admin API (backups): any method
+        return "admin"
     if method in _SAFE_METHODS or path in _READ_POSTS:
         return "read"
-    if path.startswith("/-/") or path in _ADMIN_EXACT:
+    if path.startswith(_ADMIN_PREFIXES) or path in _ADMIN_EXACT:
         return "admin"
     return "write"
 
