@@ -149,11 +149,12 @@ def test_auto_refresh_refetches_panel_data(watched: PageWatch, server: str) -> N
     fetched: list[str] = []
     page.on("request", lambda r: fetched.append(r.url) if "/panels/" in r.url else None)
     page.goto(f"{server}/d/watchkeeper/watchkeeper-itself?refresh=1s")
-    assert_all_panels_drawn(page)
-    first = len(fetched)
-    assert first == 8
+    panels = len(assert_all_panels_drawn(page))
+    assert panels == 8
+    # the first load asks for each panel once (a slow machine may already be into the next round)
+    assert len({url.split("?")[0] for url in fetched[:panels]}) == panels
     page.wait_for_function("() => window.wkStats.renders >= 24", timeout=15_000)
-    assert len(fetched) >= 3 * first
+    assert len(fetched) >= 3 * panels
     page.select_option("#refresh", "")
     assert "refresh" not in _query(page)
 
