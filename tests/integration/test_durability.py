@@ -14,7 +14,11 @@ import pytest
 from tests.collector.encode import body
 from tests.integration.conftest import WRITE_HEADERS, Server
 
-T0 = 1_700_000_000_000
+# Recent timestamps: the server scrapes itself by default, and a sample more than the retention
+# older than its newest (wall-clock) sample is "too old" (a fixed 2023 date made the stream refused
+# as soon as a self-scrape landed first). Two hours back leaves room for thousands of 1 s steps
+# before the far-future guard (10 min ahead of the clock).
+T0 = (int(time.time()) - 7200) * 1000
 
 
 def series_labels(i: int) -> list[tuple[str, str]]:
