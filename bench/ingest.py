@@ -1,6 +1,7 @@
 """Remote-write ingest, watchkeeper against Prometheus, on the shared side-by-side harness.
 
     python bench/ingest.py [--instances 10 100] [--minutes 120] [--shared ../shared/bench]
+    python bench/ingest.py --instances 10 --in-process     # per-stage cost of one request, no HTTP
 
 For each scale: starts `watchkeeper serve` on a fresh temporary data dir, runs
 ``sidebyside.py --no-queries`` (which starts a real Prometheus, sends it the workload, then sends the
@@ -8,6 +9,11 @@ same requests to watchkeeper, one request at a time), and prints both ingest rat
 resident memory before and after, and -- after a graceful shutdown (SIGTERM) -- the bytes on disk per
 sample. The last line gives resident memory per additional active series between the two scales.
 Needs `prometheus` on PATH (Debian: apt-get install prometheus).
+
+``--in-process`` needs no server: it sends the same request bodies straight to a
+`RemoteWriteIngester` over a `Storage` on a temporary data dir (WAL fsync on, as served) and prints
+each stage's CPU time per request (snappy, protobuf decode, series refs, head append + WAL write)
+and the fsync wall time, the numbers to look at before and after a change to the ingest path.
 """
 
 from __future__ import annotations
@@ -222,6 +228,70 @@ def run_interleaved(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def run_in_process(instances: int, minutes: int, shared: Path) -> None:
+    """Per-stage cost of the ingest path on the harness' requests, without HTTP (see docstring)."""
+    import numpy as np
+
+    sys.path.insert(0, str(shared))
+    import workload  # type: ignore[import-not-found]
+
+    from watchkeeper.collector.limits import Limits
+    from watchkeeper.collector.remote_write import (
+        RemoteWriteIngester,
+        decode_write_request,
+        decompress_snappy,
+    )
+    from watchkeeper.tsdb.storage import Storage
+
+    steps = minutes * 4
+    now_ms = (int(time.time()) // 15) * 15 * 1000
+    series = workload.app_series(instances)
+    workload.generate(series, now_ms - steps * 15_000, steps)
+    bodies = workload.write_requests(series)
+    per_step = len(bodies) // steps
+    tmp = Path(tempfile.mkdtemp(prefix="wk-bench-"))
+    store = Storage.open(data_dir=tmp / "data", retention_ms=30 * 86_400_000)
+    fsync_s = 0.0
+
+    def timed(seconds: float) -> None:
+        nonlocal fsync_s
+        fsync_s += seconds
+
+    store._wal.on_fsync = timed  # type: ignore[union-attr]
+    try:
+        ingester = RemoteWriteIngester(store, Limits())
+        for body in bodies[:per_step]:  # creates the series (measured apart: once per series)
+            ingester.ingest(body)
+        stages = dict.fromkeys(("snappy", "decode", "refs", "append (head + WAL write + fsync wait)"), 0.0)
+        names = list(stages)
+        clock = time.thread_time
+        fsync_s = 0.0
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for body in bodies[per_step:]:
+            t0 = clock()
+            raw = decompress_snappy(body, ingester.limits.max_body_bytes)
+            t1 = clock()
+            decoded = decode_write_request(raw, ingester._refs)
+            t2 = clock()
+            refs = np.array(decoded.refs, dtype=np.int64)[decoded.sample_series]
+            t3 = clock()
+            store.append(refs, decoded.timestamps_ms, decoded.values)
+            t4 = clock()
+            for name, dt in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                stages[name] += dt
+        n = len(bodies) - per_step
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        samples = sum(len(s.samples) for s in series) * (n / len(bodies))
+        print(f"in process, instances={instances}: {n} requests, {samples / wall:,.0f} samples/s; "
+              f"per request {wall / n * 1e3:.2f} ms wall, {cpu / n * 1e3:.2f} ms CPU (all threads)")
+        for name, total in stages.items():
+            print(f"  {name}: {total / n * 1e3:.3f} ms CPU")
+        print(f"  WAL fsync: {fsync_s / n * 1e3:.3f} ms wall ({store.stats().wal_fsyncs_total} fsyncs)")
+    finally:
+        store.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, nargs="+", default=[10, 100])
@@ -237,7 +307,12 @@ def main() -> None:
         default=0,
         help="instead of sidebyside.py: alternate blocks of BLOCK requests between the two servers",
     )
+    parser.add_argument("--in-process", action="store_true", help="per-stage cost without HTTP")
     args = parser.parse_args()
+    if args.in_process:
+        for n in args.instances:
+            run_in_process(n, args.minutes, args.shared)
+        return
     env = {"WATCHKEEPER_WAL_FSYNC": "false"} if args.no_fsync else {}
     if args.interleaved:
         for n in args.instances:
