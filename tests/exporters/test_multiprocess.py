@@ -183,8 +183,10 @@ def test_enable_switches_prometheus_client_to_files(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(values, "ValueClass", values.MutexValue)
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     assert not multiprocess.enabled()
+    # set through monkeypatch first, so the variable is removed again after the test (set only by
+    # enable(), it leaked and every later label removal warned about multiprocess mode)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "mp"))
     multiprocess.enable(str(tmp_path / "mp"))
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "mp"))  # restored after the test
     assert multiprocess.enabled()
     Counter("wk_enable_test", "Test.", registry=None).inc(3)
     assert (tmp_path / "mp" / f"counter_{os.getpid()}.db").exists()
