@@ -20,6 +20,7 @@ def free_port() -> int:
 
 def query(port: int, promql: str) -> list[dict[str, object]]:
     r = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": promql}, timeout=5)
+    r.raise_for_status()  # 503 while the store is still opening: the caller polls again
     result: list[dict[str, object]] = r.json()["data"]["result"]
     return result
 
@@ -71,7 +72,10 @@ def test_demo_serves_live_core_api_metrics_and_injected_errors(tmp_path: Path) -
         alerts: list[str] = []
         while time.monotonic() < deadline + 15 and "CoreApiHighErrorRate" not in alerts:
             time.sleep(1)
-            data = httpx.get(f"http://127.0.0.1:{wk}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+            r = httpx.get(f"http://127.0.0.1:{wk}/api/v1/alerts", timeout=5)
+            if r.status_code != 200:
+                continue
+            data = r.json()["data"]["alerts"]
             alerts = [a["labels"]["alertname"] for a in data]
         assert "CoreApiHighErrorRate" in alerts, "the demo's alert rules see the injected errors"
         assert httpx.get(f"http://127.0.0.1:{core}/health").status_code == 200
