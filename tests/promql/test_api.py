@@ -303,6 +303,14 @@ def test_format_query(client: TestClient) -> None:
     response = client.post("/api/v1/format_query", data={"query": "sum(rate(x[5m]))by(job)"})
     assert response.json() == {"status": "success", "data": "sum by (job) (rate(x[5m]))"}
     assert client.get("/api/v1/format_query", params={"query": "sum("}).status_code == 400
+    # longer than 100 columns: laid out over lines as Prometheus' Pretty() does
+    long = ('sum(rate(foo{job="api-server",service="a:c"}[5m])) by (job) / on(job) group_left '
+            'sum(rate(bar_total_requests_long_name{job="api-server",service="a:c"}[5m])) by (job)')
+    assert client.get("/api/v1/format_query", params={"query": long}).json()["data"].split("\n") == [
+        '  sum by (job) (rate(foo{job="api-server",service="a:c"}[5m]))',
+        "/ on (job) group_left ()",
+        '  sum by (job) (rate(bar_total_requests_long_name{job="api-server",service="a:c"}[5m]))',
+    ]
 
 
 # --- errors, warnings and infos from the engine ----------------------------------------------------

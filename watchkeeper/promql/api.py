@@ -395,14 +395,14 @@ def query_router(
 
     @router.api_route("/api/v1/format_query", methods=both)
     async def format_query(request: Request) -> Response:
-        from watchkeeper.promql.printer import to_promql
+        from watchkeeper.promql.printer import prettify
 
         params = await Params.read(request)
         try:
             expr = _parse_query(params.get("query"))
         except QueryError as exc:
             return error_response(exc)
-        return success(json_string(to_promql(expr)))
+        return success(json_string(prettify(expr)))
 
     return router
 
