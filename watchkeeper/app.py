@@ -29,6 +29,7 @@ from watchkeeper import __version__
 from watchkeeper.alerting.api import alertmanager_router, silence_json
 from watchkeeper.alerting.runner import wall_ms
 from watchkeeper.alerting.service import AlertingService
+from watchkeeper.backup.job import backup_router, schedule_backups
 from watchkeeper.collector.auth import IngestAuth, write_dependency
 from watchkeeper.collector.extra_routes import collector_router
 from watchkeeper.collector.limits import Limits
@@ -46,12 +47,16 @@ from watchkeeper.dashboards.adapters import (
 from watchkeeper.dashboards.loader import BUILTIN_DIR
 from watchkeeper.dashboards.router import DashboardOptions, dashboards_router
 from watchkeeper.errors import IngestError, QueryError, StorageError, WatchkeeperError
+from watchkeeper.forwarding.queue import Forwarders
 from watchkeeper.promql.api import query_router
+from watchkeeper.promql.cache import CachedEngine, QueryCache, store_namespace
+from watchkeeper.promql.cache import connect as connect_query_cache
 from watchkeeper.promql.engine import Engine
 from watchkeeper.rules.api import alerts_data, rules_data, rules_router
 from watchkeeper.rules.manager import RuleManager
 from watchkeeper.rules.notify import DispatcherSink
 from watchkeeper.rules.service import RulesService
+from watchkeeper.security.stack import install_security
 from watchkeeper.selfmetrics import HttpMetricsMiddleware, SelfMetrics, StoreStats
 from watchkeeper.slo.probes import ProbeManager
 from watchkeeper.slo.reports import schedule_reports
@@ -82,6 +87,8 @@ class AppState:
     rules: RulesService | None = None
     slo: SloState | None = None
     probes: ProbeManager | None = None
+    forwarders: Forwarders | None = None
+    query_cache: QueryCache | None = None
     startup_error: BaseException | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -94,6 +101,11 @@ class AppState:
         if self.engine is None:
             raise NotReady(self.not_ready_reason())
         return self.engine
+
+    def require_query_engine(self) -> Engine | CachedEngine:
+        """The engine, with range queries through the results cache when there is one."""
+        engine = self.require_engine()
+        return engine if self.query_cache is None else CachedEngine(engine, self.query_cache)
 
     def require_ingester(self) -> RemoteWriteIngester:
         if self.ingester is None:
@@ -145,6 +157,7 @@ def _open_storage(state: AppState) -> None:
         retention_ms=s.retention_ms,
         out_of_order_window_ms=s.out_of_order_window_ms,
         wal_fsync=s.wal_fsync,
+        malloc_tuning=s.malloc_tuning_applies,
         on_wal_fsync=state.metrics.wal_fsync.observe,
     )
     state.engine = Engine(
@@ -153,7 +166,15 @@ def _open_storage(state: AppState) -> None:
         max_samples=s.query_max_samples,
         timeout_seconds=s.query_timeout_seconds,
     )
+    if s.redis_url and s.query_cache.enabled:
+        state.query_cache = connect_query_cache(
+            s.redis_url, s.query_cache, namespace=store_namespace(s.database_url, s.data_dir),
+            out_of_order_window_ms=s.out_of_order_window_ms, registry=state.metrics.registry,
+        )
     state.ingester = RemoteWriteIngester(storage, limits_from(s), state.metrics)
+    if state.forwarders is not None:
+        state.forwarders.apply(s.remote_write, flush_deadline_seconds=s.remote_write_flush_deadline_seconds)
+        state.ingester.after_append = state.forwarders.sink()
     _start_services(state, storage, state.engine)
     state.storage = storage
     log.info(
@@ -177,7 +198,8 @@ def _start_services(state: AppState, storage: Storage, engine: Engine) -> None:
     database = make_engine(s.database_url or sqlite_url(s.data_dir))
     migrate(database)  # a no-op after the store's own open; cheap
     state.alerting = AlertingService.start(
-        s.alerting, database=database, registry=state.metrics.registry, redis_url=s.redis_url
+        s.alerting, database=database, registry=state.metrics.registry, redis_url=s.redis_url,
+        lease_ms=s.leader_lease_ms,
     )
     state.rules = RulesService.start(
         rules_config,
@@ -187,6 +209,7 @@ def _start_services(state: AppState, storage: Storage, engine: Engine) -> None:
         sink=DispatcherSink(state.alerting.dispatcher),
         base_dir=s.config_dir,
         registry=state.metrics.registry,
+        is_leader=state.alerting.leadership.is_leader,
     )
     slo_state = state.slo
     schedule_reports(
@@ -196,7 +219,9 @@ def _start_services(state: AppState, storage: Storage, engine: Engine) -> None:
         engine=engine,
         specs=lambda: slo_state.specs,
         receivers={r.name: r for r in s.alerting.receivers},
+        is_leader=state.alerting.leadership.is_leader,
     )
+    schedule_backups(state.rules.scheduler.scheduler, s, registry=state.metrics.registry)
     state.probes = ProbeManager(s.slo.probes, storage, max_concurrency=s.slo.max_probe_concurrency)
 
 
@@ -244,6 +269,8 @@ async def _retention_loop(state: AppState) -> None:
 
 
 def _shutdown_storage(state: AppState) -> None:
+    if state.forwarders is not None:  # ingest has stopped: send what is queued
+        state.forwarders.stop(deadline_seconds=state.settings.remote_write_flush_deadline_seconds)
     _stop_services(state)
     storage = state.storage
     if storage is None:
@@ -260,6 +287,7 @@ def _shutdown_storage(state: AppState) -> None:
 def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> FastAPI:
     """The watchkeeper FastAPI app for `settings`; nothing is opened until it starts."""
     state = AppState(settings=settings, metrics=metrics or SelfMetrics())
+    state.forwarders = Forwarders(state.metrics.registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -318,12 +346,14 @@ def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> Fas
         collector_router(state.require_ingester, auth=auth, get_scrape=lambda: state.scrape_manager)
     )
     app.include_router(status_router(state.require_storage))
-    app.include_router(query_router(state.require_engine, state.require_storage))
+    app.include_router(query_router(state.require_engine, state.require_storage, lambda: state.query_cache))
     app.include_router(rules_router(state.require_rules))
     app.include_router(alertmanager_router(lambda: state.require_alerting().dispatcher))
     dashboards = _dashboard_options(state)
-    app.include_router(dashboards_router(state.require_engine, state.require_storage, dashboards))
+    app.include_router(dashboards_router(state.require_query_engine, state.require_storage, dashboards))
     app.include_router(slo_router(state.require_slo))
+    app.include_router(backup_router(settings, ready=state.require_storage))
+    install_security(app, settings, auth)
     return app
 
 
@@ -350,6 +380,11 @@ def reload_config(state: AppState) -> None:
     new = Settings.load(s.config_file) if s.config_file is not None else s
     if state.alerting is not None:
         state.alerting.reload(new.alerting)
+    if state.forwarders is not None:
+        deadline = new.remote_write_flush_deadline_seconds
+        state.forwarders.apply(new.remote_write, flush_deadline_seconds=deadline)
+        if state.ingester is not None:
+            state.ingester.after_append = state.forwarders.sink()
     if state.rules is not None and not state.rules.reload(new.rules_config()):
         log.error("rule files are invalid; the previous rules stay loaded")
 

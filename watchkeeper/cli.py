@@ -10,6 +10,10 @@
     watchkeeper slo generate SPEC              print the rules generated from an SLO spec
     watchkeeper exporter host|redis|postgres   run an infrastructure exporter on its own
     watchkeeper demo                           server + reference core API + simulated traffic
+    watchkeeper tokens create|list|revoke      API tokens (stored hashed, printed once)
+    watchkeeper users hash-password            a password hash for security.users
+    watchkeeper backup --to FILE               a consistent backup, while the server runs
+    watchkeeper restore --from FILE            restore a backup into an empty data dir
     watchkeeper version
 
 Flags override the environment (``WATCHKEEPER_*``), which overrides the config file.
@@ -43,6 +47,10 @@ DELEGATED: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("slo", "generate"): ("watchkeeper.slo.cli", "slo_generate_main", "print the rules of an SLO spec"),
     ("exporter",): ("watchkeeper.exporters.cli", "main", "run a host/redis/postgres exporter"),
     ("demo",): ("watchkeeper.demo.cli", "demo_main", "run with the reference core API and traffic"),
+    ("tokens",): ("watchkeeper.security.cli", "tokens_main", "create, list and revoke API tokens"),
+    ("users",): ("watchkeeper.security.cli", "users_main", "hash a UI user's password"),
+    ("backup",): ("watchkeeper.backup.cli", "backup_main", "write a backup (online, consistent)"),
+    ("restore",): ("watchkeeper.backup.cli", "restore_main", "restore a backup into an empty target"),
 }
 
 
@@ -162,6 +170,7 @@ def make_server(settings: Settings) -> Any:
         access_log=False,
         timeout_graceful_shutdown=30,
         server_header=False,
+        proxy_headers=False,  # X-Forwarded-* count only from security.trusted_proxies (the gate reads them)
     )
     return _server_class()(config)
 

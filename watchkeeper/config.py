@@ -12,22 +12,28 @@ a laptop. Nothing below this module reads ``os.environ``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from watchkeeper.alerting.config import AlertingConfig
+from watchkeeper.backup.config import BackupConfig
 from watchkeeper.collector.auth import IngestAuthConfig
 from watchkeeper.collector.targets import ScrapeConfig
 from watchkeeper.durations import parse_duration
 from watchkeeper.errors import ConfigError
+from watchkeeper.forwarding.config import RemoteWriteConfig, check_unique_names
+from watchkeeper.promql.cache import QueryCacheConfig
 from watchkeeper.rules.model import RulesConfig
+from watchkeeper.security.config import SecurityConfig
+from watchkeeper.security.outbound import check_outbound
 from watchkeeper.slo.config import SloConfig
 
 ENV_PREFIX = "WATCHKEEPER_"
@@ -78,23 +84,38 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy URL; None means a SQLite file in `data_dir`."""
     redis_url: str | None = None
+    leader_lease: str = "15s"
+    """With ``redis_url``: the leader lease of replicas (one evaluates rules and sends notifications);
+    another takes over within about 4/3 of it after the leader dies."""
     retention: str = "15d"
     out_of_order_window: str = "0s"
     query_timeout: str = "2m"
     query_max_samples: int = Field(50_000_000, gt=0)
     query_lookback_delta: str = "5m"
+    query_cache: QueryCacheConfig = QueryCacheConfig()
+    """With ``redis_url``: the range-query results cache (docs/query_cache.md)."""
     wal_fsync: bool = True
+    malloc_tuning: bool = True
+    """Fix glibc's mmap/trim thresholds at 128 KiB when the store opens (`tsdb.storage.tune_malloc`:
+    about a third of the resident memory per series); not applied when glibc's own
+    ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` are set."""
     retention_interval: str = "10m"
     limits: LimitsSettings = LimitsSettings()
     scrape_configs: list[ScrapeConfig] | None = None
     """Prometheus-style scrape jobs; None scrapes watchkeeper itself, ``[]`` scrapes nothing."""
     ingest_auth: IngestAuthConfig = IngestAuthConfig()
+    remote_write: list[RemoteWriteConfig] = Field(default_factory=list)
+    """Prometheus-style ``remote_write``: ingested samples are also sent to these stores."""
+    remote_write_flush_deadline: str = "1m"
+    """How long shutdown (or a reload that changes an endpoint) may spend sending what is queued."""
     rule_files: list[str] = Field(default_factory=list)
     """Globs of Prometheus rule files (and generated SLO rules), relative to the config file."""
     rules: RulesConfig = RulesConfig()
     alerting: AlertingConfig = AlertingConfig()
     slo: SloConfig = SloConfig()
     """SLO specs (their generated rules join the rule files), uptime probes, status pages, reports."""
+    security: SecurityConfig = SecurityConfig()
+    """API tokens, UI users, proxy auth, request limits, the outbound allow-list (docs/security.md)."""
     dashboards_dir: Path = Path("./dashboards")
     """Dashboard YAML files of this deployment, beside the built-ins (a file with a built-in's uid
     replaces it); Grafana dashboards imported with ``?save=true`` are written here."""
@@ -102,6 +123,8 @@ class Settings(BaseSettings):
     """The usual scrape/push interval: dashboards' smallest step and ``$__rate_interval``."""
     dashboards_min_refresh: str = "5s"
     """The shortest auto-refresh period a dashboard URL may ask for."""
+    backup: BackupConfig = BackupConfig()
+    """Scheduled backups (``dir``, ``interval``, ``keep``) and the admin backup API (docs/backup.md)."""
     config_file: Path | None = None
     """The YAML file these settings came from (set by `Settings.load`); relative paths in it are
     resolved against its directory."""
@@ -116,7 +139,15 @@ class Settings(BaseSettings):
         "retention_interval",
         "scrape_interval",
         "dashboards_min_refresh",
+        "leader_lease",
+        "remote_write_flush_deadline",
     )(_check_duration)
+    _remote_write_names = field_validator("remote_write")(check_unique_names)
+
+    @model_validator(mode="after")
+    def _outbound_allowed(self) -> Settings:
+        check_outbound(self.security.outbound_allow, self.alerting, self.slo)
+        return self
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -143,6 +174,12 @@ class Settings(BaseSettings):
         return parse_duration(self.out_of_order_window)
 
     @property
+    def malloc_tuning_applies(self) -> bool:
+        """`malloc_tuning`, unless the operator set glibc's thresholds in the environment."""
+        glibc_own = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+        return self.malloc_tuning and not any(k in os.environ for k in glibc_own)
+
+    @property
     def query_timeout_seconds(self) -> float:
         return parse_duration(self.query_timeout) / 1000
 
@@ -161,6 +198,14 @@ class Settings(BaseSettings):
     @property
     def dashboards_min_refresh_ms(self) -> int:
         return parse_duration(self.dashboards_min_refresh)
+
+    @property
+    def leader_lease_ms(self) -> int:
+        return parse_duration(self.leader_lease)
+
+    @property
+    def remote_write_flush_deadline_seconds(self) -> float:
+        return parse_duration(self.remote_write_flush_deadline) / 1000
 
     @property
     def config_dir(self) -> Path:

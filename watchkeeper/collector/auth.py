@@ -29,9 +29,9 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
 
 from watchkeeper.errors import IngestError, LimitExceeded
@@ -48,13 +48,34 @@ class Forbidden(IngestError):
 class TokenConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    token: str = Field(min_length=8)
+    token: str | None = Field(default=None, min_length=8, repr=False)
+    token_sha256: str | None = Field(default=None, pattern="^[0-9a-fA-F]{64}$")
+    """The token's hex SHA-256 instead of the token (``printf %s TOKEN | sha256sum``)."""
     tenant: str = Field(min_length=1)
-    scopes: list[Literal["write", "read"]] = ["write"]
+    scopes: list[Literal["write", "read", "admin"]] = ["write"]
     samples_per_second: float | None = Field(default=None, gt=0)
     burst_seconds: float = Field(default=10.0, gt=0)
     """The bucket holds this many seconds of `samples_per_second`."""
     max_active_series: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> TokenConfig:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError("give exactly one of token and token_sha256")
+        return self
+
+    def digest_hex(self) -> str:
+        return self.token_sha256.lower() if self.token_sha256 else _digest(self.token or "").hex()
+
+
+class TokenResolver(Protocol):
+    """More tokens than the config's (watchkeeper.security.tokens.TokenRegistry: API tokens)."""
+
+    def has_tokens(self) -> bool: ...
+
+    def resolve(self, token: str) -> tuple[str, frozenset[str]] | None:
+        """(tenant, scopes) of a valid token."""
+        ...
 
 
 class IngestAuthConfig(BaseModel):
@@ -105,14 +126,16 @@ class IngestAuth:
                 tenant = tenants[t.tenant] = Tenant(
                     t.tenant, frozenset(t.scopes), t.samples_per_second, t.burst_seconds, t.max_active_series
                 )
-            self._by_digest[_digest(t.token)] = tenant
+            self._by_digest[bytes.fromhex(t.digest_hex())] = tenant
+        self._tenants = tenants
+        self.resolver: TokenResolver | None = None
         self._open = not config.tokens and config.open_on_loopback and is_loopback(bind_host)
         self._anonymous = Tenant("anonymous", frozenset({"write", "read"}))
         self.bind_host = bind_host
 
     def authorize(self, authorization: str | None, scope: str = "write") -> Tenant:
         """The tenant of an ``Authorization`` header value, or 401/403."""
-        if not self._by_digest:
+        if not self._by_digest and (self.resolver is None or not self.resolver.has_tokens()):
             if self._open:
                 return self._anonymous
             raise Forbidden(
@@ -125,10 +148,21 @@ class IngestAuth:
         if kind.lower() != "bearer" or not token.strip():
             raise Unauthorized("unsupported Authorization scheme (expected 'Bearer <token>')")
         tenant = self._by_digest.get(_digest(token.strip()))
+        scopes = tenant.scopes if tenant is not None else frozenset()
+        found = self.resolver.resolve(token.strip()) if tenant is None and self.resolver is not None else None
+        if found is not None:
+            tenant, scopes = self._tenant_named(found[0]), found[1]
         if tenant is None:
             raise Unauthorized("invalid bearer token")
-        if scope not in tenant.scopes:
+        if scope not in scopes:
             raise Forbidden(f"token of tenant {tenant.name!r} lacks the {scope!r} scope")
+        return tenant
+
+    def _tenant_named(self, name: str) -> Tenant:
+        """The tenant of a resolver's token: a configured tenant's limits apply to it too."""
+        tenant = self._tenants.get(name)
+        if tenant is None:
+            tenant = self._tenants[name] = Tenant(name, frozenset())
         return tenant
 
     def admit(self, tenant: Tenant, keys: Sequence[bytes], now_seconds: float) -> None:

@@ -156,7 +156,7 @@ def _read_secret(path: str) -> str:
 
 def default_scrape_configs(host: str, port: int) -> list[ScrapeConfig]:
     """watchkeeper scraping itself, so a fresh install has data."""
-    if host in ("0.0.0.0", "", "::"):
+    if host in ("0.0.0.0", "", "::"):  # compares, binds nothing # nosec B104
         host = "127.0.0.1"
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return [ScrapeConfig(job_name="watchkeeper", static_configs=[StaticConfig(targets=[address])])]

@@ -97,7 +97,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _loopback(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # nosec B104
 
 
 class _Server:

@@ -40,7 +40,7 @@ def dropped(where: str, exc: BaseException) -> None:
                 type(exc).__name__,
                 exc,
             )
-    except Exception:  # pragma: no cover - logging itself failed; nothing left to do
+    except Exception:  # pragma: no cover - logging itself failed; nothing left to do  # nosec B110
         pass
 
 

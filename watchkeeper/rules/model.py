@@ -138,7 +138,7 @@ _StringLoader.yaml_implicit_resolvers = {
 
 def load_yaml(text: str) -> Any:
     """YAML where scalars stay strings (``null``/empty become ``None``)."""
-    return yaml.load(text, Loader=_StringLoader)
+    return yaml.load(text, Loader=_StringLoader)  # a SafeLoader subclass # nosec B506
 
 
 # --- validation ----------------------------------------------------------------------------------
