@@ -13,7 +13,6 @@ a person can look at the UI without any other component:
 from __future__ import annotations
 
 import argparse
-import functools
 import socket
 import threading
 import time
@@ -229,11 +228,21 @@ def seed(storage: Storage, now_ms: int, hours: float = 6.0, step_ms: int = STEP_
     return int(values.size)
 
 
-@functools.cache
+_SHARED: dict[tuple[float, int], tuple[int, Storage]] = {}
+SHARED_MAX_AGE_MS = 120_000
+
+
 def shared_storage(hours: float = 6.0, step_ms: int = 60_000) -> Storage:
-    """One seeded in-memory store per process (test sessions share it), ending at the current minute."""
+    """One seeded in-memory store per process (test sessions share it), ending at the current minute.
+    A store whose data ended more than two minutes ago is seeded anew: queries at "now" with a
+    5-minute window must still find samples late in a long test session."""
+    now_ms = (int(time.time() * 1000) // 60_000) * 60_000
+    built = _SHARED.get((hours, step_ms))
+    if built is not None and now_ms - built[0] <= SHARED_MAX_AGE_MS:
+        return built[1]
     storage = Storage.open(data_dir=None)
-    seed(storage, (int(time.time() * 1000) // 60_000) * 60_000, hours=hours, step_ms=step_ms)
+    seed(storage, now_ms, hours=hours, step_ms=step_ms)
+    _SHARED[(hours, step_ms)] = (now_ms, storage)
     return storage
 
 
