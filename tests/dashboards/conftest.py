@@ -10,10 +10,11 @@ from watchkeeper.dashboards.sample import make_app, shared_storage
 from watchkeeper.tsdb.storage import Storage
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def storage() -> Storage:
     """The sample workload at 1-minute resolution over 6 h (quick to build; enough for every panel),
-    shared with the browser tests when both run in one session."""
+    shared with the browser tests when both run in one session; seeded anew once its data ended
+    too long ago for queries at "now" (see `shared_storage`)."""
     return shared_storage(hours=6, step_ms=60_000)
 
 

@@ -229,13 +229,14 @@ def seed(storage: Storage, now_ms: int, hours: float = 6.0, step_ms: int = STEP_
 
 
 _SHARED: dict[tuple[float, int], tuple[int, Storage]] = {}
-SHARED_MAX_AGE_MS = 120_000
+SHARED_MAX_AGE_MS = 30_000
 
 
 def shared_storage(hours: float = 6.0, step_ms: int = 60_000) -> Storage:
     """One seeded in-memory store per process (test sessions share it), ending at the current minute.
-    A store whose data ended more than two minutes ago is seeded anew: queries at "now" with a
-    5-minute window must still find samples late in a long test session."""
+    A store seeded more than 30 s ago is seeded anew: its last sample is up to two steps before
+    the minute it was seeded at, and `rate(...[5m])` at "now" needs two samples in its window, late
+    in a long test session too."""
     now_ms = (int(time.time() * 1000) // 60_000) * 60_000
     built = _SHARED.get((hours, step_ms))
     if built is not None and now_ms - built[0] <= SHARED_MAX_AGE_MS:

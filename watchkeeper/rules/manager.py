@@ -209,7 +209,7 @@ class RuleManager:
     def update(self, groups: Sequence[RuleGroup]) -> None:
         """Replace the groups. Alert instances and written series of rules that stay are kept;
         series of rules that went away get staleness markers; their alert state is deleted."""
-        now_ms = int(self.clock() * 1000)
+        now_ms = round(self.clock() * 1000)  # round: 12.345 s is 12344.999… ms as a float
         leading = self.is_leader()
         with self._lock:
             old = self._groups
@@ -279,7 +279,7 @@ class RuleManager:
         leading = self.is_leader()
         if leading and entry.following and not self._take_over(entry):
             return None
-        now_ms = int(self.clock() * 1000)
+        now_ms = round(self.clock() * 1000)  # round: 12.345 s is 12344.999… ms as a float
         ts = eval_timestamp_ms(key, entry.group.interval_ms, now_ms)
         last = entry.runtime.last_evaluation_ms
         if last is not None:
