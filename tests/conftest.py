@@ -6,12 +6,13 @@ so a missing service can never turn into a silently green run.
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
+
+from tests.environment import unavailable
 
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -28,10 +29,7 @@ def _reachable(host: str, port: int) -> bool:
 def require_server(name: str, host: str, port: int) -> None:
     if _reachable(host, port):
         return
-    message = f"{name} is not reachable at {host}:{port}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set, so this is a failure)")
-    pytest.skip(message)
+    unavailable(f"{name} is not reachable at {host}:{port}")
 
 
 @pytest.fixture

@@ -6,19 +6,17 @@ Without it the tests skip on a laptop and fail in CI (``CI`` set).
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.environment import CHROMIUM, require_chromium
 from watchkeeper.dashboards.sample import make_app, serve, shared_storage
 
 from .pagewatch import PageWatch
 
-CHROMIUM = "/usr/bin/chromium"
 REFERENCE_DIR = Path(__file__).parents[2] / "dashboards"  # the reference deployment's dashboards
 ARGS = [
     "--headless",
@@ -31,24 +29,9 @@ ARGS = [
 ]
 
 
-def _require_browser() -> None:
-    missing = []
-    if not shutil.which(CHROMIUM):
-        missing.append(CHROMIUM)
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        missing.append("the playwright package")
-    if missing:
-        message = f"{' and '.join(missing)} not installed"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} (CI is set, so this is a failure)")
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    _require_browser()
+    require_chromium()
     storage = shared_storage(hours=6, step_ms=60_000)  # the unit tests' store when both run
     dashboards_dir = tmp_path_factory.mktemp("dashboards")
     app = make_app(

@@ -3,8 +3,6 @@ every page of the UI (dashboards, explore, SLOs, uptime, status, reports) works 
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
+from tests.environment import CHROMIUM, require_chromium
 from tests.slo.conftest import state  # noqa: F401  # the SLO pages' store, as tests/slo uses it
 from watchkeeper.dashboards.sample import make_app, serve, shared_storage
 from watchkeeper.security.headers import SecurityHeaders
@@ -20,7 +19,6 @@ from watchkeeper.slo.router import SloState, slo_router
 
 from .conftest import PASSWORDS, users
 
-CHROMIUM = "/usr/bin/chromium"
 REFERENCE_DIR = Path(__file__).parents[2] / "dashboards"
 pytestmark = pytest.mark.browser
 
@@ -41,10 +39,7 @@ def injected_routes(app: FastAPI) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} not installed (CI is set)")
-        pytest.skip(f"{CHROMIUM} not installed")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

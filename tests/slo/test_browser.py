@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
+from tests.environment import CHROMIUM, require_chromium
 from watchkeeper.dashboards.router import dashboards_router
 from watchkeeper.dashboards.sample import serve
 from watchkeeper.slo.router import SloState, slo_router
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def base_url(state: SloState) -> Iterator[str]:
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} not installed (CI is set)")
-        pytest.skip(f"{CHROMIUM} not installed")
+    require_chromium()
     app = FastAPI()
     app.include_router(dashboards_router(lambda: state.engine, lambda: state.store))  # base.html, /static/wk
     app.include_router(slo_router(lambda: state))
