@@ -18,7 +18,7 @@ import asyncio
 import gzip
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -297,6 +297,19 @@ def _fresh(body: bytes, status_code: int = 200) -> Response:
 def _routes(app: FastAPI, core: CoreApi) -> None:
     cache, metrics = core.cache, core.metrics
 
+    async def read_through(
+        request: Request,
+        key: str,
+        load: Callable[[], Awaitable[Any]],
+        store: Callable[[Any], Awaitable[bytes]],
+    ) -> Response:
+        """A cached read: the stored body on a hit; on a miss `load` from the database and `store`
+        (which caches the row and returns the body to send)."""
+        hit = await cache.get(key, _prefetched(request))
+        if hit is not None:
+            return _answer(hit, request, "hit")
+        return _answer(await store(await load()), request, "miss")
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -314,11 +327,8 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
     @app.get("/players/{player_id}")
     async def get_player(player_id: int, request: Request) -> Response:
         key = cache.player_key(player_id)
-        hit = await cache.get(key, _prefetched(request))
-        if hit is not None:
-            return _answer(hit, request, "hit")
-        data = _json(await core.db(repo.get_player, player_id))
-        return _answer(await cache.put(key, data, cache.player_ttl), request, "miss")
+        return await read_through(request, key, lambda: core.db(repo.get_player, player_id),
+                                  lambda row: cache.put(key, _json(row), cache.player_ttl))
 
     @app.patch("/players/{player_id}")
     async def update_player(player_id: int, body: PlayerPatch) -> Response:
@@ -331,11 +341,8 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
     @app.get("/players/{player_id}/statistics")
     async def player_statistics(player_id: int, request: Request) -> Response:
         key = cache.statistics_key(player_id)
-        hit = await cache.get(key, _prefetched(request))
-        if hit is not None:
-            return _answer(hit, request, "hit")
-        data = _json(await core.db(repo.statistics, player_id, now_ms=now_ms()))
-        return _answer(await cache.put(key, data, cache.statistics_ttl), request, "miss")
+        return await read_through(request, key, lambda: core.db(repo.statistics, player_id, now_ms=now_ms()),
+                                  lambda row: cache.put(key, _json(row), cache.statistics_ttl))
 
     @app.post("/sessions", status_code=201)
     async def create_session(body: SessionIn) -> Response:
@@ -349,12 +356,9 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
 
     @app.get("/sessions/{session_id}")
     async def get_session(session_id: int, request: Request) -> Response:
-        key = cache.session_key(session_id)
-        hit = await cache.get(key, _prefetched(request))
-        if hit is not None:
-            return _answer(hit, request, "hit")
-        row = await core.db(repo.get_session, session_id)
-        return _answer(await cache.put_session(row, _json(row)), request, "miss")
+        return await read_through(request, cache.session_key(session_id),
+                                  lambda: core.db(repo.get_session, session_id),
+                                  lambda row: cache.put_session(row, _json(row)))
 
     @app.patch("/sessions/{session_id}")
     async def update_session(session_id: int, body: SessionPatch) -> Response:
@@ -408,8 +412,5 @@ def _routes(app: FastAPI, core: CoreApi) -> None:
             metrics.feature("discovery_by_distance", region)
         if q.starts_after_ms is not None or q.starts_before_ms is not None:
             metrics.feature("discovery_by_time", region)
-        hit = await cache.get(q.cache_key, _prefetched(request))
-        if hit is not None:
-            return _answer(hit, request, "hit")
-        rows = await core.db(repo.discover, q, now_ms=now_ms())
-        return _answer(await cache.put_discovery(q, _json(rows), rows), request, "miss")
+        return await read_through(request, q.cache_key, lambda: core.db(repo.discover, q, now_ms=now_ms()),
+                                  lambda rows: cache.put_discovery(q, _json(rows), rows))
