@@ -53,40 +53,34 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def start_watchkeeper(tmp: Path, extra_env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """`watchkeeper serve` on a free port with its data dir and log in `tmp`, once it is ready."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (tmp / "server.log").open("wb") as log:  # the child keeps its own descriptor
+        server = subprocess.Popen(
+            [sys.executable, "-m", "watchkeeper.cli", "serve", "--port", str(port),
+             "--data-dir", str(tmp / "data"), "--retention", "30d"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **extra_env},
+        )
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.kill()
+    raise SystemExit(f"watchkeeper did not become ready; see {tmp / 'server.log'}")
+
+
 def run_scale(instances: int, minutes: int, shared: Path, extra_env: dict[str, str]) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="wk-bench-"))
     data = tmp / "data"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **extra_env}
-    log = (tmp / "server.log").open("wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "watchkeeper.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data),
-            "--retention",
-            "30d",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    server, url = start_watchkeeper(tmp, extra_env)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise SystemExit(f"watchkeeper did not become ready; see {tmp / 'server.log'}")
         rss_before = rss_bytes(server.pid)
         report_path = tmp / "report.json"
         subprocess.run(
@@ -135,7 +129,6 @@ def run_scale(instances: int, minutes: int, shared: Path, extra_env: dict[str, s
     finally:
         if server.poll() is None:
             server.kill()
-        log.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -160,36 +153,10 @@ def run_interleaved(
     bodies = workload.write_requests(series)
     total_samples = len(series) * steps
     tmp = Path(tempfile.mkdtemp(prefix="wk-bench-"))
-    port = free_port()
-    wk_url = f"http://127.0.0.1:{port}"
-    log = (tmp / "server.log").open("wb")
-    wk = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "watchkeeper.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp / "data"),
-            "--retention",
-            "30d",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **extra_env},
-    )
+    wk, wk_url = start_watchkeeper(tmp, extra_env)
     prom, prom_dir = sidebyside.start_prometheus(free_port())
     prom_url = next(a for a in prom.args if a.startswith("--web.listen-address=")).split("=", 1)[1]
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(wk_url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
         headers = {
             "Content-Encoding": "snappy",
             "Content-Type": "application/x-protobuf",
@@ -223,7 +190,6 @@ def run_interleaved(
         wk.wait(600)
         prom.terminate()
         prom.wait(30)
-        log.close()
         shutil.rmtree(prom_dir, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
