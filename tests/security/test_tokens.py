@@ -47,12 +47,13 @@ def test_the_registry_sees_created_and_revoked_tokens(store: TokenStore) -> None
     assert registry.lookup("config-token-123456") == configured
     raw, _ = store.create("ci", ("write",), now_ms=0, tenant="payments")
     assert registry.lookup(raw) is None  # not re-read yet
-    registry.refresh_if_stale()
+    assert registry.is_stale()
+    registry.refresh()
     found = registry.lookup(raw)
     assert found is not None and found.principal().scopes == {"write"}
     assert registry.resolve(raw) == ("payments", frozenset({"write"}))
     assert store.revoke("ci", now_ms=5) and not store.revoke("ci", now_ms=6)
-    registry.refresh_if_stale()
+    registry.refresh()
     assert registry.lookup(raw) is None
     assert [r.name for r in store.list(include_revoked=True)] == ["ci"] and store.list() == []
 

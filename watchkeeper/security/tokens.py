@@ -144,8 +144,8 @@ class TokenStore:
 class TokenRegistry:
     """Every valid token: the config's and the database's (re-read every `refresh_seconds`).
 
-    `lookup` and `resolve` only read memory; call `refresh_if_stale` (it may query the database)
-    off the event loop before them.
+    `lookup` and `resolve` only read memory; when `is_stale`, call `refresh` (it queries the
+    database) off the event loop before them.
     """
 
     def __init__(
@@ -206,10 +206,6 @@ class TokenRegistry:
             return False
         self._miss_refreshed_at = now
         return True
-
-    def refresh_if_stale(self) -> None:
-        if self.is_stale():
-            self.refresh()
 
     def lookup(self, token: str) -> TokenRecord | None:
         # a dict lookup by hash leaks nothing useful: the key is the hash of a random secret
