@@ -33,7 +33,7 @@ from watchkeeper.rules.model import expand_patterns
 from watchkeeper.slo.budget import Window
 from watchkeeper.slo.config import SloConfig
 from watchkeeper.slo.generate import generate, to_yaml
-from watchkeeper.slo.reports import SLO_METHOD, UPTIME_METHOD, build_report, to_csv
+from watchkeeper.slo.reports import SLO_METHOD, UPTIME_METHOD, Report, build_report, to_csv
 from watchkeeper.slo.spec import SloSpec, load_spec_files
 from watchkeeper.slo.uptime import daily_bars
 from watchkeeper.slo.views import RANGES_DAYS, monitor_view, objective_text, slo_view
@@ -280,13 +280,13 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
         )
         return HTMLResponse(html, headers={"Cache-Control": "public, max-age=30"})
 
-    @router.get("/reports/{name}.csv")
-    async def report_csv(name: str) -> Response:
+    async def built_report(name: str) -> Report | None:
+        """The configured report `name`, built now (off the event loop); None when unknown."""
         state = get_state()
         cfg = next((r for r in state.config.reports if r.name == name), None)
         if cfg is None:
-            return PlainTextResponse("not found\n", status_code=404)
-        report = await anyio.to_thread.run_sync(
+            return None
+        return await anyio.to_thread.run_sync(
             lambda: build_report(
                 cfg,
                 store=state.store,
@@ -296,6 +296,12 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
                 now_ms=state.now_ms(),
             )
         )
+
+    @router.get("/reports/{name}.csv")
+    async def report_csv(name: str) -> Response:
+        report = await built_report(name)
+        if report is None:
+            return PlainTextResponse("not found\n", status_code=404)
         return Response(
             to_csv(report),
             media_type="text/csv; charset=utf-8",
@@ -304,20 +310,9 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
 
     @router.get("/reports/{name}", response_class=HTMLResponse)
     async def report_html(name: str) -> Response:
-        state = get_state()
-        cfg = next((r for r in state.config.reports if r.name == name), None)
-        if cfg is None:
+        report = await built_report(name)
+        if report is None:
             return PlainTextResponse("not found\n", status_code=404)
-        report = await anyio.to_thread.run_sync(
-            lambda: build_report(
-                cfg,
-                store=state.store,
-                engine=state.engine,
-                specs=state.specs,
-                slo=state.config,
-                now_ms=state.now_ms(),
-            )
-        )
         return render("report.html", title=report.title, nav="/reports", report=report)
 
     return router
