@@ -4,7 +4,13 @@ Both run `create_backup` in process on the server's own data dir and database (c
 server writes; see `watchkeeper.backup.snapshot`). A scheduled backup that fails is logged and
 counted in ``watchkeeper_backups_total{result="failure"}``; it never stops the server.
 
->>> schedule_backups(rules_service.scheduler.scheduler, settings, registry=metrics.registry)  # doctest: +SKIP
+Replicas on one database: every replica schedules the job, but only the holder of the leader lease
+(the one that evaluates rules) writes a backup; the others count the run as ``result="skipped"``.
+So the replicas make one backup per interval between them, not one each, and after a failover the
+new leader's next run continues the series.
+
+>>> schedule_backups(rules_service.scheduler.scheduler, settings, registry=metrics.registry,
+...                  is_leader=alerting.leadership.is_leader)                      # doctest: +SKIP
 >>> app.include_router(backup_router(settings, ready=state.require_storage))                 # doctest: +SKIP
 """
 
@@ -35,7 +41,8 @@ JOB_ID = "backup"
 
 class BackupMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.runs = Counter("watchkeeper_backups", "Scheduled backups, by result (success, failure).",
+        self.runs = Counter("watchkeeper_backups",
+                            "Scheduled backup runs, by result (success, failure, skipped: not the leader).",
                             ["result"], registry=registry)
         self.last_success = Gauge("watchkeeper_backup_last_success_timestamp_seconds",
                                   "When the last scheduled backup succeeded.", registry=registry)
@@ -43,7 +50,7 @@ class BackupMetrics:
                               "How long the last successful scheduled backup took.", registry=registry)
         self.size = Gauge("watchkeeper_backup_size_bytes", "Size of the last scheduled backup file.",
                           registry=registry)
-        for result in ("success", "failure"):
+        for result in ("success", "failure", "skipped"):
             self.runs.labels(result)
 
 
@@ -63,8 +70,14 @@ def prune(directory: Path, keep: int) -> list[Path]:
 
 
 def run_scheduled_backup(source: Source, directory: Path, keep: int, metrics: BackupMetrics,
-                         clock: Callable[[], float] = time.time) -> Path | None:
-    """One run of the job: a new backup in `directory`, then the old ones pruned. Never raises."""
+                         clock: Callable[[], float] = time.time,
+                         is_leader: Callable[[], bool] = lambda: True) -> Path | None:
+    """One run of the job: a new backup in `directory`, then the old ones pruned; nothing when this
+    replica is not the leader. Never raises."""
+    if not is_leader():
+        metrics.runs.labels("skipped").inc()
+        log.debug("scheduled backup skipped: another replica holds the leader lease")
+        return None
     started = clock()
     try:
         target = directory / backup_name(started)
@@ -83,8 +96,10 @@ def run_scheduled_backup(source: Source, directory: Path, keep: int, metrics: Ba
 
 
 def schedule_backups(scheduler: Any, settings: Settings, *, registry: CollectorRegistry,
-                     clock: Callable[[], float] = time.time) -> str | None:
-    """Add the backup job to an APScheduler scheduler when ``backup.dir`` is set; its job id."""
+                     clock: Callable[[], float] = time.time,
+                     is_leader: Callable[[], bool] = lambda: True) -> str | None:
+    """Add the backup job to an APScheduler scheduler when ``backup.dir`` is set; its job id.
+    `is_leader`: whether this replica holds the leader lease when a run starts."""
     cfg = settings.backup
     if cfg.dir is None:
         return None
@@ -97,7 +112,7 @@ def schedule_backups(scheduler: Any, settings: Settings, *, registry: CollectorR
         run_scheduled_backup,
         IntervalTrigger(seconds=cfg.interval_seconds),
         kwargs={"source": Source.from_settings(settings), "directory": cfg.dir, "keep": cfg.keep,
-                "metrics": BackupMetrics(registry), "clock": clock},
+                "metrics": BackupMetrics(registry), "clock": clock, "is_leader": is_leader},
         id=JOB_ID, name="backup", executor=JOB_ID, replace_existing=True, max_instances=1, coalesce=True,
     )
     return JOB_ID
