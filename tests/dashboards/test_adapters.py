@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -11,6 +12,7 @@ from watchkeeper.dashboards.adapters import (
     PrometheusRules,
     PrometheusTargets,
     rfc3339_ms,
+    stored_history,
 )
 from watchkeeper.dashboards.router import DashboardOptions, dashboards_router
 from watchkeeper.tsdb.storage import Storage
@@ -131,17 +133,22 @@ def test_rules_alerts_targets_and_silences_convert() -> None:
     assert active.matchers == '{alertname="SlowDB", route!~"/api/.*"}' and expired.id == "old"
 
 
+def pages(options: DashboardOptions, storage: Storage | None = None) -> TestClient:
+    """The dashboards UI alone (no queries run on the pages these tests read)."""
+    app = FastAPI()
+    app.include_router(dashboards_router(lambda: None, lambda: storage, options))  # type: ignore[arg-type,return-value]
+    return TestClient(app)
+
+
 def test_pages_render_from_the_adapters() -> None:
     storage = Storage.open(data_dir=None)
-    app = FastAPI()
     options = DashboardOptions(
         get_rules=lambda: PrometheusRules(lambda: RULES),
         get_alerts=lambda: PrometheusAlerts(lambda: ALERTS),
         get_targets=lambda: PrometheusTargets(lambda: TARGETS),
         get_silences=lambda: AlertmanagerSilences(lambda: SILENCES),
     )
-    app.include_router(dashboards_router(lambda: None, lambda: storage, options))  # type: ignore[arg-type,return-value]
-    client = TestClient(app)
+    client = pages(options, storage)
     assert "errors above 5%" in client.get("/alerts").text
     assert "job:errors:ratio5m &gt; 0.05" in client.get("/rules").text
     assert "1/2 up" in client.get("/targets").text
@@ -167,3 +174,38 @@ def test_alerts_from_the_rules_components_own_json() -> None:
         1_795_860_000_000,
         0.5,
     )
+
+
+def test_alert_history_comes_from_the_rule_managers_store(tmp_path: Path) -> None:
+    from watchkeeper.rules.persistence import AlertStore
+    from watchkeeper.rules.state import State, Transition
+    from watchkeeper.tsdb.schema import make_engine, migrate, sqlite_url
+
+    engine = make_engine(sqlite_url(tmp_path))
+    migrate(engine)
+    store = AlertStore(engine)
+    labels = (("alertname", "HighErrorRate"), ("route", "/a"))
+    store.save_group(
+        "rules/api.yml;api",
+        {},
+        [
+            ("HighErrorRate", Transition(labels, State.INACTIVE, State.PENDING, 1_795_860_000_000, 0.07)),
+            ("HighErrorRate", Transition(labels, State.PENDING, State.FIRING, 1_795_860_300_000, 0.08)),
+        ],
+    )
+    history = stored_history(lambda: store)
+    newest, oldest = history(10)
+    assert (newest.name, newest.from_state, newest.to_state, newest.at_ms, newest.value) == (
+        "HighErrorRate",
+        "pending",
+        "firing",
+        1_795_860_300_000,
+        0.08,
+    )
+    assert oldest.to_state == "pending" and newest.labels == labels
+    assert len(history(1)) == 1 and stored_history(lambda: None)(10) == []
+
+    alerts = PrometheusAlerts(lambda: ALERTS, history=history)
+    page = pages(DashboardOptions(get_alerts=lambda: alerts)).get("/alerts").text.split("<h2>History</h2>")[1]
+    assert "pending → firing" in page and "inactive → pending" in page and "No transitions" not in page
+    engine.dispose()

@@ -6,13 +6,15 @@ APIs; these adapters read the same ``data`` objects, so the pages need no other 
 >>> from watchkeeper.rules.api import alerts_data, rules_data            # doctest: +SKIP
 >>> DashboardOptions(
 ...     get_rules=lambda: PrometheusRules(lambda: rules_data(manager)),
-...     get_alerts=lambda: PrometheusAlerts(lambda: alerts_data(manager)),
+...     get_alerts=lambda: PrometheusAlerts(
+...         lambda: alerts_data(manager), history=stored_history(lambda: manager.alert_store)),
 ...     get_targets=lambda: PrometheusTargets(scrape_manager.targets_api),
 ...     get_silences=lambda: AlertmanagerSilences(lambda: silences_json),
 ... )                                                                    # doctest: +SKIP
 
 Shapes: ``GET /api/v1/rules`` data, ``GET /api/v1/alerts`` data, ``GET /api/v1/targets`` data, and
-the list ``GET /api/v2/silences`` answers.
+the list ``GET /api/v2/silences`` answers; the alert history is read from the store behind
+``GET /api/v1/alerts/history`` (the rule manager's ``alert_store``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from watchkeeper.dashboards.providers import (
     AlertTransitionView,
@@ -92,6 +94,54 @@ class PrometheusAlerts:
 
     def history(self, limit: int) -> Sequence[AlertTransitionView]:
         return list(self._history(limit))[:limit] if self._history else []
+
+
+class StoredTransition(Protocol):
+    """One stored alert transition (``watchkeeper.rules.persistence.HistoryEntry``)."""
+
+    @property
+    def at_ms(self) -> int: ...
+    @property
+    def alertname(self) -> str: ...
+    @property
+    def labels(self) -> Labels: ...
+    @property
+    def from_state(self) -> str: ...
+    @property
+    def to_state(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+
+
+class TransitionStore(Protocol):
+    """Where alert transitions are kept (``watchkeeper.rules.persistence.AlertStore``)."""
+
+    def history(self, *, limit: int) -> Sequence[StoredTransition]: ...
+
+
+def stored_history(
+    get_store: Callable[[], TransitionStore | None],
+) -> Callable[[int], list[AlertTransitionView]]:
+    """The ``history`` of :class:`PrometheusAlerts`: the newest ``limit`` transitions from the
+    store ``get_store()`` returns (none without a database)."""
+
+    def history(limit: int) -> list[AlertTransitionView]:
+        store = get_store()
+        if store is None:
+            return []
+        return [
+            AlertTransitionView(
+                name=e.alertname,
+                labels=e.labels,
+                from_state=e.from_state,
+                to_state=e.to_state,
+                at_ms=e.at_ms,
+                value=e.value,
+            )
+            for e in store.history(limit=limit)
+        ]
+
+    return history
 
 
 class PrometheusRules:

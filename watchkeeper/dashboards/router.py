@@ -314,8 +314,10 @@ def dashboards_router(
     @router.get("/alerts", response_class=HTMLResponse)
     async def alerts_page(request: Request) -> HTMLResponse:
         provider = opts.get_alerts()
-        alerts = list(provider.alerts()) if provider else []
-        history = list(provider.history(100)) if provider else []
+        # the history is read from the database: off the event loop
+        alerts, history = await anyio.to_thread.run_sync(
+            lambda: (list(provider.alerts()), list(provider.history(100))) if provider else ([], [])
+        )
         return page(
             "alerts.html",
             request,

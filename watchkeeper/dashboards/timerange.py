@@ -183,5 +183,3 @@ def pick_step_ms(range_ms: int, *, width_px: int, min_step_ms: int) -> int:
         if nice >= raw:
             return nice
     return math.ceil(raw / 1000) * 1000
-
-
