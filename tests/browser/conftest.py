@@ -7,6 +7,7 @@ Without it the tests skip on a laptop and fail in CI (``CI`` set).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="package")
-def browser(server: str) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -56,13 +58,21 @@ def browser(server: str) -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture
-def watched(browser: Any, server: str) -> Iterator[PageWatch]:
+@contextmanager
+def watching(browser: Any, base: str) -> Iterator[PageWatch]:
+    """A fresh browser page on ``base``; on leaving, it must have had no console error and no
+    request outside localhost."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(30_000)
-    watch = PageWatch(page, server)
+    watch = PageWatch(page, base)
     yield watch
     context.close()
     assert watch.errors == [], watch.errors
     assert watch.outside_requests() == [], watch.outside_requests()
+
+
+@pytest.fixture
+def watched(browser: Any, server: str) -> Iterator[PageWatch]:
+    with watching(browser, server) as watch:
+        yield watch

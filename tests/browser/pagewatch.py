@@ -1,4 +1,5 @@
-"""What one browser page did: console errors, page errors, every request; and its screenshots."""
+"""What one browser page did: console errors, page errors, every request; its screenshots; and
+whether every panel of a dashboard drew."""
 
 from __future__ import annotations
 
@@ -34,3 +35,40 @@ class PageWatch:
     def screenshot(self, name: str) -> None:
         SCREENSHOTS.mkdir(exist_ok=True)
         self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+ALL_RENDERED = """() => {
+  const panels = Array.from(document.querySelectorAll('.panel[data-panel]'));
+  const visible = panels.filter(p => !p.closest('details.row') || p.closest('details.row').open);
+  return visible.length > 0 && visible.every(p => p.dataset.rendered);
+}"""
+
+PANEL_STATE = """() => Array.from(document.querySelectorAll('.panel[data-panel]'))
+  .filter(p => !p.closest('details.row') || p.closest('details.row').open)
+  .map(p => ({id: p.dataset.panel, type: p.dataset.type, svg: p.querySelectorAll('.main-svg').length,
+              rows: p.querySelectorAll('tbody tr').length,
+              value: (p.querySelector('.stat .value') || {}).textContent || '',
+              text: p.querySelector('.body').innerText.length,
+              status: (p.querySelector('.status') || {}).textContent || '',
+              title: (p.querySelector('.status') || {}).title || ''}))"""
+
+
+def assert_all_panels_drawn(page: Any, *, allow_empty: bool = False) -> list[dict[str, Any]]:
+    try:
+        page.wait_for_function(ALL_RENDERED)
+    except Exception as exc:
+        state = page.evaluate(PANEL_STATE.replace("svg:", "rendered: p.dataset.rendered || '', svg:"))
+        raise AssertionError(f"not every panel rendered: {state}") from exc
+    panels: list[dict[str, Any]] = page.evaluate(PANEL_STATE)
+    for p in panels:
+        assert "error" not in p["status"] and "⚠" not in p["status"], p
+        assert allow_empty or p["status"] != "No data", p
+        if p["type"] in ("timeseries", "heatmap", "gauge", "bargauge"):
+            assert p["svg"] > 0, p
+        elif p["type"] == "stat":
+            assert p["value"] not in ("", "No data", "–"), p
+        elif p["type"] == "table":
+            assert p["rows"] > 0, p
+        else:
+            assert p["text"] > 0, p
+    return panels

@@ -14,49 +14,13 @@ import pytest
 
 from watchkeeper.dashboards.loader import BUILTIN_DIR, load_dirs
 
-from .pagewatch import PageWatch
+from .pagewatch import PageWatch, assert_all_panels_drawn
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 REFERENCE_DIR = Path(__file__).parents[2] / "dashboards"
 BUILTINS = sorted(load_dirs([BUILTIN_DIR, REFERENCE_DIR]).dashboards.values(), key=lambda d: d.uid)
 GRAFANA_FIXTURE = Path(__file__).parents[1] / "dashboards" / "fixtures" / "grafana-api-service.json"
-
-ALL_RENDERED = """() => {
-  const panels = Array.from(document.querySelectorAll('.panel[data-panel]'));
-  const visible = panels.filter(p => !p.closest('details.row') || p.closest('details.row').open);
-  return visible.length > 0 && visible.every(p => p.dataset.rendered);
-}"""
-
-PANEL_STATE = """() => Array.from(document.querySelectorAll('.panel[data-panel]'))
-  .filter(p => !p.closest('details.row') || p.closest('details.row').open)
-  .map(p => ({id: p.dataset.panel, type: p.dataset.type, svg: p.querySelectorAll('.main-svg').length,
-              rows: p.querySelectorAll('tbody tr').length,
-              value: (p.querySelector('.stat .value') || {}).textContent || '',
-              text: p.querySelector('.body').innerText.length,
-              status: (p.querySelector('.status') || {}).textContent || '',
-              title: (p.querySelector('.status') || {}).title || ''}))"""
-
-
-def assert_all_panels_drawn(page: Any, *, allow_empty: bool = False) -> list[dict[str, Any]]:
-    try:
-        page.wait_for_function(ALL_RENDERED)
-    except Exception as exc:
-        state = page.evaluate(PANEL_STATE.replace("svg:", "rendered: p.dataset.rendered || '', svg:"))
-        raise AssertionError(f"not every panel rendered: {state}") from exc
-    panels: list[dict[str, Any]] = page.evaluate(PANEL_STATE)
-    for p in panels:
-        assert "error" not in p["status"] and "⚠" not in p["status"], p
-        assert allow_empty or p["status"] != "No data", p
-        if p["type"] in ("timeseries", "heatmap", "gauge", "bargauge"):
-            assert p["svg"] > 0, p
-        elif p["type"] == "stat":
-            assert p["value"] not in ("", "No data", "–"), p
-        elif p["type"] == "table":
-            assert p["rows"] > 0, p
-        else:
-            assert p["text"] > 0, p
-    return panels
 
 
 @pytest.mark.parametrize("uid", [d.uid for d in BUILTINS])
