@@ -1,6 +1,7 @@
-"""Bad input: at least 10,000 malformed or mutated bodies per ingest endpoint against a running
-server. Every answer must be below 500 (a 4xx carries a message), none may hang, the server stays
-up, and the data ingested before the storm is intact and queryable.
+"""Bad input: at least 10,000 malformed or mutated bodies per ingest endpoint (OTLP protobuf and JSON,
+JSON push, text import, Pushgateway PUT and POST, remote-write) against a running server. Every
+answer must be below 500 (a 4xx carries a message), none may hang, the server stays up, and the
+data ingested before the storm is intact and queryable.
 
 The mutator is a seeded, radamsa-style byte and token mutator over valid seed bodies (bit flips,
 insertions of format-significant tokens, truncation, duplication, splicing, gzip wrapping), plus
@@ -26,7 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from tests.collector.encode import Pairs, snappy, write_request
 from tests.collector.test_push import build_app, serve, values
+from watchkeeper.tsdb.reader import STALE_NAN
 
 BODIES = int(os.environ.get("WATCHKEEPER_FUZZ_BODIES", "10000"))
 NOW_NS = time.time_ns() - 60 * 10**9
@@ -63,6 +66,18 @@ def _otlp_seed() -> bytes:
     return bytes(req.SerializeToString())
 
 
+def _remote_write_seed() -> bytes:
+    """Uncompressed: the fuzzer mutates the protobuf, then snappy-compresses most cases."""
+    ms = NOW_NS // 10**6
+    items: list[tuple[Pairs, list[tuple[int, float]]]] = [
+        ([("__name__", "fz_rw_total"), ("job", "fuzz"), ("i", str(i))],
+         [(ms, float(i)), (ms + 1000, i + 0.5)])
+        for i in range(3)
+    ]
+    items.append(([("__name__", "fz_rw_stale"), ("le", "+Inf")], [(ms, STALE_NAN)]))
+    return write_request(items)
+
+
 def _otlp_json_seed() -> bytes:
     from google.protobuf import json_format
 
@@ -82,6 +97,7 @@ SEEDS: dict[str, list[bytes]] = {
         b"# TYPE fz histogram\nfz_bucket{le=\"0.1\"} 1\nfz_bucket{le=\"+Inf\"} 2\nfz_sum 3\nfz_count 2\n",
     ],
     "pushgateway": [b'fz{a="b"} 1\nfz2 2\n# TYPE fz3 gauge\nfz3 -1e10\n'],
+    "remote_write": [_remote_write_seed()],
 }
 
 ENDPOINTS: dict[str, tuple[str, str, dict[str, str]]] = {
@@ -90,7 +106,29 @@ ENDPOINTS: dict[str, tuple[str, str, dict[str, str]]] = {
     "json_push": ("POST", "/api/v1/push", {"Content-Type": "application/json"}),
     "import": ("POST", "/api/v1/import/prometheus", {"Content-Type": "text/plain"}),
     "pushgateway": ("PUT", "/metrics/job/fuzz/instance/x", {"Content-Type": "text/plain"}),
+    "remote_write": ("POST", "/api/v1/write", {"Content-Type": "application/x-protobuf",
+                                               "Content-Encoding": "snappy",
+                                               "X-Prometheus-Remote-Write-Version": "0.1.0"}),
 }
+
+
+def wire(endpoint: str, body: bytes) -> bytes:
+    """The body as the endpoint takes it: remote-write bodies are snappy blocks."""
+    return snappy(body) if endpoint == "remote_write" else body
+
+
+def case(rng: random.Random, endpoint: str) -> tuple[bytes, dict[str, str]]:
+    """One mutated request body and its extra headers. Remote-write: most mutations are of the
+    protobuf inside a valid snappy block; some of the snappy block itself; some sent as they are."""
+    body, headers = mutate(rng, SEEDS[endpoint])
+    if endpoint != "remote_write" or headers:
+        return body, headers
+    roll = rng.random()
+    if roll < 0.8:
+        return snappy(body), headers
+    if roll < 0.9:
+        return mutate(rng, [wire(endpoint, seed) for seed in SEEDS[endpoint]])
+    return body, headers
 
 
 def mutate(rng: random.Random, seeds: list[bytes]) -> tuple[bytes, dict[str, str]]:
@@ -211,7 +249,7 @@ def test_mutated_bodies_never_5xx(server: str, endpoint: str) -> None:
     _canary(server)
     method, path, base_headers = ENDPOINTS[endpoint]
     rng = random.Random(f"watchkeeper-fuzz-{endpoint}")
-    cases = [mutate(rng, SEEDS[endpoint]) for _ in range(BODIES)]
+    cases = [case(rng, endpoint) for _ in range(BODIES)]
     statuses: dict[int, int] = {}
 
     def send(chunk: list[tuple[bytes, dict[str, str]]]) -> list[int]:
@@ -219,7 +257,8 @@ def test_mutated_bodies_never_5xx(server: str, endpoint: str) -> None:
         client = RawClient(server)
         try:
             for i, (body, headers) in enumerate(chunk):
-                status, text = client.request(method, path, body, {**base_headers, **headers})
+                verb = "POST" if endpoint == "pushgateway" and i % 2 else method  # PUT and POST alike
+                status, text = client.request(verb, path, body, {**base_headers, **headers})
                 _check_status(status, text, f"{endpoint} body #{i} {body[:200]!r} {headers}")
                 out.append(status)
         finally:
@@ -291,5 +330,5 @@ def test_seeds_are_accepted(tmp_path: Path) -> None:
     with serve(build_app(tmp_path)) as url:
         for name, (method, path, headers) in ENDPOINTS.items():
             for seed in SEEDS[name]:
-                r = httpx.request(method, url + path, content=seed, headers=headers)
+                r = httpx.request(method, url + path, content=wire(name, seed), headers=headers)
                 assert r.status_code < 300, (name, r.status_code, r.text)

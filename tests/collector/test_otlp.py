@@ -155,6 +155,24 @@ def test_json_body_with_hex_exemplar_ids_and_json_response(server: str) -> None:
     assert values(server, "queue_size") == {"host_name=h1,job=json-svc,key_1st=7": 4.0}
 
 
+@pytest.mark.parametrize("path", ["/v1/metrics", "/api/v1/otlp/v1/metrics"])
+@pytest.mark.parametrize("as_json", [False, True], ids=["protobuf", "json"])
+@pytest.mark.parametrize("gzipped", [False, True], ids=["identity", "gzip"])
+def test_both_paths_take_protobuf_and_json_plain_or_gzipped(
+    server: str, path: str, as_json: bool, gzipped: bool
+) -> None:
+    name = f"matrix.{path.count('/')}.{int(as_json)}.{int(gzipped)}"
+    data = _gauge_json(name, 2.5, time.time_ns())
+    body = json.dumps(data).encode() if as_json else _request(data).SerializeToString()
+    headers = {"Content-Type": "application/json" if as_json else "application/x-protobuf"}
+    if gzipped:
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    r = httpx.post(server + path, content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == headers["Content-Type"]
+    assert values(server, name.replace(".", "_")) == {"host_name=h1,job=json-svc,key_1st=7": 2.5}
+
+
 def test_protobuf_response_reports_partial_success(server: str) -> None:
     now_ns = time.time_ns()
     req = _request(_gauge_json("ok.gauge", 1, now_ns))
@@ -163,12 +181,18 @@ def test_protobuf_response_reports_partial_success(server: str) -> None:
     p = bad.histogram.data_points.add(time_unix_nano=now_ns, count=1)
     p.explicit_bounds.extend([1.0, 2.0])
     p.bucket_counts.extend([1])  # needs 3 counts
+    wide = req.resource_metrics[0].scope_metrics[0].metrics.add(name="bad.exp")
+    wide.exponential_histogram.data_points.add(time_unix_nano=now_ns, count=1, scale=99)  # out of range
     r = httpx.post(server + "/v1/metrics", content=gzip.compress(req.SerializeToString()),
                    headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
     assert r.status_code == 200, r.text
     resp = ExportMetricsServiceResponse.FromString(r.content)
-    assert resp.partial_success.rejected_data_points == 2
+    assert resp.partial_success.rejected_data_points == 3
     assert "no_data" in resp.partial_success.error_message
+    assert "scale 99 is outside the range" in resp.partial_success.error_message
+    metrics = httpx.get(server + "/metrics").text  # counted, by reason, in watchkeeper's own metrics
+    for reason in ("no_data", "bad_histogram", "bad_exponential_histogram"):
+        assert f'watchkeeper_ingest_rejected_samples_total{{reason="otlp_{reason}"}} 1.0' in metrics
     assert values(server, "ok_gauge") == {"host_name=h1,job=json-svc,key_1st=7": 1.0}
 
 

@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from tests.collector import encode
 from watchkeeper.app import create_app
 from watchkeeper.collector.auth import IngestAuth, IngestAuthConfig, TokenConfig
 from watchkeeper.collector.push import PushGroups, grouping_key, parse_json_push
@@ -70,20 +71,21 @@ def serve(app: FastAPI) -> Iterator[str]:
         thread.join(30)
 
 
-def query(url: str, expr: str, at_s: float | None = None) -> list[dict[str, Any]]:
+def query(url: str, expr: str, at_s: float | None = None, token: str | None = None) -> list[dict[str, Any]]:
     params: dict[str, Any] = {"query": expr}
     if at_s is not None:
         params["time"] = at_s
-    r = httpx.get(url + "/api/v1/query", params=params)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = httpx.get(url + "/api/v1/query", params=params, headers=headers)
     assert r.status_code == 200, r.text
     result: list[dict[str, Any]] = r.json()["data"]["result"]
     return result
 
 
-def values(url: str, expr: str, at_s: float | None = None) -> dict[str, float]:
+def values(url: str, expr: str, at_s: float | None = None, token: str | None = None) -> dict[str, float]:
     """{rendered label set without __name__: value} of an instant query."""
     out = {}
-    for item in query(url, expr, at_s):
+    for item in query(url, expr, at_s, token):
         m = item["metric"]
         key = ",".join(f"{k}={v}" for k, v in sorted(m.items()) if k != "__name__")
         out[key] = float(item["value"][1])
@@ -316,3 +318,51 @@ def test_write_request_fast_and_general_encodings_agree_bit_exactly() -> None:
     assert dict(parse_labels(d.keys[0]))["i"] == "0"
     odd = batch([5, -1])  # timestamps outside the 6-byte varint range
     assert decode_write_request(odd.write_request()).timestamps_ms.tolist() == [5, -1]
+
+
+def _remote_write(url: str, name: str, series: int, **headers: str) -> httpx.Response:
+    now_ms = int(time.time() * 1000)
+    items = [([("__name__", name), ("i", str(i))], [(now_ms, 1.0)]) for i in range(series)]
+    headers = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf", **headers}
+    return httpx.post(url + "/api/v1/write", content=encode.body(items), headers=headers)
+
+
+def test_remote_write_needs_the_write_scope_and_counts_against_the_tenant(tmp_path: Path) -> None:
+    auth = _auth(samples_per_second=10, burst_seconds=1, max_active_series=40)
+    with serve(build_app(tmp_path, ingest_auth=auth)) as url:
+        assert _remote_write(url, "rw", 1).status_code == 401
+        r = _remote_write(url, "rw", 1, Authorization="Bearer reader-token")
+        assert r.status_code == 403 and "write" in r.text
+        writer = {"Authorization": "Bearer writer-token"}
+        assert _remote_write(url, "rw", 30, **writer).status_code == 204  # 30 samples: into debt
+        r = _remote_write(url, "rw", 1, **writer)
+        assert r.status_code == 429 and "samples/s" in r.text and int(r.headers["Retry-After"]) >= 2
+        # the samples of JSON pushes and remote-writes are charged to the same tenant
+        r = httpx.post(url + "/api/v1/push", json=[{"metric": "m", "value": 1}], headers=writer)
+        assert r.status_code == 429
+        assert values(url, "count(rw)", token="reader-token") == {"": 30.0}
+
+
+def test_active_series_of_remote_write_per_tenant(tmp_path: Path) -> None:
+    with serve(build_app(tmp_path, ingest_auth=_auth(max_active_series=5))) as url:
+        writer = {"Authorization": "Bearer writer-token"}
+        assert _remote_write(url, "rw", 5, **writer).status_code == 204
+        r = _remote_write(url, "rw", 6, **writer)
+        assert r.status_code == 429 and "active series" in r.text and r.headers["Retry-After"]
+        assert values(url, "count(rw)", token="reader-token") == {"": 5.0}
+
+
+def test_ingest_is_closed_on_a_public_bind_without_tokens(tmp_path: Path) -> None:
+    """Settings say 0.0.0.0 (served here on loopback): with no tokens every ingest route refuses
+    (the security gate answers first, 401, naming the reason), and nothing is written."""
+    with serve(build_app(tmp_path, host="0.0.0.0")) as url:  # nosec B104 (a setting, nothing binds it)
+        answers = [
+            httpx.post(url + "/api/v1/push", json=[{"metric": "m", "value": 1}]),
+            _remote_write(url, "rw", 1),
+            httpx.put(url + "/metrics/job/a", content=b"x 1\n"),
+            httpx.post(url + "/v1/metrics", content=b"", headers={"Content-Type": "application/x-protobuf"}),
+            httpx.post(url + "/api/v1/import/prometheus", content=b"x 1\n"),
+        ]
+        for r in answers:
+            assert r.status_code in (401, 403) and "not a loopback address" in r.text, (r.url, r.text)
+        assert values(url, "count({__name__=~'m|rw|x'})") == {}

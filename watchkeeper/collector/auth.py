@@ -27,13 +27,14 @@ import hashlib
 import ipaddress
 import math
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from starlette.requests import Request
 
+from watchkeeper.collector.remote_write import Admit
 from watchkeeper.errors import IngestError, LimitExceeded
 
 
@@ -165,9 +166,13 @@ class IngestAuth:
             tenant = self._tenants[name] = Tenant(name, frozenset())
         return tenant
 
-    def admit(self, tenant: Tenant, keys: Sequence[bytes], now_seconds: float) -> None:
-        """Charge `len(keys)` samples and the distinct series in `keys` to the tenant, or raise
-        `LimitExceeded` (429, Retry-After) without charging anything."""
+    def admitter(self, tenant: Tenant) -> Admit:
+        """`admit` for this tenant, now, in the form `RemoteWriteIngester.ingest` calls it."""
+        return lambda keys, samples: self.admit(tenant, keys, samples, time.monotonic())
+
+    def admit(self, tenant: Tenant, keys: Sequence[bytes], samples: int, now_seconds: float) -> None:
+        """Charge `samples` samples and the distinct series in `keys` (label bytes) to the tenant,
+        or raise `LimitExceeded` (429, Retry-After) without charging anything."""
         if tenant.samples_per_second is None and tenant.max_active_series is None:
             return
         with tenant._lock:
@@ -205,17 +210,7 @@ class IngestAuth:
                 for h in hashes:
                     series[h] = now_seconds
             if tenant.samples_per_second is not None:
-                tenant._tokens -= len(keys)
-
-
-def write_dependency(auth: IngestAuth) -> Callable[[Request], Tenant]:
-    """A FastAPI dependency refusing requests without write access, for routes outside
-    `collector_router` (remote-write): ``include_router(r, dependencies=[Depends(write_dependency(a))])``."""
-
-    def require_write(request: Request) -> Tenant:
-        return auth.authorize(request.headers.get("authorization"))
-
-    return require_write
+                tenant._tokens -= samples
 
 
 def _digest(token: str) -> bytes:

@@ -18,7 +18,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from watchkeeper.collector.auth import IngestAuth, IngestAuthConfig, Tenant
+from watchkeeper.collector.auth import IngestAuth, Tenant
 from watchkeeper.collector.exposition import parse_exposition
 from watchkeeper.collector.otlp import OtlpConverter, decode_otlp, otlp_response
 from watchkeeper.collector.push import (
@@ -65,7 +65,7 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
 def collector_router(
     get_ingest: Callable[[], Ingester],
     *,
-    auth: IngestAuth | None = None,
+    auth: IngestAuth,
     otlp: OtlpConverter | None = None,
     push_groups: PushGroups | None = None,
     get_scrape: Callable[[], TargetsSource | None] | None = None,
@@ -73,9 +73,8 @@ def collector_router(
 ) -> APIRouter:
     """OTLP (``POST /v1/metrics``, ``/api/v1/otlp/v1/metrics``), ``POST /api/v1/push``,
     ``POST /api/v1/import/prometheus``, ``PUT|POST|DELETE /metrics/job/...`` and
-    ``GET /api/v1/targets``. Without `auth`, ingest is open (as on a loopback bind)."""
+    ``GET /api/v1/targets``. Ingest is behind `auth`'s write scope and the tenant's limits."""
     router = APIRouter()
-    auth = auth or IngestAuth(IngestAuthConfig(), bind_host="127.0.0.1")
     converter = otlp or OtlpConverter()
     groups = push_groups or PushGroups()
 
@@ -87,8 +86,8 @@ def collector_router(
         return ingester, tenant, decompress(raw, request.headers.get("content-encoding"), max_bytes)
 
     async def append(ingester: Ingester, tenant: Tenant, batch: SampleBatch) -> None:
-        auth.admit(tenant, batch.keys, time.monotonic())
-        report = await anyio.to_thread.run_sync(lambda: append_samples(ingester, batch))
+        admit = auth.admitter(tenant)
+        report = await anyio.to_thread.run_sync(lambda: append_samples(ingester, batch, admit))
         raise_for_report(report)
 
     async def otlp_metrics(request: Request) -> Response:
@@ -104,6 +103,9 @@ def collector_router(
         result = await anyio.to_thread.run_sync(
             lambda: converter.convert(decode_otlp(body, as_json), now_ms=now_ms)
         )
+        if ingester.metrics is not None:
+            for reason, count in result.reasons.items():
+                ingester.metrics.reject(f"otlp_{reason}", count)
         await append(ingester, tenant, result.batch)
         payload, media = otlp_response(result.rejected, result.message(), as_json)
         return Response(payload, media_type=media)

@@ -14,8 +14,9 @@ label names, ``job``/``instance`` from the resource, the rest of it in ``target_
       other resource attributes -> ``target_info{job, instance, ...} 1``
 
 Points flagged "no recorded value" become staleness markers. A metric without data, or a point the
-converter cannot use, is rejected and counted (`OtlpConverter.rejected`) and reported back in the
-response's ``partial_success``.
+converter cannot use, is rejected with its reason (`Conversion.reasons`), reported back in the
+response's ``partial_success`` and counted in the self-metric
+``watchkeeper_ingest_rejected_samples_total{reason="otlp_<reason>"}``.
 
 >>> from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 >>> OtlpConverter().convert(ExportMetricsServiceRequest()).batch.keys
@@ -271,15 +272,12 @@ class OtlpConverter:
         self._hists: dict[tuple[Any, ...], _HistState] = {}
         self._names: dict[str, str] = {}
         self._lock = threading.Lock()
-        self.rejected: dict[str, int] = {}
 
     def convert(self, request: ExportMetricsServiceRequest, *, now_ms: int = 0) -> Conversion:
         out = Conversion(SampleBatch())
         with self._lock:
             for rm in request.resource_metrics:
                 self._resource(rm, out, now_ms)
-        for reason, n in out.reasons.items():
-            self.rejected[reason] = self.rejected.get(reason, 0) + n
         return out
 
     def _resource(self, rm: Any, out: Conversion, now_ms: int) -> None:

@@ -24,7 +24,7 @@ import struct
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cramjam
 import numpy as np
@@ -32,9 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, f
 
 from watchkeeper.collector.exposition import Exposition, parse_exposition
 from watchkeeper.collector.limits import Limits
-from watchkeeper.collector.remote_write import IngestReport
+from watchkeeper.collector.remote_write import Admit, IngestReport
 from watchkeeper.errors import DecodeError, IngestError
 from watchkeeper.tsdb.reader import STALE_NAN
+
+if TYPE_CHECKING:
+    from watchkeeper.selfmetrics import SelfMetrics
 
 Pairs = tuple[tuple[str, str], ...]
 _DOUBLE = struct.Struct("<d")
@@ -45,8 +48,9 @@ class Ingester(Protocol):
     """What push needs from `remote_write.RemoteWriteIngester`."""
 
     limits: Limits
+    metrics: SelfMetrics | None
 
-    def ingest(self, body: bytes) -> IngestReport: ...
+    def ingest(self, body: bytes, admit: Admit | None = None) -> IngestReport: ...
 
 
 def _varint(n: int) -> bytes:
@@ -154,16 +158,16 @@ def _label_key(labels: Pairs) -> bytes:
     return key
 
 
-def append_samples(ingester: Ingester, batch: SampleBatch) -> IngestReport:
+def append_samples(ingester: Ingester, batch: SampleBatch, admit: Admit | None = None) -> IngestReport:
     """Append a batch through the remote-write ingest core (which also refuses samples too far in
-    the future). Blocking: call from a worker thread.
+    the future, and calls `admit`: a tenant's limits). Blocking: call from a worker thread.
 
     Raises `IngestError`s for the whole batch (limits); per-series problems are in the report."""
     if not len(batch):
         return IngestReport()
     raw = batch.write_request()
     ingester.limits.check_body_size(len(raw), "decoded batch")
-    return ingester.ingest(bytes(cramjam.snappy.compress_raw(raw)))
+    return ingester.ingest(bytes(cramjam.snappy.compress_raw(raw)), admit)
 
 
 def raise_for_report(report: IngestReport) -> None:

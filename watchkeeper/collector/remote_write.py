@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from watchkeeper.selfmetrics import SelfMetrics
 
 T = TypeVar("T")
+#: Sees a decoded request (series label bytes, sample count) before it is appended; raises to refuse it.
+Admit = Callable[[Sequence[bytes], int], None]
 _FIXED64 = struct.Struct("<d")
 _SAMPLE_FIELD_LEN = 16  # 0x09, 8-byte double, 0x10, 6-byte varint (ms timestamps 1971-2527)
 
@@ -461,8 +463,10 @@ class RemoteWriteIngester:
                 self._exclusive = False
                 self._gate.notify_all()
 
-    def ingest(self, body: bytes) -> IngestReport:
-        """Decode, validate and append one snappy-compressed WriteRequest.
+    def ingest(self, body: bytes, admit: Admit | None = None) -> IngestReport:
+        """Decode, validate and append one snappy-compressed WriteRequest. `admit(keys, samples)`,
+        when given, sees the decoded request before anything is appended and may refuse it by
+        raising (a tenant's limits, `auth.IngestAuth.admit`).
 
         Raises `DecodeError` (400), `LimitExceeded` (413/400/429) for the whole request; otherwise
         returns the report, whose `rejected` is non-empty when some samples were refused."""
@@ -471,14 +475,14 @@ class RemoteWriteIngester:
                 self._gate.wait()
             self._active += 1
         try:
-            return self._ingest(body)
+            return self._ingest(body, admit)
         finally:
             with self._gate:
                 self._active -= 1
                 if not self._active:
                     self._gate.notify_all()
 
-    def _ingest(self, body: bytes) -> IngestReport:
+    def _ingest(self, body: bytes, admit: Admit | None) -> IngestReport:
         limits = self.limits
         limits.check_body_size(len(body))
         if self.metrics is not None:
@@ -486,6 +490,8 @@ class RemoteWriteIngester:
         raw = decompress_snappy(body, limits.max_body_bytes)
         decoded = decode_write_request(raw, self._refs)
         limits.check_series_per_request(len(decoded.keys))
+        if admit is not None:
+            admit(decoded.keys, len(decoded.timestamps_ms))
         report = IngestReport()
         refs = np.array(decoded.refs, dtype=np.int64)
         if (refs < 0).any():

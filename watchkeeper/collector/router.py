@@ -1,7 +1,7 @@
 """Ingest HTTP routes. They read the request, call the ingest core in a worker thread and map the
 outcome; the app's exception handler turns `IngestError`s into plain-text answers, as Prometheus does.
 
->>> app.include_router(ingest_router(lambda: ingester))  # doctest: +SKIP
+>>> app.include_router(ingest_router(lambda: ingester, auth=auth))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 
+from watchkeeper.collector.auth import IngestAuth
 from watchkeeper.collector.remote_write import RemoteWriteIngester
 from watchkeeper.errors import IngestError, LimitExceeded
 
@@ -36,12 +37,14 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def ingest_router(get_ingester: Callable[[], RemoteWriteIngester]) -> APIRouter:
-    """``POST /api/v1/write`` (Prometheus remote-write 1.0)."""
+def ingest_router(get_ingester: Callable[[], RemoteWriteIngester], *, auth: IngestAuth) -> APIRouter:
+    """``POST /api/v1/write`` (Prometheus remote-write 1.0), behind `auth`'s write scope and the
+    tenant's limits."""
     router = APIRouter()
 
     @router.post("/api/v1/write", status_code=204, response_class=Response)
     async def remote_write(request: Request) -> Response:
+        admit = auth.admitter(auth.authorize(request.headers.get("authorization")))
         encoding = request.headers.get("content-encoding", "snappy").lower()
         if encoding != "snappy":
             raise UnsupportedMediaType(
@@ -55,7 +58,7 @@ def ingest_router(get_ingester: Callable[[], RemoteWriteIngester]) -> APIRouter:
             )
         ingester = get_ingester()
         body = await read_body(request, ingester.limits.max_body_bytes)
-        report = await anyio.to_thread.run_sync(ingester.ingest, body)
+        report = await anyio.to_thread.run_sync(ingester.ingest, body, admit)
         if report.rejected:
             raise IngestError(report.message())
         return Response(status_code=204)
