@@ -163,8 +163,9 @@ def test_budget_incidents_against_raw_rates() -> None:
         errors[i] = 0.2
     for i in burst2:
         errors[i] = 0.05
-    found = budget_incidents(ts, errors, totals, objective=Decimal("99.9"))
-    assert [(i.start_ms, i.end_ms) for i in found] == [(ts[100], ts[112]), (ts[200], ts[206])]
+    found = budget_incidents(ts, errors, totals, objective=Decimal("99.9"), window_ms=300_000)
+    # the rate at ts[i] counts (ts[i - 1], ts[i]]: burst 1 ran from ts[99] to ts[111]
+    assert [(i.start_ms, i.end_ms) for i in found] == [(ts[99], ts[111]), (ts[199], ts[205])]
     allowed_errors = 0.001 * sum(totals)  # independent: the window's budget in the same units
     assert found[0].budget_share == pytest.approx(12 * 0.2 / allowed_errors)
     assert found[1].budget_share == pytest.approx(6 * 0.05 / allowed_errors)

@@ -142,8 +142,14 @@ def test_follower_replica_posts_no_digest(state: SloState, chat: tuple[str, _Cha
     assert cfg.chat is not None
     slack = cfg.chat.slack_configs[0].model_copy(update={"api_url": url})
     cfg = cfg.model_copy(update={"chat": cfg.chat.model_copy(update={"slack_configs": [slack]})})
-    kw = {"store": state.store, "engine": state.engine, "specs": lambda: state.specs, "slo": state.config,
-          "receivers": {}, "clock": lambda: NOW / 1000}
+    kw = {
+        "store": state.store,
+        "engine": state.engine,
+        "specs": lambda: state.specs,
+        "slo": state.config,
+        "receivers": {},
+        "clock": lambda: NOW / 1000,
+    }
     assert run_report_job(cfg, is_leader=lambda: False, **kw) == []
     assert not box.received
     assert [r.ok for r in run_report_job(cfg, is_leader=lambda: True, **kw)] == [True]

@@ -207,16 +207,19 @@ def budget_incidents(
     totals: Sequence[float],
     *,
     objective: Decimal,
+    window_ms: int,
     min_burn: float = 1.0,
 ) -> list[BudgetIncident]:
-    """Incidents from aligned per-sample error/total rates (e.g. the recorded 5m rates).
+    """Incidents from aligned per-sample error/total rates, each over the ``window_ms`` before its
+    timestamp (e.g. the recorded 5m rates: the sample at t counts the events of (t - 5m, t]).
 
     An incident is a maximal run of samples whose error ratio exceeds ``min_burn`` x the allowed
-    ratio; its share is its errors / the allowed errors of all samples (ratio of sums again).
+    ratio, from the start of its first sample's window to its last sample; its share is its
+    errors / the allowed errors of all samples (ratio of sums again).
 
-    >>> [(i.start_ms, i.end_ms, i.peak_burn, round(i.budget_share, 2))
-    ...  for i in budget_incidents([0, 1, 2, 3], [0, 5, 0, 0], [100, 100, 100, 100], objective=Decimal(99))]
-    [(1, 2, 5.0, 1.25)]
+    >>> [(i.start_ms, i.end_ms, i.peak_burn, round(i.budget_share, 2)) for i in budget_incidents(
+    ...     [5, 10, 15, 20], [0, 5, 0, 0], [100, 100, 100, 100], objective=Decimal(99), window_ms=5)]
+    [(5, 10, 5.0, 1.25)]
     """
     ts = np.asarray(timestamps_ms, dtype=np.int64)
     e = np.nan_to_num(np.asarray(errors, dtype=np.float64))
@@ -235,8 +238,7 @@ def budget_incidents(
         j = i
         while j + 1 < len(hot) and hot[j + 1]:
             j += 1
-        end = int(ts[j + 1]) if j + 1 < len(ts) else int(ts[j])
         share = float(e[i : j + 1].sum()) / budget if budget > 0 else 0.0
-        out.append(BudgetIncident(int(ts[i]), end, float(burn[i : j + 1].max()), share))
+        out.append(BudgetIncident(int(ts[i]) - window_ms, int(ts[j]), float(burn[i : j + 1].max()), share))
         i = j + 1
     return out

@@ -32,6 +32,8 @@ from watchkeeper.slo.uptime import (
 )
 
 RANGES_DAYS = (1, 7, 30, 90)
+RATE_WINDOW_MS = 300_000  # the recorded slo:sli_*_events:rate5m
+HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +56,17 @@ def _matchers(name: str, **labels: str) -> list[Matcher]:
 
 
 def _series(store: Any, name: str, start_ms: int, end_ms: int, **labels: str) -> tuple[Any, Any]:
+    """Samples in ``[start_ms, end_ms]`` of every series matching, merged in time order; values at
+    one timestamp are summed. A probe whose URL changed has two series (old and new ``instance``),
+    both its history; an SLI recorded per label value (``sum by (region)``) counts all of them."""
     found = store.select(_matchers(name, **labels), start_ms, end_ms)
     if not found:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    s = found[0]
-    keep = ~np.isnan(s.values)
-    return s.timestamps_ms[keep], s.values[keep]
+    ts = np.concatenate([s.timestamps_ms for s in found])
+    values = np.concatenate([s.values for s in found])
+    keep = ~np.isnan(values)
+    stamps, at = np.unique(ts[keep], return_inverse=True)
+    return stamps, np.bincount(at, weights=values[keep], minlength=len(stamps))
 
 
 def maintenance_for(
@@ -129,6 +136,14 @@ def _clip(segs: Sequence[Segment], a: int, b: int) -> list[Segment]:
     ]
 
 
+def _event_rates(store: Any, sel: dict[str, str], start_ms: int, end_ms: int) -> tuple[Any, Any, Any]:
+    """(timestamps, error rates, total rates) of the recorded 5m event rates, at the timestamps both have."""
+    ets, err = _series(store, "slo:sli_error_events:rate5m", start_ms, end_ms, **sel)
+    tts, tot = _series(store, "slo:sli_total_events:rate5m", start_ms, end_ms, **sel)
+    common, ei, ti = np.intersect1d(ets, tts, return_indices=True)
+    return common, err[ei], tot[ti]
+
+
 @dataclass(frozen=True, slots=True)
 class SloView:
     spec: SloSpec
@@ -149,21 +164,22 @@ def slo_view(store: Any, spec: SloSpec, window: Window, *, now_ms: int) -> SloVi
     start, end = window.bounds(now_ms)
     sel = {"sloth_id": spec.slo_id}
     incidents: list[BudgetIncident]
+    # a 5m rate recorded at t counts the events of (t - 5m, t]: the window (start, now] takes the
+    # samples after start, the last hour those after now - 1h
     if spec.has_events:
-        ets, err = _series(store, "slo:sli_error_events:rate5m", start, min(end, now_ms), **sel)
-        tts, tot = _series(store, "slo:sli_total_events:rate5m", start, min(end, now_ms), **sel)
-        common, ei, ti = np.intersect1d(ets, tts, return_indices=True)
-        errors, total = float(err[ei].sum()), float(tot[ti].sum())
+        common, err, tot = _event_rates(store, sel, start + 1, min(end, now_ms))
+        errors, total = float(err.sum()), float(tot.sum())
         incidents = budget_incidents(
-            common.tolist(), err[ei].tolist(), tot[ti].tolist(), objective=spec.objective
+            common.tolist(), err.tolist(), tot.tolist(), objective=spec.objective, window_ms=RATE_WINDOW_MS
         )
-        recent = common >= now_ms - 3_600_000
-        short_e, short_t = float(err[ei][recent].sum()), float(tot[ti][recent].sum())
+        recent = common > now_ms - HOUR_MS
+        short_e, short_t = float(err[recent].sum()), float(tot[recent].sum())
     else:  # a raw ratio SLI: mean of the 5m ratios (stated on the page)
-        _, ratio = _series(store, "slo:sli_error:ratio_rate5m", start, min(end, now_ms), **sel)
+        rts, ratio = _series(store, "slo:sli_error:ratio_rate5m", start + 1, min(end, now_ms), **sel)
         errors, total = float(ratio.sum()), float(len(ratio))
         incidents = []
-        short_e, short_t = (float(ratio[-12:].sum()), float(len(ratio[-12:])))
+        recent = rts > now_ms - HOUR_MS
+        short_e, short_t = float(ratio[recent].sum()), float(recent.sum())
     budget = compute_budget(
         spec.objective,
         errors=errors,
@@ -188,13 +204,10 @@ def budget_series(
 ) -> tuple[list[int], list[float]]:
     """Budget remaining over the window, ``points`` evenly spaced (for the budget chart)."""
     start, _end = window.bounds(now_ms)
-    sel = {"sloth_id": spec.slo_id}
-    ets, err = _series(store, "slo:sli_error_events:rate5m", start, now_ms, **sel)
-    tts, tot = _series(store, "slo:sli_total_events:rate5m", start, now_ms, **sel)
-    common, ei, ti = np.intersect1d(ets, tts, return_indices=True)
+    common, err, tot = _event_rates(store, {"sloth_id": spec.slo_id}, start + 1, now_ms)
     if not len(common):
         return [], []
-    ce, ct = np.cumsum(err[ei]), np.cumsum(tot[ti])
+    ce, ct = np.cumsum(err), np.cumsum(tot)
     allowed = float(spec.error_budget)
     xs: list[int] = []
     ys: list[float] = []
