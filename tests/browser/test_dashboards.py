@@ -5,6 +5,8 @@ auto-refresh drive the URL and the panels. Screenshots go to tests/browser/scree
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -57,6 +59,10 @@ def test_imported_grafana_dashboard_renders(watched: PageWatch, server: str) -> 
     watched.screenshot("dashboard-imported-grafana")
 
 
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _query(page: Any) -> dict[str, list[str]]:
     return parse_qs(urlparse(page.url).query)
 
@@ -101,6 +107,23 @@ def test_time_range_and_variables_update_url_and_panels(watched: PageWatch, serv
     )
     assert _query(page)["to"] == ["now-1h"]
 
+    # absolute times (as typed, or ISO 8601) go into the URL as epoch ms
+    start_ms = (int(time.time()) // 60 - 180) * 60_000
+    page.click("#time-picker > summary")
+    page.fill("#time-from", _iso(start_ms))
+    page.fill("#time-to", _iso(start_ms + 1_800_000))
+    page.click("#time-form button[type=submit]")
+    page.wait_for_function(
+        f"() => document.querySelector('#panel-5').dataset.range === '{start_ms}-{start_ms + 1_800_000}'"
+    )
+    assert _query(page)["from"] == [str(start_ms)] and _query(page)["to"] == [str(start_ms + 1_800_000)]
+    page.go_back()  # back to the relative range
+    page.wait_for_function(
+        "() => { const r = document.querySelector('#panel-5').dataset.range.split('-');"
+        " return r[1] - r[0] === 3600000; }"
+    )
+    assert _query(page)["to"] == ["now-1h"]
+
     # the URL carries the whole state: a reload shows the same view
     page.reload()
     assert_all_panels_drawn(page)
@@ -119,6 +142,9 @@ def test_auto_refresh_refetches_panel_data(watched: PageWatch, server: str) -> N
     assert len({url.split("?")[0] for url in fetched[:panels]}) == panels
     page.wait_for_function("() => window.wkStats.renders >= 24", timeout=15_000)
     assert len(fetched) >= 3 * panels
+    # Plotly came once, from this server, and was not loaded again by the refreshes
+    plotly = [u for u in watched.requests if "plotly" in u]
+    assert len(plotly) == 1 and plotly[0].startswith(f"{server}/static/wk/plotly-"), plotly
     page.select_option("#refresh", "")
     assert "refresh" not in _query(page)
 
