@@ -9,8 +9,10 @@ each run checks that all responses were 200 and that the variant's backend count
     python bench/sdk_overhead.py                   # 3 rounds, 2000 warm-up + 20000 timed calls
     python bench/sdk_overhead.py --rounds 5 --calls 50000
     python bench/sdk_overhead.py --variants bare,watchkeeper
+    python bench/sdk_overhead.py --scrape          # multiprocess /metrics: render time, event-loop lag
 
-Variants: bare; watchkeeper (``instrument(app)``, Prometheus registry); watchkeeper_otlp (the default
+Variants: bare; watchkeeper (``instrument(app)``, Prometheus registry); watchkeeper_mp (the same
+in prometheus-client's multiprocess mode: values in memory-mapped files); watchkeeper_otlp (the default
 ``ExportConfig(mode="otlp")`` push: the same registry hot path, exporter replaced by a no-op);
 watchkeeper_otel (the middleware writing OpenTelemetry instruments, ``OtlpHttpMetrics``); pfi
 (prometheus-fastapi-instrumentator ``Instrumentator().instrument(app).expose(app)``); se
@@ -23,14 +25,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
-VARIANTS = ("bare", "watchkeeper", "watchkeeper_otlp", "watchkeeper_otel", "pfi", "se", "otel", "native")
+VARIANTS = (
+    "bare", "watchkeeper", "watchkeeper_mp", "watchkeeper_otlp", "watchkeeper_otel",
+    "pfi", "se", "otel", "native",
+)  # fmt: skip
 PEERS = ("pfi", "se", "otel", "native")
 
 
@@ -67,6 +75,15 @@ def build(variant: str) -> tuple[Any, Any]:
             )
 
         return app, counted
+    if variant == "watchkeeper_mp":
+        from watchkeeper.exporters import ExportConfig, instrument, multiprocess
+
+        directory = tempfile.mkdtemp(prefix="wk-bench-mp-")
+        atexit.register(shutil.rmtree, directory, True)
+        instrument(app, export=ExportConfig(multiprocess_dir=directory))
+        return app, lambda: multiprocess.scrape_registry(directory).get_sample_value(
+            "http_requests_total", {"method": "GET", "route": "/items/{item_id}", "status": "200"}
+        )
     if variant == "watchkeeper_otlp":
         from prometheus_client import CollectorRegistry
 
@@ -202,6 +219,148 @@ def run_one(variant: str, warmup: int, calls: int) -> dict[str, Any]:
     }
 
 
+def fill_worker(directory: str, scale: int) -> None:
+    """A worker holding the demo core API's metric set (HTTP, cache, database, business metrics;
+    about 500 file entries per worker at ``scale`` 1) in multiprocess mode, alive until stdin closes."""
+    from watchkeeper.exporters import multiprocess
+
+    multiprocess.enable(directory)
+    from watchkeeper.exporters import BusinessMetrics, CacheMetrics, DatabaseMetrics, PrometheusHttpMetrics
+
+    http = PrometheusHttpMetrics()
+    for i in range(10 * scale):
+        for status in (200, 404):
+            http.series("GET", f"/api/resource{i}/{{id}}", status).record(0.012, None)
+    http.in_progress("GET").inc()
+    cache = CacheMetrics()
+    for name in ("session", "player", "discovery", "statistics"):
+        cache.hit(name)
+        cache.miss(name)
+        for op in ("get", "set", "del"):
+            cache.observe(name, op, 0.0004)
+    database = DatabaseMetrics()
+    for i in range(5 * scale):
+        for operation in ("select", "insert"):
+            database.observe(operation, f"table{i}", 0.002)
+    business = BusinessMetrics()
+    sessions = business.counter("sessions_created", labels=("region", "sport"))
+    joins = business.counter("session_joins", labels=("region", "sport"))
+    active = business.gauge("active_sessions", labels=("region",), multiprocess_mode="max")
+    for region in ("eu-west", "eu-north", "us-east", "us-west", "ap-south", "sa-east"):
+        active.set(7, region=region)
+        for sport in ("football", "tennis", "padel"):
+            sessions.inc(region=region, sport=sport)
+            joins.inc(3, region=region, sport=sport)
+    print("ready", flush=True)
+    sys.stdin.read()
+
+
+OPENMETRICS = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4"
+
+
+async def _loop_lag(endpoint: Any, renders: int) -> tuple[list[float], list[float], list[float]]:
+    """Event-loop lag (how late a 1 ms sleep wakes up) while idle and while ``/metrics`` renders."""
+    idle: list[float] = []
+    during: list[float] = []
+    walls: list[float] = []
+    state = {"busy": False, "stop": False}
+
+    async def ticker() -> None:
+        while not state["stop"]:
+            start = time.perf_counter()
+            await asyncio.sleep(0.001)
+            (during if state["busy"] else idle).append(time.perf_counter() - start - 0.001)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    statuses: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    scope = {"type": "http", "method": "GET", "path": "/metrics",
+             "headers": [(b"accept", OPENMETRICS.encode()), (b"accept-encoding", b"gzip")]}  # fmt: skip
+    task = asyncio.create_task(ticker())
+    for _ in range(renders):
+        await asyncio.sleep(0.05)
+        state["busy"] = True
+        start = time.perf_counter()
+        await endpoint(scope, receive, send)
+        walls.append(time.perf_counter() - start)
+        state["busy"] = False
+    state["stop"] = True
+    await task
+    if statuses != [200] * renders:
+        raise SystemExit(f"/metrics answered {sorted(set(statuses))}")
+    return idle, during, walls
+
+
+def _quantiles_ms(values: list[float]) -> str:
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3  # noqa: E731
+    return f"{pick(0.5):.2f} / {pick(0.99):.2f} / {ordered[-1] * 1e3:.2f}"
+
+
+def scrape_cost(workers: int, renders: int, scale: int) -> int:
+    """Multiprocess ``/metrics``, prometheus-client's merge and encoders against watchkeeper's
+    (``multiprocess.exposition``): CPU per render, and the event-loop lag of the serving worker."""
+    import functools
+
+    from watchkeeper.exporters import multiprocess
+    from watchkeeper.exporters.exposition import MetricsEndpoint, render
+
+    directory = tempfile.mkdtemp(prefix="wk-bench-scrape-")
+    command = [sys.executable, __file__, "--fill-worker", directory, "--scale", str(scale)]
+    fillers = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(workers)
+    ]
+    try:
+        for filler in fillers:
+            if filler.stdout is None or filler.stdout.readline().strip() != "ready":
+                raise SystemExit("a worker failed to start")
+        multiprocess.enable(directory)
+        registry = multiprocess.scrape_registry(directory)
+        samples = sum(len(metric.samples) for metric in registry.collect())
+        ways = {
+            "prometheus-client": lambda accept: render(registry, accept=accept, accept_encoding="gzip"),
+            "watchkeeper": lambda accept: multiprocess.exposition(directory, accept),
+        }
+        cpu: dict[tuple[str, str], list[float]] = {}
+        for _ in range(renders):
+            for way, encode in ways.items():
+                for name, accept in (("text", ""), ("OpenMetrics", OPENMETRICS)):
+                    start = time.thread_time()
+                    encode(accept)
+                    cpu.setdefault((way, name), []).append(time.thread_time() - start)
+        endpoints = {
+            "prometheus-client": MetricsEndpoint(registry),
+            "watchkeeper": MetricsEndpoint(encode=functools.partial(multiprocess.exposition, directory)),
+        }
+        lags = {way: asyncio.run(_loop_lag(endpoint, renders)) for way, endpoint in endpoints.items()}
+    finally:
+        for filler in fillers:
+            if filler.stdin is not None:
+                filler.stdin.close()
+            filler.wait(10)
+            if filler.stdout is not None:
+                filler.stdout.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    print(f"multiprocess /metrics: {workers} live workers, {samples} samples after the merge, "
+          f"{renders} renders")  # fmt: skip
+    print("| merge + encode | text CPU ms | OpenMetrics CPU ms | /metrics wall ms | loop lag while idle "
+          "p50/p99/max ms | loop lag during /metrics p50/p99/max ms |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for way in ways:
+        idle, during, walls = lags[way]
+        text, openmetrics = (statistics.median(cpu[way, name]) * 1e3 for name in ("text", "OpenMetrics"))
+        print(f"| {way} | {text:.2f} | {openmetrics:.2f} | {statistics.median(walls) * 1e3:.2f} "
+              f"| {_quantiles_ms(idle)} | {_quantiles_ms(during)} |")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -211,7 +370,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--scrape", action="store_true", help="measure the multiprocess /metrics instead")
+    parser.add_argument("--workers", type=int, default=2, help="--scrape: live worker processes")
+    parser.add_argument("--renders", type=int, default=50, help="--scrape: renders per measure")
+    parser.add_argument("--scale", type=int, default=1, help="--scrape: series multiplier")
+    parser.add_argument("--fill-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.fill_worker:
+        fill_worker(args.fill_worker, args.scale)
+        return 0
+    if args.scrape:
+        return scrape_cost(args.workers, args.renders, args.scale)
     if args.child:
         print(json.dumps(run_one(args.child, args.warmup, args.calls)))
         return 0

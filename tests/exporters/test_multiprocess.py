@@ -192,3 +192,90 @@ def test_enable_switches_prometheus_client_to_files(tmp_path: Path, monkeypatch:
     assert (tmp_path / "mp" / f"counter_{os.getpid()}.db").exists()
     assert multiprocess.scrape_registry(str(tmp_path / "mp")).get_sample_value("wk_enable_test_total") == 3
     values.ValueClass.close_all_files()  # type: ignore[attr-defined]
+
+
+Samples = set[tuple[str, tuple[tuple[str, str], ...], float]]
+
+
+def _families(text: str, openmetrics: bool) -> dict[str, tuple[str, str, Samples]]:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+    from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+    parse = parse_openmetrics if openmetrics else parse_text
+    return {
+        family.name: (
+            family.type,
+            family.documentation,
+            {(s.name, tuple(sorted(s.labels.items())), s.value) for s in family.samples},
+        )
+        for family in parse(text)
+    }
+
+
+def _fill_every_kind(path: Path) -> None:
+    """Two live workers (this process and its parent) and an archive, with every metric kind and
+    gauge mode, label values that need escaping and a help text that does."""
+    me, parent = os.getpid(), os.getppid()
+    odd = 'a "quoted" back\\slash\nnewline ü'
+    jobs = mmap_key("jobs", "jobs_total", ["kind"], [odd], 'Jobs "done" \\ here\nand there.')
+    plain = mmap_key("jobs", "jobs_total", ["kind"], ["plain"], 'Jobs "done" \\ here\nand there.')
+    for pid, value in ((me, 2), (parent, 5), ("archive", 11)):
+        _write(path, f"counter_{pid}.db", jobs, value)
+        _write(path, f"counter_{pid}.db", plain, 1)
+    for pid, counts in ((me, (1, 0, 2)), (parent, (0, 3, 1))):
+        for le, count in zip(("0.1", "1.0", "+Inf"), counts, strict=True):
+            bucket = mmap_key("lat", "lat_bucket", ["route", "le"], ["/a", le], "L.")
+            _write(path, f"histogram_{pid}.db", bucket, count)
+        _write(path, f"histogram_{pid}.db", mmap_key("lat", "lat_sum", ["route"], ["/a"], "L."), 1.5)
+    _write(path, f"histogram_{me}.db", mmap_key("bare", "bare_bucket", ["le"], ["+Inf"], "B."), 4)
+    _write(path, f"histogram_{me}.db", mmap_key("bare", "bare_sum", [], [], "B."), 0.25)
+    for pid in (me, parent):
+        _write(path, f"summary_{pid}.db", mmap_key("size", "size_count", [], [], "S."), 3)
+        _write(path, f"summary_{pid}.db", mmap_key("size", "size_sum", [], [], "S."), 30)
+    for mode in ("all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent",
+                 "livemostrecent"):  # fmt: skip
+        key = mmap_key(f"g_{mode}", f"g_{mode}", ["region"], ["eu"], f"Gauge {mode}.")
+        d = MmapedDict(str(path / f"gauge_{mode}_{me}.db"))
+        d.write_value(key, 7.0, 200.0)
+        d.close()
+        d = MmapedDict(str(path / f"gauge_{mode}_{parent}.db"))
+        d.write_value(key, 3.0, 100.0)
+        d.close()
+
+
+@pytest.mark.parametrize("accept", ["", "application/openmetrics-text; version=1.0.0"])
+def test_fast_exposition_equals_prometheus_clients(tmp_path: Path, accept: str) -> None:
+    from prometheus_client.exposition import choose_encoder
+
+    from watchkeeper.exporters.multiprocess import exposition, scrape_registry
+
+    _fill_every_kind(tmp_path)
+    encoder, expected_type = choose_encoder(accept)
+    reference = encoder(scrape_registry(str(tmp_path))).decode()
+    for _ in range(2):  # the second render runs from the cached keys
+        body, content_type = exposition(str(tmp_path), accept)
+        assert content_type == expected_type
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        assert body.decode().endswith("# EOF\n") == openmetrics
+        assert _families(body.decode(), openmetrics) == _families(reference, openmetrics)
+    families = _families(body.decode(), openmetrics)
+    # spot checks against hand-computed totals, so the comparison cannot pass on two empty outputs
+    jobs = families["jobs"][2]
+    assert ("jobs_total", (("kind", 'a "quoted" back\\slash\nnewline ü'),), 18.0) in jobs
+    lat = families["lat"][2]
+    assert ("lat_bucket", (("le", "1.0"), ("route", "/a")), 4.0) in lat
+    assert ("lat_count", (("route", "/a"),), 7.0) in lat and ("lat_sum", (("route", "/a"),), 3.0) in lat
+    assert {s[2] for s in families["g_livemostrecent"][2]} == {7.0}
+    assert {s[2] for s in families["g_min"][2]} == {3.0}
+    assert {s[2] for s in families["g_livesum"][2]} == {10.0}
+    assert {s[1] for s in families["g_all"][2]} == {
+        (("pid", str(os.getpid())), ("region", "eu")), (("pid", str(os.getppid())), ("region", "eu")),
+    }  # fmt: skip
+
+
+def test_names_outside_the_classic_set_fall_back_to_prometheus_client(tmp_path: Path) -> None:
+    from watchkeeper.exporters.multiprocess import exposition
+
+    _write(tmp_path, f"counter_{os.getpid()}.db", mmap_key("req.done", "req.done_total", [], [], "R."), 4)
+    body, _ = exposition(str(tmp_path), "")
+    assert "req_done_total 4.0" in body.decode()

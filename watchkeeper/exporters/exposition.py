@@ -28,7 +28,13 @@ def render(
 ) -> tuple[int, list[tuple[str, str]], bytes]:
     """Encode ``registry`` for a scrape; returns (status, headers, body)."""
     encoder, content_type = choose_encoder(accept)
-    body = encoder(registry)
+    return respond(encoder(registry), content_type, accept_encoding)
+
+
+def respond(
+    body: bytes, content_type: str, accept_encoding: str = ""
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """(status, headers, body) of a scrape answer: gzip when accepted and worth it."""
     headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
     if len(body) >= MIN_GZIP_BYTES and _accepts_gzip(accept_encoding):
         body = gzip.compress(body, compresslevel=6)
@@ -45,26 +51,28 @@ def _accepts_gzip(accept_encoding: str) -> bool:
 
 
 class MetricsEndpoint:
-    """An ASGI app serving a registry; ``registry_factory`` builds one per scrape (multiprocess)."""
+    """An ASGI app serving a registry, or the body ``encode(accept)`` returns (multiprocess mode)."""
 
     def __init__(
         self,
         registry: CollectorRegistry | None = None,
         *,
-        registry_factory: Callable[[], CollectorRegistry] | None = None,
+        encode: Callable[[str], tuple[bytes, str]] | None = None,
     ) -> None:
-        if registry is None and registry_factory is None:
+        if registry is None and encode is None:
             from prometheus_client import REGISTRY
 
             registry = REGISTRY
         self._registry = registry
-        self._factory = registry_factory
+        self._encode = encode
 
     def _render(self, accept: str, accept_encoding: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        registry = self._factory() if self._factory is not None else self._registry
-        if registry is None:
+        if self._encode is not None:
+            body, content_type = self._encode(accept)
+            return respond(body, content_type, accept_encoding)
+        if self._registry is None:
             raise RuntimeError("no registry to render")
-        return render(registry, accept=accept, accept_encoding=accept_encoding)
+        return render(self._registry, accept=accept, accept_encoding=accept_encoding)
 
     async def __call__(
         self,

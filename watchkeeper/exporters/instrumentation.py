@@ -12,6 +12,7 @@ instrument(app, export=ExportConfig(mode="otlp", otlp_endpoint="http://collector
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -133,9 +134,8 @@ def instrument(
         else:
             if config.multiprocess_dir is not None:
                 multiprocess.enable(config.multiprocess_dir)
-                path = config.multiprocess_dir
                 options["endpoint"] = MetricsEndpoint(
-                    registry_factory=lambda: multiprocess.scrape_registry(path)
+                    encode=functools.partial(multiprocess.exposition, config.multiprocess_dir)
                 )
             else:
                 options["endpoint"] = MetricsEndpoint(REGISTRY if registry is None else registry)

@@ -8,7 +8,8 @@ and their ``live*`` gauge files are deleted. A lock file serialises compaction a
 
 ```python
 enable("/tmp/wk-metrics")                 # in every worker, before any metric is created
-registry = scrape_registry("/tmp/wk-metrics")
+body, content_type = exposition("/tmp/wk-metrics", accept)   # what /metrics serves
+registry = scrape_registry("/tmp/wk-metrics")                # the same, as a registry
 ```
 """
 
@@ -25,7 +26,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import mmap_dict as _mmap_dict
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client import values as _values
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
+
+from watchkeeper.exporters.mmap_exposition import FileMerger, Unsupported
 
 # prometheus-client's multiprocess internals are untyped; they are used through these handles.
 values: Any = _values
@@ -118,6 +122,25 @@ def _merge_into(archive_path: str, filename: str) -> None:
             archive.write_value(key, current + value, 0.0)
     finally:
         archive.close()
+
+
+_merger = FileMerger()
+
+
+def exposition(path: str, accept: str = "") -> tuple[bytes, str]:
+    """The ``/metrics`` body of every worker's files and its content type, chosen by ``accept``
+    (after compacting dead workers' files); the fast path of :mod:`mmap_exposition`."""
+    _, content_type = choose_encoder(accept)
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    with locked(path):
+        _compact_locked(path, pid_alive)
+        files = sorted(glob.glob(os.path.join(path, "*.db")))
+        try:
+            return _merger.render(files, openmetrics=openmetrics), content_type
+        except Unsupported:
+            pass
+    encoder, content_type = choose_encoder(accept)
+    return encoder(scrape_registry(path)), content_type
 
 
 def scrape_registry(path: str) -> CollectorRegistry:
