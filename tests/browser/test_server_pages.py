@@ -171,3 +171,9 @@ def test_the_watchkeeper_dashboard_draws_the_servers_own_metrics(
     assert {p["id"] for p in panels if p["status"] == "No data"} <= {"6"}
     assert len(panels) == 8
     watch.screenshot("server-dashboard-watchkeeper")
+
+    # dashboards annotated with alerts (service overview, errors) mark TargetUp's firing
+    params = {"from": "now-5m", "to": "now"}
+    regions = httpx.get(f"{real_server.url}/d/errors/annotations.json", params=params).json()["regions"]
+    (up,) = [r for r in regions if r["text"].startswith("TargetUp ")]
+    assert 'job="watchkeeper"' in up["text"] and up["start_ms"] < up["end_ms"]

@@ -286,3 +286,41 @@ def test_panel_titles_show_variable_values(client: TestClient) -> None:
     assert "Sessions created per 1d" in page
     data = client.get("/d/business/panels/6.json", params={"var-bucket": "5m"}).json()
     assert data["title"] == "Sessions created per 5m"
+
+
+def test_alert_annotations_show_past_and_current_firing(storage: Storage, tmp_path: Path) -> None:
+    h = 3_600_000
+    now = 1_700_000_000_000
+    a, b = (("alertname", "HighErrorRate"), ("route", "/a")), (("alertname", "SlowDB"),)
+
+    class Alerts:
+        def alerts(self) -> list[AlertView]:  # firing now, since 1 h ago
+            return [AlertView("HighErrorRate", "firing", a, (), now - h - 60_000)]
+
+        def history(self, limit: int) -> list[AlertTransitionView]:  # newest first, as stored
+            return [
+                AlertTransitionView("HighErrorRate", a, "pending", "firing", now - h),
+                AlertTransitionView("HighErrorRate", a, "inactive", "pending", now - h - 60_000),
+                AlertTransitionView("SlowDB", b, "firing", "inactive", now - 2 * h),
+                AlertTransitionView("SlowDB", b, "pending", "firing", now - 3 * h),
+                AlertTransitionView("HighErrorRate", a, "firing", "inactive", now - 5 * h),  # began earlier
+                AlertTransitionView("SlowDB", b, "pending", "firing", now - 9 * h),
+                AlertTransitionView("SlowDB", b, "firing", "inactive", now - 8 * h),
+            ][:limit]
+
+    (tmp_path / "alerted.yml").write_text(
+        "uid: alerted\ntitle: Alerted\nannotations: [{name: Alerts, source: alerts, color: red}]\n"
+        "rows: [{panels: [{queries: [{expr: up}]}]}]\n"
+    )
+    app = make_app(storage, dashboards_dir=tmp_path, get_alerts=Alerts, now_ms=lambda: now)
+    with TestClient(app) as c:
+        regions = c.get("/d/alerted/annotations.json", params={"from": "now-6h", "to": "now"}).json()[
+            "regions"
+        ]
+    spans = sorted((r["text"], (now - r["start_ms"]) / h, (now - r["end_ms"]) / h) for r in regions)
+    assert spans == [
+        ('HighErrorRate {route="/a"}', 1.0, 0.0),  # from its firing transition
+        ('HighErrorRate {route="/a"}', 6.0, 5.0),  # clipped to the range
+        ("SlowDB", 3.0, 2.0),
+    ]  # SlowDB's firing 9 h to 8 h ago is outside the range
+    assert {r["color"] for r in regions} == {"#f2495c"} and {r["source"] for r in regions} == {"Alerts"}

@@ -26,12 +26,13 @@ import numpy as np
 
 from watchkeeper.dashboards.downsample import minmax_downsample
 from watchkeeper.dashboards.model import Annotation, Panel, Thresholds
+from watchkeeper.dashboards.providers import AlertTransitionView, AlertView
 from watchkeeper.dashboards.templating import VarValue, interpolate, series_name
 from watchkeeper.dashboards.timerange import Range, pick_step_ms
 from watchkeeper.dashboards.units import axis_scale, css_color, format_value
 from watchkeeper.durations import format_duration, parse_duration
 from watchkeeper.errors import WatchkeeperError
-from watchkeeper.labels import Labels
+from watchkeeper.labels import Labels, format_labels
 from watchkeeper.promql.values import QueryResult, ResultSeries
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]
@@ -421,3 +422,43 @@ def query_annotation_regions(run: QueryRun, annotation: Annotation) -> list[dict
                 }
             )
     return regions
+
+
+def alert_annotation_regions(
+    alerts: Sequence[AlertView],
+    history: Sequence[AlertTransitionView],
+    rng: Range,
+    annotation: Annotation,
+) -> list[dict[str, Any]]:
+    """Regions where alerts fired within ``rng``: each entry into ``firing`` in the history until
+    the transition out of it, and the alerts firing now until the end of the range. A firing that
+    began before the oldest transition read starts at the range's start; an alert firing now with no
+    transition read starts when it became active."""
+
+    def key(name: str, labels: Labels) -> tuple[str, Labels]:
+        return name, tuple(p for p in labels if p[0] != "alertname")
+
+    fired: dict[tuple[str, Labels], int] = {}
+    spans: list[tuple[tuple[str, Labels], int, int]] = []
+    for t in sorted(history, key=lambda t: t.at_ms):
+        k = key(t.name, t.labels)
+        if t.to_state == "firing":
+            fired.setdefault(k, t.at_ms)
+        elif t.from_state == "firing":
+            spans.append((k, fired.pop(k, rng.start_ms), t.at_ms))
+    for a in alerts:
+        if a.state == "firing":
+            k = key(a.name, a.labels)
+            spans.append((k, fired.pop(k, a.active_at_ms), rng.end_ms))
+    spans.extend((k, start, rng.end_ms) for k, start in fired.items())  # no end read: still firing
+    return [
+        {
+            "start_ms": max(start, rng.start_ms),
+            "end_ms": min(end, rng.end_ms),
+            "text": f"{name} {format_labels(labels)}" if labels else name,
+            "color": css_color(annotation.color),
+            "source": annotation.name,
+        }
+        for (name, labels), start, end in spans
+        if start <= rng.end_ms and end >= rng.start_ms
+    ]

@@ -38,6 +38,7 @@ from watchkeeper.dashboards.model import Dashboard, Panel, Query, dump
 from watchkeeper.dashboards.panels import (
     QueryContext,
     QueryEngine,
+    alert_annotation_regions,
     panel_csv,
     panel_json,
     query_annotation_regions,
@@ -71,6 +72,8 @@ QUICK_RANGES = (
     ("This week", "now/w"),
 )
 MAX_WIDTH_PX = 4000
+ALERT_HISTORY_LIMIT = 1000
+"""Alert annotations read at most this many of the newest transitions."""
 
 GetEngine = Callable[[], QueryEngine]
 GetStore = Callable[[], MetadataStore]
@@ -417,17 +420,9 @@ def dashboards_router(
                 continue
             if annotation.source == "alerts":
                 provider = opts.get_alerts()
-                for alert in provider.alerts() if provider else []:
-                    if alert.state == "firing" and alert.active_at_ms <= rng.end_ms:
-                        regions.append(
-                            {
-                                "start_ms": max(alert.active_at_ms, rng.start_ms),
-                                "end_ms": rng.end_ms,
-                                "text": f"{alert.name} {format_labels(alert.labels)}",
-                                "color": annotation.color,
-                                "source": annotation.name,
-                            }
-                        )
+                if provider is not None:
+                    history = provider.history(ALERT_HISTORY_LIMIT)
+                    regions.extend(alert_annotation_regions(provider.alerts(), history, rng, annotation))
                 continue
             expr = interpolate(annotation.expr, ctx.variables, ctx.builtins(step))
             run = run_expr(get_engine(), expr, ctx, step)
