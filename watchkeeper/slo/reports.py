@@ -114,8 +114,8 @@ def slo_report(
                 round(b.burn_rate_window, 3),
                 None if b.burn_rate_now is None else round(b.burn_rate_now, 3),
                 exhaust,
-                int(b.total),
-                int(b.errors),
+                round(b.total) if v.spec.has_events else None,  # a raw ratio SLI has no events
+                round(b.errors) if v.spec.has_events else None,
             ]
         )
         verb = "met" if b.met else "missed"

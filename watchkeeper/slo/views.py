@@ -136,12 +136,19 @@ def _clip(segs: Sequence[Segment], a: int, b: int) -> list[Segment]:
     ]
 
 
-def _event_rates(store: Any, sel: dict[str, str], start_ms: int, end_ms: int) -> tuple[Any, Any, Any]:
-    """(timestamps, error rates, total rates) of the recorded 5m event rates, at the timestamps both have."""
+def _event_counts(store: Any, sel: dict[str, str], start_ms: int, end_ms: int) -> tuple[Any, Any, Any]:
+    """(timestamps, error events, total events) from the recorded 5m event rates, at the timestamps
+    both have: each rate (per second) times the time since the previous sample, at most the 5m the
+    rate covers (rules evaluated every minute or every 5 count each event once either way)."""
     ets, err = _series(store, "slo:sli_error_events:rate5m", start_ms, end_ms, **sel)
     tts, tot = _series(store, "slo:sli_total_events:rate5m", start_ms, end_ms, **sel)
     common, ei, ti = np.intersect1d(ets, tts, return_indices=True)
-    return common, err[ei], tot[ti]
+    if not len(common):
+        return common, err[ei], tot[ti]
+    gaps = np.diff(common)
+    first = gaps[0] if len(gaps) else RATE_WINDOW_MS
+    seconds = np.minimum(np.concatenate([[first], gaps]), RATE_WINDOW_MS) / 1000
+    return common, err[ei] * seconds, tot[ti] * seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,14 +167,14 @@ class SloView:
 
 
 def slo_view(store: Any, spec: SloSpec, window: Window, *, now_ms: int) -> SloView:
-    """Budget from the recorded 5m rates (ratio of sums over the window) and burn rates per window."""
+    """Budget from the recorded 5m rates (events over the window: a ratio of sums) and burn rates."""
     start, end = window.bounds(now_ms)
     sel = {"sloth_id": spec.slo_id}
     incidents: list[BudgetIncident]
     # a 5m rate recorded at t counts the events of (t - 5m, t]: the window (start, now] takes the
     # samples after start, the last hour those after now - 1h
     if spec.has_events:
-        common, err, tot = _event_rates(store, sel, start + 1, min(end, now_ms))
+        common, err, tot = _event_counts(store, sel, start + 1, min(end, now_ms))
         errors, total = float(err.sum()), float(tot.sum())
         incidents = budget_incidents(
             common.tolist(), err.tolist(), tot.tolist(), objective=spec.objective, window_ms=RATE_WINDOW_MS
@@ -204,7 +211,7 @@ def budget_series(
 ) -> tuple[list[int], list[float]]:
     """Budget remaining over the window, ``points`` evenly spaced (for the budget chart)."""
     start, _end = window.bounds(now_ms)
-    common, err, tot = _event_rates(store, {"sloth_id": spec.slo_id}, start + 1, now_ms)
+    common, err, tot = _event_counts(store, {"sloth_id": spec.slo_id}, start + 1, now_ms)
     if not len(common):
         return [], []
     ce, ct = np.cumsum(err), np.cumsum(tot)
