@@ -35,13 +35,32 @@ def test_label_values_past_the_cap_fold_into_other_and_are_counted() -> None:
     for i in range(10):
         joins.inc(region=f"r{i}")
     joins.inc(region="r0")
+    joins.inc(region="r9")  # a folded value again: folded (and counted) again
     regions = {s.labels["region"]: s.value for m in registry.collect() for s in m.samples
                if s.name == "joins_total"}  # fmt: skip
-    assert regions == {"r0": 2, "r1": 1, "r2": 1, "__other__": 7}
+    assert regions == {"r0": 2, "r1": 1, "r2": 1, "__other__": 8}
     assert (
         registry.get_sample_value("business_label_overflow_total", {"metric": "joins", "label": "region"})
-        == 7
+        == 8
     )
+
+
+def test_overflow_counts_each_folded_label_of_a_multi_label_metric() -> None:
+    registry = CollectorRegistry()
+    business = BusinessMetrics(registry, max_label_values=1)
+    for _ in range(2):
+        business.event("matches", region="eu", sport="tennis")
+        business.event("matches", region="us", sport="tennis")  # region folds
+        business.event("matches", region="ap", sport="golf")  # both fold
+    overflow = {
+        s.labels["label"]: s.value
+        for m in registry.collect()
+        for s in m.samples
+        if s.name == "business_label_overflow_total"
+    }
+    assert overflow == {"region": 4, "sport": 2}
+    assert registry.get_sample_value("matches_total", {"region": "__other__", "sport": "__other__"}) == 2
+    assert registry.get_sample_value("matches_total", {"region": "eu", "sport": "tennis"}) == 2
 
 
 def test_wrong_labels_are_dropped_not_raised(caplog: pytest.LogCaptureFixture) -> None:

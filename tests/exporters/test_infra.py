@@ -206,6 +206,14 @@ def test_cli_once_prints_a_scrape(redis_url: str, capsys: pytest.CaptureFixture[
         cli.main(["mysql"])
 
 
+@pytest.mark.postgres
+def test_cli_once_reads_postgres(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["postgres", "--dsn", pg_dsn, "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "pg_up 1.0" in out
+    assert f'pg_database_size_bytes{{datname="{pg_dsn.rsplit("/", 1)[1]}"}}' in out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

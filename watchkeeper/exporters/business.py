@@ -1,7 +1,8 @@
 """Business metrics — sessions, joins, feature use by region — that can never blow up the store.
 
 Every label of every business metric is capped: past ``max_label_values`` distinct values, new
-values fold into ``__other__`` and ``business_label_overflow_total{metric,label}`` counts them.
+values fold into ``__other__`` and ``business_label_overflow_total{metric,label}`` counts every
+recording so folded.
 
 ```python
 from watchkeeper.exporters import business
@@ -39,23 +40,29 @@ class _Capped:
         self.name = name
         self.labels = tuple(labels)
         self._caps = {label: LabelCap(owner.max_label_values) for label in self.labels}
-        self._children: dict[tuple[str, ...], Any] = {}
+        # raw label values -> (bound child, the overflow counters of the labels that were folded)
+        self._children: dict[tuple[str, ...], tuple[Any, tuple[Any, ...]]] = {}
 
     def _child(self, metric: Any, values: dict[str, object]) -> Any:
+        """The child for ``values``; every recording with a folded label counts once per such label
+        in ``business_label_overflow_total``."""
         if set(values) != set(self.labels):
             raise ValueError(f"{self.name} takes labels {sorted(self.labels)}, got {sorted(values)}")
         raw = tuple(str(values[label]) for label in self.labels)
-        child = self._children.get(raw)
-        if child is None:
-            folded = []
-            for label, value in zip(self.labels, raw, strict=True):
-                kept = self._caps[label].fold(value)
-                if kept != value:
-                    self._owner.overflow.labels(self.name, label).inc()
-                folded.append(kept)
-            child = metric.labels(*folded) if self.labels else metric
+        cached = self._children.get(raw)
+        if cached is None:
+            folded = [self._caps[label].fold(value) for label, value in zip(self.labels, raw, strict=True)]
+            overflows = tuple(
+                self._owner.overflow.labels(self.name, label)
+                for label, value, kept in zip(self.labels, raw, folded, strict=True)
+                if kept != value
+            )
+            cached = (metric.labels(*folded) if self.labels else metric, overflows)
             if len(self._children) < 10 * self._owner.max_label_values:
-                self._children[raw] = child
+                self._children[raw] = cached
+        child, overflows = cached
+        for overflow in overflows:
+            overflow.inc()
         return child
 
 
