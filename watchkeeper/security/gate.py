@@ -13,7 +13,9 @@ For each HTTP request, in order:
    session must echo its CSRF token (``X-CSRF-Token`` header or ``csrf_token`` form field).
    Bearer-token requests are exempt: a browser never adds that header by itself.
 
-The principal lands in ``request.state.principal``.
+The principal lands in ``request.state.principal``. The middleware asks for the `Gatekeeper`
+in force at the start of each request, so a configuration reload swaps it for the next request
+without touching one in flight.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class _TooLarge(Exception):
 
 
 class Gatekeeper:
-    """Who a request comes from, independent of ASGI (the middleware's pure half)."""
+    """Who a request comes from and what it may send, independent of ASGI (the middleware's pure
+    half); one per loaded ``security`` configuration."""
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class Gatekeeper:
         proxy_role_header: str | None = None,
         proxy_default_role: str = "viewer",
         public_metrics: bool = True,
+        max_request_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.registry, self.signer = registry, signer
         self.users = dict(users)
@@ -77,6 +81,7 @@ class Gatekeeper:
         self.proxy_role_header = proxy_role_header.lower() if proxy_role_header else None
         self.proxy_default_role = proxy_default_role
         self.public_metrics = public_metrics
+        self.max_request_bytes = max_request_bytes
 
     def unconfigured(self) -> bool:
         """No tokens, users or proxy: nobody can identify, so anonymous requests decide."""
@@ -124,12 +129,11 @@ class Gatekeeper:
 
 
 class SecurityGate:
-    """The middleware: ``app.add_middleware(SecurityGate, gatekeeper=..., max_request_bytes=...)``."""
+    """The middleware: ``app.add_middleware(SecurityGate, gatekeeper=lambda: current_gatekeeper)``."""
 
-    def __init__(self, app: ASGIApp, *, gatekeeper: Gatekeeper, max_request_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, gatekeeper: Callable[[], Gatekeeper]) -> None:
         self.app = app
         self.gatekeeper = gatekeeper
-        self.max_request_bytes = max_request_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,13 +142,14 @@ class SecurityGate:
         method: str = scope["method"]
         path: str = scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        gk = self.gatekeeper()
+        max_bytes = gk.max_request_bytes
         limited = not is_ingest(path)
         if limited:
             length = headers.get("content-length", "")
-            if length.isdigit() and int(length) > self.max_request_bytes:
-                await _refuse(send, path, 413, f"request body over {self.max_request_bytes} bytes")
+            if length.isdigit() and int(length) > max_bytes:
+                await _refuse(send, path, 413, f"request body over {max_bytes} bytes")
                 return
-        gk = self.gatekeeper
         if gk.registry.is_stale():
             await anyio.to_thread.run_sync(gk.registry.refresh)
         client = scope.get("client")
@@ -192,7 +197,7 @@ class SecurityGate:
                 await _refuse(send, path, 403, reason)
                 return
         state = {"started": False, "refused": False}
-        too_large = f"request body over {self.max_request_bytes} bytes"
+        too_large = f"request body over {max_bytes} bytes"
 
         async def refuse_too_large() -> None:
             # answered here, whatever the route makes of the exception (FastAPI turns it into a 400)
@@ -200,7 +205,7 @@ class SecurityGate:
                 state["started"] = state["refused"] = True
                 await _refuse(send, path, 413, too_large)
 
-        receive = self._limited(receive, refuse_too_large) if limited else receive
+        receive = _limited(receive, max_bytes, refuse_too_large) if limited else receive
         if not is_safe(method) and principal.kind == "user" and principal.csrf is not None:
             sent = headers.get(CSRF_HEADER)
             if sent is None and headers.get("content-type", "").startswith(
@@ -228,21 +233,21 @@ class SecurityGate:
         with contextlib.suppress(_TooLarge):  # already answered 413
             await self.app(scope, receive, send_tracking)
 
-    def _limited(self, receive: Receive, on_too_large: Callable[[], Any]) -> Receive:
-        seen = 0
-        limit = self.max_request_bytes
 
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message: Message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    await on_too_large()
-                    raise _TooLarge
-            return message
+def _limited(receive: Receive, limit: int, on_too_large: Callable[[], Any]) -> Receive:
+    seen = 0
 
-        return limited_receive
+    async def limited_receive() -> Message:
+        nonlocal seen
+        message: Message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                await on_too_large()
+                raise _TooLarge
+        return message
+
+    return limited_receive
 
 
 def _cookies(headers: Mapping[str, str]) -> dict[str, str]:

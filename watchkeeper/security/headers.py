@@ -14,6 +14,7 @@ would pin ``localhost`` to https.
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from watchkeeper.security.addresses import Network, address_in
@@ -56,20 +57,26 @@ def is_https(scope: MutableMapping[str, Any], trusted_proxies: tuple[Network, ..
     return False
 
 
-class SecurityHeaders:
-    """``app.add_middleware(SecurityHeaders, trusted_proxies=(...), hsts_max_age_seconds=31536000)``.
-    A header the route set itself is kept."""
+@dataclass(frozen=True, slots=True)
+class HeaderPolicy:
+    """Whose ``X-Forwarded-Proto`` is believed, and the HSTS max-age sent on https."""
 
-    def __init__(
-        self,
-        app: Callable[..., Any],
-        *,
-        trusted_proxies: tuple[Network, ...] = (),
-        hsts_max_age_seconds: int = 31_536_000,
-    ) -> None:
+    trusted_proxies: tuple[Network, ...] = ()
+    hsts_max_age_seconds: int = 31_536_000
+
+    @property
+    def hsts(self) -> bytes:
+        return f"max-age={self.hsts_max_age_seconds}; includeSubDomains".encode()
+
+
+class SecurityHeaders:
+    """``app.add_middleware(SecurityHeaders, policy=lambda: current_policy)``: the policy in force
+    is asked for per request (a reload replaces it); by default no proxy is trusted. A header the
+    route set itself is kept."""
+
+    def __init__(self, app: Callable[..., Any], *, policy: Callable[[], HeaderPolicy] = HeaderPolicy) -> None:
         self.app = app
-        self.trusted_proxies = trusted_proxies
-        self.hsts = f"max-age={hsts_max_age_seconds}; includeSubDomains".encode()
+        self.policy = policy
 
     async def __call__(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
@@ -78,8 +85,9 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         extra = list(_STATIC_HEADERS)
-        if self.hsts and is_https(scope, self.trusted_proxies):
-            extra.append((b"strict-transport-security", self.hsts))
+        policy = self.policy()
+        if is_https(scope, policy.trusted_proxies):
+            extra.append((b"strict-transport-security", policy.hsts))
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":

@@ -29,22 +29,29 @@ _DUMMY_HASH = hash_password(secrets.token_urlsafe(16), n=2**14)
 
 
 def login_router(
-    users: Mapping[str, tuple[str, str]],
-    signer: SessionSigner,
+    users: Callable[[], Mapping[str, tuple[str, str]]],
+    signer: Callable[[], SessionSigner],
     *,
     is_https: Callable[[Request], bool],
     throttle: LoginThrottle | None = None,
 ) -> APIRouter:
-    """`users`: name -> (password hash, role); `throttle` limits wrong passwords per user name."""
+    """`users()`: name -> (password hash, role), and `signer()`, as the loaded config has them now
+    (a reload changes both; with no users the login answers 404); `throttle` limits wrong
+    passwords per user name."""
     router = APIRouter()
     throttle = throttle or LoginThrottle()
 
     @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
     async def login_form(request: Request, next: str = "/") -> Response:
+        if not users():
+            return _no_users()
         return _form(request, _safe_next(next), error=None, status=200, secure=is_https(request))
 
     @router.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
+        known_users, session_signer = users(), signer()
+        if not known_users:
+            return _no_users()
         body = await request.body()
         if len(body) > _MAX_FORM_BYTES:
             return Response("login form too large\n", status_code=413)
@@ -68,7 +75,7 @@ def login_router(
             )
             response.headers["Retry-After"] = str(wait)
             return response
-        known = users.get(name)
+        known = known_users.get(name)
         encoded = known[0] if known is not None else _DUMMY_HASH
         ok = await anyio.to_thread.run_sync(verify_password, password, encoded)
         if known is None or not ok:
@@ -76,20 +83,24 @@ def login_router(
             return _form(request, target, error="Invalid user name or password.", status=401, secure=secure)
         throttle.succeed(name)
         response = RedirectResponse(target, status_code=303)
-        cookie = signer.issue(name, known[1], now_seconds=time.time())
-        session = signer.read(cookie, now_seconds=time.time())
+        cookie = session_signer.issue(name, known[1], now_seconds=time.time())
+        session = session_signer.read(cookie, now_seconds=time.time())
         if session is None:  # just issued with our own key: cannot happen
             raise RuntimeError("a fresh session cookie did not verify")
         response.set_cookie(
             SESSION_COOKIE,
             cookie,
-            max_age=signer.max_age_seconds,
+            max_age=session_signer.max_age_seconds,
             httponly=True,
             samesite="lax",
             secure=secure,
         )
         response.set_cookie(
-            CSRF_COOKIE, session.csrf, max_age=signer.max_age_seconds, samesite="strict", secure=secure
+            CSRF_COOKIE,
+            session.csrf,
+            max_age=session_signer.max_age_seconds,
+            samesite="strict",
+            secure=secure,
         )
         response.delete_cookie(LOGIN_CSRF_COOKIE)
         return response
@@ -102,6 +113,10 @@ def login_router(
 
     router.add_api_route("/logout", logout, methods=["GET", "POST"], include_in_schema=False)
     return router
+
+
+def _no_users() -> Response:
+    return Response("no UI users are configured (security.users)\n", status_code=404, media_type="text/plain")
 
 
 def _safe_next(target: str) -> str:

@@ -156,7 +156,8 @@ class TokenRegistry:
         refresh_seconds: float = 5.0,
         ready: Callable[[], bool] = lambda: True,
     ) -> None:
-        self._configured = {t.token_sha256.lower(): t for t in configured}
+        self._configured: dict[str, TokenRecord] = {}
+        self.configure(configured)
         self._stored: dict[str, TokenRecord] = {}
         self.store = store
         self.refresh_seconds = refresh_seconds
@@ -167,6 +168,10 @@ class TokenRegistry:
         """Whether the database's tokens were read once: until then there may be some."""
         """False while the app's store opens (and migrates): the table is not read before."""
         self._lock = threading.Lock()
+
+    def configure(self, configured: Iterable[TokenRecord]) -> None:
+        """Replace the config's tokens (a reload); the database's stay as they are."""
+        self._configured = {t.token_sha256.lower(): t for t in configured}
 
     def has_tokens(self) -> bool:
         """Whether any token is known, or may be (the database was not read yet: closed, not open)."""
