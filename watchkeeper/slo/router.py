@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from watchkeeper.dashboards.router import PLOTLY_FILE, STATIC_DIR
 from watchkeeper.dashboards.router import TEMPLATES_DIR as DASHBOARD_TEMPLATES
-from watchkeeper.rules.model import expand_patterns
+from watchkeeper.rules.model import RulesConfig, expand_patterns
 from watchkeeper.slo.budget import Window
 from watchkeeper.slo.config import SloConfig
 from watchkeeper.slo.generate import generate, to_yaml
@@ -87,6 +87,17 @@ def write_rule_files(specs: Sequence[SloSpec], out_dir: Path) -> list[Path]:
         if old not in written:
             old.unlink()
     return written
+
+
+def load_slo(
+    config: SloConfig, rules: RulesConfig, *, store: Any, engine: Any, base_dir: Path | None, rules_dir: Path
+) -> tuple[SloState, RulesConfig]:
+    """At start-up and on every reload: the specs loaded (the pages' state), their rules written to
+    ``rules_dir``, and ``rules`` with those files added, for the rules engine to (re)load.
+    An invalid spec raises :class:`~watchkeeper.slo.spec.SpecError` before anything is written."""
+    state = SloState.load(config, store=store, engine=engine, base_dir=base_dir)
+    files = [str(p) for p in write_rule_files(state.specs, rules_dir)]
+    return state, rules.model_copy(update={"rule_files": [*rules.rule_files, *files]})
 
 
 def _static_url(name: str) -> str:
