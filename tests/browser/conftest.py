@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from tests.environment import CHROMIUM, require_chromium
 from watchkeeper.dashboards.sample import make_app, serve, shared_storage
+from watchkeeper.tsdb.storage import Storage
 
 from .pagewatch import PageWatch
 
@@ -30,8 +32,18 @@ ARGS = [
 ]
 
 
+@dataclass(frozen=True)
+class Sample:
+    """The sample server: its URL, its store (tests may append series) and the dashboards
+    directory it re-reads on every request (tests may write files)."""
+
+    url: str
+    storage: Storage
+    dashboards_dir: Path
+
+
 @pytest.fixture(scope="package")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sample]:
     require_chromium()
     storage = shared_storage(hours=6, step_ms=60_000)  # the unit tests' store when both run
     dashboards_dir = tmp_path_factory.mktemp("dashboards")
@@ -44,7 +56,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         check_interval_seconds=0,
     )
     with serve(app) as base:
-        yield base
+        yield Sample(base, storage, dashboards_dir)
+
+
+@pytest.fixture(scope="package")
+def server(sample: Sample) -> str:
+    return sample.url
 
 
 @pytest.fixture(scope="package")

@@ -12,10 +12,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
+import numpy as np
 import pytest
 
 from watchkeeper.dashboards.loader import BUILTIN_DIR, load_dirs
+from watchkeeper.labels import from_dict
 
+from .conftest import Sample
 from .pagewatch import PageWatch, assert_all_panels_drawn
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -156,7 +159,8 @@ def test_panel_menu_view_inspect_and_csv(watched: PageWatch, server: str) -> Non
     page.click("#panel-2 .menu > summary")
     page.click("#panel-2 [data-action=inspect]")
     assert "cache_requests_total" in page.inner_text("#inspector-body")
-    assert "points" in page.inner_text("#inspector-body")
+    inspector = page.inner_text("#inspector-body")
+    assert "points" in inspector and "Server time " in inspector and " ms · " in inspector
     page.click("#inspector button")
     page.click("#panel-2 .menu > summary")
     with page.expect_download() as download:
@@ -205,3 +209,59 @@ def test_home_alerts_and_dark_theme(watched: PageWatch, server: str) -> None:
     watched.screenshot("dashboard-business-dark")
     config = json.loads(page.inner_text("#wk-config"))
     assert config["uid"] == "business"
+
+
+BUILDS = """
+uid: builds
+title: {title}
+time: {{from: now-6h, to: now}}
+variables:
+  - {{name: build, type: query, query: 'label_values(wk_build_info, build)', multi: true, include_all: true}}
+rows:
+  - panels:
+      - id: 1
+        title: Builds
+        queries: [{{expr: 'sum by (build) (wk_build_info{{build=~"$build"}})', legend: '{{{{build}}}}'}}]
+"""
+
+OPTIONS = (
+    "() => Array.from(document.querySelector(\"select[name='var-build']\").options).map(o => o.value).join()"
+)
+
+
+def test_variable_options_follow_the_time_range_and_changed_files_reload(
+    watched: PageWatch, sample: Sample
+) -> None:
+    now = int(time.time() * 1000) // 60_000 * 60_000
+    old, new = sample.storage.series_refs(
+        [from_dict({"__name__": "wk_build_info", "build": b}) for b in ("old", "new")]
+    )
+    old_t = np.arange(now - 5 * 3_600_000, now - 4 * 3_600_000, 60_000)
+    new_t = np.arange(now - 1_200_000, now + 60_000, 60_000)
+    sample.storage.append(
+        np.r_[np.full(len(old_t), old), np.full(len(new_t), new)],
+        np.r_[old_t, new_t],
+        np.ones(len(old_t) + len(new_t)),
+    )
+    path = sample.dashboards_dir / "builds.yml"
+    path.write_text(BUILDS.format(title="Builds"))
+    page = watched.page
+    page.goto(f"{sample.url}/d/builds/builds")
+    assert_all_panels_drawn(page)
+    assert page.evaluate(OPTIONS) == "$__all,new,old"
+
+    page.click("#time-picker > summary")
+    page.click(".quick button[data-from='now-1h']")
+    page.wait_for_function(f"() => ({OPTIONS})() === '$__all,new'")
+    page.wait_for_function(
+        "() => document.querySelector('#panel-1 .plot-area').data.map(t => t.name).join() === 'new'"
+    )
+    page.go_back()
+    page.wait_for_function(f"() => ({OPTIONS})() === '$__all,new,old'")
+
+    # the file is re-read when it changes: a reload shows the new title
+    path.write_text(BUILDS.format(title="Builds by version"))
+    page.goto(f"{sample.url}/d/builds")
+    assert page.inner_text("h1") == "Builds by version"
+    assert page.url.split("?")[0].endswith("/d/builds/builds-by-version")
+    watched.screenshot("dashboard-variable-follows-range")

@@ -348,7 +348,7 @@
     timeLabel();
     var picker = document.getElementById("time-picker");
     if (picker) picker.open = false;
-    refreshAll();
+    reloadAll();
   }
 
   function currentRangeMs() {
@@ -420,11 +420,14 @@
       if (values.length > 1 && values.indexOf("$__all") >= 0) values = values.filter(function (v) { return v !== "$__all"; });
       values.forEach(function (v) { p.append(field.name, v); });
       setParams(p, true);
-      updateVariableOptions().then(refreshAll);
+      reloadAll();
     });
   }
 
-  /* Later variables may depend on earlier ones: re-read the options for the new selection. */
+  /* After the user changes the time range or a variable, or goes back: a variable's options may
+     depend on the range and on earlier variables, so they are re-read before the panels. */
+  function reloadAll() { return explore ? refreshAll() : updateVariableOptions().then(refreshAll); }
+
   function updateVariableOptions() {
     return fetch("/d/" + cfg.uid + "/variables.json?" + queryString(null))
       .then(function (r) { return r.ok ? r.json() : { variables: [] }; })
@@ -433,11 +436,13 @@
           var select = document.querySelector('select[name="var-' + v.name + '"]');
           if (!select) return;
           var have = Array.prototype.map.call(select.options, function (o) { return o.value; }).filter(function (x) { return x !== "$__all"; });
-          if (have.join("\n") === v.options.join("\n")) return;
-          var hasAll = select.querySelector('option[value="$__all"]');
-          select.replaceChildren();
-          if (hasAll) select.appendChild(new Option("All", "$__all", false, v.selected.indexOf("$__all") >= 0));
-          v.options.forEach(function (o) { select.appendChild(new Option(o, o, false, v.selected.indexOf(o) >= 0)); });
+          if (have.join("\n") !== v.options.join("\n")) {
+            var hasAll = select.querySelector('option[value="$__all"]');
+            select.replaceChildren();
+            if (hasAll) select.appendChild(new Option("All", "$__all"));
+            v.options.forEach(function (o) { select.appendChild(new Option(o, o)); });
+          }
+          Array.prototype.forEach.call(select.options, function (o) { o.selected = v.selected.indexOf(o.value) >= 0; });
         });
       })
       .catch(function () { /* keep the old options */ });
@@ -578,7 +583,7 @@
   function start() {
     if (typeof Plotly === "undefined") { setTimeout(start, 20); return; }
     wireTimePicker();
-    window.addEventListener("popstate", function () { timeLabel(); refreshAll(); });
+    window.addEventListener("popstate", function () { timeLabel(); reloadAll(); });
     document.addEventListener("wk:theme", function () { for (var id in last) { var el = document.getElementById("panel-" + id); if (el) render(el, last[id]); } });
     if (explore) { wireExplore(); runExplore(); return; }
     wireRefresh();
