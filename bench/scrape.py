@@ -7,7 +7,8 @@ answering a Prometheus text body of M series whose values change every scrape), 
 not counted. watchkeeper's side runs here: a `ScrapeManager` appending through the remote-write
 ingest core into a `Storage` (SQLite + WAL with fsync, the embedded default; `--memory` for the
 in-memory store). Prints the CPU used by this process (cores), scrape lag (how late each scrape
-started against its slot), scrape durations, and samples appended.
+started against its slot), scrape durations, samples appended, and scrapes done against the slots
+of the measured window (a manager that falls behind more than an interval skips slots: counted).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import gc
 import multiprocessing
+import os
 import resource
 import statistics
 import tempfile
@@ -131,15 +133,18 @@ async def run(args: argparse.Namespace, data_dir: Path | None) -> None:
     beat = asyncio.create_task(heartbeat())
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.monotonic()
+    scrapes0 = sum(loop.scrapes for loop in manager.loops())
+    skipped0 = sum(loop.skipped_slots for loop in manager.loops())
     for _ in range(args.intervals):
         await asyncio.sleep(args.interval)
-        for pool in manager.pools.values():
-            for loop in pool.loops.values():
-                lags.append(loop.last_lag)
-                durations.append(loop.last_duration)
+        for loop in manager.loops():
+            lags.append(loop.last_lag)
+            durations.append(loop.last_duration)
     wall = time.monotonic() - wall0
     beat.cancel()
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    scrapes = sum(loop.scrapes for loop in manager.loops()) - scrapes0
+    skipped = sum(loop.skipped_slots for loop in manager.loops()) - skipped0
     samples = storage.stats().samples_appended_total - before_samples
     health = [t["health"] for t in manager.targets_api()["activeTargets"]]
     await manager.stop()
@@ -149,7 +154,8 @@ async def run(args: argparse.Namespace, data_dir: Path | None) -> None:
     expected = args.targets * (args.series + 4) * wall / args.interval
     lags.sort()
     print(f"targets={args.targets} series/target={args.series} interval={args.interval}s "
-          f"measured={wall:.0f}s store={'memory' if data_dir is None else 'sqlite+wal'}")
+          f"measured={wall:.0f}s store={'memory' if data_dir is None else 'sqlite+wal'} "
+          f"load average at the end={os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
     print(f"samples appended: {samples} ({samples / wall:,.0f}/s; expected ~{expected:,.0f})")
     print(f"CPU: {cpu:.1f} s over {wall:.0f} s = {cpu / wall:.2f} cores "
           f"({cpu / max(samples, 1) * 1e6:.1f} us/sample)")
@@ -159,6 +165,9 @@ async def run(args: argparse.Namespace, data_dir: Path | None) -> None:
     print(f"scrape duration: median {statistics.median(durations) * 1000:.1f} ms, "
           f"max {max(durations) * 1000:.1f} ms")
     print(f"targets up: {health.count('up')}/{len(health)}")
+    slots = args.targets * wall / args.interval
+    print(f"scrapes: {scrapes} in {slots:,.0f} slots of the measured window; "
+          f"slots skipped for falling behind: {skipped}")
     stalls.sort()
     print(f"event loop stalls: p99 {stalls[int(len(stalls) * 0.99)] * 1000:.1f} ms, "
           f"max {stalls[-1] * 1000:.1f} ms, over 100 ms: {sum(1 for s in stalls if s > 0.1)}")

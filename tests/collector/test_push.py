@@ -366,3 +366,14 @@ def test_ingest_is_closed_on_a_public_bind_without_tokens(tmp_path: Path) -> Non
         for r in answers:
             assert r.status_code in (401, 403) and "not a loopback address" in r.text, (r.url, r.text)
         assert values(url, "count({__name__=~'m|rw|x'})") == {}
+
+
+def test_documented_json_schema_is_the_one_the_server_validates() -> None:
+    import json
+    import re
+
+    from watchkeeper.collector.push import PushBody
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ingest.md").read_text()
+    (block,) = re.findall(r"```json\n(.*?)```", doc, re.S)
+    assert json.loads(block) == PushBody.model_json_schema()

@@ -22,6 +22,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from tests.collector.test_push import build_app, serve, values
+from tests.integration.conftest import Server
 from watchkeeper.app import AppState
 from watchkeeper.collector.relabel import RelabelConfig, compile_rules
 from watchkeeper.collector.remote_write import parse_labels
@@ -285,3 +286,97 @@ def test_self_scrape_of_a_fresh_server(tmp_path: Path) -> None:
         asyncio.run(scenario())
         assert values(url, 'up{job="watchkeeper"}') == {f"instance=127.0.0.1:{port},job=watchkeeper": 1.0}
         assert values(url, "watchkeeper_ingest_samples_total")
+
+
+OPENMETRICS = """# TYPE jobs counter
+jobs_total{job="batch",queue="a"} 4
+jobs_created{job="batch",queue="a"} 1.7e9
+# TYPE temp gauge
+temp{job="batch"} 20.5
+# EOF
+"""
+
+
+def test_bearer_auth_openmetrics_honor_labels_and_sample_limit(tmp_path: Path) -> None:
+    """A target that wants a bearer token (read from a file) and answers OpenMetrics; one job
+    honours the scraped `job` label, another's sample_limit is below the target's sample count."""
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+
+    async def metrics(request: Request) -> Response:
+        if request.headers.get("authorization") != "Bearer s3cret-token":
+            return PlainTextResponse("unauthorized", status_code=401)
+        assert "application/openmetrics-text" in request.headers["accept"]
+        return Response(OPENMETRICS, media_type="application/openmetrics-text; version=1.0.0; charset=utf-8")
+
+    common = {"scrape_interval": "300ms", "authorization": {"credentials_file": str(token_file)}}
+    app = build_app(tmp_path)
+    state: AppState = app.state.watchkeeper
+    with serve_plain(Starlette(routes=[Route("/metrics", metrics)])) as address, serve(app) as url:
+        static = [StaticConfig(targets=[address])]
+        configs = [
+            ScrapeConfig(job_name="honoured", honor_labels=True, static_configs=static, **common),  # type: ignore[arg-type]
+            ScrapeConfig(job_name="limited", sample_limit=1, static_configs=static, **common),  # type: ignore[arg-type]
+        ]
+
+        async def scenario() -> None:
+            manager = ScrapeManager(configs, state.require_ingester)
+            state.scrape_manager = manager
+            await manager.start()
+            try:
+                await until(lambda: values(url, "up") == {
+                    f"instance={address},job=honoured": 1.0, f"instance={address},job=limited": 0.0})
+                got = await asyncio.to_thread(values, url, "jobs_total")  # honor_labels: the scraped job
+                assert got == {f"instance={address},job=batch,queue=a": 4.0}
+                # OpenMetrics _created series are skipped, as Prometheus does by default
+                assert await asyncio.to_thread(values, url, "jobs_created") == {}
+                limited = manager.targets_api(scrape_pool="limited")["activeTargets"][0]
+                assert limited["health"] == "down"
+                assert "sample limit exceeded: 2 samples" in limited["lastError"]
+                assert await asyncio.to_thread(values, url, 'temp{job="limited"}') == {}
+            finally:
+                await manager.stop()
+
+        asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_fresh_watchkeeper_serve_scrapes_itself_and_lists_the_target(tmp_path: Path) -> None:
+    """`watchkeeper serve` with no configuration: the default self-scrape (15 s, at the target's
+    offset in the interval) writes `up` and watchkeeper's own metrics, and /api/v1/targets shows it."""
+    server = Server(tmp_path / "data")
+    server.start()
+    try:
+        instance = f"127.0.0.1:{server.port}"
+        deadline = time.monotonic() + 60
+        while True:
+            targets = server.client.get("/api/v1/targets").json()
+            (target,) = targets["data"]["activeTargets"]
+            if target["health"] == "up":
+                break
+            assert target["health"] == "unknown", target  # not scraped yet, never "down"
+            assert time.monotonic() < deadline, target
+            time.sleep(0.5)
+        assert targets["status"] == "success"
+        assert target["labels"] == {"instance": instance, "job": "watchkeeper"}
+        assert target["scrapePool"] == "watchkeeper" and target["lastError"] == ""
+        assert target["scrapeUrl"] == f"http://{instance}/metrics" and target["scrapeInterval"] == "15s"
+        assert target["discoveredLabels"]["__address__"] == instance
+        assert targets["data"]["droppedTargets"] == []
+        assert values(server.url, "up") == {f"instance={instance},job=watchkeeper": 1.0}
+        assert values(server.url, "scrape_samples_scraped")[f"instance={instance},job=watchkeeper"] > 10
+        assert values(server.url, 'watchkeeper_ingest_samples_total{job="watchkeeper"}')
+    finally:
+        server.close()
+
+
+def test_scrapes_are_spread_over_the_interval() -> None:
+    """100 targets of one job: their offsets fill the interval evenly (each tenth holds 3 to 20),
+    rather than all firing at the start of it."""
+    addresses = [f"h{i}:9100" for i in range(100)]
+    cfg = ScrapeConfig(job_name="many", static_configs=[StaticConfig(targets=addresses)])
+    active, _ = build_targets(cfg, static_groups(cfg))
+    tenths = [0] * 10
+    for t in active:
+        tenths[int(target_offset_seconds(t, 15) / 1.5)] += 1
+    assert sum(tenths) == 100 and min(tenths) >= 3 and max(tenths) <= 20, tenths

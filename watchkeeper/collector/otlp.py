@@ -33,6 +33,7 @@ import json
 import math
 import re
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     NumberDataPoint,
 )
 
-from watchkeeper.collector.push import SampleBatch
+from watchkeeper.collector.push import SampleBatch, encode_label_pairs
 from watchkeeper.errors import DecodeError
 from watchkeeper.promql.formatting import format_go_float
 from watchkeeper.tsdb.reader import STALE_NAN
@@ -270,6 +271,8 @@ class OtlpConverter:
         self.scope_labels = scope_labels
         self._sums: dict[tuple[Any, ...], tuple[float, int]] = {}
         self._hists: dict[tuple[Any, ...], _HistState] = {}
+        self._bucket_keys: dict[tuple[Pairs, Pairs], dict[float, bytes]] = {}  # per histogram: le -> labels
+        self.max_histogram_series = 100_000
         self._names: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -413,14 +416,29 @@ class OtlpConverter:
             count = state.count
             total = state.total if total is not None else None
         add = out.batch.add
+        # sorted label pairs built once per point: only the le pair differs between buckets
+        pairs = tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+        no_le = tuple(kv for kv in pairs if kv[0] != "le")
+        at_name, at_le = bisect_left(no_le, "__name__", key=_key), bisect_left(no_le, "le", key=_key)
+        head = (*no_le[:at_name], ("__name__", name + "_bucket"), *no_le[at_name:at_le])
+        tail = no_le[at_le:]
+        series = self._bucket_keys.get((head, tail))
+        if series is None:
+            series = self._bucket_keys[head, tail] = {}
+            _bound(self._bucket_keys, self.max_histogram_series)
+        add_key = out.batch.add_key
         cumulative = 0.0
         for le, n in buckets:
             cumulative += n
-            bl = {**labels, "__name__": name + "_bucket", "le": format_float(le)}
-            add(tuple(sorted(bl.items())), ts, STALE_NAN if stale else cumulative)
-        if total is not None:
-            add(_with(labels, name + "_sum"), ts, STALE_NAN if stale else total)
-        add(_with(labels, name + "_count"), ts, STALE_NAN if stale else count)
+            key = series.get(le)
+            if key is None:
+                key = series[le] = encode_label_pairs((*head, ("le", format_float(le)), *tail))
+            add_key(key, ts, STALE_NAN if stale else cumulative)
+        at_name = bisect_left(pairs, "__name__", key=_key)
+        for suffix, value in (("_sum", total), ("_count", count)):
+            if value is not None:
+                named = (*pairs[:at_name], ("__name__", name + suffix), *pairs[at_name:])
+                add(named, ts, STALE_NAN if stale else value)
         return ts
 
     def _exponential_buckets(self, p: ExponentialHistogramDataPoint) -> list[tuple[float, float]] | str:
@@ -484,6 +502,10 @@ def _explicit_buckets(p: HistogramDataPoint) -> list[tuple[float, float]] | None
 
 def _with(labels: dict[str, str], name: str) -> Pairs:
     return tuple(sorted({**labels, "__name__": name}.items()))
+
+
+def _key(pair: tuple[str, str]) -> str:
+    return pair[0]
 
 
 def _ms(time_unix_nano: int, now_ms: int) -> int:

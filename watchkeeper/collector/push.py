@@ -180,14 +180,20 @@ def raise_for_report(report: IngestReport) -> None:
 
 
 class PushSample(BaseModel):
-    """One sample of ``POST /api/v1/push``; `value` may be a number or "NaN", "+Inf", "-Inf"."""
+    """One sample of the push body."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # docs/ingest.md shows PushBody.model_json_schema(); a test keeps the two equal
 
-    metric: StrictStr = Field(min_length=1)
-    labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    value: float | StrictStr
-    timestamp_ms: int | None = Field(default=None, ge=-(2**63), lt=2**63)
+    model_config = ConfigDict(extra="forbid", strict=True, title="sample")
+
+    metric: StrictStr = Field(min_length=1, description="metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")
+    labels: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict, description="label name -> value; not __name__ (that is `metric`)"
+    )
+    value: float | StrictStr = Field(description='a number, or "NaN", "+Inf", "-Inf"')
+    timestamp_ms: int | None = Field(
+        default=None, ge=-(2**63), lt=2**63, description="milliseconds since the epoch (default: now)"
+    )
 
     @field_validator("value")
     @classmethod
@@ -198,7 +204,9 @@ class PushSample(BaseModel):
 
 
 class PushBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    """The body of ``POST /api/v1/push`` (the bare list of samples is accepted too)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="push")
 
     samples: list[PushSample] = Field(max_length=1_000_000)
 

@@ -141,6 +141,8 @@ class ScrapeLoop:
         self.last_scrape: float | None = None
         self.last_duration = 0.0
         self.last_lag = 0.0
+        self.scrapes = 0
+        self.skipped_slots = 0  # slots passed over because the loop fell more than an interval behind
         self.task: asyncio.Task[None] | None = None
         self._meta_keys = {
             name: encode_label_pairs((*target.labels, ("__name__", name)))
@@ -172,6 +174,7 @@ class ScrapeLoop:
             if next_at < loop.time():  # fell behind by more than an interval: skip, do not burst
                 missed = int((loop.time() - next_at) // interval) + 1
                 next_at += missed * interval
+                self.skipped_slots += missed
 
     async def scrape_once(self) -> None:
         started = self.clock()
@@ -207,6 +210,7 @@ class ScrapeLoop:
         self.last_error = error
         self.last_scrape = started
         self.last_duration = duration
+        self.scrapes += 1
 
     async def _fetch(self) -> tuple[str, bool]:
         headers = {"Accept": ACCEPT,
@@ -361,6 +365,6 @@ class ScrapeManager:
                 dropped.extend({"discoveredLabels": d, "scrapePool": name} for d in pool.dropped)
         return {"activeTargets": active, "droppedTargets": dropped, "droppedTargetCounts": counts}
 
-    def lag_seconds(self) -> list[float]:
-        """How late each loop's last scrape started (for the bench)."""
-        return [loop.last_lag for pool in self.pools.values() for loop in pool.loops.values()]
+    def loops(self) -> list[ScrapeLoop]:
+        """Every running scrape loop (their `scrapes`, `skipped_slots` and `last_lag`: the bench)."""
+        return [loop for pool in self.pools.values() for loop in pool.loops.values()]
