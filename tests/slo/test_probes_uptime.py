@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -31,14 +31,17 @@ class _State:
     status = 200
     body = '{"status": "ok", "db": {"ok": true}}'
     delay = 0.0
+    requests: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []
 
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, type[_State]]]:
-    state: type[_State] = type("S", (_State,), {})
+    state: type[_State] = type("S", (_State,), {"requests": []})
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            state.requests.append((self.command, dict(self.headers), self.rfile.read(length)))
             time.sleep(state.delay)
             data = state.body.encode()
             self.send_response(state.status)
@@ -46,6 +49,8 @@ def server() -> Iterator[tuple[str, type[_State]]]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        do_POST = do_HEAD = do_GET
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -253,13 +258,63 @@ def test_manager_runs_probes_on_schedule(server: tuple[str, type[_State]]) -> No
     store = Storage.open(data_dir=None)
     manager = ProbeManager([cfg], store)
 
+    def results() -> list[int]:
+        found = store.select([Matcher(MatchOp.EQUAL, "__name__", "probe_success")], 0, 2**62)
+        return found[0].timestamps_ms.tolist() if found else []
+
     async def run() -> None:
         await manager.start()
-        await asyncio.sleep(2.6)
+        deadline = time.monotonic() + 60
+        while len(results()) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         await manager.stop()
 
     asyncio.run(run())
+    ts = results()
+    assert len(ts) >= 3
+    # a fixed schedule: the k-th run starts no earlier than k intervals after the first (a late run
+    # is followed by an earlier one, never by drift); how much later depends on the machine
+    assert all(t - ts[0] >= k * 1000 - 20 for k, t in enumerate(ts))
     [series] = store.select([Matcher(MatchOp.EQUAL, "__name__", "probe_success")], 0, 2**62)
-    gaps = [b - a for a, b in zip(series.timestamps_ms[:-1], series.timestamps_ms[1:], strict=True)]
-    assert len(series.timestamps_ms) >= 2 and all(800 <= g <= 1300 for g in gaps)
     assert series.values.tolist() == [1.0] * len(series.values)
+
+
+def test_method_headers_body_and_timeout(server: tuple[str, type[_State]]) -> None:
+    url, state = server
+    post = ProbeConfig(
+        name="post",
+        url=url + "/api/check",
+        method="POST",
+        headers={"Authorization": "Bearer probe-token", "X-Probe": "watchkeeper"},
+        body='{"ping": 1}',
+        expected_status=[201],
+        timeout="2s",
+    )
+    head = ProbeConfig(name="head", url=url + "/", method="HEAD", timeout="2s")
+    slow = ProbeConfig(name="slow", url=url + "/slow", timeout="200ms", interval="1s")
+    store = Storage.open(data_dir=None)
+    manager = ProbeManager([post, head, slow], store)
+
+    async def run() -> dict[str, Any]:
+        try:
+            state.status = 201
+            first = {"post": await manager.run_probe(post)}
+            state.status = 200
+            first["head"] = await manager.run_probe(head)
+            state.delay = 2.0
+            first["slow"] = await manager.run_probe(slow)
+            return first
+        finally:
+            await manager.stop()
+
+    results = asyncio.run(run())
+    method, headers, body = state.requests[0]
+    assert (method, headers["Authorization"], headers["X-Probe"], body) == (
+        "POST",
+        "Bearer probe-token",
+        "watchkeeper",
+        b'{"ping": 1}',
+    )
+    assert results["post"].success and results["post"].status_code == 201
+    assert state.requests[1][0] == "HEAD" and results["head"].success
+    assert not results["slow"].success and results["slow"].cause == "timeout after 200ms"
