@@ -76,10 +76,10 @@ def browser() -> Iterator[Any]:
 
 
 @contextmanager
-def watching(browser: Any, base: str) -> Iterator[PageWatch]:
-    """A fresh browser page on ``base``; on leaving, it must have had no console error and no
-    request outside localhost."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+def watching(browser: Any, base: str, **options: Any) -> Iterator[PageWatch]:
+    """A fresh browser page on ``base`` (``options``: more Playwright context options); on
+    leaving, it must have had no console error and no request outside localhost."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, **options)
     page = context.new_page()
     page.set_default_timeout(30_000)
     watch = PageWatch(page, base)

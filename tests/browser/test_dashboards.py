@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
 
 import httpx
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 from watchkeeper.dashboards.loader import BUILTIN_DIR, load_dirs
 from watchkeeper.labels import from_dict
 
-from .conftest import Sample
+from .conftest import Sample, watching
 from .pagewatch import PageWatch, assert_all_panels_drawn
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -265,3 +266,14 @@ def test_variable_options_follow_the_time_range_and_changed_files_reload(
     assert page.inner_text("h1") == "Builds by version"
     assert page.url.split("?")[0].endswith("/d/builds/builds-by-version")
     watched.screenshot("dashboard-variable-follows-range")
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "America/Adak"])
+def test_today_is_the_browsers_day(browser: Any, server: str, zone: str) -> None:
+    with watching(browser, server, timezone_id=zone) as watch:
+        page = watch.page
+        page.goto(f"{server}/d/watchkeeper/watchkeeper-itself?from=now/d&to=now")
+        assert_all_panels_drawn(page, allow_empty=True)
+        start = int(page.get_attribute("#panel-5", "data-range").split("-")[0])  # type: ignore[union-attr]
+    midnight = datetime.now(ZoneInfo(zone)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert start == int(midnight.timestamp() * 1000)

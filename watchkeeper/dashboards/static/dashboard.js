@@ -263,7 +263,9 @@
     p.set("width", String(Math.max(100, width)));
     if (!p.has("from")) p.set("from", cfg.time.from);
     if (!p.has("to")) p.set("to", cfg.time.to);
-    if (cfg.timezone && cfg.timezone !== "browser") p.set("tz", cfg.timezone);
+    // the server rounds now/d, now/w ... in this zone: the browser's own unless the dashboard or URL names one
+    var tz = cfg.timezone === "browser" ? Intl.DateTimeFormat().resolvedOptions().timeZone : cfg.timezone;
+    if (tz) p.set("tz", tz);
     for (var k in extra || {}) p.set(k, extra[k]);
     return p.toString();
   }
