@@ -79,7 +79,7 @@ def browser() -> Iterator[Any]:
 def watching(browser: Any, base: str, **options: Any) -> Iterator[PageWatch]:
     """A fresh browser page on ``base`` (``options``: more Playwright context options); on
     leaving, it must have had no console error and no request outside localhost."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, **options)
+    context = browser.new_context(**{"viewport": {"width": 1400, "height": 1000}, **options})
     page = context.new_page()
     page.set_default_timeout(30_000)
     watch = PageWatch(page, base)

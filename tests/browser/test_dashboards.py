@@ -277,3 +277,17 @@ def test_today_is_the_browsers_day(browser: Any, server: str, zone: str) -> None
         start = int(page.get_attribute("#panel-5", "data-range").split("-")[0])  # type: ignore[union-attr]
     midnight = datetime.now(ZoneInfo(zone)).replace(hour=0, minute=0, second=0, microsecond=0)
     assert start == int(midnight.timestamp() * 1000)
+
+
+def test_a_phone_sees_one_panel_per_line_without_sideways_scrolling(browser: Any, server: str) -> None:
+    with watching(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True) as watch:
+        page = watch.page
+        page.goto(f"{server}/d/service-overview/service-overview")
+        assert_all_panels_drawn(page)
+        widths = page.evaluate(
+            "() => Array.from(document.querySelectorAll('.panel[data-panel]'))"
+            ".map(p => p.getBoundingClientRect().width / p.parentElement.getBoundingClientRect().width)"
+        )
+        assert min(widths) > 0.95, widths
+        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+        watch.screenshot("dashboard-service-overview-phone")
