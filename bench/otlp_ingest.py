@@ -13,6 +13,7 @@ the two rates compare the two decoders on identical data into the same kind of s
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -98,9 +99,9 @@ def main() -> None:
         store = open_store(args.memory, tmp, "otlp")
         ingester = RemoteWriteIngester(store, Limits())
         conv = OtlpConverter()
-        rw_bodies: list[bytes] = []
-        samples = 0
+        batches = []
         decode_s = convert_s = append_s = 0.0
+        cpu0 = time.process_time()
         for body in bodies:
             t0 = time.perf_counter()
             msg = decode_otlp(body, False)
@@ -110,72 +111,82 @@ def main() -> None:
             report = append_samples(ingester, batch)
             t3 = time.perf_counter()
             assert not report.rejected, report.message()
-            samples += len(batch)
+            batches.append(batch)
             decode_s, convert_s, append_s = decode_s + t1 - t0, convert_s + t2 - t1, append_s + t3 - t2
-            rw_bodies.append(bytes(cramjam.snappy.compress_raw(batch.write_request())))
+        otlp_cpu = time.process_time() - cpu0
         total = decode_s + convert_s + append_s
         store.close()
-        per_req = samples // len(bodies)
-        print(f"batch: {per_req} samples per request ({len(bodies[0]):,} protobuf bytes), "
-              f"{len(bodies)} requests, store={'memory' if args.memory else 'sqlite+wal'}")
+        samples = sum(len(b) for b in batches)
+        rw_bodies = [bytes(cramjam.snappy.compress_raw(b.write_request())) for b in batches]
+        print(f"batch: {samples // len(bodies)} samples per request ({len(bodies[0]):,} protobuf bytes), "
+              f"{len(bodies)} requests, store={'memory' if args.memory else 'sqlite+wal'}, "
+              f"load average {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
         print(f"OTLP in process:         {samples / total:>10,.0f} samples/s  "
-              f"(decode {decode_s / total:.0%}, convert {convert_s / total:.0%}, "
-              f"append via remote-write core {append_s / total:.0%})")
+              f"({samples / otlp_cpu:,.0f} per CPU second; decode {decode_s / total:.0%}, "
+              f"convert {convert_s / total:.0%}, append via remote-write core {append_s / total:.0%})")
         # remote-write: the same samples, already encoded
         store = open_store(args.memory, tmp, "rw")
         ingester = RemoteWriteIngester(store, Limits())
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         for body in rw_bodies:
             ingester.ingest(body)
         rw = time.perf_counter() - t0
+        rw_cpu = time.process_time() - cpu0
         store.close()
-        print(f"remote-write in process: {samples / rw:>10,.0f} samples/s")
+        print(f"remote-write in process: {samples / rw:>10,.0f} samples/s  "
+              f"({samples / rw_cpu:,.0f} per CPU second)")
+        print(f"OTLP / remote-write in process: {rw / total:.2f} (wall), {rw_cpu / otlp_cpu:.2f} (CPU)")
         # over HTTP, one request at a time, against the full app
-        http_rates(bodies, rw_bodies, samples, tmp)
+        otlp_http = http_rate("otlp", bodies, samples, tmp)
+        rw_http = http_rate("remote-write", rw_bodies, samples, tmp)
+        print(f"OTLP / remote-write over HTTP: {otlp_http / rw_http:.2f}")
 
 
-def http_rates(bodies: list[bytes], rw_bodies: list[bytes], samples: int, tmp: Path) -> None:
+def http_rate(kind: str, reqs: list[bytes], samples: int, tmp: Path) -> float:
+    """Samples/s of `reqs` posted one at a time to a full app (SQLite + WAL fsync) on loopback."""
     import socket
     import threading
 
     import uvicorn
 
     from watchkeeper.app import create_app
-    from watchkeeper.collector.extra_routes import collector_router
     from watchkeeper.config import Settings
 
-    for name, reqs, path, headers in (
-        ("OTLP/HTTP", bodies, "/v1/metrics", {"Content-Type": "application/x-protobuf"}),
-        ("remote-write/HTTP", rw_bodies, "/api/v1/write",
-         {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}),
-    ):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        app = create_app(Settings.load(None, overrides={"data_dir": tmp / f"http-{name[:4]}", "port": port}))
-        app.include_router(collector_router(app.state.watchkeeper.require_ingester))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                               access_log=False, ws="none"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        url = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=url, timeout=60) as client:
-            while True:
-                try:
-                    if client.get("/-/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-            t0 = time.perf_counter()
-            for body in reqs:
-                r = client.post(path, content=body, headers=headers)
-                assert r.status_code < 300, r.text
-            elapsed = time.perf_counter() - t0
-        server.should_exit = True
-        thread.join(30)
-        print(f"{name + ':':<24} {samples / elapsed:>10,.0f} samples/s  "
-              "(full app, SQLite + WAL fsync, one request at a time)")
+    path, headers = {
+        "otlp": ("/v1/metrics", {"Content-Type": "application/x-protobuf"}),
+        "remote-write": ("/api/v1/write",
+                         {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}),
+    }[kind]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # no self-scrape: only the benchmark's requests reach the store
+    overrides = {"data_dir": tmp / f"http-{kind}", "port": port, "scrape_configs": []}
+    settings = Settings.load(None, overrides=overrides)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None,
+                                           access_log=False, ws="none"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        while True:
+            try:
+                if client.get("/-/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        t0 = time.perf_counter()
+        for body in reqs:
+            r = client.post(path, content=body, headers=headers)
+            assert r.status_code < 300, r.text
+        elapsed = time.perf_counter() - t0
+    server.should_exit = True
+    thread.join(30)
+    rate = samples / elapsed
+    print(f"{kind + ' over HTTP:':<24} {rate:>10,.0f} samples/s  "
+          "(full app, SQLite + WAL fsync, one request at a time)")
+    return rate
 
 
 if __name__ == "__main__":

@@ -218,6 +218,19 @@ def test_pushgateway_put_post_delete(server: str) -> None:
     assert values(server, "push_time_seconds") == {}
 
 
+def test_pushgateway_base64_path_segments(server: str) -> None:
+    """As the Pushgateway: ``<label>@base64/<value>`` (URL-safe, padding optional) carries values with
+    slashes, and ``@base64/=`` an empty value (the label is then absent)."""
+    job = base64.urlsafe_b64encode(b"nightly/backup").decode().rstrip("=")
+    path = base64.urlsafe_b64encode(b"/var/lib/db").decode()
+    group = f"{server}/metrics/job@base64/{job}/path@base64/{path}/instance@base64/="
+    r = httpx.put(group, content="b64_pushed 1\n")
+    assert r.status_code == 200, r.text
+    assert values(server, "b64_pushed") == {"job=nightly/backup,path=/var/lib/db": 1.0}
+    assert httpx.delete(group).status_code == 202
+    assert values(server, "b64_pushed") == {}
+
+
 def test_pushgateway_refuses_conflicts_and_timestamps(server: str) -> None:
     r = httpx.put(server + "/metrics/job/a", content='x{job="b"} 1\n')
     assert r.status_code == 400 and "conflicts with the grouping key" in r.text
