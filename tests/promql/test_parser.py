@@ -28,6 +28,7 @@ from watchkeeper.promql.ast import (
 )
 from watchkeeper.promql.parser import parse, value_type
 from watchkeeper.promql.printer import to_promql
+from watchkeeper.promql.syntax_errors import MAX_SEARCHED_LENGTH
 
 
 def name_is(name: str) -> Matcher:
@@ -437,9 +438,34 @@ def test_binding_errors_get_prometheus_positions(text: str, position: str) -> No
         parse(text)
 
 
-def test_errors_without_a_known_position_have_none() -> None:
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('foo{a="b"} bar', '1:12: parse error: unexpected identifier "bar"'),
+        ("foo bar", '1:5: parse error: unexpected identifier "bar"'),
+        ("1 +", "1:4: parse error: unexpected end of input"),
+        ("sum(x) by", "1:10: parse error: unexpected end of input"),
+        ("a and", "1:6: parse error: unexpected end of input"),
+        ("rate(x[5m] 1)", '1:12: parse error: unexpected number "1"'),
+        ("x + * y", "1:5: parse error: unexpected <op:*>"),
+        ("foo offset 5m bar", '1:15: parse error: unexpected identifier "bar"'),
+        ('label_replace(x, "a" "b")', '1:22: parse error: unexpected string "\\"b\\""'),
+        ('count_values("x", y) sum', "1:22: parse error: unexpected <aggr:sum>"),
+        ("x[5m] offset 1h 12345678901", '1:17: parse error: unexpected number "1234567890"...'),
+        ("a\n+ b c", '2:5: parse error: unexpected identifier "c"'),
+        ("x + `)` y", '1:9: parse error: unexpected identifier "y"'),  # the string is one token
+    ],
+)
+def test_grammar_errors_name_the_first_unexpected_token(text: str, error: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse(text)
+    assert str(caught.value) == error
+
+
+def test_grammar_errors_of_very_long_queries_have_no_position() -> None:
+    text = "x + " * (MAX_SEARCHED_LENGTH // 4) + "x y"
     with pytest.raises(ParseError, match=r"^parse error: invalid promql query$"):
-        parse('foo{a="b"} bar')
+        parse(text)
 
 
 def test_length_limit() -> None:

@@ -52,6 +52,7 @@ from watchkeeper.promql.ast import (
     VectorMatching,
     VectorSelector,
 )
+from watchkeeper.promql.syntax_errors import first_unexpected
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -158,9 +159,13 @@ def _parse(text: str, max_length_bytes: int, max_depth: int, max_operators: int)
     try:
         tree = _pp.parse(lexed.text)
     except ValueError as exc:
-        at = _locate(text, str(exc))
+        message = str(exc)
+        at = _locate(text, message)
+        if at is None and message == _GENERIC_ERROR and (found := first_unexpected(text, _is_syntax)):
+            at, token = found
+            message = f"unexpected {token}"
         prefix = "" if at is None else f"{_position(text, at)}: "
-        raise ParseError(f"{prefix}parse error: {exc}") from exc
+        raise ParseError(f"{prefix}parse error: {message}") from exc
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # pyo3_runtime.PanicException derives from BaseException
@@ -188,6 +193,26 @@ def _parse(text: str, max_length_bytes: int, max_depth: int, max_operators: int)
 
 
 _parse_cached = lru_cache(maxsize=1024)(_parse)
+
+_GENERIC_ERROR = "invalid promql query"
+"""The binding's message for every grammar error: no position, no token."""
+_SYNTAX_MESSAGES = (_GENERIC_ERROR, "unexpected", "unclosed", "unterminated", "bad ", "invalid")
+
+
+def _is_syntax(text: str) -> bool:
+    """Whether the binding accepts ``text`` as PromQL syntax (a semantic error, such as a wrong
+    argument type, still means it parsed)."""
+    try:
+        _pp.parse(_prelex(text, max_depth=DEFAULT_MAX_DEPTH, max_operators=DEFAULT_MAX_OPERATORS).text)
+    except ParseError:
+        return False
+    except ValueError as exc:
+        return not str(exc).startswith(_SYNTAX_MESSAGES)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException:  # a panic of the binding
+        return False
+    return True
 
 
 # --- pre-lexer ---------------------------------------------------------------------------------
