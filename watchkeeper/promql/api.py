@@ -276,11 +276,15 @@ def query_router(
 ) -> APIRouter:
     """The query API; ``get_engine``/``get_storage`` are called per request (they may raise while
     the store is still opening; the app's exception handler answers those). Range queries go
-    through the results cache ``get_cache`` returns, when it returns one (see ``cache.py``)."""
+    through the results cache ``get_cache`` returns, when it returns one (see ``cache.py``).
+
+    The routes are plain Starlette routes (``request -> response``): they read their parameters
+    themselves, so FastAPI's per-request dependency solving has nothing to do. Evaluation and
+    the JSON body are made together in one worker thread, off the event loop."""
     router = APIRouter()
     both = ["GET", "POST"]
 
-    @router.api_route("/api/v1/query", methods=both)
+    @router.route("/api/v1/query", methods=both)
     async def query(request: Request) -> Response:
         params = await Params.read(request)
         try:
@@ -288,13 +292,11 @@ def query_router(
             time_ms = params.time_ms("time", _now_ms())
             engine = _with_options(get_engine(), params)
             expr = _parse_query(params.get("query"))
-            result = await anyio.to_thread.run_sync(engine.instant, expr, time_ms)
+            return await anyio.to_thread.run_sync(_answer, partial(engine.instant, expr, time_ms), limit)
         except QueryError as exc:
             return error_response(exc)
-        warnings = _truncate(result, limit)
-        return success(result_json(result), warnings, result.infos)
 
-    @router.api_route("/api/v1/query_range", methods=both)
+    @router.route("/api/v1/query_range", methods=both)
     async def query_range(request: Request) -> Response:
         params = await Params.read(request)
         try:
@@ -304,16 +306,14 @@ def query_router(
             expr = _parse_query(params.get("query"))
             cache = get_cache()
             if cache is None:
-                result = await anyio.to_thread.run_sync(engine.range, expr, start_ms, end_ms, step_ms)
+                run = partial(engine.range, expr, start_ms, end_ms, step_ms)
             else:
                 run = partial(cache.range, engine, expr, start_ms, end_ms, step_ms, now_ms=_now_ms())
-                result = await anyio.to_thread.run_sync(run)
+            return await anyio.to_thread.run_sync(_answer, run, limit)
         except QueryError as exc:
             return error_response(exc)
-        warnings = _truncate(result, limit)
-        return success(result_json(result), warnings, result.infos)
 
-    @router.api_route("/api/v1/series", methods=both)
+    @router.route("/api/v1/series", methods=both)
     async def series(request: Request) -> Response:
         params = await Params.read(request)
         try:
@@ -338,7 +338,7 @@ def query_router(
         found = found[:limit] if limit else found
         return success("[" + ",".join(map(labels_json, found)) + "]", warnings)
 
-    @router.api_route("/api/v1/labels", methods=both)
+    @router.route("/api/v1/labels", methods=both)
     async def labels(request: Request) -> Response:
         params = await Params.read(request)
         try:
@@ -351,10 +351,10 @@ def query_router(
         )
         return _string_list(found, limit)
 
-    @router.get("/api/v1/label/{name}/values")
-    async def label_values(name: str, request: Request) -> Response:
+    @router.route("/api/v1/label/{name}/values", methods=["GET"])
+    async def label_values(request: Request) -> Response:
         params = await Params.read(request)
-        label = unescape_label_name(name)
+        label = unescape_label_name(request.path_params["name"])
         try:
             if not label:
                 raise BadData(f"invalid label name: {json.dumps(label)}")
@@ -367,11 +367,11 @@ def query_router(
         )
         return _string_list(found, limit)
 
-    @router.get("/api/v1/metadata")
-    async def metadata() -> Response:
+    @router.route("/api/v1/metadata", methods=["GET"])
+    async def metadata(request: Request) -> Response:
         return success("{}")  # no metric metadata is kept (yet)
 
-    @router.api_route("/api/v1/query_exemplars", methods=both)
+    @router.route("/api/v1/query_exemplars", methods=both)
     async def query_exemplars(request: Request) -> Response:
         params = await Params.read(request)
         try:
@@ -381,8 +381,8 @@ def query_router(
             return error_response(exc)
         return success("[]")  # exemplars are not stored
 
-    @router.get("/api/v1/status/buildinfo")
-    async def buildinfo() -> Response:
+    @router.route("/api/v1/status/buildinfo", methods=["GET"])
+    async def buildinfo(request: Request) -> Response:
         info = {
             "version": PROMETHEUS_COMPATIBLE_VERSION,
             "revision": f"watchkeeper-{watchkeeper_version}",
@@ -393,7 +393,7 @@ def query_router(
         }
         return success("{" + ",".join(f"{json_string(k)}:{json_string(v)}" for k, v in info.items()) + "}")
 
-    @router.api_route("/api/v1/format_query", methods=both)
+    @router.route("/api/v1/format_query", methods=both)
     async def format_query(request: Request) -> Response:
         from watchkeeper.promql.printer import prettify
 
@@ -405,6 +405,16 @@ def query_router(
         return success(json_string(prettify(expr)))
 
     return router
+
+
+def _answer(evaluate: Callable[[], QueryResult], limit: int) -> Response:
+    """The response to a query: its result (at most ``limit`` series) as JSON, or its error."""
+    try:
+        result = evaluate()
+    except QueryError as exc:
+        return error_response(exc)
+    warnings = _truncate(result, limit)
+    return success(result_json(result), warnings, result.infos)
 
 
 def _range_params(params: Params) -> tuple[int, int, int]:
