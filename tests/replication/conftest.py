@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -164,4 +163,4 @@ def make_replica(tmp_path: Path, redis_process: RedisProcess) -> Iterator[Callab
 def recent(n: int, step_ms: int = 1000) -> list[int]:
     """n increasing timestamps ending now."""
     end = now_ms()
-    return (end - step_ms * np.arange(n)[::-1]).tolist()
+    return [end - step_ms * i for i in range(n - 1, -1, -1)]
