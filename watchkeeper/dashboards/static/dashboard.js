@@ -1,11 +1,12 @@
 /* watchkeeper dashboards and explore: panels fetch JSON and draw with Plotly.react.
  * URL state (Grafana's): from, to, refresh, var-<name> (repeated), viewPanel, theme, kiosk.
- * window.wkStats counts fetches and renders (the browser tests read it). */
+ * window.wkStats counts fetches and renders and keeps the time of the last render in ms since the
+ * navigation began (the browser tests and bench/dashboards.py read it). */
 (function () {
   "use strict";
   var cfg = JSON.parse(document.getElementById("wk-config").textContent);
   var explore = !cfg.uid;
-  var stats = (window.wkStats = { fetches: 0, renders: 0, errors: 0 });
+  var stats = (window.wkStats = { fetches: 0, renders: 0, errors: 0, lastRenderMs: 0 });
   var last = {};          // panel id -> last JSON
   var controllers = {};   // panel id -> AbortController
   var annotations = [];
@@ -241,6 +242,7 @@
     else p = Promise.resolve();
     return p.then(function () {
       stats.renders++;
+      stats.lastRenderMs = performance.now();
       el.dataset.rendered = String(stats.renders);
       if (data.start_ms !== undefined) el.dataset.range = data.start_ms + "-" + data.end_ms;
       var errors = data.errors || [];
