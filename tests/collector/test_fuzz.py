@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from tests.collector.encode import Pairs, snappy, write_request
-from tests.collector.test_push import build_app, serve, values
+from tests.collector.test_push import build_app, query, serve, values
 from watchkeeper.tsdb.reader import STALE_NAN
 
 BODIES = int(os.environ.get("WATCHKEEPER_FUZZ_BODIES", "10000"))
@@ -171,9 +171,16 @@ def mutate(rng: random.Random, seeds: list[bytes]) -> tuple[bytes, dict[str, str
     return bytes(data), headers
 
 
+CANARY_MS = NOW_NS // 10**6
+CANARY = [(CANARY_MS, 1.5), (CANARY_MS + 15_000, 2.5)]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with serve(build_app(tmp_path_factory.mktemp("fuzz"))) as url:
+        body = snappy(write_request([([("__name__", "fuzz_canary_rw")], CANARY)]))
+        r = httpx.post(url + "/api/v1/write", content=body, headers=ENDPOINTS["remote_write"][2])
+        assert r.status_code == 204, r.text
         yield url
         for client in _clients.values():
             client.close()
@@ -181,6 +188,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _canary(url: str) -> None:
+    """Data written before each storm (the module's server also has `CANARY`, remote-written once)."""
     r = httpx.post(url + "/api/v1/push", json=[{"metric": "fuzz_canary", "labels": {"k": "v"}, "value": 42}])
     assert r.status_code == 204, r.text
 
@@ -276,6 +284,8 @@ def test_mutated_bodies_never_5xx(server: str, endpoint: str) -> None:
     assert elapsed < 120, f"{BODIES} bodies took {elapsed:.0f} s"
     assert httpx.get(server + "/-/healthy").status_code == 200
     assert values(server, "fuzz_canary") == {"k=v": 42.0}
+    (stored,) = query(server, "fuzz_canary_rw[1h]", at_s=(CANARY_MS + 15_000) / 1000)
+    assert [(round(float(t) * 1000), float(v)) for t, v in stored["values"]] == CANARY
 
 
 def _json_value() -> st.SearchStrategy[object]:
