@@ -91,6 +91,18 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> SloState:
     ts = np.arange(NOW - 10 * 1440 * MIN, NOW + 1, 5 * MIN, dtype=np.int64)
     _record(store, "slo:sli_total_events:rate5m", "checkout-availability", np.full(len(ts), 10.0), ts)
     _record(store, "slo:sli_error_events:rate5m", "checkout-availability", np.full(len(ts), 0.005), ts)
+    # the burn-rate windows' ratios of the last 10 minutes (what the SLO page's burn chart shows)
+    recent = ts[ts > NOW - 10 * MIN]
+    for slo_id, ratio in (("checkout-availability", 0.0005), ("checkout-latency", 0.02)):
+        for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
+            ref = store.series_refs(
+                [
+                    from_dict(
+                        {"__name__": f"slo:sli_error:ratio_rate{w}", "sloth_id": slo_id, "sloth_window": w}
+                    )
+                ]
+            )
+            store.append(np.repeat(ref, len(recent)), recent, np.full(len(recent), ratio))
     # latency: 2% slow, objective 99%: overspent
     _record(store, "slo:sli_total_events:rate5m", "checkout-latency", np.full(len(ts), 10.0), ts)
     _record(store, "slo:sli_error_events:rate5m", "checkout-latency", np.full(len(ts), 0.2), ts)

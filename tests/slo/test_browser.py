@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -77,7 +78,12 @@ def test_slo_list_sorted_by_risk(page: Any, base_url: str) -> None:
 def test_slo_detail_charts(page: Any, base_url: str) -> None:
     _open(page, f"{base_url}/slo/checkout-availability")
     page.wait_for_selector("#budget-chart .main-svg")
-    page.wait_for_selector("#burn-chart-empty")  # the fixture records no ratio_rate series
+    page.wait_for_selector("#burn-chart .main-svg")
+    # one bar per window, each the recorded ratio / the budget: 0.0005 / 0.001
+    assert page.locator("#burn-chart .bars .point").count() == 7
+    plot = json.loads(page.locator('script[data-wk-plot="burn-chart"]').inner_text())
+    assert plot["traces"][0]["x"] == ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]
+    assert plot["traces"][0]["y"] == pytest.approx([0.5] * 7)
     assert page.locator("#alert-rows li").count() == 4
     assert "14.4x the budget" in page.inner_text("#alert-rows")
     _shot(page, "slo-detail")
@@ -87,8 +93,14 @@ def test_slo_detail_charts(page: Any, base_url: str) -> None:
 def test_uptime_page(page: Any, base_url: str) -> None:
     _open(page, f"{base_url}/uptime")
     page.wait_for_selector("#latency-chart .main-svg")
-    row = page.inner_text("#monitors tbody tr")
-    assert "api" in row and "up" in row
+    head = [c.strip() for c in page.inner_text("#monitors thead tr").split("\t")]
+    assert head[2:6] == ["24h", "7d", "30d", "90d"]
+    cells = [c.strip() for c in page.inner_text("#monitors tbody tr").split("\t")]
+    assert cells[0].startswith("api") and cells[1] == "up"
+    # independent: results every 5 min for the last 2 days, 10 min down, 30 min maintenance
+    day, two = (1440 - 30 - 10) / (1440 - 30), (2880 - 30 - 10) / (2880 - 30)
+    assert cells[2:6] == [f"{day * 100:.3f}%", *[f"{two * 100:.3f}%"] * 3]
+    assert cells[6:8] == ["88d 0h 0m", "30m"]  # not observed (before the first result), maintenance
     assert "status 503" in page.inner_text("#incidents")
     _shot(page, "uptime")
     assert page.errors == []
@@ -99,6 +111,12 @@ def test_public_status_page(page: Any, base_url: str) -> None:
     assert page.locator(".component .bars span").count() == 90
     text = page.inner_text("body")
     assert "Checkout API" in text and "10.1.2.3" not in text and "503" not in text
+    # the maintenance is shown, in the list and on its day's bar, and left out of the figure
+    assert page.inner_text("#maintenance") == "db upgrade: 2027-01-15 04:00 UTC, 30m"
+    titles = [page.locator(".component .bars span").nth(i).get_attribute("title") for i in (88, 89)]
+    today = (480 - 30 - 10) / (480 - 30)  # 00:00-08:00: 30 min maintenance, 10 min down
+    assert titles[1] == f"2027-01-15: {today * 100:.2f}% (30m planned maintenance, not counted)"
+    assert titles[0] == "2027-01-14: 100.00%"  # calendar days in the page's time zone: today last
     assert page.locator("script").count() == 0  # public page: no scripts, no internal endpoints
     _shot(page, "status")
     assert page.errors == []

@@ -235,7 +235,7 @@ def test_uptime_figures_with_prober_outage_and_maintenance() -> None:
     # the public status page's 90 daily bars
     from watchkeeper.slo.uptime import daily_bars
 
-    bars = daily_bars(view.timeline, start, 90)
+    bars = daily_bars(view.timeline, [start + d * 1440 * MIN for d in range(91)])
     for d, (_, uptime, _) in enumerate(bars):
         day = states[d * 1440 : (d + 1) * 1440]
         counted = int(np.isin(day, ["up", "degraded", "down"]).sum())

@@ -35,7 +35,7 @@ from watchkeeper.slo.config import SloConfig
 from watchkeeper.slo.generate import generate, to_yaml
 from watchkeeper.slo.reports import SLO_METHOD, UPTIME_METHOD, Report, build_report, to_csv
 from watchkeeper.slo.spec import SloSpec, load_spec_files
-from watchkeeper.slo.uptime import daily_bars
+from watchkeeper.slo.uptime import Summary, calendar_days, daily_bars
 from watchkeeper.slo.views import RANGES_DAYS, monitor_view, objective_text, slo_view
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -128,6 +128,11 @@ def _dur(ms: int | None) -> str:
     d, rest = divmod(minutes, 1440)
     h, m = divmod(rest, 60)
     return (f"{d}d " if d else "") + (f"{h}h " if h or d else "") + f"{m}m"
+
+
+def _maintenance_note(summary: Summary) -> str:
+    ms = summary.durations_ms.get("maintenance", 0)
+    return f" ({_dur(ms)} planned maintenance, not counted)" if ms else ""
 
 
 def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
@@ -254,11 +259,15 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
             return dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M %Z")
 
         components, incidents, states = [], [], []
+        days = calendar_days(now, 90, state.config.timezone)  # today is the last bar
         for v in views:
-            start = now - 90 * 86_400_000
             bars = [
-                (d, u, f"{day(d)}: " + ("no data" if u is None else f"{u * 100:.2f}%"))
-                for d, u, _ in daily_bars(v.timeline, start, 90)
+                (
+                    d,
+                    u,
+                    f"{day(d)}: " + ("no data" if u is None else f"{u * 100:.2f}%") + _maintenance_note(sm),
+                )
+                for d, u, sm in daily_bars(v.timeline, days)
             ]
             components.append({"name": v.cfg.display_name, "uptime": v.summaries[90].uptime, "bars": bars})
             states.append(v.state)
@@ -275,6 +284,16 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
             if states and all(s == "unknown" for s in states)
             else "up"
         )
+        past = sorted(
+            {
+                (name, minute(a), _dur(min(b, now) - a))
+                for v in views
+                for a, b, name in v.maintenance
+                if a < now
+            },
+            key=lambda m: m[1],
+            reverse=True,
+        )
         upcoming = sorted(
             {
                 (w.name, minute(a))
@@ -288,6 +307,7 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
             overall=overall,
             incidents=incidents[::-1][:50],
             maintenance=upcoming,
+            past_maintenance=past[:20],
         )
         return HTMLResponse(html, headers={"Cache-Control": "public, max-age=30"})
 

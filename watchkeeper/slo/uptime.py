@@ -19,6 +19,7 @@ excluded the same way and reported separately. States, strongest first::
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -233,13 +234,24 @@ def incidents(segs: Sequence[Segment], *, end_ms: int | None = None) -> list[Inc
     return out
 
 
-def daily_bars(
-    segs: Sequence[Segment], start_ms: int, days: int, *, day_ms: int = 86_400_000
-) -> list[tuple[int, float | None, Summary]]:
-    """Per day: (day start, uptime or None when nothing was observed, summary) for status bars."""
+def calendar_days(now_ms: int, days: int, timezone: str) -> list[int]:
+    """The starts of the last ``days`` calendar days in ``timezone`` (today last), then ``now_ms``:
+    ``days + 1`` bounds. A day is midnight to midnight, 23 or 25 hours when the clocks change.
+
+    >>> calendar_days(1_800_000_000_000, 2, "UTC")   # 2027-01-15 08:00 UTC
+    [1799884800000, 1799971200000, 1800000000000]
+    """
+    tz = ZoneInfo(timezone)
+    today = dt.datetime.fromtimestamp(now_ms / 1000, tz).date()
+    starts = [today - dt.timedelta(days=d) for d in range(days - 1, -1, -1)]
+    return [int(dt.datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000) for d in starts] + [now_ms]
+
+
+def daily_bars(segs: Sequence[Segment], bounds: Sequence[int]) -> list[tuple[int, float | None, Summary]]:
+    """Per day ``[bounds[i], bounds[i + 1])``: (its start, uptime or None when nothing was observed,
+    summary), for status bars."""
     out = []
-    for d in range(days):
-        a, b = start_ms + d * day_ms, start_ms + (d + 1) * day_ms
+    for a, b in itertools.pairwise(bounds):
         clipped = [
             Segment(max(s.start_ms, a), min(s.end_ms, b), s.state)
             for s in segs
