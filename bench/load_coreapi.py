@@ -16,7 +16,8 @@ and database metrics) and watchkeeper scrapes ``/metrics`` every ``--scrape-inte
 Monitoring **off**: ``COREAPI_INSTRUMENT=false`` (no SDK middleware, no ``/metrics``) and no
 watchkeeper. The load generator shares the machine with the servers, so its own scheduling delay
 is part of the latency it reports. CPU seconds during the load are printed for the generator,
-the core API (workers included), watchkeeper and the Redis server, and ``machine_cpu_busy`` is
+the core API (workers included), watchkeeper, the Redis server and (``--database-url``) the
+PostgreSQL backends serving the load's database, and ``machine_cpu_busy`` is
 the share of both CPUs busy with anything (other tenants included), from /proc/stat.
 Errors are 5xx answers and requests with no answer; 4xx (a full session, a 429) are the API's
 expected refusals and are printed apart. Cache hit rate: hits / (hits + misses) over the GETs of
@@ -105,6 +106,23 @@ def redis_pid() -> int | None:
         except OSError:
             continue
     return None
+
+
+def postgres_backends(db_url: str) -> list[int]:
+    """PIDs of the PostgreSQL backends connected to the load's database (a server on this machine);
+    none for SQLite."""
+    import sqlalchemy as sa
+
+    url = sa.make_url(db_url)
+    if url.get_backend_name() != "postgresql":
+        return []
+    engine = sa.create_engine(url.set(database="postgres"))
+    try:
+        with engine.connect() as conn:
+            query = sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d")
+            return [int(r[0]) for r in conn.execute(query, {"d": url.database})]
+    finally:
+        engine.dispose()
 
 
 def hit_rate(hits: float, misses: float) -> float | None:
@@ -232,6 +250,7 @@ def _run(args: argparse.Namespace, monitoring: bool, work: Path, db_url: str) ->
         watched = {"coreapi": core.pid, "watchkeeper": procs[1].pid if monitoring else None}
         watched["redis"] = redis_pid() if redis_url else None
         cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items() if pid is not None}
+        pg_before = {pid: cpu_seconds(pid) for pid in postgres_backends(db_url)}
         load0 = _machine_cpu_seconds()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -248,6 +267,11 @@ def _run(args: argparse.Namespace, monitoring: bool, work: Path, db_url: str) ->
         )
         for name, before_s in cpu_before.items():
             summary[f"{name}_cpu_seconds"] = round(cpu_seconds(watched[name] or 0) - before_s, 1)
+        if args.database_url:  # backends that ended during the load are not counted
+            pg_after = {pid: cpu_seconds(pid) for pid in postgres_backends(db_url)}
+            used = sum(cpu - pg_before.get(pid, 0.0) for pid, cpu in pg_after.items())
+            summary["postgres_cpu_seconds"] = round(used, 1)
+            summary["postgres_backends"] = len(pg_after)
         busy = _machine_cpu_seconds() - load0
         summary["machine_cpu_busy"] = round(busy / (elapsed * (os.cpu_count() or 1)), 2)
         if monitoring and before is not None and wk_port is not None:
@@ -347,6 +371,7 @@ def main() -> None:
         "coreapi_cpu_seconds",
         "watchkeeper_cpu_seconds",
         "redis_cpu_seconds",
+        "postgres_cpu_seconds",
         "machine_cpu_busy",
     )
     print("| " + " | ".join(header) + " |")
