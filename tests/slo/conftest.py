@@ -1,8 +1,14 @@
-"""Shared fixtures: a store with recorded SLO series, probe results and KPI gauges, and its state."""
+"""Shared fixtures: a store with recorded SLO series, probe results and KPI gauges, and its state;
+a local chat receiver."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,3 +131,35 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> SloState:
     return SloState.load(
         config, store=store, engine=Engine(store), base_dir=tmp_path, clock=lambda: NOW / 1000
     )
+
+
+class Chat:
+    """What a local chat receiver (a real HTTP server on 127.0.0.1) was sent."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.event = threading.Event()
+
+
+@pytest.fixture
+def chat() -> Iterator[tuple[str, Chat]]:
+    box = Chat()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            box.received.append(json.loads(body))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            box.event.set()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", box
+    httpd.shutdown()
+    httpd.server_close()

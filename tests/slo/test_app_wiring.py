@@ -4,10 +4,13 @@ only page anyone may open without logging in."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 
@@ -16,7 +19,7 @@ from tests.test_app import wait_ready
 from watchkeeper.app import create_app
 from watchkeeper.config import Settings
 
-from .conftest import SPEC
+from .conftest import SPEC, Chat
 
 
 def _write_config(tmp_path: Path, **extra: Any) -> Path:
@@ -125,3 +128,55 @@ def test_with_security_the_status_page_is_the_only_anonymous_page(tmp_path: Path
         assert httpx.get(base + "/slo", headers=auth).status_code == 200
         status = httpx.get(base + "/status/public")
         assert "Shop status" in status.text and "/slo" not in status.text and "<script" not in status.text
+
+
+@pytest.mark.slow
+def test_cron_digest_from_the_app_reaches_a_local_chat_receiver(
+    tmp_path: Path, chat: tuple[str, Chat]
+) -> None:
+    """The whole way: config -> the app's scheduler -> cron (every minute: up to a minute's wait)
+    -> the report built from the store -> a Slack-style post to a real HTTP server on 127.0.0.1."""
+    url, box = chat
+    config = _write_config(tmp_path)
+    doc = yaml.safe_load(config.read_text())
+    doc["slo"]["reports"] = [
+        {"name": "minutely", "kind": "slo", "schedule": "* * * * *", "receiver": "team-chat"}
+    ]
+    doc["alerting"] = {
+        "route": {"receiver": "team-chat"},
+        "receivers": [{"name": "team-chat", "slack_configs": [{"api_url": url}]}],
+    }
+    config.write_text(yaml.safe_dump(doc))
+    with TestClient(create_app(Settings.load(config))) as c:
+        wait_ready(c)
+        assert box.event.wait(90), "no digest within 90 s of a cron job due every minute"
+    text = box.received[0]["text"]
+    assert text.startswith("SLO report (rolling 30d):")
+    assert "Checkout availability: no traffic in the period." in text  # nothing was ingested
+    assert text.endswith("Details: http://127.0.0.1:9470/slo")
+
+
+def test_generate_command(tmp_path: Path) -> None:
+    spec = tmp_path / "checkout.yml"
+    spec.write_text(SPEC)
+    run = subprocess.run(
+        [sys.executable, "-m", "watchkeeper.cli", "slo", "generate", str(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    groups = yaml.safe_load(run.stdout)["groups"]
+    assert [g["name"] for g in groups][:3] == [
+        "sloth-slo-sli-recordings-checkout-availability",
+        "sloth-slo-meta-recordings-checkout-availability",
+        "sloth-slo-alerts-checkout-availability",
+    ]
+    spec.write_text(SPEC.replace("objective: 99.9", "objective: 10"))
+    bad = subprocess.run(
+        [sys.executable, "-m", "watchkeeper.cli", "slo", "generate", str(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1 and "can never fire" in bad.stderr and bad.stdout == ""

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -21,7 +16,7 @@ from watchkeeper.slo.cli import slo_generate_main
 from watchkeeper.slo.reports import build_report, digest_text, run_report_job, schedule_reports, to_csv
 from watchkeeper.slo.router import SloState, slo_router, write_rule_files
 
-from .conftest import NOW, REPO, SPEC
+from .conftest import NOW, REPO, SPEC, Chat
 
 
 def test_slo_report_digest_and_csv(state: SloState) -> None:
@@ -74,37 +69,7 @@ def test_uptime_and_business_reports(state: SloState) -> None:
     assert biz.notes[0] == "Top mover: signups region=eu +50.0%"
 
 
-class _Chat:
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.event = threading.Event()
-
-
-@pytest.fixture
-def chat() -> Iterator[tuple[str, _Chat]]:
-    box = _Chat()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            box.received.append(json.loads(body))
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-            box.event.set()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", box
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def test_scheduled_digest_reaches_local_chat_receiver(state: SloState, chat: tuple[str, _Chat]) -> None:
+def test_scheduled_digest_reaches_local_chat_receiver(state: SloState, chat: tuple[str, Chat]) -> None:
     url, box = chat
     cfg = state.config.reports[0]
     assert cfg.chat is not None
@@ -136,7 +101,7 @@ def test_scheduled_digest_reaches_local_chat_receiver(state: SloState, chat: tup
     assert payload["blocks"][0]["type"] == "header"
 
 
-def test_follower_replica_posts_no_digest(state: SloState, chat: tuple[str, _Chat]) -> None:
+def test_follower_replica_posts_no_digest(state: SloState, chat: tuple[str, Chat]) -> None:
     url, box = chat
     cfg = state.config.reports[0]
     assert cfg.chat is not None
