@@ -173,6 +173,25 @@ def test_both_paths_take_protobuf_and_json_plain_or_gzipped(
     assert values(server, name.replace(".", "_")) == {"host_name=h1,job=json-svc,key_1st=7": 2.5}
 
 
+def test_summary_becomes_quantile_sum_and_count_series(server: str) -> None:
+    point = {"timeUnixNano": str(time.time_ns()), "count": "10", "sum": 4.5,
+             "attributes": [{"key": "rpc.method", "value": {"stringValue": "Get"}}],
+             "quantileValues": [{"quantile": 0.5, "value": 0.3}, {"quantile": 0.99, "value": 1.2}]}
+    body = {"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "legacy"}}]},
+        "scopeMetrics": [{"metrics": [
+            {"name": "rpc.latency", "unit": "s", "summary": {"dataPoints": [point]}}]}],
+    }]}
+    r = httpx.post(server + "/v1/metrics", json=body)
+    assert r.status_code == 200, r.text
+    ident = "job=legacy,rpc_method=Get"
+    quantiles = values(server, "rpc_latency_seconds")
+    assert quantiles == {"job=legacy,quantile=0.5,rpc_method=Get": 0.3,
+                         "job=legacy,quantile=0.99,rpc_method=Get": 1.2}
+    assert values(server, "rpc_latency_seconds_sum") == {ident: 4.5}
+    assert values(server, "rpc_latency_seconds_count") == {ident: 10.0}
+
+
 def test_protobuf_response_reports_partial_success(server: str) -> None:
     now_ns = time.time_ns()
     req = _request(_gauge_json("ok.gauge", 1, now_ns))
