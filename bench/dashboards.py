@@ -3,7 +3,8 @@
 Targets (issue 7): a dashboard page's HTML in < 100 ms server time; each panel's data in < 300 ms;
 navigation under 300 ms (the seed target) -- measured in Debian's Chromium (``/usr/bin/chromium``,
 through Playwright) when it is installed: from the start of the navigation to DOMContentLoaded and
-to the last visible panel drawn, static files (Plotly) in the browser's cache as after a first visit.
+to the last panel of the first screen (1400 x 1000) drawn, static files (Plotly) in the browser's
+cache as after a first visit. Panels further down are fetched when scrolled to.
 
 The workload (watchkeeper/dashboards/sample.py): every metric the built-in dashboards query, 3 app
 instances x 10 routes x 4 statuses, histograms with 12 buckets, caches, database, host, Redis,
@@ -34,9 +35,10 @@ from watchkeeper.tsdb.storage import Storage
 
 PAGE_TARGET_MS, PANEL_TARGET_MS, NAVIGATION_TARGET_MS = 100.0, 300.0, 300.0
 CHROMIUM = "/usr/bin/chromium"
-VISIBLE_PANELS_DRAWN = """() => {
-  const panels = Array.from(document.querySelectorAll('.panel[data-panel]'))
-    .filter(p => !p.closest('details.row') || p.closest('details.row').open);
+FIRST_SCREEN_DRAWN = """() => {
+  const panels = Array.from(document.querySelectorAll('.panel[data-panel]')).filter(p => {
+    const r = p.getBoundingClientRect();
+    return r.width > 0 && r.top < window.innerHeight; });
   return panels.length > 0 && panels.every(p => p.dataset.rendered);
 }"""
 TIMES = "() => [performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd, wkStats.lastRenderMs]"
@@ -59,7 +61,7 @@ def browser_navigation(
         print(f"\nnavigation: not measured ({CHROMIUM} is not installed)")
         return
     query = urlencode({k: v for k, v in params.items() if k != "width"})
-    print(f"\n{'dashboard':18} {'DOMContentLoaded ms':>20} {'all visible panels drawn ms':>28}")
+    print(f"\n{'dashboard':18} {'DOMContentLoaded ms':>20} {'first screen drawn ms':>28}")
     drawn_medians, first = [], None
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -70,7 +72,7 @@ def browser_navigation(
             loaded, drawn = [], []
             for _ in range(repeat):
                 page.goto(f"{base}/d/{d.uid}/{d.slug}?{query}")
-                page.wait_for_function(VISIBLE_PANELS_DRAWN, timeout=60_000)
+                page.wait_for_function(FIRST_SCREEN_DRAWN, timeout=60_000)
                 dcl, last = page.evaluate(TIMES)
                 first = first if first is not None else last
                 loaded.append(dcl)
@@ -79,7 +81,7 @@ def browser_navigation(
             print(f"{d.uid:18} {statistics.median(loaded):20.0f} {statistics.median(drawn):28.0f}")
         browser.close()
     print(
-        f"navigation to every visible panel drawn: median {statistics.median(drawn_medians):.0f} ms, worst "
+        f"navigation to the first screen drawn: median {statistics.median(drawn_medians):.0f} ms, worst "
         f"{max(drawn_medians):.0f} ms (target < {NAVIGATION_TARGET_MS:.0f} ms); the very first visit, "
         f"Plotly not yet cached: {first:.0f} ms"
     )

@@ -37,10 +37,13 @@ class PageWatch:
         self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
+# panels are fetched when they come near the screen: bring each undrawn one into view in turn
 ALL_RENDERED = """() => {
-  const panels = Array.from(document.querySelectorAll('.panel[data-panel]'));
-  const visible = panels.filter(p => !p.closest('details.row') || p.closest('details.row').open);
-  return visible.length > 0 && visible.every(p => p.dataset.rendered);
+  const panels = Array.from(document.querySelectorAll('.panel[data-panel]'))
+    .filter(p => !p.closest('details.row') || p.closest('details.row').open);
+  const next = panels.find(p => !p.dataset.rendered);
+  if (next) next.scrollIntoView({block: 'center'}); else window.scrollTo(0, 0);
+  return panels.length > 0 && !next;
 }"""
 
 PANEL_STATE = """() => Array.from(document.querySelectorAll('.panel[data-panel]'))
@@ -55,7 +58,7 @@ PANEL_STATE = """() => Array.from(document.querySelectorAll('.panel[data-panel]'
 
 def assert_all_panels_drawn(page: Any, *, allow_empty: bool = False) -> list[dict[str, Any]]:
     try:
-        page.wait_for_function(ALL_RENDERED)
+        page.wait_for_function(ALL_RENDERED, polling=100)
     except Exception as exc:
         state = page.evaluate(PANEL_STATE.replace("svg:", "rendered: p.dataset.rendered || '', svg:"))
         raise AssertionError(f"not every panel rendered: {state}") from exc

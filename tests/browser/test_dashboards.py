@@ -291,3 +291,21 @@ def test_a_phone_sees_one_panel_per_line_without_sideways_scrolling(browser: Any
         assert min(widths) > 0.95, widths
         assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
         watch.screenshot("dashboard-service-overview-phone")
+
+
+def test_panels_below_the_screen_are_fetched_when_scrolled_to(watched: PageWatch, server: str) -> None:
+    page = watched.page
+    page.set_viewport_size({"width": 1400, "height": 500})
+    page.goto(f"{server}/d/service-overview/service-overview")
+    page.wait_for_function("() => document.querySelector('#panel-1').dataset.rendered")
+    below: list[str] = page.evaluate(
+        "() => Array.from(document.querySelectorAll('.panel[data-panel]'))"
+        ".filter(p => p.getBoundingClientRect().top > window.innerHeight + 250).map(p => p.dataset.panel)"
+    )
+    assert below, "the page fits on the screen"
+    page.wait_for_timeout(500)  # let any request that would wrongly be made start
+    asked = {u.split("/panels/")[1].split(".")[0] for u in watched.requests if "/panels/" in u}
+    assert asked and not asked & set(below), (asked, below)
+    page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
+    page.wait_for_function(f"() => document.querySelector('#panel-{below[-1]}').dataset.rendered")
+    assert f"/d/service-overview/panels/{below[-1]}.json" in " ".join(watched.requests)

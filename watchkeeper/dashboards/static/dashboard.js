@@ -296,16 +296,48 @@
       .finally(function () { if (controllers[id] === controller) delete controllers[id]; });
   }
 
+  /* A panel is fetched once it has come near the screen (as Grafana does), so the first screen of a
+     long dashboard draws without waiting for the panels below it; later refreshes fetch every panel
+     seen so far. */
+  var seen = {};
+  var MARGIN_PX = 200;
+
+  function shown(el) {
+    var row = el.closest("details.row");
+    if (cfg.view_panel && String(cfg.view_panel) !== el.dataset.panel) return false;
+    return !(row && !row.open);
+  }
+
+  function nearScreen(el) {
+    var r = el.getBoundingClientRect();
+    return r.width > 0 && r.bottom > -MARGIN_PX && r.top < window.innerHeight + MARGIN_PX;
+  }
+
   function visiblePanels() {
-    var all = document.querySelectorAll(".panel[data-panel]:not([data-type=text])");
     var out = [];
-    all.forEach(function (el) {
-      var row = el.closest("details.row");
-      if (cfg.view_panel && String(cfg.view_panel) !== el.dataset.panel) return;
-      if (row && !row.open) return;
-      out.push(el);
+    document.querySelectorAll(".panel[data-panel]:not([data-type=text])").forEach(function (el) {
+      if (!shown(el)) return;
+      if (!seen[el.dataset.panel] && nearScreen(el)) seen[el.dataset.panel] = true;
+      if (seen[el.dataset.panel]) out.push(el);
     });
     return out;
+  }
+
+  function watchScrolling() {
+    var panels = document.querySelectorAll(".panel[data-panel]:not([data-type=text])");
+    if (!("IntersectionObserver" in window)) {  // no lazy fetching: every panel now
+      panels.forEach(function (el) { seen[el.dataset.panel] = true; });
+      return;
+    }
+    var observer = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) {
+        var el = e.target;
+        if (!e.isIntersecting || seen[el.dataset.panel] || !shown(el)) return;
+        seen[el.dataset.panel] = true;
+        fetchPanel(el);
+      });
+    }, { rootMargin: MARGIN_PX + "px 0px" });
+    panels.forEach(function (el) { observer.observe(el); });
   }
 
   function fetchAnnotations() {
@@ -511,7 +543,9 @@
     document.addEventListener("keydown", function (ev) { if (ev.key === "Escape" && cfg.view_panel) setViewPanel(null); });
     document.querySelectorAll("details.row").forEach(function (row) {
       row.addEventListener("toggle", function () {
-        if (row.open) row.querySelectorAll(".panel[data-panel]:not([data-type=text])").forEach(fetchPanel);
+        if (row.open) row.querySelectorAll(".panel[data-panel]:not([data-type=text])").forEach(function (el) {
+          if (seen[el.dataset.panel]) fetchPanel(el);  // the others when they come near the screen
+        });
       });
     });
   }
@@ -594,6 +628,7 @@
     wireVariables();
     wireMenus();
     if (cfg.view_panel) { var el = document.getElementById("panel-" + cfg.view_panel); if (el) el.classList.add("fullscreen"); }
+    watchScrolling();
     refreshAll();
   }
 
