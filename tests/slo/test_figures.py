@@ -24,22 +24,11 @@ from watchkeeper.slo.spec import parse_specs
 from watchkeeper.slo.views import monitor_view, slo_view
 from watchkeeper.tsdb.storage import Storage
 
+from .conftest import SPEC
 from .test_sloth_semantics import ours, record
 
 MIN = 60_000
 PARIS = ZoneInfo("Europe/Paris")
-SPEC = """
-version: prometheus/v1
-service: checkout
-slos:
-  - name: availability
-    objective: 99.9
-    sli:
-      events:
-        error_query: sum(rate(http_requests_total{job="checkout",code="500"}[{{.window}}]))
-        total_query: sum(rate(http_requests_total{job="checkout"}[{{.window}}]))
-    alerting: {name: CheckoutErrors}
-"""
 
 
 def _ms(d: dt.datetime) -> int:

@@ -134,6 +134,19 @@ def record(store: Storage, rules: list[Rule], start_ms: int, end_ms: int) -> Non
             store.append(np.repeat(ref, len(s.timestamps_ms)), s.timestamps_ms, s.values)
 
 
+def run_both(
+    spec_text: str, stores: dict[str, Storage], end_ms: int, *, objective: str, budget: str
+) -> tuple[SloSpec, dict[str, str], dict[str, str]]:
+    """Sloth's rules recorded into ``stores["sloth"]``, ours into ``stores["ours"]`` (same raw
+    samples in both); returns the spec and each side's alert expression per severity."""
+    spec = parse_specs(spec_text)[0]
+    sloth_rules, sloth_alerts = sloth_documented_rules(spec, objective, budget)
+    our_rules, our_alerts = ours(spec_text)
+    record(stores["sloth"], sloth_rules, STEP, end_ms)
+    record(stores["ours"], our_rules, STEP, end_ms)
+    return spec, sloth_alerts, our_alerts
+
+
 def recorded(store: Storage, name: str, end_ms: int, **labels: str) -> dict[int, float]:
     from watchkeeper.labels import Matcher, MatchOp
 
@@ -187,11 +200,9 @@ def test_events_spec_computes_what_sloths_rules_compute() -> None:
     stores = {"sloth": Storage.open(data_dir=None), "ours": Storage.open(data_dir=None)}
     for store in stores.values():
         requests, errors = _events_data(store, days)
-    spec = parse_specs(EVENTS_SPEC)[0]
-    sloth_rules, sloth_alerts = sloth_documented_rules(spec, "0.9990000000000001", "0.0009999999999999432")
-    our_rules, our_alerts = ours(EVENTS_SPEC)
-    record(stores["sloth"], sloth_rules, STEP, end)
-    record(stores["ours"], our_rules, STEP, end)
+    spec, sloth_alerts, our_alerts = run_both(
+        EVENTS_SPEC, stores, end, objective="0.9990000000000001", budget="0.0009999999999999432"
+    )
     sel = {"sloth_id": spec.slo_id}
     for w in WINDOWS:
         a = recorded(stores["sloth"], f"slo:sli_error:ratio_rate{w}", end, **sel)
@@ -251,11 +262,7 @@ def test_raw_spec_computes_what_sloths_rules_compute() -> None:
             ]
         )
         store.append(np.repeat(refs, minutes), np.tile(ts, 3), values.ravel())
-    spec = parse_specs(RAW_SPEC)[0]
-    sloth_rules, sloth_alerts = sloth_documented_rules(spec, "0.95", "0.05")
-    our_rules, our_alerts = ours(RAW_SPEC)
-    record(stores["sloth"], sloth_rules, STEP, end)
-    record(stores["ours"], our_rules, STEP, end)
+    spec, sloth_alerts, our_alerts = run_both(RAW_SPEC, stores, end, objective="0.95", budget="0.05")
     sel = {"sloth_id": spec.slo_id}
     for name in [
         *(f"slo:sli_error:ratio_rate{w}" for w in (*WINDOWS, "30d")),
