@@ -1,12 +1,21 @@
-"""Two or three in-process replicas on the real Redis: what one accepts, the others hold."""
+"""In-process replicas on a real Redis (a private ``redis-server``): what one accepts, the others
+hold."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 import redis
+from prometheus_client import CollectorRegistry
 
 from tests.replication.conftest import RedisProcess, Replica, now_ms, recent, wait_for
+from watchkeeper.collector.limits import Limits
+from watchkeeper.collector.remote_write import AppendedSamples, RemoteWriteIngester
+from watchkeeper.errors import ConfigError
+from watchkeeper.replication import ReplicationConfig, Replicator
+from watchkeeper.tsdb.storage import Storage
 
 
 def test_a_write_to_either_replica_reaches_the_other(make_replica: Callable[..., Replica]) -> None:
@@ -115,3 +124,26 @@ def test_series_removed_by_retention_are_created_again(make_replica: Callable[..
     a.write("m", [(ts, 2.0)])
     wait_for("the new sample on b", lambda: b.samples("m") == [(ts, 2.0)])
     assert b.metric("rejected_samples_total", reason="unknown_series") == 0
+
+
+def test_remote_write_out_gets_this_replicas_samples_only(make_replica: Callable[..., Replica]) -> None:
+    a, b = make_replica(), make_replica()
+    assert a.replicator is not None and b.replicator is not None
+    forwarded_a: list[AppendedSamples] = []
+    forwarded_b: list[AppendedSamples] = []
+    a.ingester.after_append = a.replicator.hook(forwarded_a.append)
+    b.ingester.after_append = b.replicator.hook(forwarded_b.append)
+    ts = recent(1)[0]
+    a.write("m", [(ts, 1.0)])
+    wait_for("the sample on b", lambda: b.samples("m") == [(ts, 1.0)])
+    assert [x.timestamps_ms.tolist() for x in forwarded_a] == [[ts]]
+    assert forwarded_b == []  # applied, not forwarded a second time by b
+    wait_for("a to publish", lambda: a.metric("published_samples_total") == 1)
+
+
+def test_replication_without_redis_is_a_config_error(tmp_path: Path) -> None:
+    storage = Storage.open(data_dir=None)
+    with pytest.raises(ConfigError, match="redis_url"):
+        Replicator.start(ReplicationConfig(enabled=True), redis_url=None, data_dir=tmp_path,
+                         ingester=RemoteWriteIngester(storage, Limits()), registry=CollectorRegistry())
+    storage.close()
