@@ -99,6 +99,7 @@ class Head:
         self.count = np.zeros(0, dtype=np.uint16)  # samples in the raw tail
         self.nseg = np.zeros(0, dtype=np.uint8)  # frozen segments (tail-sized) before it
         self.seg_len = np.zeros((0, self.max_segments), dtype=np.uint32)  # their byte lengths
+        self.seg_end = np.zeros((0, self.max_segments), dtype=np.int32)  # their last offsets
         self.frozen: list[bytes] = []  # the frozen segments, concatenated
         self.base_ms = np.zeros(0, dtype=np.int64)  # first timestamp of the open chunk
         self.last_ts = np.zeros(0, dtype=np.int64)  # newest timestamp ever accepted (or persisted)
@@ -107,6 +108,9 @@ class Head:
         self.offsets = np.zeros((0, self.tail), dtype=np.int32)
         self.values = np.zeros((0, self.tail), dtype=np.float64)
         self.samples_appended_total = 0
+        # Slots with a persisted out-of-order chunk inside their open chunk's time range: a read
+        # starting in that range must look at the persisted chunks too.
+        self.persisted_in_open: set[int] = set()
 
     # --- capacity --------------------------------------------------------------------------------
 
@@ -124,6 +128,7 @@ class Head:
         self.count = grown(self.count, 0)
         self.nseg = grown(self.nseg, 0)
         self.seg_len = grown(self.seg_len, 0)
+        self.seg_end = grown(self.seg_end, 0)
         self.base_ms = grown(self.base_ms, 0)
         self.last_ts = grown(self.last_ts, _NO_TS)
         self.last_bits = grown(self.last_bits, 0)
@@ -244,6 +249,8 @@ class Head:
         vbits = np.array([v], dtype=np.float64)
         if n == 0 or t < base + int(self.offsets[slot, 0]):
             out.chunks.append(CutChunk(slot, t, t, encode_chunk(np.array([t], dtype=np.int64), vbits), 1))
+            if t >= base and self.nseg[slot]:
+                self.persisted_in_open.add(slot)
             self.first_ts[slot] = min(int(self.first_ts[slot]), t)
             self.samples_appended_total += 1
             return "stored"
@@ -273,6 +280,7 @@ class Head:
             blobs = encode_many(ts, self.values[group, :n])
             k = self.nseg[group].astype(np.int64)
             self.seg_len[group, k] = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+            self.seg_end[group, k] = self.offsets[group, n - 1]
             self.nseg[group] = k + 1
             frozen = self.frozen
             for slot, blob in zip(group.tolist(), blobs, strict=True):
@@ -284,6 +292,7 @@ class Head:
         self.nseg[slots] = 0
         for slot in slots.tolist():
             self.frozen[slot] = b""
+            self.persisted_in_open.discard(slot)
 
     def _cut(self, slots: I64) -> list[CutChunk]:
         """Close the open chunks of the slots: decode their frozen segments together, encode every
@@ -360,24 +369,39 @@ class Head:
         for i in range(0, len(active), block_slots):
             yield self._block(active[i : i + block_slots])
 
-    def samples_of(self, slots: I64) -> tuple[I64, I64, F64]:
-        """(slot, timestamp, value) of every open-chunk sample of the slots, grouped by slot."""
-        return self._block(np.asarray(slots, dtype=np.int64))
+    def samples_of(self, slots: I64, start_ms: int = _NO_TS, end_ms: int = _FAR_TS) -> tuple[I64, I64, F64]:
+        """(slot, timestamp, value) of the open-chunk samples of the slots, grouped by slot: all of
+        them, except that frozen segments entirely outside ``[start_ms, end_ms]`` are left out
+        (not decoded); the raw tail always comes whole."""
+        return self._block(np.asarray(slots, dtype=np.int64), start_ms, end_ms)
 
-    def _block(self, slots: I64) -> tuple[I64, I64, F64]:
+    def _block(self, slots: I64, start_ms: int = _NO_TS, end_ms: int = _FAR_TS) -> tuple[I64, I64, F64]:
         nseg = self.nseg[slots].astype(np.int64)
-        frozen, seg_len = self.frozen, self.seg_len
+        first, last = nseg * 0, nseg
+        if (start_ms != _NO_TS or end_ms != _FAR_TS) and nseg.any():
+            # Segments are in time order; segment j ends at seg_end[j] and starts after seg_end[j - 1].
+            seg_end = self.seg_end[slots].astype(np.int64) + self.base_ms[slots, None]
+            valid = np.arange(self.max_segments) < nseg[:, None]
+            first = np.count_nonzero(valid & (seg_end < start_ms), axis=1)
+            starts_after = np.empty_like(seg_end)
+            starts_after[:, 0] = self.base_ms[slots]
+            starts_after[:, 1:] = seg_end[:, :-1] + 1
+            last = np.maximum(first, nseg - np.count_nonzero(valid & (starts_after > end_ms), axis=1))
+        frozen = self.frozen
+        todo = np.flatnonzero(last > first)
+        bounds = np.cumsum(self.seg_len[slots[todo]], axis=1).tolist()
         blobs: list[bytes] = []
-        for slot, k in zip(slots.tolist(), nseg.tolist(), strict=True):
-            if k == 1:
+        for slot, a, b, k, row in zip(slots[todo].tolist(), first[todo].tolist(), last[todo].tolist(),
+                                      nseg[todo].tolist(), bounds, strict=True):
+            if b - a == k == 1:
                 blobs.append(frozen[slot])
-            elif k:
-                data, pos = frozen[slot], 0
-                for length in seg_len[slot, :k].tolist():
-                    blobs.append(data[pos : pos + length])
-                    pos += length
+            elif b > a:
+                data, pos = frozen[slot], row[a - 1] if a else 0
+                for end in row[a:b]:
+                    blobs.append(data[pos:end])
+                    pos = end
         f_ts, f_vals, offsets = decode_concat(blobs)
-        seg_ends = offsets[np.cumsum(nseg)]
+        seg_ends = offsets[np.cumsum(last - first)]
         f_cnt = seg_ends - np.concatenate([[0], seg_ends[:-1]])  # frozen samples per slot
         cnt = self.count[slots].astype(np.int64)
         t_slots = np.repeat(slots, cnt)
@@ -400,6 +424,14 @@ class Head:
 
     def has_samples(self, slots: I64 | slice) -> npt.NDArray[np.bool_]:
         return self._total(slots) > 0
+
+    def needs_persisted(self, slots: I64, start_ms: int) -> npt.NDArray[np.bool_]:
+        """Whether a read from ``start_ms`` must also look at a slot's persisted chunks: its open
+        chunk starts after ``start_ms`` (or is empty), or an out-of-order chunk lies in its range."""
+        need: npt.NDArray[np.bool_] = ~(self.has_samples(slots) & (self.base_ms[slots] <= start_ms))
+        if self.persisted_in_open:
+            need |= np.isin(slots, np.fromiter(self.persisted_in_open, np.int64, len(self.persisted_in_open)))
+        return need
 
     def drop_before(self, cutoff_ms: int) -> None:
         """Forget open chunks whose newest sample is older than ``cutoff_ms`` (retention)."""

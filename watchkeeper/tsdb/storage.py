@@ -30,15 +30,24 @@ fixes glibc's mmap/trim thresholds (`tune_malloc`): with glibc's
 default dynamic threshold the freed NumPy blocks of ingest stayed in the heap and RSS per active
 series was about three times the live data.
 
-**Reads.** `select_concat` resolves matchers in the index, copies the head samples and the queued
-chunks of the chosen series under the lock, then reads the persisted chunks overlapping the window
-(one query per 5000 series through the driver's cursor; series whose open head chunk already covers
-``start_ms`` skip it). The blobs are put in output order (series by labels, each in time order)
-before one `decode_concat`, so in the common case the decoded arrays *are* the result: no sort, no
-copy, only a compaction when the window cuts chunks and one masked scatter when series also have
-head samples. Chunks that overlap (out-of-order window, replay) are detected with one vectorised
-comparison and only then merged by a sort, the newer sample winning. `select` returns views into
-that block. Nothing is cached.
+**Reads.** `select_concat` resolves matchers in the index (only after the last retention cutoff:
+what retention left in the head is not returned), copies the head samples of the chosen series
+under the lock (frozen head segments outside the window are not decoded) and the queued chunks of
+the series the select cache does not answer, then reads the persisted chunks overlapping the window
+of those series (one query per 5000 series through the driver's cursor; series whose open head
+chunk already covers ``start_ms``, with no out-of-order chunk inside it, skip it). The blobs are put
+in output order (series by labels, each in time order) before one `decode_concat`, so when nothing
+is cached the decoded arrays *are* the result: no sort, no copy, only a compaction when the window
+cuts chunks and one masked scatter when series also have head samples. Chunks that overlap
+(out-of-order window, replay) are detected with one vectorised comparison and only then merged by
+a sort, the newer sample winning. `select` returns views into that block.
+
+**Select cache.** The decoded persisted samples of each series read from the database are kept
+(`SelectCache`, least recently used first out beyond ``select_cache_bytes``, 256 MiB by default)
+and answer later selects of the series whose window starts no earlier: the dashboards', rules' and
+API's repeated queries then cost a slice and one concatenation instead of a database read and a
+decode. Queuing a chunk for a series (cut, out-of-order sample, WAL recovery) and retention tell
+the cache, so an answer never differs from an uncached one (``tests/tsdb/test_selectcache.py``).
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ from watchkeeper.tsdb.head import REASONS, CutChunk, Head
 from watchkeeper.tsdb.index import SeriesIndex
 from watchkeeper.tsdb.reader import SeriesData
 from watchkeeper.tsdb.schema import sqlite_url
+from watchkeeper.tsdb.selectcache import DEFAULT_MAX_BYTES, CachedSeries, CacheStats, SelectCache, Token
 from watchkeeper.tsdb.wal import SamplesRecord, Wal, decode_labels, encode_labels
 
 log = logging.getLogger(__name__)
@@ -71,6 +81,7 @@ _NO_TS = np.iinfo(np.int64).min
 _COMMIT_BATCH = 20_000
 _REPLAY_WINDOW_MS = 1 << 61  # replay: any out-of-order sample (each was accepted once)
 _RECOVER_BATCH = 1 << 20  # WAL samples older than their series' persisted data, checked at a time
+_UNBOUNDED = 2**62
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
@@ -130,6 +141,7 @@ class TsdbStats:
     rejected_unknown_series_total: int
     pending_chunks: int
     wal_fsyncs_total: int
+    select_cache: CacheStats
 
 
 @dataclass(slots=True)
@@ -147,7 +159,8 @@ class Storage:
     """Series index + head + WAL + chunk store. Thread-safe. See the module docstring."""
 
     def __init__(self, store: ChunkStore, wal: Wal | None, *, retention_ms: int, out_of_order_window_ms: int,
-                 memory: bool, checkpoint_bytes: int = 256 << 20) -> None:
+                 memory: bool, checkpoint_bytes: int = 256 << 20,
+                 select_cache_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._store = store
         self._wal = wal
         self._memory = memory
@@ -159,6 +172,8 @@ class Storage:
         self._index = SeriesIndex()
         self._head = Head(out_of_order_window_ms=out_of_order_window_ms)
         self._queue = _Queue()
+        self._cache = SelectCache(select_cache_bytes)
+        self._retained_from = _NO_TS  # the last retention cutoff: older samples are never returned
         self._max_ts = _NO_TS
         self._rejected = dict.fromkeys((*REASONS, "unknown_series"), 0)
         self.chunks_written_total = 0
@@ -170,26 +185,28 @@ class Storage:
     @classmethod
     def open(cls, *, data_dir: Path | None, database_url: str | None = None,
              retention_ms: int = 15 * 86400_000, out_of_order_window_ms: int = 0, wal_fsync: bool = True,
-             malloc_tuning: bool = False,
+             malloc_tuning: bool = False, select_cache_bytes: int = DEFAULT_MAX_BYTES,
              on_wal_fsync: Callable[[float], None] | None = None) -> Storage:
         """Open (creating as needed) a store; see the class docstring for the three modes.
 
         ``malloc_tuning`` applies `tune_malloc` (process-wide, so the server asks for it, not every
-        library use). ``on_wal_fsync`` receives each WAL fsync's duration in seconds (for
+        library use). ``select_cache_bytes`` bounds the decoded samples kept between selects
+        (`SelectCache`; 0 turns it off). ``on_wal_fsync`` receives each WAL fsync's duration in seconds (for
         ``watchkeeper_wal_fsync_duration_seconds``).
         """
         if malloc_tuning:
             tune_malloc()
         if data_dir is None and database_url is None:
             return cls(MemoryChunkStore(), None, retention_ms=retention_ms,
-                       out_of_order_window_ms=out_of_order_window_ms, memory=True)
+                       out_of_order_window_ms=out_of_order_window_ms, memory=True,
+                       select_cache_bytes=select_cache_bytes)
         if data_dir is None:
             raise StorageError("a database_url needs a data_dir for the WAL")
         data_dir.mkdir(parents=True, exist_ok=True)
         store = SqlChunkStore.open(database_url or sqlite_url(data_dir))
         wal = Wal.open(data_dir / "wal", fsync=wal_fsync, on_fsync=on_wal_fsync)
         self = cls(store, wal, retention_ms=retention_ms, out_of_order_window_ms=out_of_order_window_ms,
-                   memory=False)
+                   memory=False, select_cache_bytes=select_cache_bytes)
         try:
             with self._lock:  # no other thread yet, but a replay that cuts chunks notifies `_cond`
                 self._load()
@@ -300,6 +317,7 @@ class Storage:
     def _grow(self) -> None:
         n = self._index.num_slots
         self._head.ensure_capacity(n)
+        self._cache.ensure_capacity(n)
 
     # --- writes ----------------------------------------------------------------------------------
 
@@ -365,6 +383,7 @@ class Storage:
             q.by_id.setdefault(row[0], []).append(row)
             self._samples_in_chunks += c.samples
         q.enqueued += len(chunks)
+        self._cache.invalidate({c.slot for c in chunks})
         if self._memory:
             self._flush_queue_memory()
         else:
@@ -480,28 +499,36 @@ class Storage:
         labels, each with at least one sample) at ``[offsets[i], offsets[i + 1])`` of the two
         arrays, timestamps strictly increasing within a series."""
         with self._lock:
+            start_ms = max(start_ms, self._retained_from)  # what retention left in the head is gone
             slots = self._slots(matchers, start_ms, end_ms)  # sorted
             if not len(slots):
                 return [], np.empty(0, np.int64), np.empty(0, np.float64), np.zeros(1, np.int64)
-            ids = self._index.ids[slots]
             labels = self._index.labels_many(slots)
             h = self._head
-            h_slots, h_ts, h_vals = h.samples_of(slots)
-            need_db = ~(h.has_samples(slots) & (h.base_ms[slots] <= start_ms))
+            h_slots, h_ts, h_vals = h.samples_of(slots, start_ms, end_ms)
+            db_slots = slots[h.needs_persisted(slots, start_ms)]
+            cached = self._cache.get(db_slots.tolist(), start_ms, end_ms)
+            miss = np.fromiter((e is None for e in cached), np.bool_, len(cached))
+            miss_slots = db_slots[miss]
+            token = self._cache.token(miss_slots)
+            # No persisted sample is newer than the series' last: then the entry covers any end.
+            unbounded = h.last_ts[miss_slots] <= end_ms
+            miss_ids = self._index.ids[miss_slots]
             queued: list[ChunkRow] = []
             by_id = self._queue.by_id
             if by_id:
-                for sid in ids.tolist():
+                for sid in miss_ids.tolist():
                     rows_q = by_id.get(sid)
                     if rows_q:
                         queued.extend(r for r in rows_q if r[1] <= end_ms and r[2] >= start_ms)
-        batch = self._store.read(ids[need_db].tolist(), start_ms, end_ms) if need_db.any() else None
+        batch = self._store.read(miss_ids.tolist(), start_ms, end_ms) if len(miss_ids) else None
         c_ids, c_lo, c_hi, blobs = _merge_chunk_lists(batch, queued)
         n = len(slots)
         # Everything is laid out in the output order (series by labels) from the start, so that
         # the common case (chunks in time order, window covering them) needs no copy after decoding.
         rank = np.empty(n, dtype=np.int64)
         rank[np.array(sorted(range(n), key=labels.__getitem__), dtype=np.int64)] = np.arange(n)
+        ids = self._index.ids[slots]
         by_id_order = np.argsort(ids, kind="stable")
         chunk_rank = rank[by_id_order[np.searchsorted(ids[by_id_order], c_ids)]]
         if len(chunk_rank) > 1 and bool((chunk_rank[1:] < chunk_rank[:-1]).any()):
@@ -509,22 +536,38 @@ class Storage:
             chunk_rank, c_lo, c_hi = chunk_rank[order], c_lo[order], c_hi[order]
             blobs = [blobs[i] for i in order.tolist()]
         c_ts, c_vals, offsets = decode_concat(blobs)
+        c_first, c_last = _runs(chunk_rank, offsets, n)
+        merged = not _increasing(c_ts, c_first, c_last)
+        if merged:  # overlapping chunks (out-of-order window, replay): one sample a timestamp
+            c_ts, c_vals, c_first, c_last = _merge_overlapping(c_ts, c_vals, c_first, c_last, h_ts[:0],
+                                                               h_vals[:0], h_slots[:0], n)
+        miss_rank = rank[np.searchsorted(slots, miss_slots)]
+        if self._cache.max_bytes and len(miss_slots):
+            self._keep(token, miss_rank, unbounded, c_ts, c_vals, c_first, c_last, chunk_rank, c_hi,
+                       start_ms, end_ms)
+        trim = merged or (bool(len(c_lo)) and (int(c_lo.min()) < start_ms or int(c_hi.max()) > end_ms))
+        c_ts, c_vals, c_len = _clip(c_ts, c_vals, c_first, c_last, start_ms, end_ms, trim)
+        hits = [(int(r), e) for r, e in zip(rank[np.searchsorted(slots, db_slots[~miss])].tolist(),
+                                             (e for e in cached if e is not None), strict=True)]
+        if hits:
+            hits.sort(key=lambda hit: hit[0])
+            c_ts, c_vals, c_len = _with_hits(hits, c_ts, c_vals, c_len, start_ms, end_ms)
         h_rank = rank[np.searchsorted(slots, h_slots)]
         if len(h_rank) > 1 and bool((h_rank[1:] < h_rank[:-1]).any()):
             order = np.argsort(h_rank, kind="stable")
             h_rank, h_ts, h_vals = h_rank[order], h_ts[order], h_vals[order]
-        c_first, c_last = _runs(chunk_rank, offsets, n)
         h_first, h_last = _runs(h_rank, np.arange(len(h_rank) + 1), n)
-        trim_c = bool(len(c_lo)) and (int(c_lo.min()) < start_ms or int(c_hi.max()) > end_ms)
-        if not _ordered(c_ts, c_first, c_last, h_ts, h_first, h_last):
-            # Overlapping chunks (out-of-order window, replay): sort, the head wins on equal times.
-            c_ts, c_vals, c_first, c_last = _merge_overlapping(
-                c_ts, c_vals, offsets, chunk_rank, h_ts, h_vals, h_rank, n)
-            h_ts, h_vals = h_ts[:0], h_vals[:0]
-            h_first = h_last = np.zeros(n, np.int64)
-            trim_c = True
-        c_ts, c_vals, c_len = _clip(c_ts, c_vals, c_first, c_last, start_ms, end_ms, trim_c)
         h_ts, h_vals, h_len = _clip(h_ts, h_vals, h_first, h_last, start_ms, end_ms, bool(len(h_ts)))
+        c_bounds = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(c_len, out=c_bounds[1:])
+        h_bounds = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(h_len, out=h_bounds[1:])
+        if not _head_after(c_ts, c_bounds, h_ts, h_bounds):
+            # A persisted out-of-order sample at or after the head's first: sort, the head wins.
+            h_pos = np.repeat(np.arange(n, dtype=np.int64), h_len)
+            c_ts, c_vals, c_first, c_last = _merge_overlapping(c_ts, c_vals, c_bounds[:-1], c_bounds[1:],
+                                                               h_ts, h_vals, h_pos, n)
+            c_len, h_ts, h_vals, h_len = c_last - c_first, h_ts[:0], h_vals[:0], h_len * 0
         lengths = c_len + h_len
         sorted_labels = [labels[i] for i in np.argsort(rank).tolist()]
         nonempty = lengths > 0
@@ -545,6 +588,19 @@ class Storage:
         vals[is_chunk] = h_vals
         return labels_out, ts, vals, out_offsets
 
+    def _keep(self, token: Token, miss_rank: I64, unbounded: npt.NDArray[np.bool_], c_ts: I64, c_vals: F64,
+              c_first: I64, c_last: I64, chunk_rank: I64, c_hi: I64, start_ms: int, end_ms: int) -> None:
+        """Put the decoded persisted samples of the series read from the database in the cache."""
+        oldest_end = np.full(len(c_first), _UNBOUNDED, dtype=np.int64)
+        np.minimum.at(oldest_end, chunk_rank, c_hi)
+        entries = [
+            CachedSeries(start_ms, _UNBOUNDED if unb else end_ms, c_ts[a:b].copy(), c_vals[a:b].copy(), old)
+            for a, b, old, unb in zip(c_first[miss_rank].tolist(), c_last[miss_rank].tolist(),
+                                      oldest_end[miss_rank].tolist(), unbounded.tolist(), strict=True)
+        ]
+        with self._lock:
+            self._cache.put(token, entries)
+
     def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
         with self._lock:
             slots = self._slots(matchers, start_ms, end_ms)
@@ -557,6 +613,11 @@ class Storage:
     def label_values(self, name: str, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]:
         with self._lock:
             return self._index.label_values(name, self._slots(matchers, start_ms, end_ms))
+
+    def resize_select_cache(self, max_bytes: int) -> None:
+        """Bound the decoded samples kept between selects (`SelectCache`; 0 turns it off)."""
+        with self._lock:
+            self._cache.resize(max_bytes)
 
     @property
     def num_series(self) -> int:
@@ -584,6 +645,7 @@ class Storage:
                 rejected_unknown_series_total=self._rejected["unknown_series"],
                 pending_chunks=len(self._queue.rows),
                 wal_fsyncs_total=self._wal.fsyncs_total if self._wal is not None else 0,
+                select_cache=self._cache.stats(),
             )
 
     # --- retention and shutdown ------------------------------------------------------------------
@@ -597,6 +659,8 @@ class Storage:
             old = [r for r in q.rows if r[2] < cutoff]
             deleted += len(old)  # still queued: they will be written, then deleted next time
             self._head.drop_before(cutoff)
+            self._cache.expire(cutoff)
+            self._retained_from = max(self._retained_from, cutoff)
             n = self._index.num_slots
             h = self._head
             empty = ~h.has_samples(slice(0, n)) & (h.last_ts[:n] < cutoff)
@@ -605,6 +669,7 @@ class Storage:
             dead = np.array([s for s in dead.tolist() if int(ids[s]) not in q.by_id], dtype=np.int64)
             dead_ids = self._index.ids[dead].tolist()
             self._index.remove(dead.tolist())
+            self._cache.invalidate(dead.tolist())
             self._head.clear(dead)
         if dead_ids:
             self._store.delete_series(dead_ids)
@@ -663,30 +728,70 @@ def _runs(pos: I64, offsets: I64, n: int) -> tuple[I64, I64]:
     return first, last
 
 
-def _ordered(c_ts: I64, c_first: I64, c_last: I64, h_ts: I64, h_first: I64, h_last: I64) -> bool:
-    """Whether every series' chunk samples strictly increase and precede its head samples."""
-    if len(c_ts) > 1:
-        bad = c_ts[1:] <= c_ts[:-1]
-        ends = c_last[c_last > c_first]
-        bad[ends[ends < len(c_ts)] - 1] = False  # the step from one series' run to the next
-        if bad.any():
-            return False
-    both = (c_last > c_first) & (h_last > h_first)
-    return not bool((c_ts[c_last[both] - 1] >= h_ts[h_first[both]]).any())
+def _increasing(ts: I64, first: I64, last: I64) -> bool:
+    """Whether the samples of every run (the runs tile the array in order) strictly increase."""
+    if len(ts) < 2:
+        return True
+    bad = ts[1:] <= ts[:-1]
+    ends = last[last > first]
+    bad[ends[ends < len(ts)] - 1] = False  # the step from one series' run to the next
+    return not bool(bad.any())
 
 
-def _merge_overlapping(c_ts: I64, c_vals: F64, offsets: I64, chunk_pos: I64, h_ts: I64, h_vals: F64,
+def _head_after(c_ts: I64, c_bounds: I64, h_ts: I64, h_bounds: I64) -> bool:
+    """Whether each series' head samples all come after its chunk samples (runs by bounds)."""
+    both = (c_bounds[1:] > c_bounds[:-1]) & (h_bounds[1:] > h_bounds[:-1])
+    return not bool((c_ts[c_bounds[1:][both] - 1] >= h_ts[h_bounds[:-1][both]]).any())
+
+
+def _merge_overlapping(c_ts: I64, c_vals: F64, c_first: I64, c_last: I64, h_ts: I64, h_vals: F64,
                        h_pos: I64, n: int) -> tuple[I64, F64, I64, I64]:
-    """Chunk and head samples sorted per series by time, one per timestamp (the later wins)."""
-    pos = np.concatenate([np.repeat(chunk_pos, np.diff(offsets)), h_pos])
+    """Chunk samples (series ``i`` at ``c_first[i]:c_last[i]``, runs tiling the arrays in series
+    order, each run's chunks in time order) and head samples (of series ``h_pos``) sorted per
+    series by time, one per timestamp: the later wins (a later chunk, then the head)."""
+    pos = np.concatenate([np.repeat(np.arange(n, dtype=np.int64), c_last - c_first), h_pos])
     ts = np.concatenate([c_ts, h_ts])
     vals = np.concatenate([c_vals, h_vals])
     order = np.lexsort((ts, pos))  # stable: chunks in time order, then the head
     pos, ts, vals = pos[order], ts[order], vals[order]
-    last = np.append((pos[1:] != pos[:-1]) | (ts[1:] != ts[:-1]), True)  # the head wins
+    last = np.append((pos[1:] != pos[:-1]) | (ts[1:] != ts[:-1]), True)  # the later wins
     pos, ts, vals = pos[last], ts[last], vals[last]
     first, end = _runs(pos, np.arange(len(pos) + 1), n)
     return ts, vals, first, end
+
+
+def _with_hits(hits: list[tuple[int, CachedSeries]], m_ts: I64, m_vals: F64, m_len: I64, start_ms: int,
+               end_ms: int) -> tuple[I64, F64, I64]:
+    """The samples in ``[start_ms, end_ms]`` of series read from the database (``m_len[i]`` of
+    series ``i``, in series order) and of cached series (``(i, entry)``, in series order) together
+    in series order, and each series' count."""
+    bounds = np.zeros(len(m_len) + 1, dtype=np.int64)
+    np.cumsum(m_len, out=bounds[1:])
+    at = bounds.tolist()
+    ts_parts: list[I64] = []
+    val_parts: list[F64] = []
+    counts: list[int] = []
+    done = 0  # series before this one are in the parts
+    for i, e in hits:
+        if at[i] > at[done]:
+            ts_parts.append(m_ts[at[done] : at[i]])
+            val_parts.append(m_vals[at[done] : at[i]])
+        ts = e.ts
+        lo = int(ts.searchsorted(start_ms)) if e.first_ms < start_ms else 0
+        hi = int(ts.searchsorted(end_ms, side="right")) if e.last_ms > end_ms else len(ts)
+        if hi > lo:
+            ts_parts.append(ts[lo:hi])
+            val_parts.append(e.vals[lo:hi])
+        counts.append(max(hi - lo, 0))
+        done = i + 1
+    lengths = m_len.copy()
+    lengths[[i for i, _ in hits]] = counts
+    if at[-1] > at[done]:
+        ts_parts.append(m_ts[at[done] :])
+        val_parts.append(m_vals[at[done] :])
+    if not ts_parts:
+        return m_ts[:0], m_vals[:0], lengths
+    return np.concatenate(ts_parts), np.concatenate(val_parts), lengths
 
 
 def _clip(ts: I64, vals: F64, first: I64, last: I64, start_ms: int, end_ms: int,
