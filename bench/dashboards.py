@@ -37,8 +37,8 @@ PAGE_TARGET_MS, PANEL_TARGET_MS, NAVIGATION_TARGET_MS = 100.0, 300.0, 300.0
 CHROMIUM = "/usr/bin/chromium"
 FIRST_SCREEN_DRAWN = """() => {
   const panels = Array.from(document.querySelectorAll('.panel[data-panel]')).filter(p => {
-    const r = p.getBoundingClientRect();
-    return r.width > 0 && r.top < window.innerHeight; });
+    const row = p.closest('details.row');
+    return (!row || row.open) && p.getBoundingClientRect().top < window.innerHeight; });
   return panels.length > 0 && panels.every(p => p.dataset.rendered);
 }"""
 TIMES = "() => [performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd, wkStats.lastRenderMs]"
