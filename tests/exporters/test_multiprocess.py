@@ -273,9 +273,18 @@ def test_fast_exposition_equals_prometheus_clients(tmp_path: Path, accept: str) 
     }  # fmt: skip
 
 
-def test_names_outside_the_classic_set_fall_back_to_prometheus_client(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("key", "line"),
+    [
+        (mmap_key("req.done", "req.done_total", [], [], "R."), "req_done_total 4.0"),  # UTF-8 name
+        (mmap_key("odd", "odd_bucket", ["le"], ["1"], "O."), 'odd_bucket{le="1"} 4.0'),  # le, not a histogram
+    ],
+)
+def test_what_the_fast_path_does_not_encode_falls_back_to_prometheus_client(
+    tmp_path: Path, key: str, line: str
+) -> None:
     from watchkeeper.exporters.multiprocess import exposition
 
-    _write(tmp_path, f"counter_{os.getpid()}.db", mmap_key("req.done", "req.done_total", [], [], "R."), 4)
+    _write(tmp_path, f"counter_{os.getpid()}.db", key, 4)
     body, _ = exposition(str(tmp_path), "")
-    assert "req_done_total 4.0" in body.decode()
+    assert line in body.decode()

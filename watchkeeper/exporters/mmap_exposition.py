@@ -79,7 +79,6 @@ def parse_key(key: str) -> _Key:
 class _Family:
     kind: str
     help: str
-    mode: str = ""
     # (sample name, label text) -> value; for histograms only the ``_sum`` samples
     values: dict[tuple[str, str], float] = field(default_factory=dict)
     stamps: dict[tuple[str, str], float] = field(default_factory=dict)  # mostrecent gauges
@@ -116,8 +115,10 @@ class FileMerger:
                 key = self._key(raw)
                 family = families.get(key.family)
                 if family is None:
-                    family = families[key.family] = _Family(kind, key.help, mode)
+                    family = families[key.family] = _Family(kind, key.help)
                 if key.le is not None:
+                    if kind != "histogram":
+                        raise Unsupported(f"an le label on {key.sample}, a {kind}")
                     counts = family.buckets.setdefault(key.text, {})
                     counts[key.le] = counts.get(key.le, 0.0) + value
                 elif kind == "gauge":

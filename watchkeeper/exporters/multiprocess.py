@@ -130,7 +130,7 @@ _merger = FileMerger()
 def exposition(path: str, accept: str = "") -> tuple[bytes, str]:
     """The ``/metrics`` body of every worker's files and its content type, chosen by ``accept``
     (after compacting dead workers' files); the fast path of :mod:`mmap_exposition`."""
-    _, content_type = choose_encoder(accept)
+    encoder, content_type = choose_encoder(accept)
     openmetrics = content_type.startswith("application/openmetrics-text")
     with locked(path):
         _compact_locked(path, pid_alive)
@@ -138,8 +138,7 @@ def exposition(path: str, accept: str = "") -> tuple[bytes, str]:
         try:
             return _merger.render(files, openmetrics=openmetrics), content_type
         except Unsupported:
-            pass
-    encoder, content_type = choose_encoder(accept)
+            pass  # UTF-8 names: prometheus-client's merge and encoders below
     return encoder(scrape_registry(path)), content_type
 
 
