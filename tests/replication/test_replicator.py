@@ -59,8 +59,9 @@ def test_a_restarted_replica_catches_up_from_its_saved_position(make_replica: Ca
     b.stop()
     a.write("during", [(ts[1], 2.0)])
     a.write("during", [(ts[2], 3.0)])
-    replicator = b.start()
-    wait_for("b to catch up", lambda: b.samples("during") == [(ts[1], 2.0), (ts[2], 3.0)])
+    wait_for("a to publish", lambda: a.metric("published_samples_total") == 3)
+    replicator = b.start()  # returns once caught up with the stream as it was
+    assert b.samples("during") == [(ts[1], 2.0), (ts[2], 3.0)]
     # it resumed after the entry it had applied, it did not read the stream from the start
     assert b.metric("applied_samples_total") == 2
     assert replicator.replica_id == replica_id
@@ -139,6 +140,16 @@ def test_remote_write_out_gets_this_replicas_samples_only(make_replica: Callable
     assert [x.timestamps_ms.tolist() for x in forwarded_a] == [[ts]]
     assert forwarded_b == []  # applied, not forwarded a second time by b
     wait_for("a to publish", lambda: a.metric("published_samples_total") == 1)
+
+
+def test_a_replica_starts_and_ingests_while_redis_is_down(make_replica: Callable[..., Replica],
+                                                          redis_process: RedisProcess) -> None:
+    redis_process.stop()
+    a = make_replica()  # no catching up without Redis: it starts at once
+    ts = recent(1)[0]
+    assert a.write("m", [(ts, 1.0)]).accepted == 1
+    assert a.samples("m") == [(ts, 1.0)]
+    wait_for("a publish error", lambda: a.metric("publish_errors_total") >= 1)
 
 
 def test_replication_without_redis_is_a_config_error(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ False
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from watchkeeper.durations import parse_duration
 
@@ -30,14 +30,21 @@ class ReplicationConfig(BaseModel):
     """Entries a replica reads from the stream per call."""
     block: str = "1s"
     """How long one read waits for new entries."""
+    catch_up_timeout: str = "1m"
+    """At start, the replica is not ready until it has applied the stream up to its newest entry
+    of that moment, or this long has passed (``0s``: ready at once)."""
 
-    @field_validator("block")
+    @field_validator("block", "catch_up_timeout")
     @classmethod
-    def _duration(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
+    def _duration(cls, value: str, info: ValidationInfo) -> str:
+        if parse_duration(value) <= 0 and info.field_name == "block":
             raise ValueError("must be a positive duration")
         return value
 
     @property
     def block_ms(self) -> int:
         return parse_duration(self.block)
+
+    @property
+    def catch_up_timeout_seconds(self) -> float:
+        return parse_duration(self.catch_up_timeout) / 1000

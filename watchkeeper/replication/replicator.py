@@ -26,7 +26,7 @@ from watchkeeper.collector.push import SampleBatch
 from watchkeeper.collector.remote_write import AppendedSamples, IngestReport, wall_clock_ms
 from watchkeeper.errors import ConfigError
 from watchkeeper.replication.config import ReplicationConfig
-from watchkeeper.replication.cursor import START, Cursor
+from watchkeeper.replication.cursor import START, Cursor, stream_id
 from watchkeeper.replication.metrics import ReplicationMetrics
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,29 @@ class Replicator:
         for thread in self._threads:
             thread.start()
         log.info("replication started", extra={"replica_id": cursor.replica_id, "position": cursor.position})
+        self.catch_up(config.catch_up_timeout_seconds)
         return self
+
+    def catch_up(self, timeout_seconds: float) -> bool:
+        """Wait until the entries in the stream now are applied (at most `timeout_seconds`); True
+        when they are. The server calls it before it turns ready, so a load balancer does not send
+        queries to a replica that is still behind."""
+        deadline = time.monotonic() + timeout_seconds
+        try:
+            newest = self.client.xrevrange(self.config.stream, count=1)
+        except Exception as exc:
+            log.warning("replication: cannot read the stream to catch up, starting anyway: %s", exc)
+            return False
+        if not newest:
+            return True
+        target = stream_id(newest[0][0].decode())
+        while stream_id(self.cursor.position) < target:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stopped.wait(min(left, 0.02)):
+                log.warning("replication: not caught up after %.0f s, starting anyway", timeout_seconds,
+                            extra={"position": self.cursor.position})
+                return False
+        return True
 
     @property
     def replica_id(self) -> str:
