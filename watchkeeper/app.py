@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from watchkeeper import __version__
@@ -30,10 +30,10 @@ from watchkeeper.alerting.api import alertmanager_router, silence_json
 from watchkeeper.alerting.runner import wall_ms
 from watchkeeper.alerting.service import AlertingService
 from watchkeeper.backup.job import backup_router, schedule_backups
-from watchkeeper.collector.auth import IngestAuth, write_dependency
+from watchkeeper.collector.auth import IngestAuth
 from watchkeeper.collector.extra_routes import collector_router
 from watchkeeper.collector.limits import Limits
-from watchkeeper.collector.remote_write import RemoteWriteIngester
+from watchkeeper.collector.remote_write import AppendedSamples, RemoteWriteIngester
 from watchkeeper.collector.router import ingest_router
 from watchkeeper.collector.scrape import ScrapeManager
 from watchkeeper.collector.targets import default_scrape_configs
@@ -43,24 +43,27 @@ from watchkeeper.dashboards.adapters import (
     PrometheusAlerts,
     PrometheusRules,
     PrometheusTargets,
+    stored_history,
 )
 from watchkeeper.dashboards.loader import BUILTIN_DIR
 from watchkeeper.dashboards.router import DashboardOptions, dashboards_router
 from watchkeeper.errors import IngestError, QueryError, StorageError, WatchkeeperError
+from watchkeeper.exporters.builtin import BuiltinExporters
 from watchkeeper.forwarding.queue import Forwarders
 from watchkeeper.promql.api import query_router
 from watchkeeper.promql.cache import CachedEngine, QueryCache, store_namespace
 from watchkeeper.promql.cache import connect as connect_query_cache
 from watchkeeper.promql.engine import Engine
+from watchkeeper.replication import Replicator
 from watchkeeper.rules.api import alerts_data, rules_data, rules_router
 from watchkeeper.rules.manager import RuleManager
 from watchkeeper.rules.notify import DispatcherSink
 from watchkeeper.rules.service import RulesService
-from watchkeeper.security.stack import install_security
+from watchkeeper.security.stack import SecurityStack, install_security
 from watchkeeper.selfmetrics import HttpMetricsMiddleware, SelfMetrics, StoreStats
 from watchkeeper.slo.probes import ProbeManager
 from watchkeeper.slo.reports import schedule_reports
-from watchkeeper.slo.router import SloState, slo_router, write_rule_files
+from watchkeeper.slo.router import SloState, load_slo, slo_router
 from watchkeeper.tsdb.api import status_router
 from watchkeeper.tsdb.schema import make_engine, migrate, sqlite_url
 from watchkeeper.tsdb.storage import Storage
@@ -88,7 +91,9 @@ class AppState:
     slo: SloState | None = None
     probes: ProbeManager | None = None
     forwarders: Forwarders | None = None
+    replicator: Replicator | None = None
     query_cache: QueryCache | None = None
+    security: SecurityStack | None = None
     startup_error: BaseException | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -172,9 +177,15 @@ def _open_storage(state: AppState) -> None:
             out_of_order_window_ms=s.out_of_order_window_ms, registry=state.metrics.registry,
         )
     state.ingester = RemoteWriteIngester(storage, limits_from(s), state.metrics)
+    if s.replication.enabled:  # applies the other replicas' samples through an ingester of its own
+        state.replicator = Replicator.start(s.replication, redis_url=s.redis_url, data_dir=s.data_dir,
+                                            ingester=RemoteWriteIngester(storage, limits_from(s)),
+                                            registry=state.metrics.registry)
     if state.forwarders is not None:
         state.forwarders.apply(s.remote_write, flush_deadline_seconds=s.remote_write_flush_deadline_seconds)
-        state.ingester.after_append = state.forwarders.sink()
+    state.ingester.after_append = _after_append(state)
+    if state.replicator is not None:  # ready only once the other replicas' writes are applied
+        state.replicator.catch_up(s.replication.catch_up_timeout_seconds)
     _start_services(state, storage, state.engine)
     state.storage = storage
     log.info(
@@ -191,10 +202,8 @@ def _start_services(state: AppState, storage: Storage, engine: Engine) -> None:
     """Alerting (dispatcher + outbox), SLOs (their generated rules) and rule evaluation, on the
     store's database."""
     s = state.settings
-    state.slo = SloState.load(s.slo, store=storage, engine=engine, base_dir=s.config_dir)
-    slo_rules = [str(p) for p in write_rule_files(state.slo.specs, s.data_dir / s.slo.rules_dir)]
-    rules_config = s.rules_config()
-    rules_config = rules_config.model_copy(update={"rule_files": [*rules_config.rule_files, *slo_rules]})
+    state.slo, rules_config = load_slo(s.slo, s.rules_config(), store=storage, engine=engine,
+                                       base_dir=s.config_dir, rules_dir=s.data_dir / s.slo.rules_dir)
     database = make_engine(s.database_url or sqlite_url(s.data_dir))
     migrate(database)  # a no-op after the store's own open; cheap
     state.alerting = AlertingService.start(
@@ -211,17 +220,17 @@ def _start_services(state: AppState, storage: Storage, engine: Engine) -> None:
         registry=state.metrics.registry,
         is_leader=state.alerting.leadership.is_leader,
     )
-    slo_state = state.slo
     schedule_reports(
         state.rules.scheduler.scheduler,
         s.slo,
         store=storage,
         engine=engine,
-        specs=lambda: slo_state.specs,
+        specs=lambda: state.require_slo().specs,  # the specs of the last reload
         receivers={r.name: r for r in s.alerting.receivers},
         is_leader=state.alerting.leadership.is_leader,
     )
-    schedule_backups(state.rules.scheduler.scheduler, s, registry=state.metrics.registry)
+    schedule_backups(state.rules.scheduler.scheduler, s, registry=state.metrics.registry,
+                     is_leader=state.alerting.leadership.is_leader)
     state.probes = ProbeManager(s.slo.probes, storage, max_concurrency=s.slo.max_probe_concurrency)
 
 
@@ -271,6 +280,8 @@ async def _retention_loop(state: AppState) -> None:
 def _shutdown_storage(state: AppState) -> None:
     if state.forwarders is not None:  # ingest has stopped: send what is queued
         state.forwarders.stop(deadline_seconds=state.settings.remote_write_flush_deadline_seconds)
+    if state.replicator is not None:  # publish what is queued, stop applying before the store closes
+        state.replicator.stop()
     _stop_services(state)
     storage = state.storage
     if storage is None:
@@ -326,8 +337,17 @@ def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> Fas
             )
         return PlainTextResponse("watchkeeper is Ready.\n")
 
+    exporters = BuiltinExporters(settings.exporters)
+
     @app.get("/metrics")
-    async def self_metrics(request: Request) -> Response:
+    async def self_metrics(request: Request, exporter: str | None = None) -> Response:
+        if exporter is not None:  # a built-in exporter's scrape job (watchkeeper.exporters.builtin)
+            status, headers, payload = await exporters.render(
+                exporter,
+                accept=request.headers.get("accept", ""),
+                accept_encoding=request.headers.get("accept-encoding", ""),
+            )
+            return Response(payload, status_code=status, headers=dict(headers))
         body, content_type = state.metrics.exposition(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
@@ -340,8 +360,10 @@ def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> Fas
     scrape_configs = settings.scrape_configs
     if scrape_configs is None:
         scrape_configs = default_scrape_configs(settings.host, settings.port)
+    own_jobs = exporters.scrape_configs(settings.host, settings.port, settings.scrape_interval)
+    scrape_configs = [*scrape_configs, *own_jobs]
     state.scrape_manager = ScrapeManager(scrape_configs, state.require_ingester)
-    app.include_router(ingest_router(state.require_ingester), dependencies=[Depends(write_dependency(auth))])
+    app.include_router(ingest_router(state.require_ingester, auth=auth))
     app.include_router(
         collector_router(state.require_ingester, auth=auth, get_scrape=lambda: state.scrape_manager)
     )
@@ -353,7 +375,7 @@ def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> Fas
     app.include_router(dashboards_router(state.require_query_engine, state.require_storage, dashboards))
     app.include_router(slo_router(state.require_slo))
     app.include_router(backup_router(settings, ready=state.require_storage))
-    install_security(app, settings, auth)
+    state.security = install_security(app, settings, auth)
     return app
 
 
@@ -374,19 +396,35 @@ def _on_sighup(state: AppState) -> None:
 
 
 def reload_config(state: AppState) -> None:
-    """Re-read the config file and apply what can change at run time (rules, alerting).
-    An invalid file raises `ConfigError` and changes nothing."""
+    """Re-read the config file and apply what can change at run time (security, ingest limits,
+    alerting, remote-write, rules). An invalid file raises `ConfigError` and changes nothing."""
     s = state.settings
     new = Settings.load(s.config_file) if s.config_file is not None else s
+    if state.security is not None:
+        state.security.reload(new)
+    if state.ingester is not None:
+        state.ingester.limits = limits_from(new)
     if state.alerting is not None:
         state.alerting.reload(new.alerting)
     if state.forwarders is not None:
         deadline = new.remote_write_flush_deadline_seconds
         state.forwarders.apply(new.remote_write, flush_deadline_seconds=deadline)
         if state.ingester is not None:
-            state.ingester.after_append = state.forwarders.sink()
-    if state.rules is not None and not state.rules.reload(new.rules_config()):
-        log.error("rule files are invalid; the previous rules stay loaded")
+            state.ingester.after_append = _after_append(state)
+    if state.rules is not None and state.slo is not None:  # SLO specs reload with the rule files
+        slo, rules_config = load_slo(new.slo, new.rules_config(), store=state.slo.store,
+                                     engine=state.slo.engine, base_dir=new.config_dir,
+                                     rules_dir=new.data_dir / new.slo.rules_dir)
+        if state.rules.reload(rules_config):
+            state.slo = slo
+        else:
+            log.error("rule files are invalid; the previous rules stay loaded")
+
+
+def _after_append(state: AppState) -> Callable[[AppendedSamples], None] | None:
+    """What the ingester calls after each append: remote-write out, then replication."""
+    forward = state.forwarders.sink() if state.forwarders is not None else None
+    return forward if state.replicator is None else state.replicator.hook(forward)
 
 
 def _dashboard_options(state: AppState) -> DashboardOptions:
@@ -405,7 +443,12 @@ def _dashboard_options(state: AppState) -> DashboardOptions:
         scrape_interval_ms=s.scrape_interval_ms,
         min_refresh_ms=s.dashboards_min_refresh_ms,
         get_rules=optional(lambda: PrometheusRules(lambda: rules_data(state.require_rules()))),
-        get_alerts=optional(lambda: PrometheusAlerts(lambda: alerts_data(state.require_rules()))),
+        get_alerts=optional(
+            lambda: PrometheusAlerts(
+                lambda: alerts_data(state.require_rules()),
+                history=stored_history(lambda: state.require_rules().alert_store),
+            )
+        ),
         get_silences=optional(lambda: AlertmanagerSilences(silences)),
         get_targets=lambda: (
             PrometheusTargets(state.scrape_manager.targets_api) if state.scrape_manager is not None else None

@@ -29,8 +29,10 @@ from watchkeeper.collector.auth import IngestAuthConfig
 from watchkeeper.collector.targets import ScrapeConfig
 from watchkeeper.durations import parse_duration
 from watchkeeper.errors import ConfigError
+from watchkeeper.exporters.builtin import ExportersConfig
 from watchkeeper.forwarding.config import RemoteWriteConfig, check_unique_names
 from watchkeeper.promql.cache import QueryCacheConfig
+from watchkeeper.replication.config import ReplicationConfig
 from watchkeeper.rules.model import RulesConfig
 from watchkeeper.security.config import SecurityConfig
 from watchkeeper.security.outbound import check_outbound
@@ -94,6 +96,8 @@ class Settings(BaseSettings):
     query_lookback_delta: str = "5m"
     query_cache: QueryCacheConfig = QueryCacheConfig()
     """With ``redis_url``: the range-query results cache (docs/query_cache.md)."""
+    replication: ReplicationConfig = ReplicationConfig()
+    """With ``redis_url``: replicas share their accepted writes (docs/deployment.md, scale-out)."""
     wal_fsync: bool = True
     malloc_tuning: bool = True
     """Fix glibc's mmap/trim thresholds at 128 KiB when the store opens (`tsdb.storage.tune_malloc`:
@@ -103,6 +107,8 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     scrape_configs: list[ScrapeConfig] | None = None
     """Prometheus-style scrape jobs; None scrapes watchkeeper itself, ``[]`` scrapes nothing."""
+    exporters: ExportersConfig = ExportersConfig()
+    """Built-in host/Redis/PostgreSQL exporters, each scraped as a job of its own (docs/sdk.md)."""
     ingest_auth: IngestAuthConfig = IngestAuthConfig()
     remote_write: list[RemoteWriteConfig] = Field(default_factory=list)
     """Prometheus-style ``remote_write``: ingested samples are also sent to these stores."""
