@@ -60,6 +60,7 @@ class Replica:
         self.replicator = Replicator.start(self.config, redis_url=self.redis_url, data_dir=self.data_dir,
                                            ingester=self.applier, registry=self.registry)
         self.ingester.after_append = self.replicator.hook(None)
+        self.replicator.catch_up(self.config.catch_up_timeout_seconds)
         return self.replicator
 
     def stop(self) -> None:

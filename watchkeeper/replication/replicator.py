@@ -7,6 +7,7 @@ others published.
 >>> replicator = Replicator.start(config, redis_url=url, data_dir=path,        # doctest: +SKIP
 ...                               ingester=RemoteWriteIngester(storage, limits), registry=registry)
 >>> ingester.after_append = replicator.hook(forwarders.sink())                # doctest: +SKIP
+>>> replicator.catch_up(config.catch_up_timeout_seconds)                       # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -113,13 +114,12 @@ class Replicator:
         for thread in self._threads:
             thread.start()
         log.info("replication started", extra={"replica_id": cursor.replica_id, "position": cursor.position})
-        self.catch_up(config.catch_up_timeout_seconds)
         return self
 
     def catch_up(self, timeout_seconds: float) -> bool:
         """Wait until the entries in the stream now are applied (at most `timeout_seconds`); True
-        when they are. The server calls it before it turns ready, so a load balancer does not send
-        queries to a replica that is still behind."""
+        when they are. The server calls it (once its ingester publishes) before it turns ready, so
+        a load balancer does not send queries to a replica that is still behind."""
         deadline = time.monotonic() + timeout_seconds
         try:
             newest = self.client.xrevrange(self.config.stream, count=1)
