@@ -3,6 +3,7 @@
     python bench/query_profile.py [--instances 10] [--minutes 120] [--repeat 5] [--http]
                                   [--data-dir DIR] [--profile 'QUERY'] [--only SUBSTRING]
                                   [--query 'QUERY' ...] [--synthetic]
+                                  [--server URL [--prometheus URL] [--load]]
 
 Builds the workload of ``../shared/bench/workload.py`` (``app_series`` + ``generate``, the same
 deterministic samples ``sidebyside.py`` sends to both servers, ~900 series per instance, one
@@ -15,6 +16,16 @@ Each query line also shows where the engine's time goes: ``select`` (the store) 
 
 ``--profile QUERY`` runs cProfile on that query (through HTTP with ``--http``) and prints the top
 functions by cumulative time instead of the table.
+
+``--server URL`` times the queries through a running watchkeeper instead (real uvicorn, sockets,
+middleware: what the harness sees), and with ``--prometheus URL`` a Prometheus holding the same
+workload, request by request in turn (A, B, B, A, …) so that both see the same machine load; it
+prints both best times and their ratio per query, then the medians and the worst ratio.
+``--load`` first remote-writes the workload (ending now) into every server given, as the
+harness does; without it each server's newest ``sessions_active`` sample is the end.
+
+    python bench/query_profile.py --server http://127.0.0.1:9480 \
+        --prometheus http://127.0.0.1:19090 --load --repeat 10
 """
 
 from __future__ import annotations
@@ -152,6 +163,69 @@ def best_of(repeat: int, fn: Callable[[], object]) -> float:
     return best
 
 
+def newest_sample_ms(client: Any, url: str) -> int:
+    """The end of the workload in a server: its newest ``sessions_active`` sample."""
+    r = client.get(f"{url}/api/v1/query", params={
+        "query": "max(max_over_time(timestamp(sessions_active)[3h:15s]))"})
+    r.raise_for_status()
+    result = r.json()["data"]["result"]
+    if not result:
+        raise SystemExit(f"{url} holds no sessions_active sample in the last 3 h: load it (--load)")
+    return round(float(result[0]["value"][1]) * 1000)
+
+
+def served(args: argparse.Namespace, spans: list[tuple[int, int]]) -> None:
+    """``--server`` (and ``--prometheus``): the harness' queries through running servers, in turn."""
+    import httpx
+
+    urls = [u.rstrip("/") for u in (args.server, args.prometheus) if u]
+    names = ["watchkeeper", "prometheus"][: len(urls)]
+    if args.load:
+        steps = args.minutes * 4
+        now_ms = (int(time.time()) // 15) * 15 * 1000
+        series = workload.app_series(args.instances)
+        workload.generate(series, now_ms - steps * STEP_MS, steps)
+        bodies = workload.write_requests(series)
+        for url in urls:
+            seconds, errors = sidebyside.ingest(url + "/api/v1/write", bodies)
+            print(f"loaded {url} in {seconds:.1f} s ({errors} errors)", file=sys.stderr)
+    with httpx.Client(timeout=300) as client:
+        ends = [newest_sample_ms(client, url) for url in urls]
+        head = " ".join(f"{n + ' ms':>16}" for n in names) + ("     ratio" if len(urls) == 2 else "")
+        print(f"{head}  query @span/step")
+        best_of_each: list[list[float]] = [[] for _ in urls]
+        ratios: list[float] = []
+        for q in args.query or sidebyside.QUERIES:
+            if args.only and args.only not in q:
+                continue
+            for span, step in spans:
+                best = [float("inf")] * len(urls)
+                for i in range(args.repeat + 1):  # the first round warms up
+                    for k in (range(len(urls)) if i % 2 else reversed(range(len(urls)))):
+                        params = {"query": q, "start": (ends[k] - span * 1000) / 1000,
+                                  "end": ends[k] / 1000, "step": step}
+                        t0 = time.perf_counter()
+                        r = client.get(urls[k] + "/api/v1/query_range", params=params)
+                        elapsed = time.perf_counter() - t0
+                        r.raise_for_status()
+                        if i:
+                            best[k] = min(best[k], elapsed)
+                for k, b in enumerate(best):
+                    best_of_each[k].append(b)
+                line = " ".join(f"{b * 1000:16.1f}" for b in best)
+                if len(urls) == 2:
+                    ratios.append(best[0] / best[1])
+                    line += f" {ratios[-1]:9.2f}"
+                print(f"{line}  {q[:80]} @{span}s/{step}", flush=True)
+    for name, times in zip(names, best_of_each, strict=True):
+        times.sort()
+        if times:
+            print(f"{name}: median {times[len(times) // 2] * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms")
+    if ratios:
+        middle = sorted(ratios)[len(ratios) // 2]
+        print(f"ratio watchkeeper/prometheus: worst {max(ratios):.2f}, median {middle:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instances", type=int, default=10)
@@ -167,7 +241,15 @@ def main() -> None:
                     help="SECONDS/STEP_SECONDS instead of the harness' two spans (e.g. 7200/15)")
     ap.add_argument("--synthetic", action="store_true",
                     help="NumPy-generated samples of the workload's shape (fast at 100 instances)")
+    ap.add_argument("--server", default="", help="time through this running watchkeeper instead")
+    ap.add_argument("--prometheus", default="", help="with --server: also this Prometheus, in turn")
+    ap.add_argument("--load", action="store_true", help="with --server: remote-write the workload first")
     args = ap.parse_args()
+    spans = [(int(a), int(b)) for a, b in (x.split("/") for x in args.span)] or [
+        (3600, 15), (args.minutes * 60 - 600, 60)]
+    if args.server:
+        served(args, spans)
+        return
 
     now_ms = (int(time.time()) // 15) * 15 * 1000
     tmp = None
@@ -191,8 +273,6 @@ def main() -> None:
     engine = Engine(reader)
     client = http_client(engine, storage) if args.http else None
     end_ms = now_ms
-    spans = [(int(a), int(b)) for a, b in (x.split("/") for x in args.span)] or [
-        (3600, 15), (args.minutes * 60 - 600, 60)]
 
     def run(query: str, span: int, step: int, via_http: bool) -> Callable[[], object]:
         start_ms = end_ms - span * 1000
