@@ -60,7 +60,7 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> SloState:
             "probes": [
                 {
                     "name": "api",
-                    "url": "http://10.1.2.3:8080/internal/health",
+                    "url": "https://10.1.2.3:8443/internal/health",
                     "interval": "5m",
                     "component": "Checkout API",
                 }
@@ -117,7 +117,10 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> SloState:
     batch: list[tuple[int, int, float]] = []
     for t in range(NOW - 2 * 1440 * MIN, NOW + 1, 5 * MIN):
         down = NOW - 2 * 3_600_000 <= t < NOW - 2 * 3_600_000 + 10 * MIN  # 10 min outage (2 probes)
-        r = ProbeResult(not down, 0.05, "status 503" if down else "", 503 if down else 200)
+        expiry = NOW / 1000 + 10 * 86400  # the certificate expires in 10 days
+        r = ProbeResult(
+            not down, 0.05, "status 503" if down else "", 503 if down else 200, cert_expiry_unix=expiry
+        )
         samples = result_samples(cfg, r)
         refs = store.series_refs([lb for lb, _ in samples])
         batch += [(int(ref), t, v) for ref, (_, v) in zip(refs, samples, strict=True)]

@@ -101,6 +101,8 @@ def test_uptime_page(page: Any, base_url: str) -> None:
     day, two = (1440 - 30 - 10) / (1440 - 30), (2880 - 30 - 10) / (2880 - 30)
     assert cells[2:6] == [f"{day * 100:.3f}%", *[f"{two * 100:.3f}%"] * 3]
     assert cells[6:8] == ["88d 0h 0m", "30m"]  # not observed (before the first result), maintenance
+    assert cells[8] == "2027-01-25 08:00 UTC (in 10d 0h 0m)"  # TLS certificate expiry
+    assert page.locator("#monitors tbody td.bad").count() == 1  # under 14 days: marked
     assert "status 503" in page.inner_text("#incidents")
     _shot(page, "uptime")
     assert page.errors == []
@@ -113,10 +115,14 @@ def test_public_status_page(page: Any, base_url: str) -> None:
     assert "Checkout API" in text and "10.1.2.3" not in text and "503" not in text
     # the maintenance is shown, in the list and on its day's bar, and left out of the figure
     assert page.inner_text("#maintenance") == "db upgrade: 2027-01-15 04:00 UTC, 30m"
-    titles = [page.locator(".component .bars span").nth(i).get_attribute("title") for i in (88, 89)]
+    titles = [page.locator(".component .bars span").nth(i).get_attribute("title") for i in (86, 87, 88, 89)]
     today = (480 - 30 - 10) / (480 - 30)  # 00:00-08:00: 30 min maintenance, 10 min down
-    assert titles[1] == f"2027-01-15: {today * 100:.2f}% (30m planned maintenance, not counted)"
-    assert titles[0] == "2027-01-14: 100.00%"  # calendar days in the page's time zone: today last
+    assert titles == [  # calendar days in the page's time zone, today last
+        "2027-01-12: no data",
+        "2027-01-13: 100.00% (8h 0m not observed: not counted)",  # the probe started at 08:00
+        "2027-01-14: 100.00%",
+        f"2027-01-15: {today * 100:.2f}% (30m planned maintenance: not counted)",
+    ]
     assert page.locator("script").count() == 0  # public page: no scripts, no internal endpoints
     _shot(page, "status")
     assert page.errors == []
@@ -127,3 +133,22 @@ def test_report_page(page: Any, base_url: str) -> None:
     assert "met 99.95% against 99.9%" in page.inner_text("#summary")
     assert page.locator("#report-rows tbody tr").count() == 2
     assert page.errors == []
+
+
+def test_business_report_page(page: Any, base_url: str) -> None:
+    _open(page, f"{base_url}/reports/business")
+    # signups by region: eu 100 -> 150, us 200 -> 190 (the fixture's gauges, 30 days apart)
+    assert page.inner_text("#summary") == "signups: 340 (+13.3% vs the previous period)."
+    rows = page.locator("#report-rows tbody tr")
+    cells = [[c.strip() for c in rows.nth(i).inner_text().split("\t")] for i in range(rows.count())]
+    assert cells == [
+        ["signups", "", "340.0", "300.0", "13.33"],
+        ["signups", "eu", "150.0", "100.0", "50.0"],
+        ["signups", "us", "190.0", "200.0", "-5.0"],
+    ]
+    assert "Top mover: signups region=eu +50.0%" in page.inner_text("body")
+    assert "change = (this - previous) / previous" in page.inner_text(".method")
+    assert page.errors == []
+    with page.expect_download() as download:  # (the browser reports a download as a failed load)
+        page.click("text=CSV")
+    assert download.value.suggested_filename == "business.csv"

@@ -130,9 +130,12 @@ def _dur(ms: int | None) -> str:
     return (f"{d}d " if d else "") + (f"{h}h " if h or d else "") + f"{m}m"
 
 
-def _maintenance_note(summary: Summary) -> str:
-    ms = summary.durations_ms.get("maintenance", 0)
-    return f" ({_dur(ms)} planned maintenance, not counted)" if ms else ""
+def _day_note(summary: Summary) -> str:
+    """What a status bar's figure leaves out: time not observed, planned maintenance."""
+    unknown, maintenance = summary.durations_ms.get("unknown", 0), summary.durations_ms.get("maintenance", 0)
+    parts = [f"{_dur(unknown)} not observed"] if unknown and summary.counted_ms else []
+    parts += [f"{_dur(maintenance)} planned maintenance"] if maintenance else []
+    return f" ({'; '.join(parts)}: not counted)" if parts else ""
 
 
 def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
@@ -265,7 +268,7 @@ def slo_router(get_state: Callable[[], SloState]) -> APIRouter:
                 (
                     d,
                     u,
-                    f"{day(d)}: " + ("no data" if u is None else f"{u * 100:.2f}%") + _maintenance_note(sm),
+                    f"{day(d)}: " + ("no data" if u is None else f"{u * 100:.2f}%") + _day_note(sm),
                 )
                 for d, u, sm in daily_bars(v.timeline, days)
             ]

@@ -46,6 +46,7 @@ class MonitorView:
     latency: tuple[list[int], list[float]]  # probe_duration_seconds, last 24 h
     maintenance: list[tuple[int, int, str]]
     state: str  # current: up, degraded, down, unknown, maintenance
+    cert_expiry_ms: int | None  # the last probe_ssl_earliest_cert_expiry (HTTPS), if any
 
 
 def _matchers(name: str, **labels: str) -> list[Matcher]:
@@ -106,6 +107,7 @@ def monitor_view(
     summaries = {d: summarize(_clip(segs, now_ms - d * DAY_MS, now_ms)) for d in RANGES_DAYS if d <= days}
     last_day = dts >= now_ms - DAY_MS
     state = segs[-1].state if segs else "unknown"
+    _, cert = _series(store, "probe_ssl_earliest_cert_expiry", now_ms - DAY_MS, now_ms, probe=cfg.name)
     return MonitorView(
         cfg,
         now_ms,
@@ -115,6 +117,7 @@ def monitor_view(
         (dts[last_day].tolist(), dur[last_day].tolist()),
         windows,
         state,
+        int(cert[-1] * 1000) if len(cert) else None,
     )
 
 
