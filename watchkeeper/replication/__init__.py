@@ -23,6 +23,8 @@ writing to any one replica:
   replica that finds the chain broken -- the stream trimmed past its position while it was down
   or behind, or Redis restarted empty -- logs and counts the gap; the samples missed are still
   read from the database once persisted as chunks.
+* **Start**: once its ingester publishes, a starting server waits (at most ``catch_up_timeout``)
+  until it has applied the stream up to its newest entry, then turns ready.
 * Recording rules and SLO probes write to each replica's store directly, not through the
   ingester: every replica evaluates them on the same (replicated) data, so they are not published.
 """
