@@ -323,3 +323,20 @@ spec:
     assert spec.error_query == 'sum(rate(payments_total{result="error"}[{{.window}}]))'
     with pytest.raises(SpecError, match="Timeslices is not supported"):
         parse_specs(text.replace("Occurrences", "Timeslices"))
+
+
+def test_alert_for_as_sloths_alert_for_plugin() -> None:
+    # Sloth's getting-started spec sets page_alert.for: 5m and ticket_alert.for: 10m
+    text = SLOTH_SPEC.replace("page_alert: {labels", "page_alert: {for: 5m, labels").replace(
+        "ticket_alert: {labels", "ticket_alert: {for: 10m, labels"
+    )
+    groups, errors = parse_rule_file(to_yaml(_doc(text)), "slo.yml")
+    assert errors == []
+    alerts = [r for g in groups for r in g.rules if isinstance(r, AlertingRule)]
+    assert [(dict(a.labels)["sloth_severity"], a.for_ms) for a in alerts] == [
+        ("page", 5 * 60_000),
+        ("ticket", 10 * 60_000),
+    ]
+    assert all("for" not in r for r in _doc(SLOTH_SPEC)["groups"][2]["rules"])  # none unless asked
+    with pytest.raises(SpecError, match=r"page_alert\.for: 'soon' is not a duration"):
+        parse_specs(SLOTH_SPEC.replace("page_alert: {labels", "page_alert: {for: soon, labels"))

@@ -221,6 +221,7 @@ def alert_rules(spec: SloSpec) -> list[dict[str, Any]]:
             {
                 "alert": spec.alert_name,
                 "expr": expr,
+                **({"for": alert.for_} if alert.for_ else {}),
                 "labels": {**spec.alert_labels, **alert.labels, "sloth_severity": severity},
                 "annotations": {
                     "title": title,

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from watchkeeper.durations import parse_duration
 from watchkeeper.errors import ConfigError
 from watchkeeper.labels import LABEL_NAME_RE
 
@@ -46,6 +47,7 @@ class AlertSpec:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     disabled: bool = False
+    for_: str | None = None  # ``for:`` (Sloth's alert_for plugin): how long the rows must hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +179,17 @@ def _alert(raw: Any, where: str, errors: list[str]) -> AlertSpec:
     if not isinstance(raw, dict):
         errors.append(f"{where}: must be a mapping")
         return AlertSpec()
+    for_ = raw.get("for")
+    if for_ is not None:
+        try:
+            parse_duration(str(for_))
+        except ValueError:
+            errors.append(f"{where}.for: {for_!r} is not a duration (e.g. 5m)")
     return AlertSpec(
         labels=_str_map(raw.get("labels"), f"{where}.labels", errors),
         annotations=_str_map(raw.get("annotations"), f"{where}.annotations", errors),
         disabled=str(raw.get("disable", "false")).lower() == "true",
+        for_=None if for_ is None else str(for_),
     )
 
 
