@@ -340,6 +340,33 @@ def test_bearer_auth_openmetrics_honor_labels_and_sample_limit(tmp_path: Path) -
         asyncio.run(scenario())
 
 
+def test_a_target_slower_than_scrape_timeout_is_down(tmp_path: Path) -> None:
+    async def slow(request: Request) -> Response:
+        await asyncio.sleep(2)
+        return PlainTextResponse("late 1\n")
+
+    app = build_app(tmp_path)
+    state: AppState = app.state.watchkeeper
+    with serve_plain(Starlette(routes=[Route("/metrics", slow)])) as address, serve(app) as url:
+        cfg = ScrapeConfig(job_name="slow", scrape_interval="1s", scrape_timeout="200ms",
+                           static_configs=[StaticConfig(targets=[address])])
+
+        async def scenario() -> None:
+            manager = ScrapeManager([cfg], state.require_ingester)
+            await manager.start()
+            try:
+                await until(lambda: values(url, "up") == {f"instance={address},job=slow": 0.0})
+                (target,) = manager.targets_api()["activeTargets"]
+                assert target["health"] == "down" and "Timeout" in target["lastError"]
+                assert target["scrapeTimeout"] == "200ms"
+                duration = await asyncio.to_thread(values, url, "scrape_duration_seconds")
+                assert duration[f"instance={address},job=slow"] >= 0.2  # waited for the timeout
+            finally:
+                await manager.stop()
+
+        asyncio.run(scenario())
+
+
 @pytest.mark.slow
 def test_fresh_watchkeeper_serve_scrapes_itself_and_lists_the_target(tmp_path: Path) -> None:
     """`watchkeeper serve` with no configuration: the default self-scrape (15 s, at the target's
