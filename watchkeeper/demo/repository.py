@@ -55,7 +55,11 @@ def make_engine(url: str) -> sa.Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout so several workers can share it,
     and writes that take the write lock when they begin (`writing`)."""
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+        # 20 connections per worker at most: 2 workers stay well under PostgreSQL's default
+        # max_connections (100), beside watchkeeper and other clients; more backends than that
+        # only contend for the same CPUs. The ping (one round trip per checkout) is what lets the
+        # API ride out a database failover without failing requests on dead connections.
+        return sa.create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
     engine = sa.create_engine(
         url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20, max_overflow=20
     )
