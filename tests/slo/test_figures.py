@@ -35,6 +35,7 @@ def _ms(d: dt.datetime) -> int:
     return int(d.timestamp() * 1000)
 
 
+@pytest.mark.slow
 def test_budget_figures_from_raw_counters_calendar_month_in_paris() -> None:
     start_data = _ms(dt.datetime(2027, 2, 26, tzinfo=dt.UTC))
     now = _ms(dt.datetime(2027, 3, 2, 10, 0, tzinfo=PARIS))
@@ -126,6 +127,7 @@ def _utc(*args: int) -> int:
     return _ms(dt.datetime(*args, tzinfo=dt.UTC))  # type: ignore[misc]
 
 
+@pytest.mark.slow
 def test_uptime_figures_with_prober_outage_and_maintenance() -> None:
     now = _utc(2026, 11, 10, 12)
     first = _utc(2026, 10, 20)  # the probe was added then: the 90 days before are not observed

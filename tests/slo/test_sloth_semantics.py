@@ -194,6 +194,7 @@ def _events_data(store: Storage, days: int) -> tuple[np.ndarray, np.ndarray]:
 EVENTS_SPEC = SLOTH_SPEC.replace('code=~"(5..|429)"', 'code="500"')
 
 
+@pytest.mark.slow
 def test_events_spec_computes_what_sloths_rules_compute() -> None:
     days = 4
     end = days * 1440 * MIN
@@ -245,6 +246,7 @@ def test_events_spec_computes_what_sloths_rules_compute() -> None:
     assert remaining == pytest.approx(1 - exact[end] / 0.001, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_raw_spec_computes_what_sloths_rules_compute() -> None:
     # satisfaction ratios of three clients every minute for 2 days, with a bad hour on day 2
     rng = np.random.default_rng(3)
