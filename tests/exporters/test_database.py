@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -88,3 +89,38 @@ def test_two_engines_on_one_registry_share_the_query_metrics() -> None:
         )
         == 2
     )
+
+
+def test_pool_figures_in_multiprocess_mode_follow_checkouts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Multiprocess mode pushes the pool figures into the worker's files on pool events."""
+    from prometheus_client import values
+
+    from watchkeeper.exporters import multiprocess
+
+    monkeypatch.setattr(values, "ValueClass", values.MutexValue)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "mp"))
+    multiprocess.enable(str(tmp_path / "mp"))
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", pool_size=2, max_overflow=2)
+    try:
+        instrument_sqlalchemy(engine, registry=CollectorRegistry())
+
+        def pool() -> dict[str, float | None]:
+            registry = multiprocess.scrape_registry(str(tmp_path / "mp"))
+            return {
+                state: registry.get_sample_value("db_pool_connections", {"state": state})
+                for state in ("in_use", "idle", "overflow")
+            }
+
+        held = [engine.connect() for _ in range(3)]
+        assert pool() == {"in_use": 3, "idle": 0, "overflow": 1}
+        held.pop().close()
+        assert pool() == {"in_use": 2, "idle": 1, "overflow": 1}
+        for conn in held:
+            conn.close()
+        # the last one found the pool full and was closed: no overflow left
+        assert pool() == {"in_use": 0, "idle": 2, "overflow": 0}
+    finally:
+        engine.dispose()
+        values.ValueClass.close_all_files()  # type: ignore[attr-defined]

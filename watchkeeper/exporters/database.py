@@ -183,11 +183,19 @@ def instrument_sqlalchemy(
 
     pool = sync_engine.pool
 
-    def pool_state() -> tuple[int, int, int]:
+    def pool_state(returning: bool = False) -> tuple[int, int, int]:
+        """(in use, idle, overflow). ``returning``: inside a checkin event, which fires before the
+        pool takes the connection back: it joins the idle ones unless the pool is full, and is
+        closed otherwise (the overflow shrinks then, with no event after it)."""
         in_use = pool.checkedout() if hasattr(pool, "checkedout") else 0
         idle = pool.checkedin() if hasattr(pool, "checkedin") else 0
-        overflow = max(0, pool.overflow()) if hasattr(pool, "overflow") else 0
-        return in_use, idle, overflow
+        size = pool.size() if hasattr(pool, "size") else None
+        if returning:
+            in_use = max(0, in_use - 1)
+            idle = idle + 1 if size is None else min(idle + 1, size)
+        if size is not None:  # QueuePool: connections beyond its size
+            return in_use, idle, max(0, in_use + idle - size)
+        return in_use, idle, max(0, pool.overflow()) if hasattr(pool, "overflow") else 0
 
     if not multiprocess.enabled():
         # Read at scrape time: exact, and free on the query path.
@@ -195,19 +203,22 @@ def instrument_sqlalchemy(
             db.pool.labels(state).set_function(functools.partial(_read, pool_state, index))
         return db
 
-    # Multiprocess mode keeps values in files, so the figures are pushed on pool events instead.
-    def update_pool(returning: int = 0) -> None:
+    # Multiprocess mode keeps values in files, so the figures are pushed on pool events instead:
+    # through children bound once, and only the figures that changed (each write is a file write
+    # under a lock; a checkout or checkin changes two of the three).
+    children = [db.pool.labels(state) for state in ("in_use", "idle", "overflow")]
+    written: list[float | None] = [None, None, None]
+
+    def update_pool(returning: bool = False) -> None:
         try:
-            in_use, idle, overflow = pool_state()
-            db.pool.labels("in_use").set(max(0, in_use - returning))
-            db.pool.labels("idle").set(idle + returning)
-            db.pool.labels("overflow").set(overflow)
+            for index, value in enumerate(pool_state(returning)):
+                if value != written[index]:
+                    children[index].set(value)
+                    written[index] = value
         except Exception as exc:
             dropped("db.pool", exc)
 
-    # "checkin" fires before the pool counts the connection back in, hence ``returning``.
     event.listen(pool, "checkout", lambda *_: update_pool())
-    event.listen(pool, "checkin", lambda *_: update_pool(1))
-    event.listen(pool, "close", lambda *_: update_pool())
+    event.listen(pool, "checkin", lambda *_: update_pool(returning=True))
     update_pool()
     return db
