@@ -189,7 +189,8 @@ def instrument_sqlalchemy(
         closed otherwise (the overflow shrinks then, with no event after it)."""
         in_use = pool.checkedout() if hasattr(pool, "checkedout") else 0
         idle = pool.checkedin() if hasattr(pool, "checkedin") else 0
-        size = pool.size() if hasattr(pool, "size") else None
+        size_of = getattr(pool, "size", None)  # a method of QueuePool, a number on SingletonThreadPool
+        size = size_of() if callable(size_of) else None
         if returning:
             in_use = max(0, in_use - 1)
             idle = idle + 1 if size is None else min(idle + 1, size)
