@@ -10,6 +10,7 @@ each run checks that all responses were 200 and that the variant's backend count
     python bench/sdk_overhead.py --rounds 5 --calls 50000
     python bench/sdk_overhead.py --variants bare,watchkeeper
     python bench/sdk_overhead.py --scrape          # multiprocess /metrics: render time, event-loop lag
+    python bench/sdk_overhead.py --database        # instrument_sqlalchemy per query (SQLite in memory)
 
 Variants: bare; watchkeeper (``instrument(app)``, Prometheus registry); watchkeeper_mp (the same
 in prometheus-client's multiprocess mode: values in memory-mapped files); watchkeeper_otlp (the default
@@ -361,6 +362,65 @@ def scrape_cost(workers: int, renders: int, scale: int) -> int:
     return 0
 
 
+DATABASE_VARIANTS = ("bare", "noop_listeners", "instrumented", "instrumented_mp")
+
+
+def database_one(variant: str, calls: int) -> float:
+    """CPU µs of one connect + parameterised SELECT + close on SQLite, for ``variant``."""
+    import sqlalchemy as sa
+    from prometheus_client import CollectorRegistry
+
+    if variant == "instrumented_mp":
+        from watchkeeper.exporters import multiprocess
+
+        directory = tempfile.mkdtemp(prefix="wk-bench-db-")
+        atexit.register(shutil.rmtree, directory, True)
+        multiprocess.enable(directory)
+    from watchkeeper.exporters import instrument_sqlalchemy
+
+    engine = sa.create_engine("sqlite://")
+    if variant == "noop_listeners":  # what SQLAlchemy's event dispatch costs by itself
+        for name in ("before_cursor_execute", "after_cursor_execute", "handle_error"):
+            sa.event.listen(engine, name, lambda *args: None)
+    elif variant.startswith("instrumented"):
+        instrument_sqlalchemy(engine, registry=CollectorRegistry())
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE t (id INT, v TEXT)"))
+    query = sa.text("SELECT v FROM t WHERE id = :id")
+
+    def once() -> None:
+        with engine.connect() as conn:
+            conn.execute(query, {"id": 1}).scalar()
+
+    for _ in range(calls // 10):
+        once()
+    start = time.thread_time()
+    for _ in range(calls):
+        once()
+    return (time.thread_time() - start) / calls * 1e6
+
+
+def database_cost(rounds: int, calls: int) -> int:
+    """``instrument_sqlalchemy`` per query against bare SQLAlchemy and no-op listeners."""
+    results: dict[str, list[float]] = {v: [] for v in DATABASE_VARIANTS}
+    for round_index in range(rounds):
+        shift = round_index % len(DATABASE_VARIANTS)
+        for variant in DATABASE_VARIANTS[shift:] + DATABASE_VARIANTS[:shift]:
+            out = subprocess.run(
+                [sys.executable, __file__, "--database-child", variant, "--calls", str(calls)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            results[variant].append(float(out.stdout.strip().splitlines()[-1]))
+    bare = statistics.median(results["bare"])
+    print(f"SQLite in memory, connect + SELECT + close; {rounds} rounds x {calls} calls, median CPU µs")
+    print("| variant | CPU µs/query | added µs |\n|---|---|---|")
+    for variant, values in results.items():
+        median = statistics.median(values)
+        added = "–" if variant == "bare" else f"{median - bare:+.1f}"
+        print(f"| {variant} | {median:.1f} | {added} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -375,12 +435,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--renders", type=int, default=50, help="--scrape: renders per measure")
     parser.add_argument("--scale", type=int, default=1, help="--scrape: series multiplier")
     parser.add_argument("--fill-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--database", action="store_true", help="measure instrument_sqlalchemy instead")
+    parser.add_argument("--database-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fill_worker:
         fill_worker(args.fill_worker, args.scale)
         return 0
     if args.scrape:
         return scrape_cost(args.workers, args.renders, args.scale)
+    if args.database_child:
+        print(database_one(args.database_child, args.calls))
+        return 0
+    if args.database:
+        return database_cost(args.rounds, args.calls)
     if args.child:
         print(json.dumps(run_one(args.child, args.warmup, args.calls)))
         return 0
