@@ -228,7 +228,15 @@
     return Promise.resolve();
   }
 
-  function render(el, data) {
+  /* Plotly is loaded after this script (both deferred), so the panels' data is already on its way
+     while the browser parses Plotly; drawing waits for it. */
+  var plotlyLoaded = new Promise(function (resolve) {
+    if (window.Plotly) resolve(); else document.addEventListener("DOMContentLoaded", resolve);
+  });
+
+  function render(el, data) { return plotlyLoaded.then(function () { return draw(el, data); }); }
+
+  function draw(el, data) {
     var type = el.dataset.type;
     var heading = el.querySelector("header h2");
     if (heading && data.title !== undefined && !explore) heading.textContent = data.title;  // $variables
@@ -619,7 +627,6 @@
   }
 
   function start() {
-    if (typeof Plotly === "undefined") { setTimeout(start, 20); return; }
     wireTimePicker();
     window.addEventListener("popstate", function () { timeLabel(); reloadAll(); });
     document.addEventListener("wk:theme", function () { for (var id in last) { var el = document.getElementById("panel-" + id); if (el) render(el, last[id]); } });
