@@ -21,11 +21,11 @@ from watchkeeper.slo.config import ReportConfig, SloConfig
 from watchkeeper.slo.probes import ProbeResult, result_samples
 from watchkeeper.slo.reports import build_report
 from watchkeeper.slo.spec import parse_specs
-from watchkeeper.slo.views import monitor_view, slo_view
+from watchkeeper.slo.views import budget_series, monitor_view, slo_view
 from watchkeeper.tsdb.storage import Storage
 
 from .conftest import SPEC
-from .test_sloth_semantics import ours, record
+from .test_sloth_semantics import RAW_SPEC, ours, record
 
 MIN = 60_000
 PARIS = ZoneInfo("Europe/Paris")
@@ -253,3 +253,35 @@ def test_uptime_figures_with_prober_outage_and_maintenance() -> None:
         f"{unknown_min // 60}h{unknown_min % 60:02d}m not observed; "
         f"{maint_min // 60}h{maint_min % 60:02d}m maintenance excluded)."
     ]
+
+
+def test_raw_ratio_slo_budget_chart_and_incident() -> None:
+    # a raw SLI (Sloth's home-wifi): satisfaction ratios of two clients a minute apart for a day,
+    # a bad hour from 10:00; the budget is Sloth's mean of the 5-minute error ratios
+    minutes = 1440
+    now = minutes * MIN
+    rng = np.random.default_rng(5)
+    values = rng.uniform(0.97, 1.0, (2, minutes))
+    values[:, 600:660] = 0.5
+    store = Storage.open(data_dir=None)
+    refs = store.series_refs(
+        [from_dict({"__name__": "unifipoller_client_satisfaction_ratio", "client": c}) for c in "ab"]
+    )
+    ts = np.arange(1, minutes + 1) * MIN
+    store.append(np.repeat(refs, minutes), np.tile(ts, 2), values.ravel())
+    rules, _ = ours(RAW_SPEC)
+    record(store, rules, 5 * MIN, now)
+    spec = parse_specs(RAW_SPEC)[0]
+    view = slo_view(store, spec, Window.parse("30d"), now_ms=now)
+    # independent: each 5-minute slot's error ratio from the raw values (the 5m window at t holds
+    # the samples of (t - 5m, t]), then their mean
+    slot_error = 1 - values.reshape(2, -1, 5).sum(axis=(0, 2)) / 10
+    assert view.budget.error_ratio == pytest.approx(slot_error.mean(), rel=1e-9)
+    assert view.budget.remaining == pytest.approx(1 - slot_error.mean() / 0.05, rel=1e-9)
+    [incident] = view.incidents  # the bad hour: 12 slots at 50% errors, 10x the budget
+    assert (incident.start_ms, incident.end_ms) == (600 * MIN, 660 * MIN)
+    assert incident.budget_share == pytest.approx(slot_error[120:132].sum() / (0.05 * len(slot_error)))
+    xs, ys = budget_series(store, spec, Window.parse("30d"), now_ms=now)
+    assert xs[-1] == now and ys[-1] == pytest.approx(view.budget.remaining, abs=1e-6)
+    before = [y for x, y in zip(xs, ys, strict=True) if x < 600 * MIN]
+    assert min(before) > ys[-1]  # the bad hour spent budget

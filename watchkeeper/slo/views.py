@@ -154,6 +154,16 @@ def _event_counts(store: Any, sel: dict[str, str], start_ms: int, end_ms: int) -
     return common, err[ei] * seconds, tot[ti] * seconds
 
 
+def _budget_samples(store: Any, spec: SloSpec, start_ms: int, end_ms: int) -> tuple[Any, Any, Any]:
+    """(timestamps, bad, all) per recorded sample, whose sums over a window make its budget: event
+    counts for an events SLI; for a raw ratio SLI the 5m error ratio and 1, so the window's ratio
+    is Sloth's mean of 5m ratios (no counts exist) and an incident's share is of that."""
+    if spec.has_events:
+        return _event_counts(store, {"sloth_id": spec.slo_id}, start_ms, end_ms)
+    ts, ratio = _series(store, "slo:sli_error:ratio_rate5m", start_ms, end_ms, sloth_id=spec.slo_id)
+    return ts, ratio, np.ones(len(ratio))
+
+
 @dataclass(frozen=True, slots=True)
 class SloView:
     spec: SloSpec
@@ -173,23 +183,15 @@ def slo_view(store: Any, spec: SloSpec, window: Window, *, now_ms: int) -> SloVi
     """Budget from the recorded 5m rates (events over the window: a ratio of sums) and burn rates."""
     start, end = window.bounds(now_ms)
     sel = {"sloth_id": spec.slo_id}
-    incidents: list[BudgetIncident]
     # a 5m rate recorded at t counts the events of (t - 5m, t]: the window (start, now] takes the
     # samples after start, the last hour those after now - 1h
-    if spec.has_events:
-        common, err, tot = _event_counts(store, sel, start + 1, min(end, now_ms))
-        errors, total = float(err.sum()), float(tot.sum())
-        incidents = budget_incidents(
-            common.tolist(), err.tolist(), tot.tolist(), objective=spec.objective, window_ms=RATE_WINDOW_MS
-        )
-        recent = common > now_ms - HOUR_MS
-        short_e, short_t = float(err[recent].sum()), float(tot[recent].sum())
-    else:  # a raw ratio SLI: mean of the 5m ratios (stated on the page)
-        rts, ratio = _series(store, "slo:sli_error:ratio_rate5m", start + 1, min(end, now_ms), **sel)
-        errors, total = float(ratio.sum()), float(len(ratio))
-        incidents = []
-        recent = rts > now_ms - HOUR_MS
-        short_e, short_t = float(ratio[recent].sum()), float(recent.sum())
+    ts, bad, counted = _budget_samples(store, spec, start + 1, min(end, now_ms))
+    errors, total = float(bad.sum()), float(counted.sum())
+    incidents = budget_incidents(
+        ts.tolist(), bad.tolist(), counted.tolist(), objective=spec.objective, window_ms=RATE_WINDOW_MS
+    )
+    recent = ts > now_ms - HOUR_MS
+    short_e, short_t = float(bad[recent].sum()), float(counted[recent].sum())
     budget = compute_budget(
         spec.objective,
         errors=errors,
@@ -214,7 +216,7 @@ def budget_series(
 ) -> tuple[list[int], list[float]]:
     """Budget remaining over the window, ``points`` evenly spaced (for the budget chart)."""
     start, _end = window.bounds(now_ms)
-    common, err, tot = _event_counts(store, {"sloth_id": spec.slo_id}, start + 1, now_ms)
+    common, err, tot = _budget_samples(store, spec, start + 1, now_ms)
     if not len(common):
         return [], []
     ce, ct = np.cumsum(err), np.cumsum(tot)
