@@ -127,3 +127,27 @@ def test_pool_figures_in_multiprocess_mode_follow_checkouts(
     finally:
         engine.dispose()
         values.ValueClass.close_all_files()  # type: ignore[attr-defined]
+
+
+def test_executemany_and_statements_without_parameters_are_measured() -> None:
+    registry = CollectorRegistry()
+    engine = sa.create_engine("sqlite://")
+    instrument_sqlalchemy(engine, registry=registry)
+    try:
+        with engine.begin() as conn:
+            # no_parameters: SQLAlchemy calls the dialect's do_execute_no_params
+            conn.execution_options(no_parameters=True).exec_driver_sql(
+                "CREATE TABLE scores (id INT, pts INT)"
+            )
+            rows = [{"id": i, "pts": i * 10} for i in range(3)]
+            conn.execute(sa.text("INSERT INTO scores VALUES (:id, :pts)"), rows)  # do_executemany
+            with pytest.raises(sa.exc.OperationalError):
+                conn.execute(sa.text("INSERT INTO nowhere VALUES (:id)"), [{"id": 1}, {"id": 2}])
+            assert conn.execute(sa.text("SELECT sum(pts) FROM scores")).scalar() == 30
+    finally:
+        engine.dispose()
+    get = registry.get_sample_value
+    assert get("db_query_duration_seconds_count", {"operation": "create", "table": "scores"}) == 1
+    assert get("db_query_duration_seconds_count", {"operation": "insert", "table": "scores"}) == 1
+    assert get("db_query_duration_seconds_count", {"operation": "select", "table": "scores"}) == 1
+    assert get("db_errors_total", {"operation": "insert", "error": "OperationalError"}) == 1
