@@ -145,8 +145,7 @@ def segments(
     interval_ms: int,
     start_ms: int,
     end_ms: int,
-    durations_s: Sequence[float] | None = None,
-    degraded_after_s: float | None = None,
+    degraded: Sequence[bool] | None = None,
     causes: Sequence[str] | None = None,
     maintenance: Sequence[tuple[int, int]] = (),
     grace: float = 1.5,
@@ -154,7 +153,8 @@ def segments(
     """Timeline of ``[start_ms, end_ms)`` from probe results (sorted by time).
 
     A result covers ``interval_ms`` after it (``grace`` x interval when the next one is slightly
-    late, so jitter does not create unknown slivers); everything else is unknown.
+    late, so jitter does not create unknown slivers); everything else is unknown. ``degraded``
+    marks results that succeeded slower than the probe's threshold (the prober decides).
     """
     raw: list[Segment] = []
     n = len(timestamps_ms)
@@ -167,12 +167,7 @@ def segments(
             continue
         ok = success[i] >= 1
         state = "up" if ok else "down"
-        if (
-            ok
-            and durations_s is not None
-            and degraded_after_s is not None
-            and durations_s[i] > degraded_after_s
-        ):
+        if ok and degraded is not None and degraded[i]:
             state = "degraded"
         raw.append(Segment(a, b, state, "" if ok or causes is None else causes[i]))
     # fill the gaps with unknown

@@ -99,8 +99,7 @@ def monitor_view(
         interval_ms=cfg.interval_ms,
         start_ms=start,
         end_ms=now_ms,
-        durations_s=[2.0 if degraded.get(t) else 0.0 for t in ts.tolist()],
-        degraded_after_s=1.0,
+        degraded=[bool(degraded.get(t)) for t in ts.tolist()],
         causes=[causes.get(t, "probe failed") for t in ts.tolist()],
         maintenance=[(a, b) for a, b, _ in windows],
     )
