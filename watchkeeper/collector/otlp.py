@@ -73,6 +73,7 @@ _NAME_SPLIT = re.compile(r"[^a-zA-Z0-9:]+")
 _LABEL_INVALID = re.compile(r"[^a-zA-Z0-9_]")
 _UNIT_BRACES = re.compile(r"\{[^}]*\}")
 _RESOURCE_IDENTITY = frozenset({"service.name", "service.namespace", "service.instance.id"})
+_MAX_CACHED_NAMES = 100_000
 
 
 def decode_otlp(body: bytes, as_json: bool) -> ExportMetricsServiceRequest:
@@ -209,20 +210,27 @@ def format_float(value: float) -> str:
     return format_go_float(value, "f")
 
 
-def _attributes(attrs: Iterable[KeyValue], names: dict[str, str]) -> dict[str, str]:
-    """Attributes as labels; keys that sanitise to the same name are joined with ';' (sorted by key)."""
+def _attributes(attrs: Sequence[KeyValue], names: dict[str, str]) -> dict[str, str]:
+    """Attributes as labels; keys that sanitise to the same name are joined with ';' (sorted by key).
+    `names` caches key -> label name (bounded)."""
     out: dict[str, str] = {}
-    origin: dict[str, str] = {}
-    for kv in sorted(attrs, key=lambda kv: kv.key):
+    for kv in attrs:
         name = names.get(kv.key)
         if name is None:
+            if len(names) >= _MAX_CACHED_NAMES:
+                names.clear()
             name = names[kv.key] = label_name(kv.key)
-        value = attribute_value(kv.value)
         if name in out:
-            out[name] = out[name] + ";" + value
-        else:
-            out[name] = value
-            origin[name] = kv.key
+            return _joined_attributes(attrs)
+        out[name] = attribute_value(kv.value)
+    return out
+
+
+def _joined_attributes(attrs: Sequence[KeyValue]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for kv in sorted(attrs, key=lambda kv: kv.key):
+        name, value = label_name(kv.key), attribute_value(kv.value)
+        out[name] = out[name] + ";" + value if name in out else value
     return out
 
 
@@ -301,7 +309,7 @@ class OtlpConverter:
                 latest = max(latest, self._metric(metric, scope, out, now_ms))
         extra = {k: v for k, v in res.items() if k not in _RESOURCE_IDENTITY}
         if extra and len(batch) > before:
-            info = _attributes((kv for kv in rm.resource.attributes if kv.key not in _RESOURCE_IDENTITY),
+            info = _attributes([kv for kv in rm.resource.attributes if kv.key not in _RESOURCE_IDENTITY],
                                self._names)
             info.update(identity)
             info["__name__"] = "target_info"
