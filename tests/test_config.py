@@ -140,3 +140,21 @@ def test_settings_are_immutable() -> None:
     s = Settings.load()
     with pytest.raises(ValueError):
         s.port = 1
+
+
+def test_top_level_probes_are_the_slo_sections_probes(tmp_path: Path) -> None:
+    path = tmp_path / "watchkeeper.yml"
+    path.write_text(
+        "probes:\n  - {name: checkout, url: 'http://127.0.0.1:9/health'}\nslo: {timezone: Europe/Paris}\n"
+    )
+    settings = Settings.load(path)
+    assert [p.name for p in settings.slo.probes] == ["checkout"]
+    assert settings.slo.timezone == "Europe/Paris"
+
+
+def test_probes_in_both_places_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "watchkeeper.yml"
+    probe = "{name: checkout, url: 'http://127.0.0.1:9/health'}"
+    path.write_text(f"probes: [{probe}]\nslo:\n  probes: [{probe}]\n")
+    with pytest.raises(ConfigError, match="both at the top level and under slo"):
+        Settings.load(path)

@@ -265,7 +265,21 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of settings at the top level")
-    return data
+    return _hoist_probes(data, path)
+
+
+def _hoist_probes(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A top-level ``probes:`` list is the ``slo.probes`` of the same file (probes are configured
+    beside the rest of the SLO section, but operators look for them at the top level)."""
+    if "probes" not in data:
+        return data
+    slo = data.get("slo") or {}
+    if not isinstance(slo, dict):
+        return data  # the slo section's own validation names the error
+    if "probes" in slo:
+        raise ConfigError(f"config file {path}: probes are given both at the top level and under slo:; keep one")
+    rest = {k: v for k, v in data.items() if k != "probes"}
+    return {**rest, "slo": {**slo, "probes": data["probes"]}}
 
 
 def _describe(
