@@ -8,9 +8,15 @@ and one metric (``http_requests_total``), best and median of ``--repeat`` runs::
     python bench/tsdb_select.py                          # 10 and 100 instances (9k, 90k series)
     python bench/tsdb_select.py --scales 10 --modes sqlite --profile
 
-Printed: samples/s per case, for ``legacy`` (the select of commit 50b1027, kept here), ``select``
-and ``select_concat``, interleaved round by round so that machine load hits them alike.
-``--profile`` prints the cProfile top functions of one select.
+Cases: every series and one metric over the whole range, one metric over the last hour (a
+dashboard's window: the cache keeps more than it returns) and the last 5 minutes (a rule's window:
+mostly the open head chunks, whose frozen segments before it are not decoded). Printed: samples/s
+per case, for ``legacy`` (the select of commit 50b1027, kept here), ``select`` and
+``select_concat`` with the select cache off, and ``cached`` (``select_concat`` again with the cache
+on and warmed by one select of the same series over a window starting a minute earlier), rounds
+interleaved so that machine load hits them alike, with the ratio of uncached to cached.
+``--steps 500`` leaves 20 samples per series in the head (480 leaves none).
+``--profile`` prints the cProfile top functions of one uncached select.
 Runs against whichever ``watchkeeper`` is importable (``PYTHONPATH=/some/checkout`` compares).
 """
 
@@ -134,17 +140,23 @@ def build(instances: int, steps: int, data_dir: Path | None) -> tuple[Any, int]:
 def run_cases(store: Any, matchers: list[Any], start: int, end: int, repeat: int,
               methods: list[str]) -> dict[str, tuple[float, float, int]]:
     """Each method once per round, rounds interleaved, so load changes hit all of them alike."""
+    from watchkeeper.tsdb.selectcache import DEFAULT_MAX_BYTES
+
     times: dict[str, list[float]] = {m: [] for m in methods}
     counts: dict[str, int] = {}
     for _ in range(repeat):
         for method in methods:
-            fn = getattr(store, method) if method != "legacy" else (
-                lambda m, a, b: legacy_select(store, m, a, b))
+            fn = {"legacy": lambda m, a, b: legacy_select(store, m, a, b), "cached": store.select_concat
+                  }.get(method) or getattr(store, method)
+            if hasattr(store, "resize_select_cache"):
+                store.resize_select_cache(DEFAULT_MAX_BYTES if method == "cached" else 0)
+                if method == "cached":  # warm, over a window starting a minute earlier
+                    store.select_concat(matchers, start - 60_000, end)
             gc.collect()
             t0 = time.perf_counter()
             out = fn(matchers, start, end)
             times[method].append(time.perf_counter() - t0)
-            counts[method] = len(out[1]) if method == "select_concat" else sum(len(s.values) for s in out)
+            counts[method] = len(out[1]) if isinstance(out, tuple) else sum(len(s.values) for s in out)
             del out
     return {m: (min(t), statistics.median(t), counts[m]) for m, t in times.items()}
 
@@ -159,11 +171,15 @@ def main() -> None:
     args = ap.parse_args()
     from watchkeeper.labels import Matcher, MatchOp
 
-    cases = {
-        "all": [Matcher(MatchOp.REGEX, "__name__", ".+")],
-        "http_requests_total": [Matcher(MatchOp.EQUAL, "__name__", "http_requests_total")],
-    }
+    every = [Matcher(MatchOp.REGEX, "__name__", ".+")]
+    requests = [Matcher(MatchOp.EQUAL, "__name__", "http_requests_total")]
     start, end = START_MS, START_MS + args.steps * STEP_MS
+    cases = {  # name: (matchers, start, end)
+        "all": (every, start, end),
+        "http_requests_total": (requests, start, end),
+        "requests last 1h": (requests, end - 3600_000, end),
+        "requests last 5m": (requests, end - 300_000, end),
+    }
     for inst in args.scales:
         for mode in args.modes:
             with tempfile.TemporaryDirectory() as tmp:
@@ -173,16 +189,23 @@ def main() -> None:
                 print(f"{mode} {nseries} series x {args.steps} steps built in {built:.1f} s", flush=True)
                 methods = ["legacy", "select"]
                 methods += ["select_concat"] if hasattr(store, "select_concat") else []
-                for name, m in cases.items():
-                    results = run_cases(store, m, start, end, args.repeat, methods)
+                methods += ["cached"] if hasattr(store, "resize_select_cache") else []
+                for name, (m, a, b) in cases.items():
+                    results = run_cases(store, m, a, b, args.repeat, methods)
                     for method, (best, med, n) in results.items():
                         print(f"  {mode:6s} {nseries:6d} series {name:20s} {method:13s} {n:>11,d} samples  "
                               f"best {best * 1e3:8.1f} ms ({n / best / 1e6:6.1f} M samples/s)  "
                               f"median {med * 1e3:8.1f} ms", flush=True)
+                    if "cached" in results:
+                        ratio = results["select_concat"][1] / results["cached"][1]
+                        label = f"{mode:6s} {nseries:6d} series {name:20s}"
+                        print(f"  {label} uncached/cached median {ratio:.1f}x", flush=True)
                 if args.profile:
+                    if hasattr(store, "resize_select_cache"):
+                        store.resize_select_cache(0)
                     prof = cProfile.Profile()
                     prof.enable()
-                    store.select(cases["all"], start, end)
+                    store.select(every, start, end)
                     prof.disable()
                     pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
                 store.close()

@@ -81,6 +81,7 @@ class SeriesIndex:
     def __init__(self) -> None:
         self._n = 0  # slots handed out
         self._n_live = 0
+        self.version = 0  # changes whenever a series is added or removed
         self.ids = np.zeros(0, dtype=np.int64)  # slot -> id
         self.live = np.zeros(0, dtype=np.bool_)  # slot -> not deleted
         self._lab_start = np.zeros(0, dtype=np.int64)  # slot -> its first entry
@@ -209,6 +210,7 @@ class SeriesIndex:
         self._n_entries = n + k
         self._n = slot + 1
         self._n_live += 1
+        self.version += 1
         self._recent[series_id] = slot
         if len(self._recent) > max(1024, len(self._sorted_ids) // 16):
             self._merge_recent()
@@ -241,6 +243,7 @@ class SeriesIndex:
             if self.live[slot]:
                 self.live[slot] = False
                 self._n_live -= 1
+                self.version += 1
                 sid = int(self.ids[slot])
                 if self._recent.get(sid) == slot:
                     del self._recent[sid]

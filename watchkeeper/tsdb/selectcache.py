@@ -39,7 +39,7 @@ Not thread-safe: the storage calls it under its lock.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,14 +164,15 @@ class SelectCache:
             _, old = self._entries.popitem(last=False)
             self._bytes -= old.nbytes
 
-    def invalidate(self, slots: Iterable[int]) -> None:
+    def invalidate(self, slots: Collection[int]) -> None:
         """The series' persisted chunks changed: forget what is kept of them."""
-        gen, cache = self._generation, self._entries
-        for slot in slots:
-            gen[slot] += 1
-            old = cache.pop(slot, None)
-            if old is not None:
-                self._bytes -= old.nbytes
+        self._generation[np.fromiter(slots, np.int64, len(slots))] += 1
+        if self._entries:
+            cache = self._entries
+            for slot in slots:
+                old = cache.pop(slot, None)
+                if old is not None:
+                    self._bytes -= old.nbytes
 
     def expire(self, cutoff_ms: int) -> None:
         """Chunks ending before ``cutoff_ms`` are being deleted: forget entries holding one."""

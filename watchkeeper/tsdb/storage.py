@@ -57,6 +57,7 @@ import itertools
 import logging
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ _COMMIT_BATCH = 20_000
 _REPLAY_WINDOW_MS = 1 << 61  # replay: any out-of-order sample (each was accepted once)
 _RECOVER_BATCH = 1 << 20  # WAL samples older than their series' persisted data, checked at a time
 _UNBOUNDED = 2**62
+_ORDERS_MAX_SERIES = 200_000  # series in the remembered label orders (about 100 bytes each)
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
@@ -173,6 +175,9 @@ class Storage:
         self._head = Head(out_of_order_window_ms=out_of_order_window_ms)
         self._queue = _Queue()
         self._cache = SelectCache(select_cache_bytes)
+        # matchers -> (index version, their slots, labels in output order, each slot's rank)
+        self._orders: OrderedDict[tuple[Matcher, ...], tuple[int, I64, list[Labels], I64]] = OrderedDict()
+        self._orders_series = 0
         self._retained_from = _NO_TS  # the last retention cutoff: older samples are never returned
         self._max_ts = _NO_TS
         self._rejected = dict.fromkeys((*REASONS, "unknown_series"), 0)
@@ -484,6 +489,36 @@ class Storage:
         h = self._head
         return slots[(h.first_ts[slots] <= end_ms) & (h.last_ts[slots] >= start_ms)]
 
+    def _selection(self, matchers: Sequence[Matcher], start_ms: int,
+                   end_ms: int) -> tuple[I64, list[Labels], I64]:
+        """`_slots` with the series' labels in output order (sorted) and each slot's rank in it
+        (caller holds the lock). The sorted labels of the matchers' series are remembered until
+        a series is added or removed: dashboards and rules ask for the same ones again and again."""
+        key = tuple(matchers)
+        version = self._index.version
+        memo = self._orders.get(key)
+        if memo is None or memo[0] != version:
+            every = self._index.select(matchers)
+            labels = self._index.labels_many(every)
+            order = np.array(sorted(range(len(every)), key=labels.__getitem__), dtype=np.int64)
+            memo = (version, every, [labels[i] for i in order.tolist()], np.argsort(order))
+            self._orders[key] = memo
+            self._orders_series += len(every)
+            while self._orders_series > _ORDERS_MAX_SERIES and len(self._orders) > 1:
+                self._orders_series -= len(self._orders.popitem(last=False)[1][1])
+        else:
+            self._orders.move_to_end(key)
+        _, every, sorted_labels, every_rank = memo
+        h = self._head
+        inside = (h.first_ts[every] <= end_ms) & (h.last_ts[every] >= start_ms)
+        if inside.all():
+            return every, sorted_labels, every_rank
+        slots, kept_rank = every[inside], every_rank[inside]
+        order = np.argsort(kept_rank)
+        rank = np.empty(len(slots), dtype=np.int64)
+        rank[order] = np.arange(len(slots))
+        return slots, [sorted_labels[i] for i in kept_rank[order].tolist()], rank
+
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
         """Series matching all matchers with samples in ``[start_ms, end_ms]``, sorted by labels.
 
@@ -500,10 +535,9 @@ class Storage:
         arrays, timestamps strictly increasing within a series."""
         with self._lock:
             start_ms = max(start_ms, self._retained_from)  # what retention left in the head is gone
-            slots = self._slots(matchers, start_ms, end_ms)  # sorted
+            slots, labels, rank = self._selection(matchers, start_ms, end_ms)
             if not len(slots):
                 return [], np.empty(0, np.int64), np.empty(0, np.float64), np.zeros(1, np.int64)
-            labels = self._index.labels_many(slots)
             h = self._head
             h_slots, h_ts, h_vals = h.samples_of(slots, start_ms, end_ms)
             db_slots = slots[h.needs_persisted(slots, start_ms)]
@@ -526,8 +560,6 @@ class Storage:
         n = len(slots)
         # Everything is laid out in the output order (series by labels) from the start, so that
         # the common case (chunks in time order, window covering them) needs no copy after decoding.
-        rank = np.empty(n, dtype=np.int64)
-        rank[np.array(sorted(range(n), key=labels.__getitem__), dtype=np.int64)] = np.arange(n)
         ids = self._index.ids[slots]
         by_id_order = np.argsort(ids, kind="stable")
         chunk_rank = rank[by_id_order[np.searchsorted(ids[by_id_order], c_ids)]]
@@ -569,9 +601,8 @@ class Storage:
                                                                h_ts, h_vals, h_pos, n)
             c_len, h_ts, h_vals, h_len = c_last - c_first, h_ts[:0], h_vals[:0], h_len * 0
         lengths = c_len + h_len
-        sorted_labels = [labels[i] for i in np.argsort(rank).tolist()]
         nonempty = lengths > 0
-        labels_out = [lab for lab, ok in zip(sorted_labels, nonempty.tolist(), strict=True) if ok]
+        labels_out = [lab for lab, ok in zip(labels, nonempty.tolist(), strict=True) if ok]
         lengths = lengths[nonempty]
         out_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=out_offsets[1:])
@@ -773,6 +804,9 @@ def _with_hits(hits: list[tuple[int, CachedSeries]], m_ts: I64, m_vals: F64, m_l
     counts: list[int] = []
     done = 0  # series before this one are in the parts
     for i, e in hits:
+        if e.last_ms < start_ms or e.first_ms > end_ms:  # nothing in the window
+            counts.append(0)
+            continue
         if at[i] > at[done]:
             ts_parts.append(m_ts[at[done] : at[i]])
             val_parts.append(m_vals[at[done] : at[i]])
