@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from watchkeeper.labels import Labels, Matcher, MatchOp, from_dict
+from watchkeeper.tsdb.api import tsdb_status
 from watchkeeper.tsdb.selectcache import CachedSeries, SelectCache
 from watchkeeper.tsdb.storage import Storage
 
@@ -192,3 +193,15 @@ def test_lru_evicts_beyond_the_bound_and_stale_tokens_are_refused() -> None:
     cache.put(cache.token(np.array([1])), [entry()])
     cache.resize(0)
     assert cache.stats().entries == 0
+
+
+def test_tsdb_status_reports_the_cache() -> None:
+    store = Storage.open(data_dir=None, select_cache_bytes=1 << 20)
+    refs = store.series_refs(SERIES)
+    for k in range(130):
+        store.append(refs, np.full(len(refs), k * STEP), np.full(len(refs), float(k)))
+    store.select_concat(MATCHERS[1], 0, 10**9)
+    store.select_concat(MATCHERS[1], 0, 10**9)
+    cache = tsdb_status(store)["watchkeeper"]["selectCache"]
+    assert cache["series"] == 2 and cache["hits"] == 2 and cache["misses"] == 2
+    assert 0 < cache["bytes"] <= cache["maxBytes"] == 1 << 20

@@ -1,5 +1,6 @@
 """``GET /api/v1/status/tsdb``: Prometheus' cardinality and head statistics, plus watchkeeper's own
-storage figures under ``data.watchkeeper`` (samples appended, bytes on disk, bytes per sample).
+storage figures under ``data.watchkeeper`` (samples appended, bytes on disk, bytes per sample, the
+select cache's size and hits).
 
 >>> app.include_router(status_router(lambda: storage))  # doctest: +SKIP
 """
@@ -70,6 +71,13 @@ def tsdb_status(store: StatsStore, limit: int = 10) -> dict[str, Any]:
             "chunksWritten": int(stats.chunks_written_total),
             "bytesOnDisk": int(stats.bytes_on_disk),
             "bytesPerSample": float(stats.bytes_per_sample),
+            "selectCache": {  # decoded persisted samples kept between selects (tsdb.selectcache)
+                "bytes": int(stats.select_cache.size_bytes),
+                "maxBytes": int(stats.select_cache.max_bytes),
+                "series": int(stats.select_cache.entries),
+                "hits": int(stats.select_cache.hits_total),
+                "misses": int(stats.select_cache.misses_total),
+            },
         },
     }
 
