@@ -163,6 +163,7 @@ def _open_storage(state: AppState) -> None:
         out_of_order_window_ms=s.out_of_order_window_ms,
         wal_fsync=s.wal_fsync,
         malloc_tuning=s.malloc_tuning_applies,
+        select_cache_bytes=s.select_cache_bytes,
         on_wal_fsync=state.metrics.wal_fsync.observe,
     )
     state.engine = Engine(
@@ -220,6 +221,15 @@ def _start_services(state: AppState, storage: Storage, engine: Engine) -> None:
         registry=state.metrics.registry,
         is_leader=state.alerting.leadership.is_leader,
     )
+    _schedule_reports(state, s, storage, engine)
+    schedule_backups(state.rules.scheduler.scheduler, s, registry=state.metrics.registry,
+                     is_leader=state.alerting.leadership.is_leader)
+    state.probes = ProbeManager(s.slo.probes, storage, max_concurrency=s.slo.max_probe_concurrency)
+
+
+def _schedule_reports(state: AppState, s: Settings, storage: Storage, engine: Engine) -> None:
+    """The scheduled SLO/uptime/business reports of `s` (start-up and reload)."""
+    assert state.rules is not None and state.alerting is not None
     schedule_reports(
         state.rules.scheduler.scheduler,
         s.slo,
@@ -229,9 +239,6 @@ def _start_services(state: AppState, storage: Storage, engine: Engine) -> None:
         receivers={r.name: r for r in s.alerting.receivers},
         is_leader=state.alerting.leadership.is_leader,
     )
-    schedule_backups(state.rules.scheduler.scheduler, s, registry=state.metrics.registry,
-                     is_leader=state.alerting.leadership.is_leader)
-    state.probes = ProbeManager(s.slo.probes, storage, max_concurrency=s.slo.max_probe_concurrency)
 
 
 def _stop_services(state: AppState) -> None:
@@ -352,8 +359,8 @@ def create_app(settings: Settings, *, metrics: SelfMetrics | None = None) -> Fas
         return Response(body, media_type=content_type)
 
     @app.post("/-/reload", response_class=PlainTextResponse)
-    async def reload() -> str:
-        await anyio.to_thread.run_sync(reload_config, state)
+    async def reload_endpoint() -> str:
+        await reload(state)
         return "configuration reloaded\n"
 
     auth = IngestAuth(settings.ingest_auth, bind_host=settings.host)
@@ -385,7 +392,7 @@ def _on_sighup(state: AppState) -> None:
     def handler() -> None:
         async def run() -> None:
             try:
-                await anyio.to_thread.run_sync(reload_config, state)
+                await reload(state)
             except WatchkeeperError as exc:
                 log.error("reload failed", extra={"error": str(exc)})
 
@@ -395,9 +402,19 @@ def _on_sighup(state: AppState) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, handler)
 
 
-def reload_config(state: AppState) -> None:
+async def reload(state: AppState) -> None:
+    """Re-read the config file and apply what can change at run time: `reload_config` (off the
+    event loop), then the uptime probes (their tasks live on the loop)."""
+    new = await anyio.to_thread.run_sync(reload_config, state)
+    if state.probes is not None and state.slo is not None:
+        await state.probes.apply(state.slo.config.probes)
+    log.info("configuration reloaded", extra={"config_file": str(new.config_file)})
+
+
+def reload_config(state: AppState) -> Settings:
     """Re-read the config file and apply what can change at run time (security, ingest limits,
-    alerting, remote-write, rules). An invalid file raises `ConfigError` and changes nothing."""
+    alerting, remote-write, rules, SLO specs and report schedules); returns the new settings.
+    An invalid file raises `ConfigError` and changes nothing."""
     s = state.settings
     new = Settings.load(s.config_file) if s.config_file is not None else s
     if state.security is not None:
@@ -417,8 +434,10 @@ def reload_config(state: AppState) -> None:
                                      rules_dir=new.data_dir / new.slo.rules_dir)
         if state.rules.reload(rules_config):
             state.slo = slo
+            _schedule_reports(state, new, state.slo.store, state.slo.engine)
         else:
             log.error("rule files are invalid; the previous rules stay loaded")
+    return new
 
 
 def _after_append(state: AppState) -> Callable[[AppendedSamples], None] | None:

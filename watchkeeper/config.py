@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     replication: ReplicationConfig = ReplicationConfig()
     """With ``redis_url``: replicas share their accepted writes (docs/deployment.md, scale-out)."""
     wal_fsync: bool = True
+    select_cache_bytes: int = Field(256 << 20, ge=0)
+    """Decoded samples the store keeps between selects for repeated dashboard, rule and API
+    queries (least recently used first out; 0 turns it off). `tsdb.selectcache`."""
     malloc_tuning: bool = True
     """Fix glibc's mmap/trim thresholds at 128 KiB when the store opens (`tsdb.storage.tune_malloc`:
     about a third of the resident memory per series); not applied when glibc's own
@@ -277,7 +280,8 @@ def _hoist_probes(data: dict[str, Any], path: Path) -> dict[str, Any]:
     if not isinstance(slo, dict):
         return data  # the slo section's own validation names the error
     if "probes" in slo:
-        raise ConfigError(f"config file {path}: probes are given both at the top level and under slo:; keep one")
+        raise ConfigError(f"config file {path}: probes are given both at the top level and under slo:;"
+                          " keep one")
     rest = {k: v for k, v in data.items() if k != "probes"}
     return {**rest, "slo": {**slo, "probes": data["probes"]}}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,46 @@ def test_specs_load_like_rule_files_and_reload_with_them(tmp_path: Path) -> None
         refused = c.post("/-/reload")
         assert refused.status_code >= 400 and "can never fire" in refused.text
         assert "> 0.072)" in _groups(c)["sloth-slo-alerts-checkout-availability"][0]["query"]
+
+
+def test_reload_applies_report_schedules_and_probes(tmp_path: Path) -> None:
+    config = _write_config(tmp_path)
+    app = create_app(Settings.load(config))
+    with TestClient(app) as c:
+        wait_ready(c)
+        state = app.state.watchkeeper
+        scheduler = state.rules.scheduler.scheduler
+        assert scheduler.get_job("slo-report:weekly") is not None and state.probes.probes == []
+
+        # a new schedule for the report, another report, and a probe of a (closed) local port
+        data = yaml.safe_load(config.read_text())
+        weekly = data["slo"]["reports"][0]
+        weekly["schedule"] = "30 8 * * fri"
+        data["slo"]["reports"].append({**weekly, "name": "daily", "schedule": "0 7 * * *"})
+        data["probes"] = [{"name": "local", "type": "tcp", "target": "127.0.0.1:9", "interval": "1s",
+                           "timeout": "1s"}]
+        config.write_text(yaml.safe_dump(data))
+        assert c.post("/-/reload").status_code == 200
+        assert "day_of_week='fri'" in str(scheduler.get_job("slo-report:weekly").trigger)
+        assert scheduler.get_job("slo-report:daily") is not None
+        assert [p.name for p in state.probes.probes] == ["local"]
+        running = state.probes._tasks["local"][1]
+        assert not running.done()
+        deadline = time.monotonic() + 20
+        while "local" not in state.probes.last and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state.probes.last["local"].success is False  # it ran: nothing listens on port 9
+
+        # an unchanged probe keeps its task; removed reports and probes stop
+        data["slo"]["reports"] = [weekly]
+        config.write_text(yaml.safe_dump(data))
+        assert c.post("/-/reload").status_code == 200
+        assert state.probes._tasks["local"][1] is running
+        del data["probes"]
+        config.write_text(yaml.safe_dump(data))
+        assert c.post("/-/reload").status_code == 200
+        assert scheduler.get_job("slo-report:daily") is None and scheduler.get_job("slo-report:weekly")
+        assert state.probes.probes == [] and running.cancelled() and "local" not in state.probes.last
 
 
 def _get_paths(routes: Any, prefix: str = "") -> set[str]:

@@ -209,7 +209,7 @@ class ProbeManager:
         self.clock = clock
         self.last: dict[str, ProbeResult] = {}
         self._sem = asyncio.Semaphore(max_concurrency)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, tuple[ProbeConfig, asyncio.Task[None]]] = {}
         self._clients: dict[tuple[bool, str | None, bool], httpx.AsyncClient] = {}
 
     def _client(self, cfg: ProbeConfig) -> httpx.AsyncClient:
@@ -262,13 +262,33 @@ class ProbeManager:
             await asyncio.sleep(max(next_at - time.monotonic(), 0))
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._loop(p), name=f"probe {p.name}") for p in self.probes]
+        self._tasks = {p.name: (p, self._spawn(p)) for p in self.probes}
+
+    def _spawn(self, cfg: ProbeConfig) -> asyncio.Task[None]:
+        return asyncio.create_task(self._loop(cfg), name=f"probe {cfg.name}")
+
+    async def apply(self, probes: Sequence[ProbeConfig]) -> None:
+        """Reload: probes whose config is unchanged keep running on their schedule; removed and
+        changed ones stop, new and changed ones start."""
+        wanted = {p.name: p for p in probes}
+        gone = [(name, task) for name, (cfg, task) in self._tasks.items() if wanted.get(name) != cfg]
+        for name, task in gone:
+            task.cancel()
+            del self._tasks[name]
+            if name not in wanted:
+                self.last.pop(name, None)
+        await asyncio.gather(*(task for _, task in gone), return_exceptions=True)
+        self.probes = list(probes)
+        for cfg in self.probes:
+            if cfg.name not in self._tasks:
+                self._tasks[cfg.name] = (cfg, self._spawn(cfg))
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        tasks = [task for _, task in self._tasks.values()]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks = {}
         for c in self._clients.values():
             await c.aclose()
         self._clients = {}

@@ -454,7 +454,9 @@ def schedule_reports(
     clock: Callable[[], float] = time.time,
     is_leader: Callable[[], bool] = lambda: True,
 ) -> list[str]:
-    """Add one cron job per scheduled report to an APScheduler scheduler; returns the job ids.
+    """Make the scheduler's report jobs match ``slo.reports`` (start-up and reload): one cron job
+    per scheduled report, added or replaced; jobs of reports no longer scheduled are removed.
+    Returns the job ids.
 
     >>> schedule_reports(rules_service.scheduler.scheduler, settings.slo, store=storage, engine=engine,
     ...                  specs=lambda: slo_state.specs, receivers={r.name: r for r in alerting.receivers})
@@ -487,4 +489,7 @@ def schedule_reports(
             coalesce=True,
         )
         ids.append(job_id)
+    for job in scheduler.get_jobs():
+        if job.id.startswith("slo-report:") and job.id not in ids:
+            scheduler.remove_job(job.id)
     return ids
