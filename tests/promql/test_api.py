@@ -6,8 +6,10 @@ series and timestamps; results in Prometheus' label order).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from watchkeeper.errors import EvalError, QueryError, QueryTimeout
 from watchkeeper.labels import Labels
 from watchkeeper.promql import ast
 from watchkeeper.promql.api import (
+    QueryCosts,
     parse_duration_param_ms,
     parse_time_ms,
     query_router,
@@ -458,3 +461,40 @@ def test_label_values_are_escaped_like_go(storage: Storage) -> None:
     assert (
         response.text == '{"status":"success","data":[{"__name__":"m","a":"\\u003cb\\u003e\\u0026\\"\\n"}]}'
     )
+
+
+def _threads_of(costs: QueryCosts, runs: int, key: tuple[str, int, int] = ("up", 0, 0)) -> list[bool]:
+    """For each of ``runs`` answers to the same query: whether it was evaluated on the loop's thread."""
+    seen: list[bool] = []
+
+    async def main() -> None:
+        loop_thread = threading.get_ident()
+
+        def evaluate() -> QueryResult:
+            seen.append(threading.get_ident() == loop_thread)
+            return QueryResult("scalar", [ResultSeries((), np.array([T0_MS]), np.array([1.0]))])
+
+        for _ in range(runs):
+            response = await costs.answer(key, evaluate, 0)
+            body = b'{"status":"success","data":{"resultType":"scalar","result":[1435781430.781,"1"]}}'
+            assert bytes(response.body) == body
+
+    asyncio.run(main())
+    return seen
+
+
+def test_a_query_that_was_fast_last_time_is_answered_on_the_event_loop() -> None:
+    assert _threads_of(QueryCosts(inline_below_s=60.0), 3) == [False, True, True]
+
+
+def test_slow_queries_stay_in_worker_threads() -> None:
+    assert _threads_of(QueryCosts(inline_below_s=0.0), 3) == [False, False, False]
+
+
+def test_query_costs_forget_everything_when_full() -> None:
+    costs = QueryCosts(inline_below_s=60.0, max_entries=2)
+    _threads_of(costs, 1, ("a", 0, 0))
+    _threads_of(costs, 1, ("b", 0, 0))
+    assert _threads_of(costs, 2, ("c", 0, 0)) == [False, True]
+    assert list(costs.seconds) == [("c", 0, 0)]
+    assert _threads_of(costs, 1, ("a", 0, 0)) == [False]

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, Protocol
@@ -280,9 +281,11 @@ def query_router(
 
     The routes are plain Starlette routes (``request -> response``): they read their parameters
     themselves, so FastAPI's per-request dependency solving has nothing to do. Evaluation and
-    the JSON body are made together in one worker thread, off the event loop."""
+    the JSON body are made together in one worker thread, off the event loop, except for queries
+    that were fast the last time (``QueryCosts``)."""
     router = APIRouter()
     both = ["GET", "POST"]
+    costs = QueryCosts()
 
     @router.route("/api/v1/query", methods=both)
     async def query(request: Request) -> Response:
@@ -292,7 +295,8 @@ def query_router(
             time_ms = params.time_ms("time", _now_ms())
             engine = _with_options(get_engine(), params)
             expr = _parse_query(params.get("query"))
-            return await anyio.to_thread.run_sync(_answer, partial(engine.instant, expr, time_ms), limit)
+            run = partial(engine.instant, expr, time_ms)
+            return await costs.answer((params.get("query"), 0, 0), run, limit)
         except QueryError as exc:
             return error_response(exc)
 
@@ -309,7 +313,7 @@ def query_router(
                 run = partial(engine.range, expr, start_ms, end_ms, step_ms)
             else:
                 run = partial(cache.range, engine, expr, start_ms, end_ms, step_ms, now_ms=_now_ms())
-            return await anyio.to_thread.run_sync(_answer, run, limit)
+            return await costs.answer((params.get("query"), end_ms - start_ms, step_ms), run, limit)
         except QueryError as exc:
             return error_response(exc)
 
@@ -407,14 +411,42 @@ def query_router(
     return router
 
 
-def _answer(evaluate: Callable[[], QueryResult], limit: int) -> Response:
-    """The response to a query: its result (at most ``limit`` series) as JSON, or its error."""
-    try:
-        result = evaluate()
-    except QueryError as exc:
-        return error_response(exc)
-    warnings = _truncate(result, limit)
-    return success(result_json(result), warnings, result.infos)
+class QueryCosts:
+    """Where a query is answered: in a worker thread, unless the same query (text, range length,
+    step) took under ``inline_below_s`` the last time, which is then answered on the event loop.
+
+    Dashboards and alert views repeat their queries; for the small ones the hand-off to a worker
+    thread and back (two thread wake-ups, ~0.1 ms idle, more on a loaded machine) is a good part
+    of the answer time. A query is only inlined after a measured fast run, so a blocked loop is
+    bounded by the cost that query had a moment ago (unless its data grew in between; the next
+    run measures again). At most ``max_entries`` queries are remembered (then all are forgotten).
+    """
+
+    def __init__(self, *, inline_below_s: float = 0.002, max_entries: int = 4096) -> None:
+        self.inline_below_s = inline_below_s
+        self.max_entries = max_entries
+        self.seconds: dict[tuple[str, int, int], float] = {}
+
+    async def answer(
+        self, key: tuple[str, int, int], evaluate: Callable[[], QueryResult], limit: int
+    ) -> Response:
+        if self.seconds.get(key, math.inf) < self.inline_below_s:
+            return self._answer(key, evaluate, limit)
+        return await anyio.to_thread.run_sync(self._answer, key, evaluate, limit)
+
+    def _answer(self, key: tuple[str, int, int], evaluate: Callable[[], QueryResult], limit: int) -> Response:
+        """The response to a query: its result (at most ``limit`` series) as JSON, or its error."""
+        started = time.perf_counter()
+        try:
+            result = evaluate()
+        except QueryError as exc:
+            return error_response(exc)
+        warnings = _truncate(result, limit)
+        response = success(result_json(result), warnings, result.infos)
+        if len(self.seconds) >= self.max_entries:
+            self.seconds.clear()
+        self.seconds[key] = time.perf_counter() - started
+        return response
 
 
 def _range_params(params: Params) -> tuple[int, int, int]:
