@@ -22,7 +22,9 @@ middleware: what the harness sees), and with ``--prometheus URL`` a Prometheus h
 workload, request by request in turn (A, B, B, A, …) so that both see the same machine load; it
 prints both best times and their ratio per query, then the medians and the worst ratio.
 ``--load`` first remote-writes the workload (ending now) into every server given, as the
-harness does; without it each server's newest ``sessions_active`` sample is the end.
+harness does (give it fresh servers: a Prometheus that already holds newer data rejects the
+older samples as out of bounds, and the write errors are printed); without it each server's
+newest ``sessions_active`` sample is the end.
 
     python bench/query_profile.py --server http://127.0.0.1:9480 \
         --prometheus http://127.0.0.1:19090 --load --repeat 10
