@@ -28,7 +28,7 @@ from watchkeeper.promql.ast import (
 )
 from watchkeeper.promql.parser import parse, value_type
 from watchkeeper.promql.printer import to_promql
-from watchkeeper.promql.syntax_errors import MAX_SEARCHED_LENGTH
+from watchkeeper.promql.syntax_errors import MAX_SEARCHED_LENGTH, first_unexpected
 
 
 def name_is(name: str) -> Matcher:
@@ -460,6 +460,19 @@ def test_grammar_errors_name_the_first_unexpected_token(text: str, error: str) -
     with pytest.raises(ParseError) as caught:
         parse(text)
     assert str(caught.value) == error
+
+
+def test_the_token_search_gives_up_when_its_time_is_spent() -> None:
+    candidates: list[str] = []
+
+    def parses(text: str) -> bool:
+        candidates.append(text)
+        return True
+
+    assert first_unexpected("foo bar", parses, budget_s=-1.0) is None
+    assert candidates == []
+    assert first_unexpected("foo bar", parses) == (7, "end of input")  # every prefix continues
+    assert candidates
 
 
 def test_grammar_errors_of_very_long_queries_have_no_position() -> None:

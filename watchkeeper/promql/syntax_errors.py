@@ -11,8 +11,9 @@ A prefix of tokens is *viable* when some continuation parses: the prefix, one of
 fragments (an operand, a label matcher, a duration, grouping labels …), the brackets it leaves
 open closed in order, and possibly an operand after them. Viability shrinks as the prefix grows,
 so the first token that makes the prefix non-viable is found by bisection, in a few dozen binding
-calls (a few milliseconds, on the error path only). When every prefix is viable, the query ended
-too early: ``unexpected end of input`` at its end. Token descriptions follow Prometheus' lexer
+calls (a few milliseconds, on the error path only; at most ``SEARCH_BUDGET_S``, as the binding
+is slow on long operator chains). When every prefix is viable, the query ended too early:
+``unexpected end of input`` at its end. Token descriptions follow Prometheus' lexer
 (``Item.desc``): ``identifier "x"``, ``number "5"``, ``duration "5m"``, ``string "\\"a\\""``,
 ``<op:*>``, ``<aggr:sum>``, ``<by>``, ``","``. Prometheus' grammar adds a context to some of
 these (``… in label matching, expected string``); this module does not.
@@ -21,10 +22,14 @@ these (``… in label matching, expected string``); this module does not.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 #: Longest query (characters) that is searched; longer ones keep the bare message.
 MAX_SEARCHED_LENGTH = 4096
+#: Most time spent searching (the binding's parse time grows with operator chains); a search that
+#: runs out keeps the bare message.
+SEARCH_BUDGET_S = 0.05
 
 _AGGREGATORS = frozenset({
     "sum", "avg", "count", "min", "max", "group", "stddev", "stdvar", "topk", "bottomk",
@@ -49,33 +54,44 @@ _AFTER_CLOSING = ("", " x", " (x)")
 _CLOSER = {"(": ")", "[": "]", "{": "}"}
 
 
-def first_unexpected(text: str, parses: Callable[[str], bool]) -> tuple[int, str] | None:
+def first_unexpected(
+    text: str, parses: Callable[[str], bool], *, budget_s: float = SEARCH_BUDGET_S
+) -> tuple[int, str] | None:
     """``(index, description)`` of the first token of ``text`` that cannot continue what comes
     before it (index ``len(text)`` and ``end of input`` when the query is merely cut short), or
-    None when the text is too long or cannot be split into tokens. ``parses(candidate)`` says
-    whether the binding accepts a candidate text as syntax (semantic errors count as accepted)."""
+    None when the text is too long, cannot be split into tokens or the search takes longer than
+    ``budget_s``. ``parses(candidate)`` says whether the binding accepts a candidate text as
+    syntax (semantic errors count as accepted)."""
     if len(text) > MAX_SEARCHED_LENGTH:
         return None
     tokens = _tokens(text)
     if tokens is None:
         return None
+    deadline = time.monotonic() + budget_s
 
     def viable(count: int) -> bool:
         head = text[: tokens[count - 1][1]] if count else ""
         closing = "".join(_CLOSER[c] for c in reversed(_open_brackets(tokens[:count], text)))
-        return any(
-            parses(head + filler + closing + after) for filler in _FILLERS for after in _AFTER_CLOSING
-        )
+        for filler in _FILLERS:
+            for after in _AFTER_CLOSING:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                if parses(head + filler + closing + after):
+                    return True
+        return False
 
     low, high = 0, len(tokens)  # viable(low) holds; find the least non-viable count in (low, high]
-    if viable(high):
-        return len(text), "end of input"
-    while high - low > 1:
-        middle = (low + high) // 2
-        if viable(middle):
-            low = middle
-        else:
-            high = middle
+    try:
+        if viable(high):
+            return len(text), "end of input"
+        while high - low > 1:
+            middle = (low + high) // 2
+            if viable(middle):
+                low = middle
+            else:
+                high = middle
+    except TimeoutError:
+        return None
     start, end, kind = tokens[high - 1]
     return start, _describe(text[start:end], kind)
 
