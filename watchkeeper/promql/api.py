@@ -23,7 +23,6 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -280,9 +279,9 @@ def query_router(
     through the results cache ``get_cache`` returns, when it returns one (see ``cache.py``).
 
     The routes are plain Starlette routes (``request -> response``): they read their parameters
-    themselves, so FastAPI's per-request dependency solving has nothing to do. Evaluation and
-    the JSON body are made together in one worker thread, off the event loop, except for queries
-    that were fast the last time (``QueryCosts``)."""
+    themselves, so FastAPI's per-request dependency solving has nothing to do. Parsing (slow for
+    long operator chains), evaluation and the JSON body are done together in one worker thread,
+    off the event loop, except for queries that were fast the last time (``QueryCosts``)."""
     router = APIRouter()
     both = ["GET", "POST"]
     costs = QueryCosts()
@@ -294,9 +293,12 @@ def query_router(
             limit = params.limit()
             time_ms = params.time_ms("time", _now_ms())
             engine = _with_options(get_engine(), params)
-            expr = _parse_query(params.get("query"))
-            run = partial(engine.instant, expr, time_ms)
-            return await costs.answer((params.get("query"), 0, 0), run, limit)
+            text = params.get("query")
+
+            def run() -> QueryResult:
+                return engine.instant(_parse_query(text), time_ms)
+
+            return await costs.answer((text, 0, 0), run, limit)
         except QueryError as exc:
             return error_response(exc)
 
@@ -307,13 +309,15 @@ def query_router(
             start_ms, end_ms, step_ms = _range_params(params)
             limit = params.limit()
             engine = _with_options(get_engine(), params)
-            expr = _parse_query(params.get("query"))
-            cache = get_cache()
-            if cache is None:
-                run = partial(engine.range, expr, start_ms, end_ms, step_ms)
-            else:
-                run = partial(cache.range, engine, expr, start_ms, end_ms, step_ms, now_ms=_now_ms())
-            return await costs.answer((params.get("query"), end_ms - start_ms, step_ms), run, limit)
+            text, cache, now_ms = params.get("query"), get_cache(), _now_ms()
+
+            def run() -> QueryResult:
+                expr = _parse_query(text)
+                if cache is None:
+                    return engine.range(expr, start_ms, end_ms, step_ms)
+                return cache.range(engine, expr, start_ms, end_ms, step_ms, now_ms=now_ms)
+
+            return await costs.answer((text, end_ms - start_ms, step_ms), run, limit)
         except QueryError as exc:
             return error_response(exc)
 
