@@ -498,3 +498,16 @@ def test_query_costs_forget_everything_when_full() -> None:
     assert _threads_of(costs, 2, ("c", 0, 0)) == [False, True]
     assert list(costs.seconds) == [("c", 0, 0)]
     assert _threads_of(costs, 1, ("a", 0, 0)) == [False]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/query", "/api/v1/query_range"])
+def test_a_query_that_does_not_parse_is_bad_data_with_its_position(storage: Storage, path: str) -> None:
+    client = make_client(Engine(storage), storage)
+    params = {"query": "foo bar", "time": "4", "start": "0", "end": "10", "step": "1"}
+    response = client.get(path, params=params)
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": "error",
+        "errorType": "bad_data",
+        "error": 'invalid parameter "query": 1:5: parse error: unexpected identifier "bar"',
+    }
