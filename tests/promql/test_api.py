@@ -419,10 +419,14 @@ def test_sample_values_are_formatted_like_go(value: float, text: str) -> None:
     assert format_sample_value(value) == text
 
 
+@pytest.mark.parametrize("first_ms", [-3000, 1050])
 @pytest.mark.parametrize("with_orjson", [True, False])
-def test_matrix_bodies_format_every_point_like_go(with_orjson: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_matrix_bodies_format_every_point_like_go(
+    with_orjson: bool, first_ms: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Range results format all values of a series at once (orjson's or ``repr``'s shortest
-    digits, fixed up): the same text as ``format_sample_value`` point by point."""
+    digits, fixed up) and each distinct timestamp once: the same text as ``format_sample_value``
+    and ``format_timestamp`` point by point (with and without negative times)."""
     from watchkeeper.promql import formatting
 
     if not with_orjson:
@@ -434,13 +438,23 @@ def test_matrix_bodies_format_every_point_like_go(with_orjson: bool, monkeypatch
                math.nan, math.inf, -math.inf, 1 / 3, -2.5]  # fmt: skip
     values = np.concatenate([special, rng.random(2000) * 10.0 ** rng.integers(-12, 24, 2000),
                              np.round(rng.random(500) * 1000)])
-    times = np.arange(values.shape[0], dtype=np.int64) * 1500 - 3000
-    body = formatting.result_json(QueryResult("matrix", [ResultSeries((("a", "b"),), times, values)]))
-    points = ",".join(
-        f'[{format_timestamp(t)},"{format_sample_value(v)}"]'
-        for t, v in zip(times.tolist(), values.tolist(), strict=True)
-    )
-    assert body == f'{{"resultType":"matrix","result":[{{"metric":{{"a":"b"}},"values":[{points}]}}]}}'
+    times = np.arange(values.shape[0], dtype=np.int64) * 1507 + first_ms
+    series = [
+        ResultSeries((("a", "b"),), times, values),
+        ResultSeries((("a", "c"),), times[::7], values[::7]),
+        ResultSeries((("a", "d"),), times[:0], values[:0]),
+    ]
+    body = formatting.result_json(QueryResult("matrix", series))
+    items = [
+        f'{{"metric":{{"a":"{s.labels[0][1]}"}},"values":['
+        + ",".join(
+            f'[{format_timestamp(t)},"{format_sample_value(v)}"]'
+            for t, v in zip(s.timestamps_ms.tolist(), s.values.tolist(), strict=True)
+        )
+        + "]}"
+        for s in series
+    ]
+    assert body == f'{{"resultType":"matrix","result":[{",".join(items)}]}}'
     assert formatting._value_texts(np.empty(0)) == []
 
 
