@@ -22,12 +22,13 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
+from starlette.routing import Route
 
 from watchkeeper import __version__ as watchkeeper_version
 from watchkeeper.durations import parse_duration
@@ -269,6 +270,9 @@ def _truncate(result: QueryResult, limit: int) -> list[str]:
     return list(result.warnings)
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
 def query_router(
     get_engine: Callable[[], QueryEngine],
     get_storage: Callable[[], MetadataStore],
@@ -286,7 +290,22 @@ def query_router(
     both = ["GET", "POST"]
     costs = QueryCosts()
 
-    @router.route("/api/v1/query", methods=both)
+    def route(path: str, methods: list[str]) -> Callable[[Endpoint], Endpoint]:
+        """A plain Starlette route that puts itself in the scope (``scope["route"]``), as FastAPI's
+        own routes do, so the HTTP metrics label its requests by the template, not the raw path."""
+
+        def add(endpoint: Endpoint) -> Endpoint:
+            async def named(request: Request) -> Response:
+                request.scope["route"] = plain
+                return await endpoint(request)
+
+            plain = Route(path, named, methods=methods)
+            router.routes.append(plain)
+            return endpoint
+
+        return add
+
+    @route("/api/v1/query", methods=both)
     async def query(request: Request) -> Response:
         params = await Params.read(request)
         try:
@@ -302,7 +321,7 @@ def query_router(
         except QueryError as exc:
             return error_response(exc)
 
-    @router.route("/api/v1/query_range", methods=both)
+    @route("/api/v1/query_range", methods=both)
     async def query_range(request: Request) -> Response:
         params = await Params.read(request)
         try:
@@ -321,7 +340,7 @@ def query_router(
         except QueryError as exc:
             return error_response(exc)
 
-    @router.route("/api/v1/series", methods=both)
+    @route("/api/v1/series", methods=both)
     async def series(request: Request) -> Response:
         params = await Params.read(request)
         try:
@@ -346,7 +365,7 @@ def query_router(
         found = found[:limit] if limit else found
         return success("[" + ",".join(map(labels_json, found)) + "]", warnings)
 
-    @router.route("/api/v1/labels", methods=both)
+    @route("/api/v1/labels", methods=both)
     async def labels(request: Request) -> Response:
         params = await Params.read(request)
         try:
@@ -359,7 +378,7 @@ def query_router(
         )
         return _string_list(found, limit)
 
-    @router.route("/api/v1/label/{name}/values", methods=["GET"])
+    @route("/api/v1/label/{name}/values", methods=["GET"])
     async def label_values(request: Request) -> Response:
         params = await Params.read(request)
         label = unescape_label_name(request.path_params["name"])
@@ -375,11 +394,11 @@ def query_router(
         )
         return _string_list(found, limit)
 
-    @router.route("/api/v1/metadata", methods=["GET"])
+    @route("/api/v1/metadata", methods=["GET"])
     async def metadata(request: Request) -> Response:
         return success("{}")  # no metric metadata is kept (yet)
 
-    @router.route("/api/v1/query_exemplars", methods=both)
+    @route("/api/v1/query_exemplars", methods=both)
     async def query_exemplars(request: Request) -> Response:
         params = await Params.read(request)
         try:
@@ -389,7 +408,7 @@ def query_router(
             return error_response(exc)
         return success("[]")  # exemplars are not stored
 
-    @router.route("/api/v1/status/buildinfo", methods=["GET"])
+    @route("/api/v1/status/buildinfo", methods=["GET"])
     async def buildinfo(request: Request) -> Response:
         info = {
             "version": PROMETHEUS_COMPATIBLE_VERSION,
@@ -401,7 +420,7 @@ def query_router(
         }
         return success("{" + ",".join(f"{json_string(k)}:{json_string(v)}" for k, v in info.items()) + "}")
 
-    @router.route("/api/v1/format_query", methods=both)
+    @route("/api/v1/format_query", methods=both)
     async def format_query(request: Request) -> Response:
         from watchkeeper.promql.printer import prettify
 
