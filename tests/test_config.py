@@ -158,3 +158,14 @@ def test_probes_in_both_places_are_refused(tmp_path: Path) -> None:
     path.write_text(f"probes: [{probe}]\nslo:\n  probes: [{probe}]\n")
     with pytest.raises(ConfigError, match="both at the top level and under slo"):
         Settings.load(path)
+
+
+def test_reloaded_keeps_the_command_line_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "watchkeeper.yml"
+    path.write_text("retention: 2d\nport: 9000\n")
+    first = Settings.load(path, overrides={"data_dir": tmp_path / "flag", "port": None})
+    path.write_text("retention: 3d\nport: 9001\ndata_dir: /elsewhere\n")
+    again = first.reloaded()
+    assert again.data_dir == tmp_path / "flag"  # the flag still wins over the file
+    assert (again.retention, again.port) == ("3d", 9001)  # the rest is read again
+    assert Settings.load(None).reloaded().port == 9470  # no file: nothing to re-read

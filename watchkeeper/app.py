@@ -416,7 +416,7 @@ def reload_config(state: AppState) -> Settings:
     alerting, remote-write, rules, SLO specs and report schedules); returns the new settings.
     An invalid file raises `ConfigError` and changes nothing."""
     s = state.settings
-    new = Settings.load(s.config_file) if s.config_file is not None else s
+    new = s.reloaded()
     if state.security is not None:
         state.security.reload(new)
     if state.ingester is not None:

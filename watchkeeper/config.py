@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -139,6 +147,7 @@ class Settings(BaseSettings):
     resolved against its directory."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
+    _overrides: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     _durations = field_validator(
         "retention",
@@ -250,11 +259,20 @@ class Settings(BaseSettings):
             init.setdefault("config_file", path)
         token = _file_values.set(file_data)
         try:
-            return cls(**init)
+            settings = cls(**init)
         except ValidationError as exc:
             raise ConfigError(_describe(exc, path, file_data, init)) from None
         finally:
             _file_values.reset(token)
+        settings._overrides = {k: v for k, v in init.items() if k != "config_file"}
+        return settings
+
+    def reloaded(self) -> Settings:
+        """The settings read again from `config_file` and the environment, with the command-line
+        overrides of the first `load` (a reload must not move ``--data-dir`` back to the default)."""
+        if self.config_file is None:
+            return self
+        return Settings.load(self.config_file, overrides=self._overrides)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
