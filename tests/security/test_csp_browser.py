@@ -98,7 +98,8 @@ def test_without_the_headers_the_same_page_runs_the_script(page: Any) -> None:
     with serve(app) as base:
         page.goto(base + "/test/injected")
         page.wait_for_load_state("load")
-        page.click("#js-link")
+        page.click("#js-link")  # a javascript: URL runs after the click returns
+        page.wait_for_function("() => window.injectedHref === true", timeout=10_000)
         assert page.evaluate(
             "() => [window.injectedInline, window.injectedHandler, window.injectedHref]"
         ) == [
